@@ -1,0 +1,114 @@
+"""Settings, read once at an entry point from the environment (prefix ``DIGEST_``) and an optional ``.env``.
+
+The SendGrid API key is the one exception to the prefix: it is read from ``SENDGRID_API_KEY``, the name
+SendGrid's own tools use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; refused outside the demo so a real send never runs on them.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development", "xxx", "your-secret-key"})
+DEMO_SECRET_KEY = "demo-only-secret-key-never-use-in-production"
+
+
+class ConfigError(Exception):
+    """A setting is missing or unusable; the message says which and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIGEST_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(default="sqlite:///digest.db", description="SQLAlchemy URL of the store")
+    base_url: str = Field(default="http://127.0.0.1:8000", description="public URL of the web app, for links")
+    site_url: str = Field(default="https://verdicts.example.com", description="the comparison site")
+    secret_key: str = Field(default="", description="signs every link in an email")
+    # Older keys still accepted when verifying links, so a rotation keeps old emails working.
+    old_secret_keys: list[str] = Field(default_factory=list)
+    from_email: str = "verdicts@example.com"
+    from_name: str = "Weekly AI Tool Verdicts"
+    reply_to: str | None = None
+    postal_address: str = "Weekly AI Tool Verdicts, 1 Example Street, Springfield"
+    list_id: str = Field(default="", description="List-Id header value; derived from the from-address when empty")
+    unsubscribe_mailto: str | None = Field(default=None, description="optional mailto: address for List-Unsubscribe")
+    transport: Literal["sendgrid", "outbox"] | None = Field(
+        default=None, description="sendgrid or outbox; outbox when no SENDGRID_API_KEY is set"
+    )
+    outbox_dir: Path = Path("outbox")
+    sendgrid_api_key: str = Field(
+        default="", validation_alias=AliasChoices("SENDGRID_API_KEY", "DIGEST_SENDGRID_API_KEY")
+    )
+    sendgrid_host: str = "https://api.sendgrid.com"
+    sendgrid_timeout: float = Field(default=30.0, gt=0, description="seconds per HTTP request to SendGrid")
+    sendgrid_sandbox: bool = False
+    send_schedule: str = Field(default="0 9 * * thu", description="crontab line; use day names (APScheduler 3)")
+    timezone: str = "UTC"
+    batch_size: int = Field(default=1000, ge=1, le=1000)  # SendGrid: at most 1000 recipients per request
+    max_shown: int = Field(default=8, ge=1, le=50)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    demo: bool = False
+
+    @field_validator("base_url", "site_url", "sendgrid_host")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _choose_transport(self) -> "Settings":
+        if self.transport is None:
+            self.transport = "sendgrid" if self.sendgrid_api_key else "outbox"
+        if not self.list_id:
+            domain = self.from_email.rpartition("@")[2] or "localhost"
+            self.list_id = f"Weekly AI Tool Verdicts <weekly.{domain}>"
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check_secrets(self) -> None:
+        """Refuse to run for real on a missing or placeholder secret (the demo has its own)."""
+        if self.demo:
+            return
+        if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or self.secret_key == DEMO_SECRET_KEY:
+            raise ConfigError(
+                "DIGEST_SECRET_KEY is missing or a placeholder: it signs every unsubscribe and tracking link. "
+                'Set it to a long random value, e.g. DIGEST_SECRET_KEY="$(python -c '
+                "'import secrets; print(secrets.token_urlsafe(32))')\""
+            )
+        if len(self.secret_key) < 16:
+            raise ConfigError("DIGEST_SECRET_KEY is too short: use at least 16 random characters")
+        if self.transport == "sendgrid" and self.sendgrid_api_key.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ConfigError("DIGEST_TRANSPORT is sendgrid but SENDGRID_API_KEY is missing or a placeholder")
+
+
+def demo_settings(workdir: Path, **overrides) -> Settings:
+    """Settings for `digest demo`: an SQLite file and an outbox under ``workdir``, a demo-only key."""
+    values = dict(
+        database_url=f"sqlite:///{workdir / 'demo.db'}",
+        outbox_dir=workdir / "outbox",
+        secret_key=DEMO_SECRET_KEY,
+        transport="outbox",
+        demo=True,
+    )
+    values.update(overrides)
+    return Settings(**values)

@@ -1,0 +1,99 @@
+"""Signed tokens and the URLs every email carries.
+
+Two kinds of token, both signed with DIGEST_SECRET_KEY (older keys in DIGEST_OLD_SECRET_KEYS still
+verify, so rotating the key keeps last year's unsubscribe links working):
+
+- the *recipient* token names the subscriber and the delivery; it is the same for the open pixel, the
+  unsubscribe and the preference links of one email, and reaches each recipient as a substitution tag;
+- the *link* token signs a click target; it is the same for every recipient of a segment, so the target
+  cannot be altered (no open redirect) and a click costs no per-recipient substitution.
+
+Tokens carry no expiry: an unsubscribe link must keep working for as long as the email exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+RECIPIENT_SALT = "digest.recipient.v1"
+LINK_SALT = "digest.link.v1"
+
+# Per-recipient substitution tags. SendGrid replaces them in the subject, text and HTML; the outbox does
+# the same. Text from the store can never produce "[%" (see render.neutralize), so it cannot forge one.
+TOKEN_TAG = "[%t%]"
+NAME_HTML_TAG = "[%name_html%]"
+NAME_TEXT_TAG = "[%name_text%]"
+
+
+@dataclass(frozen=True)
+class RecipientRef:
+    subscriber_id: int
+    delivery_id: int | None
+
+
+class BadToken(Exception):
+    """Forged, altered, truncated or from a key no longer accepted. Deliberately says nothing more."""
+
+
+class Signer:
+    def __init__(self, secret_key: str, old_keys: list[str] | tuple[str, ...] = ()):
+        # itsdangerous signs with the last key and accepts all of them.
+        keys = [*old_keys, secret_key]
+        self._recipient = URLSafeSerializer(keys, salt=RECIPIENT_SALT)
+        self._link = URLSafeSerializer(keys, salt=LINK_SALT)
+
+    def recipient_token(self, *, subscriber_id: int, delivery_id: int | None) -> str:
+        return self._recipient.dumps([subscriber_id, delivery_id])
+
+    def read_recipient_token(self, token: str) -> RecipientRef:
+        try:
+            subscriber_id, delivery_id = self._recipient.loads(token)
+        except (BadSignature, ValueError, TypeError) as exc:
+            raise BadToken() from exc
+        if not isinstance(subscriber_id, int) or not (delivery_id is None or isinstance(delivery_id, int)):
+            raise BadToken()
+        return RecipientRef(subscriber_id=subscriber_id, delivery_id=delivery_id)
+
+    def link_token(self, url: str) -> str:
+        return self._link.dumps(url)
+
+    def read_link_token(self, token: str) -> str:
+        try:
+            url = self._link.loads(token)
+        except (BadSignature, ValueError, TypeError) as exc:
+            raise BadToken() from exc
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise BadToken()
+        return url
+
+
+class Links:
+    """The URLs of one email, pointing at the web app under DIGEST_BASE_URL.
+
+    Per-recipient URLs contain the TOKEN_TAG, filled per recipient by the transport.
+    """
+
+    def __init__(self, *, base_url: str, signer: Signer):
+        self.base_url = base_url.rstrip("/")
+        self.signer = signer
+
+    def open_pixel(self, token: str = TOKEN_TAG) -> str:
+        return f"{self.base_url}/o/{token}.gif"
+
+    def unsubscribe(self, token: str = TOKEN_TAG) -> str:
+        return f"{self.base_url}/u/{token}"
+
+    def preferences(self, token: str = TOKEN_TAG) -> str:
+        return f"{self.base_url}/p/{token}"
+
+    def click(self, url: str, token: str = TOKEN_TAG) -> str:
+        return f"{self.base_url}/c/{self.signer.link_token(url)}?r={token}"
+
+    def archive(self, week: str) -> str:
+        return f"{self.base_url}/archive/{quote(week)}"
+
+    def archive_index(self) -> str:
+        return f"{self.base_url}/archive"

@@ -1,0 +1,29 @@
+"""Ways to hand a batch of emails to the world. `digest.send` knows only the `Transport` protocol."""
+
+from digest.transports.base import (
+    Batch,
+    PermanentError,
+    RateLimited,
+    Recipient,
+    SendResult,
+    Transport,
+    TransientError,
+)
+
+__all__ = ["Batch", "PermanentError", "RateLimited", "Recipient", "SendResult", "Transport", "TransientError"]
+
+
+def make_transport(settings) -> Transport:
+    """The transport the settings name: SendGrid, or the local outbox of .eml files."""
+    if settings.transport == "sendgrid":
+        from digest.transports.sendgrid import SendGridTransport
+
+        return SendGridTransport(
+            api_key=settings.sendgrid_api_key,
+            host=settings.sendgrid_host,
+            timeout=settings.sendgrid_timeout,
+            sandbox=settings.sendgrid_sandbox,
+        )
+    from digest.transports.outbox import OutboxTransport
+
+    return OutboxTransport(settings.outbox_dir)

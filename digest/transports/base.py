@@ -1,0 +1,88 @@
+"""The transport contract, documented once here; implementations say "See `Transport`".
+
+A `Batch` is one rendered segment going to up to 1000 recipients (SendGrid's per-request limit). The
+body carries substitution tags (`Batch.subject`, `html`, `text` contain keys of
+`Recipient.substitutions`, e.g. ``[%t%]``); a transport replaces them per recipient — SendGrid does it
+server side, the outbox does it while writing each file. Headers are never substituted: per-recipient
+headers (List-Unsubscribe) arrive ready in `Recipient.headers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Recipient:
+    delivery_id: int | None  # None for a test send, which touches no delivery
+    email: str
+    name: str
+    substitutions: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Batch:
+    from_email: str
+    from_name: str
+    subject: str
+    html: str
+    text: str
+    recipients: list[Recipient]
+    headers: dict[str, str] = field(default_factory=dict)  # the same for every recipient (List-Id)
+    categories: list[str] = field(default_factory=list)  # at most 10 (SendGrid)
+    custom_args: dict[str, str] = field(default_factory=dict)  # batch-wide; delivery_id is added per recipient
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str | None  # SendGrid's X-Message-Id (one per request); the outbox makes its own
+
+
+class TransientError(Exception):
+    """Worth retrying: 5xx, refused or dropped connection, timeout.
+
+    ``ambiguous`` is True when the request may have reached the provider (a timeout or a connection
+    dropped after the request was written): retrying may then deliver a second copy.
+    """
+
+    def __init__(self, message: str, *, ambiguous: bool = False):
+        super().__init__(message)
+        self.ambiguous = ambiguous
+
+
+class RateLimited(TransientError):
+    """429: wait until ``reset_at`` (epoch seconds, from X-RateLimit-Reset) before the next request."""
+
+    def __init__(self, message: str, *, reset_at: float | None):
+        super().__init__(message, ambiguous=False)
+        self.reset_at = reset_at
+
+
+class PermanentError(Exception):
+    """The provider refused the batch for good (4xx other than 429); the message is the provider's."""
+
+
+class Transport(Protocol):
+    name: str
+
+    def send(self, batch: Batch) -> SendResult:
+        """Hand the batch to the provider once: no retries here (the sender owns retry policy).
+
+        Returns when the provider accepted the whole batch; raises `TransientError` (or `RateLimited`)
+        when trying again may work, `PermanentError` when it will not.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections; a transport may be used again after."""
+        ...
+
+
+def fill(text: str, substitutions: dict[str, str]) -> str:
+    """Replace substitution tags the way SendGrid does: plain text replacement of each key."""
+    for key, value in substitutions.items():
+        text = text.replace(key, value)
+    return text

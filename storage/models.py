@@ -1,0 +1,183 @@
+"""SQLModel tables.
+
+The exactly-once rules live in constraints, not in code: an issue is unique per ISO week, a comparison is
+claimed into at most one issue, a delivery is unique per (issue, subscriber). A second process that races
+us loses the insert, it does not send twice.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Column, Index, String, UniqueConstraint
+from sqlmodel import Field, Relationship, SQLModel
+
+from storage.types import UTCDateTime, utcnow
+
+
+def _utc(**kwargs) -> Column:
+    return Column(UTCDateTime(), **kwargs)
+
+
+class SubscriberStatus(str, enum.Enum):
+    pending = "pending"  # signed up, not yet confirmed (double opt-in)
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+
+
+class DeliveryStatus(str, enum.Enum):
+    pending = "pending"  # in the audience, not yet handed to the provider
+    sending = "sending"  # leased by a sender; the POST may or may not have happened
+    sent = "sent"  # the provider accepted it (202) and gave a message id
+    failed = "failed"  # the provider refused it for good (4xx other than 429), or attempts ran out
+
+
+class Comparison(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
+    title: str
+    url: str
+    category: str = Field(index=True)
+    published_at: datetime = Field(sa_column=_utc(nullable=False, index=True))
+    community_votes: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+
+    tools: list["Tool"] = Relationship(
+        back_populates="comparison",
+        sa_relationship_kwargs={"order_by": "Tool.position", "cascade": "all, delete-orphan"},
+    )
+
+
+class Tool(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True, ondelete="CASCADE")
+    position: int
+    name: str
+    tagline: str = ""
+    summary: str = ""
+    category: str = ""
+    pricing: str = ""
+    entry_price: str = ""
+    panel_ship_pct: int | None = None
+    community_ship_pct: int | None = None
+
+    comparison: Comparison = Relationship(back_populates="tools")
+    reviews: list["Review"] = Relationship(
+        back_populates="tool",
+        sa_relationship_kwargs={"order_by": "Review.position", "cascade": "all, delete-orphan"},
+    )
+
+
+class Review(SQLModel, table=True):
+    """One reviewer seat's take on one tool: Builder, Skeptic, Futurist or Founder."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    tool_id: int = Field(foreign_key="tool.id", index=True, ondelete="CASCADE")
+    position: int
+    persona: str
+    score: int
+    verdict: str  # "ship" or "skip"
+    text: str = ""
+
+    tool: Tool = Relationship(back_populates="reviews")
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(description="as the subscriber typed it")
+    # Lower-cased address: makes the address unique case-insensitively on every database.
+    email_key: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    name: str = ""
+    status: SubscriberStatus = Field(default=SubscriberStatus.active, index=True, sa_type=String(20))
+    # Categories followed, canonical form: sorted, lower-cased, ";"-joined; "" means every category.
+    # One string per subscriber lets the fan-out group subscribers by what they follow in one query.
+    categories: str = Field(default="", index=True)
+    paused_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    confirmed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    unsubscribed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class Issue(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    week: str = Field(sa_column=Column(String(8), unique=True, nullable=False))  # ISO week, "2026-W48"
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    fanned_out_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    completed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class IssueComparison(SQLModel, table=True):
+    """The claim: a comparison appears in exactly one issue (unique comparison_id)."""
+
+    __tablename__ = "issue_comparison"
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True)
+    comparison_id: int = Field(foreign_key="comparison.id", unique=True)
+    rank: int = 0
+
+
+class Segment(SQLModel, table=True):
+    """A distinct content of an issue: the comparisons one group of subscribers sees. Rendered once."""
+
+    __table_args__ = (UniqueConstraint("issue_id", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id", index=True)
+    key: str = Field(max_length=64)  # digest of the comparison ids shown, in rank order
+    comparison_ids: str  # ids in rank order, ","-joined
+    size: int = 0  # recipients at fan-out
+
+
+class Delivery(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("issue_id", "subscriber_id"),
+        # The sender's claim query: pending rows of an issue, in segment order.
+        Index("ix_delivery_issue_status", "issue_id", "status", "segment_id", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    issue_id: int = Field(foreign_key="issue.id")
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    segment_id: int = Field(foreign_key="segment.id")
+    status: DeliveryStatus = Field(default=DeliveryStatus.pending, sa_type=String(20))
+    attempts: int = 0
+    # Times this recipient was handed to the provider again after an outcome we could not know (a
+    # timeout after the request went out, or a crash between the POST and the commit): each may be a
+    # duplicate, so it is counted, never silent.
+    ambiguous_resends: int = 0
+    lease_owner: str | None = None
+    leased_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    message_id: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class EventKind(str, enum.Enum):
+    sent = "sent"
+    delivered = "delivered"
+    open = "open"
+    click = "click"
+    bounce = "bounce"
+    dropped = "dropped"
+    deferred = "deferred"
+    spamreport = "spamreport"
+    unsubscribe = "unsubscribe"
+    resubscribe = "resubscribe"
+    ambiguous = "ambiguous"
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # an EventKind value; plain text so new provider events need no migration
+    occurred_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+    source: str  # "pixel", "click", "webhook", "web", "cli", "sender"
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", index=True)
+    issue_id: int | None = Field(default=None, foreign_key="issue.id", index=True)
+    machine: bool = False  # opens by image proxies / Apple Mail Privacy Protection
+    provider_event_id: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
+    detail: str = ""
