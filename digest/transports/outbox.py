@@ -1,0 +1,98 @@
+"""A local outbox: each recipient's email as an RFC 5322 `.eml` file, for previews and test sends.
+
+The files are what SendGrid would deliver: substitutions filled per recipient (in subject, text and
+HTML, never in headers), per-recipient List-Unsubscribe headers, text/plain before text/html.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import os
+import re
+import tempfile
+import uuid
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from digest.transports.base import Batch, Recipient, SendResult, fill
+
+# Set by this transport from the batch's own fields: a header of the same name would duplicate them.
+OWN_HEADERS = frozenset(
+    name.lower()
+    for name in ("From", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "MIME-Version", "Reply-To",
+                 "Content-Type", "Content-Transfer-Encoding", "X-Digest-Delivery-Id")
+)
+
+
+class OutboxTransport:
+    """See `Transport`. Writes one `.eml` per recipient into ``directory`` (created when missing)."""
+
+    name = "outbox"
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def send(self, batch: Batch) -> SendResult:
+        """See `Transport`. Every message is built before the first file is written: all or nothing."""
+        messages = [(recipient, _message(batch, recipient)) for recipient in batch.recipients]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for recipient, message in messages:
+            _write_atomically(self.directory / _file_name(recipient), message.as_bytes())
+        return SendResult(message_id=f"outbox-{uuid.uuid4().hex}")
+
+    def close(self) -> None:
+        """See `Transport`. Nothing to release."""
+
+
+def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
+    message = EmailMessage(policy=email.policy.SMTP)  # CRLF line endings, as on the wire
+    message["From"] = _address(batch.from_email, batch.from_name)
+    message["To"] = _address(recipient.email, recipient.name)
+    message["Subject"] = _line("subject", fill(batch.subject, recipient.substitutions))
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=batch.from_email.rpartition("@")[2])  # no DNS lookup
+    if batch.reply_to:
+        message["Reply-To"] = _address(batch.reply_to, "")
+    for name, value in {**batch.headers, **recipient.headers}.items():
+        if name.lower() in OWN_HEADERS:
+            raise ValueError(f"header {name} is set by the transport itself; use the batch field instead")
+        message[_line("header name", name)] = _line(f"header {name}", value)
+    if recipient.delivery_id is not None:
+        message["X-Digest-Delivery-Id"] = str(recipient.delivery_id)
+    message.set_content(fill(batch.text, recipient.substitutions), charset="utf-8")
+    message.add_alternative(fill(batch.html, recipient.substitutions), subtype="html", charset="utf-8")
+    return message
+
+
+def _address(addr: str, name: str) -> Address:
+    username, at, domain = _line("address", addr).rpartition("@")
+    if not at or not username or not domain:
+        raise ValueError(f"{addr!r} is not an email address")
+    return Address(display_name=_line("name", name), username=username, domain=domain)
+
+
+def _line(where: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{where}: {value!r} contains CR or LF (header injection)")
+    return value
+
+
+def _file_name(recipient: Recipient) -> str:
+    # Only [A-Za-z0-9._-] from the address, after a prefix: never a path separator, never "." or "..".
+    local = re.sub(r"[^A-Za-z0-9._-]", "_", recipient.email.rpartition("@")[0])[:40]
+    prefix = "test" if recipient.delivery_id is None else recipient.delivery_id
+    return f"{prefix}-{local}-{uuid.uuid4().hex[:8]}.eml"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A reader never sees half a file: write a temporary file beside it, then rename."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,0 +1,172 @@
+"""SendGrid's v3 Mail Send API: one `POST /v3/mail/send` per `Batch`, one personalization per recipient.
+
+The only module that knows SendGrid. Limits and reserved headers come from SendGrid's published schema
+(tests/data/sendgrid/tsg_mail_v3.json) and its docs; a payload that breaks them is a programming error
+here (`ValueError`), raised before any request, rather than a 400 discovered mid-send.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import urllib.error
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, SendResult, TransientError
+
+MAX_RECIPIENTS = 1000  # per request, to+cc+bcc over all personalizations
+MAX_CATEGORIES = 10
+MAX_ARGS_BYTES = 10_000  # substitutions, and custom_args, per personalization
+# "You may not override the following headers" (schema, personalizations[].headers and headers).
+RESERVED_HEADERS = frozenset(
+    name.lower()
+    for name in ("x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
+                 "Content-Transfer-Encoding", "To", "From", "Subject", "Reply-To", "CC", "BCC")
+)
+
+
+class SendGridTransport:
+    """See `Transport`. Sends through the official `sendgrid` client, with a timeout on every request."""
+
+    name = "sendgrid"
+
+    def __init__(self, *, api_key: str, host: str, timeout: float, sandbox: bool = False):
+        if not api_key:
+            # the client would silently fall back to $SENDGRID_API_KEY
+            raise ValueError("SendGridTransport: api_key is empty")
+        if not timeout or timeout <= 0:
+            raise ValueError(f"SendGridTransport: timeout must be > 0 seconds, got {timeout!r}")
+        self._client = SendGridAPIClient(api_key, host=host)
+        # The client has no default timeout: a stalled connection would hang a send worker for ever.
+        # Client.timeout is copied into every child client (`client.mail.send`) and handed to urlopen.
+        self._client.client.timeout = timeout
+        self._sandbox = sandbox
+
+    def send(self, batch: Batch) -> SendResult:
+        """See `Transport`."""
+        payload = build_payload(batch, sandbox=self._sandbox)
+        try:
+            response = self._client.client.mail.send.post(request_body=payload)
+        except HTTPError as error:
+            raise _http_error(error) from None
+        except (OSError, http.client.HTTPException) as error:
+            raise _network_error(error) from error
+        if response.status_code not in (200, 202):  # 200: sandbox mode
+            raise PermanentError(f"{response.status_code}: unexpected answer to POST /v3/mail/send")
+        return SendResult(message_id=response.headers.get("X-Message-Id"))
+
+    def close(self) -> None:
+        """See `Transport`. Nothing to release: the client opens a connection per request."""
+
+
+def build_payload(batch: Batch, *, sandbox: bool = False) -> dict:
+    """The Mail Send body as a plain dict (the `Mail` helper would reverse the personalizations)."""
+    if not batch.recipients:
+        raise ValueError("batch has no recipients")
+    if len(batch.recipients) > MAX_RECIPIENTS:
+        raise ValueError(f"batch has {len(batch.recipients)} recipients; SendGrid takes at most {MAX_RECIPIENTS}")
+    if len(batch.categories) > MAX_CATEGORIES:
+        raise ValueError(f"batch has {len(batch.categories)} categories; SendGrid takes at most {MAX_CATEGORIES}")
+    _check_line("subject", batch.subject)
+    _check_line("from name", batch.from_name)
+    payload: dict = {
+        "personalizations": [_personalization(r, batch.custom_args) for r in batch.recipients],
+        "from": _address(batch.from_email, batch.from_name),
+        "subject": batch.subject,
+        # text/plain first: SendGrid requires that order when both are present
+        "content": [{"type": t, "value": v} for t, v in (("text/plain", batch.text), ("text/html", batch.html)) if v],
+    }
+    if batch.headers:
+        payload["headers"] = _checked_headers("batch headers", batch.headers)
+    if batch.categories:
+        payload["categories"] = list(batch.categories)
+    if batch.reply_to:
+        payload["reply_to"] = {"email": _check_line("reply_to", batch.reply_to)}
+    if sandbox:
+        payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
+    return payload
+
+
+def _personalization(recipient: Recipient, batch_args: dict[str, str]) -> dict:
+    where = f"recipient {recipient.email!r}"
+    custom_args = dict(batch_args)
+    if recipient.delivery_id is not None:
+        custom_args["delivery_id"] = str(recipient.delivery_id)  # custom_args values must be strings
+    out: dict = {"to": [_address(recipient.email, recipient.name)]}
+    if recipient.substitutions:
+        out["substitutions"] = _checked_size(f"{where}: substitutions", recipient.substitutions)
+    if recipient.headers:
+        out["headers"] = _checked_headers(f"{where}: headers", recipient.headers)
+    if custom_args:
+        out["custom_args"] = _checked_size(f"{where}: custom_args", custom_args)
+    return out
+
+
+def _address(email: str, name: str) -> dict:
+    _check_line("address", email)
+    _check_line("name", name)
+    return {"email": email, "name": name} if name else {"email": email}
+
+
+def _check_line(where: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{where}: {value!r} contains CR or LF (header injection)")
+    return value
+
+
+def _checked_headers(where: str, headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        _check_line(f"{where}: header name", name)
+        _check_line(f"{where}: header {name}", value)
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{where}: {name} is reserved by SendGrid; set it through its own field")
+    return dict(headers)
+
+
+def _checked_size(where: str, values: dict[str, str]) -> dict[str, str]:
+    # Measured as the UTF-8 length of the compact JSON object: never less than the sum of key and value
+    # bytes that SendGrid's "10,000 bytes" may mean, so a batch that passes here passes there.
+    size = len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_ARGS_BYTES:
+        raise ValueError(f"{where}: {size} bytes; SendGrid takes at most {MAX_ARGS_BYTES} per personalization")
+    return dict(values)
+
+
+def _http_error(error: HTTPError) -> Exception:
+    status = error.status_code
+    message = f"{status}: {_provider_message(error)}"
+    if status == 429:
+        return RateLimited(message, reset_at=_float_or_none(error.headers.get("X-RateLimit-Reset")))
+    if status >= 500:
+        # The server answered with a failure: not sent. Except 504: a gateway gave up waiting on a backend
+        # that may have accepted the batch.
+        return TransientError(message, ambiguous=status == 504)
+    return PermanentError(message)
+
+
+def _provider_message(error: HTTPError) -> str:
+    """SendGrid's own words, from `{"errors": [{"message", "field", "help"}]}`."""
+    try:
+        errors = json.loads(error.body)["errors"]
+        parts = [f"{e['field']}: {e['message']}" if e.get("field") else str(e["message"]) for e in errors]
+    except (ValueError, TypeError, KeyError, IndexError):
+        return f"{error.reason} (no SendGrid error body)"
+    return "; ".join(parts) or str(error.reason)
+
+
+def _network_error(error: BaseException) -> TransientError:
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, (ConnectionRefusedError, socket.gaierror)):
+        return TransientError(f"SendGrid unreachable: {reason}", ambiguous=False)
+    # A timeout, reset or half answer: the request may have been written and processed.
+    return TransientError(f"no complete answer from SendGrid: {type(reason).__name__}: {reason}", ambiguous=True)
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
