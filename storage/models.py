@@ -5,7 +5,6 @@ claimed into at most one issue, a delivery is unique per (issue, subscriber). A 
 us loses the insert, it does not send twice.
 """
 
-from __future__ import annotations
 
 import enum
 from datetime import datetime
@@ -32,7 +31,8 @@ class DeliveryStatus(str, enum.Enum):
     pending = "pending"  # in the audience, not yet handed to the provider
     sending = "sending"  # leased by a sender; the POST may or may not have happened
     sent = "sent"  # the provider accepted it (202) and gave a message id
-    failed = "failed"  # the provider refused it for good (4xx other than 429), or attempts ran out
+    failed = "failed"  # the provider refused it for good (4xx other than 429)
+    cancelled = "cancelled"  # the subscriber left (unsubscribed, bounced) between fan-out and send
 
 
 class Comparison(SQLModel, table=True):
@@ -128,7 +128,8 @@ class Segment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     issue_id: int = Field(foreign_key="issue.id", index=True)
     key: str = Field(max_length=64)  # digest of the comparison ids shown, in rank order
-    comparison_ids: str  # ids in rank order, ","-joined
+    comparison_ids: str  # every comparison this segment sees, in rank order, ","-joined
+    audience: str = ""  # why they get it, shown in the footer: "all categories", "Writing and Data"
     size: int = 0  # recipients at fan-out
 
 

@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from storage.db import make_engine
 from storage.migrate import upgrade
 
+pytest_plugins = ["tests.fixtures_sendgrid"]
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

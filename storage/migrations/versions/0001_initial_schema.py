@@ -82,6 +82,7 @@ def upgrade() -> None:
     sa.Column('issue_id', sa.Integer(), nullable=False),
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('comparison_ids', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('audience', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['issue_id'], ['issue.id'], ),
     sa.PrimaryKeyConstraint('id'),

@@ -1,0 +1,37 @@
+"""Wiring: from settings to a ready `Sender`. Built once at an entry point (CLI, scheduler)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from digest.config import Settings
+from digest.links import Links, Signer
+from digest.render import Renderer
+from digest.send import Sender
+from digest.transports import Transport, make_transport
+from storage.db import make_engine
+
+
+def signer_for(settings: Settings) -> Signer:
+    return Signer(settings.secret_key, settings.old_secret_keys)
+
+
+def links_for(settings: Settings) -> Links:
+    return Links(base_url=settings.base_url, signer=signer_for(settings))
+
+
+def build_sender(
+    settings: Settings, *, transport: Transport | None = None, on_progress: Callable[[int], None] | None = None,
+    **overrides,
+) -> Sender:
+    links = links_for(settings)
+    return Sender(
+        engine=make_engine(settings.database_url),
+        settings=settings,
+        transport=transport or make_transport(settings),
+        renderer=Renderer(settings=settings, links=links),
+        signer=links.signer,
+        links=links,
+        on_progress=on_progress,
+        **overrides,
+    )

@@ -1,0 +1,286 @@
+"""Send an issue: lease pending deliveries in batches, hand each batch to the transport, record the result.
+
+Exactly once, by construction:
+- delivery rows exist before any request (the fan-out); a row is leased ('sending') and committed
+  *before* its POST, and marked 'sent' with the provider's message id *after* it;
+- a crash leaves rows 'sending'; a rerun takes them over once their lease ran out (at once when the
+  lease belongs to a dead process on this host) and sends them again.
+
+The one case where a person can get two copies is the ambiguous one: the request may have reached the
+provider but we never learned the outcome (a timeout or a dropped connection after the request was
+written, or a crash between the POST and the commit). Our policy is to send again — a missed weekly
+issue costs more trust than a rare duplicate — and to *count* every such re-send in
+`Delivery.ambiguous_resends`, reported by `digest send`. Nothing is re-sent silently.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import random
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from digest.config import Settings
+from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
+from digest.render import RenderedEmail, Renderer
+from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, TransientError, Transport
+from storage import queries
+from storage.db import session_scope
+from storage.models import DeliveryStatus, Issue, Segment
+from storage.types import utcnow
+
+LEASE = timedelta(minutes=10)  # longer than one batch can take: timeout × attempts plus the backoff
+BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
+BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
+RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage, not a rate limit
+RATE_LIMIT_MAX_WAITS = 100  # consecutive 429s on one batch before we give up for this run
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f]|\[%|%\]")
+
+
+class SendAborted(Exception):
+    """The provider kept failing; the batch went back to pending and a rerun resumes. Carries the report."""
+
+    def __init__(self, message: str, report: "SendReport"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class SendReport:
+    week: str
+    segments: int = 0
+    recipients: int = 0  # deliveries in the issue
+    sent: int = 0  # sent by this run
+    failed: int = 0  # refused for good by the provider in this run
+    cancelled: int = 0  # left between fan-out and send
+    batches: int = 0  # requests accepted
+    requests: int = 0  # requests made, retries included
+    retries: int = 0
+    rate_limited: int = 0
+    ambiguous: int = 0  # recipients handed over again after an unknown outcome (possible duplicates)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    remaining: int = 0  # still pending or leased when the run ended
+
+
+@dataclass
+class Sender:
+    """Sends issues through one transport. Time and sleep are passed in so tests need no real waits."""
+
+    engine: Engine
+    settings: Settings
+    transport: Transport
+    renderer: Renderer
+    signer: Signer
+    links: Links
+    clock: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[], float] = random.random
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    on_progress: Callable[[int], None] | None = None
+
+    def send_issue(self, issue: Issue) -> SendReport:
+        started = time.monotonic()
+        report = SendReport(week=issue.week)
+        rendered: dict[int, tuple[Segment, RenderedEmail]] = {}
+        with session_scope(self.engine) as session:
+            report.segments = len(queries.issue_segments(session=session, issue_id=issue.id))
+            report.recipients = sum(queries.status_counts(session=session, issue_id=issue.id).values())
+            dead = [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
+        try:
+            while True:
+                now = self.clock()
+                with session_scope(self.engine) as session:
+                    claimed = queries.claim_batch(
+                        session=session, issue_id=issue.id, owner=self.owner, now=now,
+                        lease_until=now + LEASE, limit=self.settings.batch_size, dead_owners=dead,
+                    )
+                if claimed is None:
+                    break
+                report.ambiguous += claimed.resent
+                if not claimed.rows:
+                    continue
+                if claimed.segment_id not in rendered:
+                    rendered[claimed.segment_id] = self._render(issue, claimed.segment_id)
+                segment, email = rendered[claimed.segment_id]
+                self._send_batch(issue, segment, email, claimed.rows, report)
+                if self.on_progress:
+                    self.on_progress(len(claimed.rows))
+        finally:
+            report.seconds = time.monotonic() - started
+            self._finish(issue, report)
+        return report
+
+    # -- one batch ------------------------------------------------------------------------------------
+
+    def _send_batch(self, issue: Issue, segment: Segment, email: RenderedEmail, rows, report: SendReport) -> None:
+        batch = self._batch(issue, segment, email, rows)
+        ids = [row.delivery_id for row in rows]
+        failures = 0
+        waits = 0
+        while True:
+            report.requests += 1
+            try:
+                result = self.transport.send(batch)
+            except RateLimited as exc:
+                report.rate_limited += 1
+                waits += 1
+                if waits > RATE_LIMIT_MAX_WAITS:
+                    self._give_up(ids, f"rate limited {waits} times in a row: {exc}", report)
+                delay = self._rate_limit_delay(exc.reset_at)
+                if delay is None:
+                    self._give_up(ids, f"rate limited until too far ahead: {exc}", report)
+                self._extend(ids, ambiguous=False, extra=delay)
+                self.sleep(delay)
+                continue
+            except TransientError as exc:
+                failures += 1
+                report.retries += 1
+                if exc.ambiguous:
+                    report.ambiguous += len(ids)
+                if failures >= self.settings.max_attempts:
+                    self._give_up(ids, f"{failures} attempts failed, last: {exc}", report)
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1)) * (0.5 + self.jitter() / 2)
+                self._extend(ids, ambiguous=exc.ambiguous, extra=delay)
+                self.sleep(delay)
+                continue
+            except PermanentError as exc:
+                message = str(exc)[:1000]
+                with session_scope(self.engine) as session:
+                    queries.finish(session=session, ids=ids, owner=self.owner, status=DeliveryStatus.failed,
+                                   now=self.clock(), error=message)
+                report.failed += len(ids)
+                report.errors.append(f"batch of {len(ids)} refused: {message}")
+                return
+            with session_scope(self.engine) as session:
+                queries.finish(session=session, ids=ids, owner=self.owner, status=DeliveryStatus.sent,
+                               now=self.clock(), message_id=result.message_id)
+            report.sent += len(ids)
+            report.batches += 1
+            return
+
+    def _batch(self, issue: Issue, segment: Segment, email: RenderedEmail, rows) -> Batch:
+        recipients = []
+        for row in rows:
+            token = self.signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id)
+            recipients.append(recipient(row.delivery_id, row.email, row.name, token, self.links, self.settings))
+        return Batch(
+            from_email=self.settings.from_email,
+            from_name=self.settings.from_name,
+            reply_to=self.settings.reply_to,
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            recipients=recipients,
+            headers={"List-Id": self.settings.list_id},
+            categories=["weekly-digest", issue.week],
+            custom_args={"issue": issue.week, "segment": str(segment.id)},
+        )
+
+    def _rate_limit_delay(self, reset_at: float | None) -> float | None:
+        if reset_at is None:
+            return 1.0 + self.jitter()
+        delay = reset_at - self.clock().timestamp()
+        if delay > RATE_LIMIT_MAX_WAIT:
+            return None
+        # A little past the reset, jittered, so that several senders do not all return at the same instant.
+        return max(0.0, delay) + 0.05 + self.jitter() * 0.5
+
+    def _extend(self, ids: list[int], *, ambiguous: bool, extra: float) -> None:
+        with session_scope(self.engine) as session:
+            queries.extend_lease(session=session, ids=ids, owner=self.owner,
+                                 lease_until=self.clock() + LEASE + timedelta(seconds=extra), ambiguous=ambiguous)
+
+    def _give_up(self, ids: list[int], why: str, report: SendReport) -> None:
+        with session_scope(self.engine) as session:
+            queries.release(session=session, ids=ids, owner=self.owner, error=why[:1000])
+        report.errors.append(why)
+        raise SendAborted(f"sending stopped, {why}. Deliveries left pending; rerun `digest send` to resume.", report)
+
+    # -- rendering and bookkeeping ---------------------------------------------------------------------
+
+    def _render(self, issue: Issue, segment_id: int) -> tuple[Segment, RenderedEmail]:
+        with session_scope(self.engine) as session:
+            segment = session.get(Segment, segment_id)
+            return segment, render_segment(session=session, renderer=self.renderer, settings=self.settings,
+                                           issue=issue, segment=segment)
+
+    def _finish(self, issue: Issue, report: SendReport) -> None:
+        with session_scope(self.engine) as session:
+            counts = queries.status_counts(session=session, issue_id=issue.id)
+            report.cancelled = counts.get(DeliveryStatus.cancelled.value, 0)
+            report.remaining = counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
+            if report.remaining == 0:
+                stored = session.get(Issue, issue.id)
+                if stored.completed_at is None:
+                    stored.completed_at = self.clock()
+
+
+def render_segment(*, session, renderer: Renderer, settings: Settings, issue: Issue, segment: Segment) -> RenderedEmail:
+    """Render one segment of an issue: the first `max_shown` comparisons in full, the rest as "and K more"."""
+    from digest.selection import cap
+
+    ids = [int(i) for i in segment.comparison_ids.split(",") if i]
+    shown, more = cap(ids, settings.max_shown)
+    comparisons = queries.load_comparisons(session=session, ids=shown)
+    return renderer.render_segment(
+        week=issue.week,
+        issue_date=issue.created_at.astimezone(settings.tz).date(),
+        comparisons=comparisons,
+        more_count=more,
+        audience=segment.audience,
+    )
+
+
+def recipient(delivery_id: int | None, email: str, name: str, token: str, links: Links, settings: Settings) -> Recipient:
+    """One recipient's substitutions and headers (headers are never substituted, so they come ready)."""
+    name = clean_name(name)
+    unsubscribe = f"<{links.unsubscribe(token)}>"
+    if settings.unsubscribe_mailto:
+        unsubscribe += f", <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe%20{token}>"
+    return Recipient(
+        delivery_id=delivery_id,
+        email=email,
+        name=name,
+        substitutions={TOKEN_TAG: token, NAME_HTML_TAG: html.escape(name or "there"), NAME_TEXT_TAG: name or "there"},
+        headers={"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    )
+
+
+def clean_name(name: str) -> str:
+    """A subscriber's name as it may appear in a header or a greeting: one line, no tag look-alikes."""
+    return " ".join(_UNSAFE_NAME.sub(" ", name or "").split())[:100]
+
+
+def _is_dead_here(owner: str) -> bool:
+    """True when a lease owner is a process on this host that no longer runs (it crashed or was killed)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # our own earlier lease in this process: not dead, just ours (rerun in-process)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False

@@ -1,0 +1,173 @@
+"""The weekly run: open this week's issue (claim + fan-out) when its slot has come, and send it.
+
+One idempotent function serves the cron trigger, the catch-up at start and every hourly tick: the
+database constraints, not the clock, make sure an issue is opened once and each email is sent once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from digest.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
+from storage import queries
+from storage.db import session_scope
+from storage.models import Issue, Segment
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+class BadWeek(ValueError):
+    pass
+
+
+def iso_week(moment: datetime | date) -> str:
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def week_monday(week: str) -> date:
+    match = _WEEK.match(week)
+    if not match:
+        raise BadWeek(f"week {week!r} is not of the form YYYY-Www, e.g. 2026-W48")
+    year, number = int(match[1]), int(match[2])
+    try:
+        return date.fromisocalendar(year, number, 1)
+    except ValueError as exc:
+        raise BadWeek(f"week {week!r} does not exist: {year} has no week {number}") from exc
+
+
+def cron_trigger(schedule: str, tz) -> CronTrigger:
+    """The send schedule as an APScheduler trigger. Raises ValueError on a bad crontab line."""
+    return CronTrigger.from_crontab(schedule, timezone=tz)
+
+
+def slot(week: str, *, schedule: str, tz) -> datetime | None:
+    """When the schedule fires in ``week`` (its first firing on or after Monday 00:00), or None."""
+    monday = datetime.combine(week_monday(week), time.min, tzinfo=tz)
+    fire = cron_trigger(schedule, tz).get_next_fire_time(None, monday)
+    if fire is None or fire >= monday + timedelta(days=7):
+        return None
+    return fire
+
+
+@dataclass(frozen=True)
+class IssuePlan:
+    """What opening an issue now would do: read-only, for `--dry-run` and previews."""
+
+    ranked: list[ComparisonFacts]
+    segments: list[SegmentPlan]
+    audience: dict[str, int]  # subscribers by followed categories ("" = all)
+
+    def size(self, segment: SegmentPlan) -> int:
+        return sum(self.audience.get(categories, 0) for categories in segment.category_sets)
+
+
+def plan_issue(*, session, now: datetime, ranked: list[ComparisonFacts] | None = None) -> IssuePlan:
+    if ranked is None:
+        ranked = rank(queries.claimable_comparisons(session=session, now=now))
+    audience = queries.audience_category_sets(session=session, now=now)
+    return IssuePlan(ranked=ranked, segments=plan_segments(ranked, audience), audience=audience)
+
+
+@dataclass
+class Opened:
+    issue: Issue | None
+    created: bool
+    claimed: int = 0
+    deliveries: int = 0
+
+
+def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
+    """Create issue ``week``, claim what is published, fan out: one transaction, all or nothing.
+
+    If the issue exists (a rerun, or another scheduler won the race) it is returned as it is: its
+    content and audience were fixed when it was opened. No claimable comparison: no issue.
+    """
+    week_monday(week)  # validates the label
+    try:
+        with session_scope(engine) as session:
+            existing = queries.find_issue(session=session, week=week)
+            if existing is not None:
+                return Opened(issue=existing, created=False)
+            issue = Issue(week=week, created_at=now)
+            session.add(issue)
+            session.flush()  # a racing process blocks here on the unique week, then fails below
+            claimed = queries.claim_comparisons(session=session, issue_id=issue.id, now=now)
+            if claimed == 0:
+                session.rollback()
+                return Opened(issue=None, created=False)
+            ranked = rank(queries.claimed_comparisons(session=session, issue_id=issue.id))
+            queries.set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
+            plan = plan_issue(session=session, now=now, ranked=ranked)
+            deliveries = 0
+            for planned in plan.segments:
+                segment = Segment(issue_id=issue.id, key=planned.key, audience=planned.audience,
+                                  comparison_ids=",".join(map(str, planned.comparison_ids)))
+                session.add(segment)
+                session.flush()
+                segment.size = queries.fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
+                                               category_sets=planned.category_sets, now=now)
+                deliveries += segment.size
+            issue.fanned_out_at = now
+            if deliveries == 0:
+                issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
+            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries)
+    except IntegrityError:
+        with session_scope(engine) as session:
+            existing = queries.find_issue(session=session, week=week)
+        if existing is None:
+            raise
+        return Opened(issue=existing, created=False)
+
+
+@dataclass
+class RunResult:
+    week: str
+    opened: Opened | None = None
+    reports: list = field(default_factory=list)  # SendReport per issue sent or resumed
+    reason: str = ""  # why nothing new was opened, in words
+
+
+def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
+    """The weekly job: resume unfinished issues, then open and send the week's issue when it is due.
+
+    Without ``week`` (the scheduler): the current week's issue opens once its scheduled slot has passed
+    and something was published by then; a later tick in the same week finds the issue and only resumes.
+    With ``week`` (an editor): that issue opens now, early or late, with what is published now.
+    """
+    settings = sender.settings
+    engine = sender.engine
+    result = RunResult(week=week or iso_week(now.astimezone(settings.tz)))
+    with session_scope(engine) as session:
+        unfinished = queries.unfinished_issues(session=session)
+    for issue in unfinished:
+        result.reports.append(sender.send_issue(issue))
+    if week is None:
+        due_at = slot(result.week, schedule=settings.send_schedule, tz=settings.tz)
+        if due_at is None or due_at > now:
+            result.reason = f"issue {result.week} is not due yet (scheduled for {due_at:%a %d %b %H:%M %Z})" if due_at else \
+                f"the schedule {settings.send_schedule!r} does not fire in {result.week}"
+            return result
+        with session_scope(engine) as session:
+            if queries.find_issue(session=session, week=result.week) is not None:
+                result.reason = f"issue {result.week} already exists"
+                return result
+            if not queries.claimable_comparisons(session=session, now=due_at):
+                result.reason = f"nothing was published for {result.week} by its slot; it rolls into the next issue"
+                return result
+    result.opened = open_issue(engine=engine, week=result.week, now=now)
+    if result.opened.issue is None:
+        result.reason = "no new comparison since the last issue: no issue, no email"
+        return result
+    if not result.opened.created and result.opened.issue.completed_at is not None:
+        result.reason = f"issue {result.week} was already sent"
+        return result
+    if all(report.week != result.week for report in result.reports):
+        result.reports.append(sender.send_issue(result.opened.issue))
+    return result

@@ -1,0 +1,156 @@
+"""The sender's retry policy and crash recovery, on both databases, through the Transport protocol."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from digest.app import build_sender
+from digest.config import Settings
+from digest.send import LEASE, SendAborted
+from digest.transports.base import PermanentError, RateLimited, TransientError
+from digest.weekly import open_issue
+from storage.db import session_scope
+from storage.models import Delivery, DeliveryStatus
+from tests.factories import RecordingTransport, add_comparison, add_subscribers
+
+UTC = timezone.utc
+SLOT = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves; sleeping moves it too, so waits are exact and instant."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock():
+    return Clock(SLOT)
+
+
+def make_sender(db_url, tmp_path, transport, clock, **settings):
+    config = Settings(database_url=db_url, secret_key="k" * 32, base_url="https://news.example.com",
+                      outbox_dir=tmp_path / "outbox", transport="outbox", **settings)
+    return build_sender(config, transport=transport, clock=clock, sleep=clock.sleep, jitter=lambda: 0.5)
+
+
+def issue_with(sender, subscribers: int):
+    add_comparison(sender.engine, published_at=SLOT - timedelta(days=2))
+    add_subscribers(sender.engine, subscribers)
+    return open_issue(engine=sender.engine, week="2026-W48", now=SLOT).issue
+
+
+def statuses(engine) -> dict[str, int]:
+    with session_scope(engine) as session:
+        rows = session.execute(select(Delivery.status)).scalars().all()
+    return {s: rows.count(s) for s in set(rows)}
+
+
+def test_429_waits_until_the_reset_time_then_sends(db_url, tmp_path, clock):
+    "a 429 with X-RateLimit-Reset 30 s ahead: the sender sleeps past the reset, then the batch goes"
+    reset = SLOT.timestamp() + 30
+    transport = RecordingTransport(RateLimited("429 too many requests", reset_at=reset))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 3))
+    assert report.sent == 3 and report.rate_limited == 1
+    assert clock.slept and 30 <= clock.slept[0] <= 31
+    assert clock.now.timestamp() >= reset
+
+
+def test_server_errors_retry_with_growing_capped_backoff(db_url, tmp_path, clock):
+    "two 503s then success: two retries, the second wait twice the first (same jitter), nothing lost"
+    transport = RecordingTransport(TransientError("503"), TransientError("503"))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert report.sent == 2 and report.retries == 2 and report.ambiguous == 0
+    assert clock.slept[1] == pytest.approx(2 * clock.slept[0])
+    assert statuses(sender.engine) == {"sent": 2}
+
+
+def test_a_permanent_error_fails_the_batch_with_the_providers_message_and_does_not_loop(db_url, tmp_path, clock):
+    "a 400 marks the batch failed with SendGrid's words; one request, no retry"
+    transport = RecordingTransport(PermanentError("400: personalizations.0.to.0.email: Does not contain a valid address"))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert transport.calls == 1 and report.failed == 2 and report.sent == 0
+    with session_scope(sender.engine) as session:
+        errors = set(session.execute(select(Delivery.error)).scalars())
+    assert errors == {"400: personalizations.0.to.0.email: Does not contain a valid address"}
+
+
+def test_an_outage_stops_the_run_and_a_rerun_resumes_without_duplicates(db_url, tmp_path, clock):
+    "six failures in a row abort the run with rows pending; the next run sends each of them once"
+    failing = RecordingTransport(*[TransientError("connection refused")] * 6)
+    sender = make_sender(db_url, tmp_path, failing, clock, max_attempts=6)
+    issue = issue_with(sender, 3)
+    with pytest.raises(SendAborted, match="rerun `digest send`"):
+        sender.send_issue(issue)
+    assert statuses(sender.engine) == {"pending": 3}
+    healthy = RecordingTransport()
+    report = make_sender(db_url, tmp_path, healthy, clock).send_issue(issue)
+    assert report.sent == 3 and len(healthy.recipients) == 3 and report.ambiguous == 0
+
+
+def test_a_timeout_after_the_request_went_out_resends_and_counts_the_possible_duplicate(db_url, tmp_path, clock):
+    "an ambiguous timeout: the batch is sent again and each of its recipients is counted, not silent"
+    transport = RecordingTransport(TransientError("timed out", ambiguous=True))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 4))
+    assert report.sent == 4 and report.ambiguous == 4
+    with session_scope(sender.engine) as session:
+        counted = session.execute(select(Delivery.ambiguous_resends)).scalars().all()
+    assert counted == [1, 1, 1, 1]
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so no handler in the sender catches it."""
+
+
+class CrashAfterPost(RecordingTransport):
+    def send(self, batch):
+        result = super().send(batch)
+        raise Crash()
+
+
+def test_a_crash_between_post_and_commit_is_resent_once_after_the_lease_and_counted(db_url, tmp_path, clock):
+    "the process dies after SendGrid took the batch: the rows stay leased, the rerun sends them once more"
+    crashing = CrashAfterPost()
+    sender = make_sender(db_url, tmp_path, crashing, clock)
+    issue = issue_with(sender, 3)
+    with pytest.raises(Crash):
+        sender.send_issue(issue)
+    assert statuses(sender.engine) == {"sending": 3}
+    rerun = RecordingTransport()
+    early = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
+    assert early.sent == 0 and early.remaining == 3, "a live lease is respected"
+    clock.now += LEASE + timedelta(seconds=1)
+    late = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
+    assert late.sent == 3 and late.ambiguous == 3 and len(rerun.recipients) == 3
+    assert statuses(sender.engine) == {"sent": 3}
+
+
+def test_a_crash_before_the_post_loses_nobody(db_url, tmp_path, clock):
+    "the process dies with a batch leased but never posted: the rerun sends all of it"
+    class CrashBeforePost(RecordingTransport):
+        def send(self, batch):
+            raise Crash()
+
+    sender = make_sender(db_url, tmp_path, CrashBeforePost(), clock)
+    issue = issue_with(sender, 5)
+    with pytest.raises(Crash):
+        sender.send_issue(issue)
+    clock.now += LEASE + timedelta(seconds=1)
+    rerun = RecordingTransport()
+    report = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
+    assert sorted(rerun.recipients) == sorted(set(rerun.recipients)) and len(rerun.recipients) == 5
+    assert statuses(sender.engine) == {"sent": 5}
