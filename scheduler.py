@@ -1,1 +1,102 @@
-"""APScheduler wiring (written below)."""
+"""The clock of the weekly digest: `python scheduler.py`.
+
+APScheduler 3.11 wiring only. A cron trigger from DIGEST_SEND_SCHEDULE in DIGEST_TIMEZONE, plus a
+catch-up run at start and every hour, all calling the same idempotent `digest.weekly.run`. The scheduler
+keeps no job store of its own (APScheduler's FAQ: a job store cannot be shared between processes), so
+any number of scheduler processes may run against one database: the unique issue per week and the
+unique delivery per subscriber make sure one issue goes out, once per subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger("digest.scheduler")
+
+CATCH_UP_EVERY_HOURS = 1  # a send interrupted by a crash or an outage resumes within the hour
+
+
+def weekly_job(sender) -> bool:
+    """One tick: resume what is unfinished, open and send this week's issue when due.
+
+    Never raises (the scheduler must keep its next appointment); returns False when the tick failed.
+    """
+    from digest.send import SendAborted
+    from digest.weekly import run
+    from storage.types import utcnow
+
+    try:
+        result = run(sender=sender, now=utcnow())
+    except SendAborted as exc:
+        log.error("%s", exc)
+        return False
+    except Exception:
+        log.exception("weekly run failed; the next tick retries")
+        return False
+    if result.reason:
+        log.info("%s", result.reason)
+    for report in result.reports:
+        log.info("issue %s: sent %d, failed %d, left %d, %d possible duplicates, %.1f s",
+                 report.week, report.sent, report.failed, report.remaining, report.ambiguous, report.seconds)
+    return all(report.failed == 0 for report in result.reports)
+
+
+def build_scheduler(sender) -> BlockingScheduler:
+    from digest.weekly import cron_trigger
+
+    settings = sender.settings
+    scheduler = BlockingScheduler(timezone=settings.tz)
+    # coalesce + max_instances=1: a tick that comes while the last one still runs is skipped, not queued.
+    common = dict(args=[sender], coalesce=True, max_instances=1, misfire_grace_time=3600)
+    scheduler.add_job(weekly_job, cron_trigger(settings.send_schedule, settings.tz), id="weekly", **common)
+    scheduler.add_job(weekly_job, IntervalTrigger(hours=CATCH_UP_EVERY_HOURS, timezone=settings.tz),
+                      id="catch-up", **common)
+    return scheduler
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from digest.app import build_sender
+    from digest.config import ConfigError, Settings
+
+    parser = argparse.ArgumentParser(
+        prog="python scheduler.py",
+        description="Run the weekly digest on DIGEST_SEND_SCHEDULE in DIGEST_TIMEZONE, with a catch-up at "
+        "start and every hour. Any number of schedulers may share one database.",
+    )
+    parser.add_argument("--once", action="store_true",
+                        help="run one catch-up tick and exit (for cron or a process manager's timer)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+        settings.check_secrets()
+        from digest.weekly import cron_trigger
+
+        cron_trigger(settings.send_schedule, settings.tz)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sender = build_sender(settings)
+    if args.once:
+        return 0 if weekly_job(sender) else 1
+    scheduler = build_scheduler(sender)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    log.info("schedule %r in %s; catch-up now and every %d h", settings.send_schedule, settings.timezone,
+             CATCH_UP_EVERY_HOURS)
+    weekly_job(sender)  # the catch-up at start
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -191,8 +191,11 @@ class FakeSendGrid:
     """A SendGrid Mail Send server on 127.0.0.1 (a free port), run in a daemon thread; a context manager."""
 
     def __init__(self, *, api_key: str = "SG.fake-test-key", faults: FaultRates | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, latency: float = 0.0):
         self.api_key = api_key
+        # Seconds each request takes, half before the batch is recorded and half after: a slow provider,
+        # which leaves room for a test to kill the client on either side of the acceptance.
+        self.latency = latency
         self.accepted: list[dict] = []  # bodies answered (or, when scripted, due) 202
         self.sandboxed: list[dict] = []  # bodies answered 200 (sandbox mode): validated, not sent
         self.message_ids: list[str] = []  # X-Message-Id of each accepted body, same order
@@ -273,6 +276,8 @@ def _handler_for(fake: FakeSendGrid):
                     length -= len(self.rfile.read(min(length, 1 << 20))) or length
                 return self._answer(413, {}, error_body(("Payload Too Large: the limit is 30 MB.", None)))
             raw = self.rfile.read(length)
+            if fake.latency:
+                fake._stopping.wait(fake.latency / 2)
             action = fake._next_action()
             kind = action[0] if action else None
             if kind == "status":
@@ -284,6 +289,8 @@ def _handler_for(fake: FakeSendGrid):
                 return self._drop()
             if kind == "stall":
                 fake._stopping.wait(action[1])
+            if fake.latency:
+                fake._stopping.wait(fake.latency / 2)
             self._answer(status, headers, body)
 
         def _handle(self, raw: bytes) -> tuple[int, dict, dict | None]:

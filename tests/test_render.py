@@ -1,0 +1,343 @@
+"""The digest email: subject, HTML (MJML via mjml-python) and text part, rendered once per segment."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from html.parser import HTMLParser
+
+import pytest
+
+from digest.config import Settings
+from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
+from digest.render import RenderedEmail, Renderer, neutralize, strongest_opinion
+from digest.transports.base import fill
+from storage.models import Comparison, Review, Tool
+
+GMAIL_BUDGET = 92160  # 90 KB: Gmail clips HTML past ~102 KB
+SEATS = ("Builder", "Skeptic", "Futurist", "Founder")
+
+
+# -- building comparisons in memory (no database) -----------------------------------------------------------
+
+def make_comparison(index: int = 0, *, title: str | None = None, tools: int = 2, url: str | None = None,
+                    scores=(85, 78, 82, 55), verdicts=("ship", "ship", "ship", "skip")) -> Comparison:
+    comparison = Comparison(
+        slug=f"tool-a-{index}-vs-tool-b-{index}",
+        title=title or f"Tool A{index} vs Tool B{index}",
+        url=url or f"https://verdicts.example.com/compare/tool-a-{index}-vs-tool-b-{index}",
+        category="Developer Tools",
+        published_at=datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc),
+    )
+    comparison.tools = []
+    for position in range(tools):
+        tool = Tool(position=position, name=f"Tool {'ABCD'[position]}{index}", tagline=f"Tagline of tool {position}",
+                    entry_price="$20/mo", panel_ship_pct=75)
+        tool.reviews = [
+            Review(position=seat, persona=SEATS[seat], score=scores[seat], verdict=verdicts[seat],
+                   text=f"{SEATS[seat]} take on tool {position}. A second sentence that is not quoted.")
+            for seat in range(4)
+        ]
+        comparison.tools.append(tool)
+    return comparison
+
+
+def words(length: int, seed: str = "Verdict") -> str:
+    text = f"{seed} lorem ipsum dolor sit amet, consectetur adipiscing elit & sed do eiusmod tempor. "
+    return (text * (length // len(text) + 1))[:length]
+
+
+def long_comparison(index: int, *, tools: int) -> Comparison:
+    """Every text at the import schema's maximum length (contracts/comparison.schema.json)."""
+    comparison = Comparison(slug=f"long-{index}", title=words(300, f"T{index}"), category=words(100, "Cat"),
+                            url=f"https://verdicts.example.com/compare/long-{index}",
+                            published_at=datetime(2026, 11, 23, tzinfo=timezone.utc))
+    comparison.tools = []
+    for position in range(tools):
+        tool = Tool(position=position, name=words(200, f"Tool{position}"), tagline=words(500), summary=words(5000),
+                    pricing=words(500), entry_price=words(50), panel_ship_pct=100)
+        tool.reviews = [Review(position=seat, persona=words(50, "Persona"), score=100, verdict="ship",
+                               text=words(10000)) for seat in range(4)]
+        comparison.tools.append(tool)
+    return comparison
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(secret_key="x" * 32, base_url="https://news.example.com")
+
+
+@pytest.fixture
+def links(settings) -> Links:
+    return Links(base_url=settings.base_url, signer=Signer("x" * 32))
+
+
+@pytest.fixture
+def renderer(settings, links) -> Renderer:
+    return Renderer(settings=settings, links=links)
+
+
+def render(renderer: Renderer, comparisons, *, more_count: int = 0, audience: str = "all categories") -> RenderedEmail:
+    return renderer.render_segment(week="2026-W48", issue_date=date(2026, 11, 26), comparisons=comparisons,
+                                   more_count=more_count, audience=audience)
+
+
+class Elements(HTMLParser):
+    """Every start tag with its attributes, and the text of h1/h2/h3."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.headings: list[tuple[str, str]] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("h1", "h2", "h3"):
+            self._open = tag
+            self.headings.append((tag, ""))
+
+    def handle_endtag(self, tag):
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data):
+        if self._open:
+            tag, text = self.headings[-1]
+            self.headings[-1] = (tag, text + data)
+
+    def all(self, name):
+        return [attrs for tag, attrs in self.tags if tag == name]
+
+
+def parse(html: str) -> Elements:
+    parser = Elements()
+    parser.feed(html)
+    return parser
+
+
+# -- the parts ------------------------------------------------------------------------------------------------
+
+def test_one_render_yields_subject_html_and_text(renderer):
+    """one segment of three comparisons renders once into a subject, an HTML part, a text part and its MJML"""
+    email = render(renderer, [make_comparison(i) for i in range(3)])
+
+    assert email.subject == "Tool A0 vs Tool B0 — and 2 more verdicts"
+    assert email.html.startswith("<!doctype html>")
+    assert "Weekly AI Tool Verdicts" in email.html and "Week 48 · 26 November 2026" in email.html
+    assert email.mjml.lstrip().startswith("<mjml")
+    assert "WEEKLY AI TOOL VERDICTS" in email.text and "Week 48 · 26 November 2026" in email.text
+
+
+def test_subject_counts_the_comparisons_not_shown(renderer):
+    """the subject names the top comparison and counts every other one, shown or not"""
+    assert render(renderer, [make_comparison()]).subject == "Tool A0 vs Tool B0"
+    assert render(renderer, [make_comparison()], more_count=1).subject == "Tool A0 vs Tool B0 — and 1 more verdict"
+
+
+def test_html_is_accessible(renderer):
+    """the HTML has a language, presentation tables, alt on every image, an h2 per comparison, h3 per tool"""
+    comparisons = [make_comparison(i) for i in range(3)]
+    email = render(renderer, comparisons)
+    page = parse(email.html)
+
+    assert page.all("html")[0].get("lang") == "en"
+    assert page.all("table") and all(t.get("role") == "presentation" for t in page.all("table"))
+    assert page.all("img") and all("alt" in img for img in page.all("img"))
+    h2s = [text.strip() for tag, text in page.headings if tag == "h2"]
+    assert h2s == [c.title for c in comparisons]
+    assert len([tag for tag, _ in page.headings if tag == "h3"]) == 6
+    assert len([tag for tag, _ in page.headings if tag == "h1"]) == 1
+    assert "<title>Weekly AI Tool Verdicts · Week 48 · 26 November 2026</title>" in email.html
+
+
+def test_html_declares_light_and_dark_colour_schemes(renderer):
+    """clients are told the email supports dark mode and get dark colours for it"""
+    html = render(renderer, [make_comparison()]).html
+    metas = {m.get("name"): m.get("content") for m in parse(html).all("meta")}
+    assert metas.get("color-scheme") == "light dark"
+    assert metas.get("supported-color-schemes") == "light dark"
+    assert "@media (prefers-color-scheme:dark)" in html
+
+
+def test_preheader_lists_the_verdicts_in_plain_text(renderer):
+    """the inbox preview says how many verdicts and names them"""
+    html = render(renderer, [make_comparison(i) for i in range(2)], more_count=1).html
+    assert "3 new verdicts: Tool A0 vs Tool B0, Tool A1 vs Tool B1, and 1 more" in html
+
+
+def test_each_tool_shows_price_panel_and_written_verdicts(renderer):
+    """every tool shows its entry price, the panel ship %, and each seat's score and verdict in words"""
+    html = render(renderer, [make_comparison()]).html
+    assert html.count("$20/mo") == 2 and html.count("Panel: 75% ship") == 2
+    for seat, score in zip(SEATS, (85, 78, 82, 55)):
+        assert html.count(f"<td>{seat}</td><td>{score}/100</td>") == 2
+    assert html.count('<td class="ship">ship</td>') == 6 and html.count('<td class="skip">skip</td>') == 2
+
+
+def test_strongest_opinion_is_the_most_divergent_seat_cut_to_one_sentence(renderer):
+    """the quoted opinion is the seat furthest from the panel's mean, its first sentence only"""
+    comparison = make_comparison(scores=(80, 82, 79, 30))
+    opinion = strongest_opinion(comparison)
+    assert (opinion.review.persona, opinion.tool) == ("Founder", "Tool A0")  # ties go to page order
+    assert opinion.quote == "Founder take on tool 0."
+    assert "“Founder take on tool 0.”" in render(renderer, [comparison]).html
+
+
+def test_strongest_opinion_of_a_long_review_is_clipped_with_an_ellipsis():
+    """a review of one endless sentence is quoted in at most 160 characters ending with an ellipsis"""
+    comparison = make_comparison()
+    comparison.tools[0].reviews[3].text = "word " * 3000
+    quote = strongest_opinion(comparison).quote
+    assert len(quote) <= 160 and quote.endswith("…")
+
+
+@pytest.mark.parametrize("tools", [3, 4])
+def test_three_and_four_tools_each_get_a_column(renderer, tools):
+    """three tools sit in three columns, four in two columns of two; every tool is shown"""
+    email = render(renderer, [make_comparison(tools=tools)])
+    page = parse(email.html)
+    assert len([tag for tag, _ in page.headings if tag == "h3"]) == tools
+    expected = "mj-column-per-33" if tools == 3 else "mj-column-per-50"
+    assert expected in email.html
+
+
+def test_minimal_comparison_without_prices_or_reviews_renders(renderer):
+    """a comparison with no tagline, price, ship % or reviews renders without 'None' or empty tables"""
+    comparison = make_comparison()
+    for tool in comparison.tools:
+        tool.tagline, tool.entry_price, tool.panel_ship_pct, tool.reviews = "", "", None, []
+    email = render(renderer, [comparison])
+    assert "None" not in email.html and "None" not in email.text
+    assert "Price not listed" in email.html and "No panel reviews yet." in email.html
+    assert "The strongest opinion" not in email.html
+
+
+# -- size -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tools", [2, 4])
+def test_ten_maximal_comparisons_stay_under_gmails_clipping_budget(renderer, tools):
+    """ten comparisons with every text at its maximum length stay under 90 KB of HTML"""
+    email = render(renderer, [long_comparison(i, tools=tools) for i in range(10)], more_count=5,
+                   audience="Developer Tools and Writing")
+    size = len(email.html.encode("utf-8"))
+    assert size < GMAIL_BUDGET, f"{size} bytes with {tools} tools per comparison"
+    assert len(parse(email.html).headings) == 1 + 10 + 10 * tools
+
+
+# -- links and per-recipient tags -----------------------------------------------------------------------------
+
+def test_per_recipient_values_stay_substitution_tags(renderer, links):
+    """pixel, unsubscribe, preferences and greeting are tags; view-in-browser is the issue's archive page"""
+    email = render(renderer, [make_comparison()])
+    srcs = [img["src"] for img in parse(email.html).all("img")]
+    assert links.open_pixel() in srcs
+    pixel = next(img for img in parse(email.html).all("img") if img["src"] == links.open_pixel())
+    assert (pixel["width"], pixel["height"], pixel["alt"]) == ("1", "1", "")
+    hrefs = [a.get("href") for a in parse(email.html).all("a")]
+    assert links.unsubscribe() in hrefs and links.preferences() in hrefs
+    assert "https://news.example.com/archive/2026-W48" in hrefs
+    assert f"Hi {NAME_HTML_TAG}," in email.html and f"Hi {NAME_TEXT_TAG}," in email.text
+    assert TOKEN_TAG in links.unsubscribe()
+
+
+def test_every_link_goes_through_the_signed_click_redirect(renderer, links, settings):
+    """comparison URLs never appear raw as hrefs: only /c/ click links, archive and the recipient's own pages"""
+    comparisons = [make_comparison(i) for i in range(2)]
+    email = render(renderer, comparisons, more_count=3)
+    hrefs = [a["href"] for a in parse(email.html).all("a")]
+    allowed = {links.unsubscribe(), links.preferences(), links.archive("2026-W48")}
+    for href in hrefs:
+        assert href in allowed or href.startswith("https://news.example.com/c/"), href
+    for comparison in comparisons:
+        assert links.click(comparison.url) in hrefs
+        assert comparison.url not in email.html and comparison.url not in email.text
+    assert links.click(settings.site_url) in hrefs
+    assert "And 3 more verdicts this week →" in email.html
+
+
+def test_click_links_read_back_to_their_target(renderer, links):
+    """a click link, once filled for a recipient, verifies back to the comparison's URL"""
+    email = render(renderer, [make_comparison()])
+    href = next(a["href"] for a in parse(fill(email.html, {TOKEN_TAG: "tok"})).all("a") if "/c/" in a["href"])
+    token = re.match(r"https://news\.example\.com/c/([^?]+)\?r=tok$", href).group(1)
+    assert links.signer.read_link_token(token) == "https://verdicts.example.com/compare/tool-a-0-vs-tool-b-0"
+
+
+def test_text_part_is_complete(renderer, links, settings):
+    """the text part has every title, click link, the more link, archive, preferences, unsubscribe, address"""
+    comparisons = [make_comparison(i) for i in range(3)]
+    text = render(renderer, comparisons, more_count=2, audience="Developer Tools and Writing").text
+    for comparison in comparisons:
+        assert comparison.title in text
+        assert links.click(comparison.url) in text
+    assert "And 2 more verdicts this week:\n" + links.click(settings.site_url) in text
+    assert links.archive("2026-W48") in text
+    assert links.preferences() in text and links.unsubscribe() in text
+    assert settings.postal_address in text
+    assert "Weekly AI Tool Verdicts for Developer\nTools and Writing." in text
+    assert "Builder     85/100  ship" in text and "Founder     55/100  skip" in text
+    assert all(len(line) <= 78 for line in text.splitlines() if "://" not in line)
+
+
+def test_text_part_without_more_has_no_more_link(renderer, settings, links):
+    """when every comparison is shown there is no 'more' line"""
+    text = render(renderer, [make_comparison()]).text
+    assert "more verdict" not in text and links.click(settings.site_url) not in text
+
+
+def test_footer_says_why_and_where(renderer, settings):
+    """the footer says why the reader gets this and carries the postal address"""
+    html = render(renderer, [make_comparison()], audience="Developer Tools and Writing").html
+    assert "You get this because you subscribed to Weekly AI Tool Verdicts for Developer Tools and Writing." in html
+    assert settings.postal_address in html
+
+
+# -- hostile content ------------------------------------------------------------------------------------------
+
+HOSTILE = "<script>alert(1)</script> {{ 7*7 }} {% raw %} [%t%] -unsub- \r\nBcc: evil@example.com \x07\x1b\x85 שלום 🚀"
+
+
+def test_hostile_title_is_escaped_not_executed(renderer):
+    """markup, template syntax and control characters in a title come out as inert text"""
+    email = render(renderer, [make_comparison(title=HOSTILE)])
+    assert "<script" not in email.html and "<script" not in email.mjml
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; {{ 7*7 }} {% raw %}" in email.html
+    assert "<script>alert(1)</script> {{ 7*7 }} {% raw %}" in email.text
+    assert "-unsub-" in email.html and "שלום 🚀" in email.html and "שלום 🚀" in email.text
+    for part in (email.html, email.text, email.subject):
+        assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", part)
+
+
+def test_a_tag_look_alike_in_a_title_is_never_substituted(renderer):
+    """'[%t%]' written in a title survives the per-recipient fill unchanged, in every part"""
+    email = render(renderer, [make_comparison(title=HOSTILE)])
+    for part in (email.html, email.text, email.subject):
+        filled = fill(part, {TOKEN_TAG: "TOKEN", NAME_HTML_TAG: "NAME", NAME_TEXT_TAG: "NAME"})
+        title_at = filled.index("-unsub-")
+        assert "TOKEN" not in filled[title_at - 40:title_at]
+    html = fill(email.html, {TOKEN_TAG: "TOKEN"})
+    assert "/u/TOKEN" in html and "/p/TOKEN" in html and "/o/TOKEN.gif" in html  # our own tags still work
+
+
+def test_adjacent_values_cannot_join_into_a_tag():
+    """a value ending in '[' next to one starting with '%t%]' cannot form a tag"""
+    assert "[%" not in neutralize("title [") + neutralize("%t%] tail")
+    assert "<%" not in neutralize("a <") + neutralize("%asm_group_unsubscribe_raw_url%>")
+
+
+def test_subject_is_one_header_line(renderer):
+    """a CR/LF in a title cannot split the Subject header, and long subjects are capped"""
+    subject = render(renderer, [make_comparison(title=HOSTILE)]).subject
+    assert "\r" not in subject and "\n" not in subject
+    assert "Bcc: evil@example.com" in subject  # on the same line, as text
+    long = render(renderer, [make_comparison(title="word " * 200)], more_count=3).subject
+    assert len(long) <= 150 and long.endswith("— and 3 more verdicts")
+
+
+def test_a_javascript_url_never_reaches_an_href(renderer):
+    """even if a javascript: URL got into the store, the email only links to the signed click redirect"""
+    email = render(renderer, [make_comparison(url="javascript:alert(document.cookie)")])
+    hrefs = [a["href"] for a in parse(email.html).all("a")]
+    assert not any(href.lower().startswith("javascript:") for href in hrefs)
+    assert "javascript:" not in email.html and "javascript:" not in email.text
