@@ -81,6 +81,7 @@ class Opened:
     created: bool
     claimed: int = 0
     deliveries: int = 0
+    unmatched: int = 0  # active subscribers who follow none of the claimed comparisons' categories
 
 
 def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
@@ -115,9 +116,10 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
                                                category_sets=planned.category_sets, now=now)
                 deliveries += segment.size
             issue.fanned_out_at = now
+            unmatched = sum(plan.audience.values()) - deliveries
             if deliveries == 0:
                 issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
-            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries)
+            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched)
     except IntegrityError:
         with session_scope(engine) as session:
             existing = queries.find_issue(session=session, week=week)

@@ -46,12 +46,17 @@ class OutboxTransport:
         """See `Transport`. Nothing to release."""
 
 
+# CRLF line endings, as on the wire; header lines up to RFC 5322's 998 characters, so a long
+# List-Unsubscribe URL stays on one line instead of being folded before its first word.
+_POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+
 def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
-    message = EmailMessage(policy=email.policy.SMTP)  # CRLF line endings, as on the wire
+    message = EmailMessage(policy=_POLICY)
     message["From"] = _address(batch.from_email, batch.from_name)
     message["To"] = _address(recipient.email, recipient.name)
     message["Subject"] = _line("subject", fill(batch.subject, recipient.substitutions))
-    message["Date"] = formatdate(localtime=False)
+    message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain=batch.from_email.rpartition("@")[2])  # no DNS lookup
     if batch.reply_to:
         message["Reply-To"] = _address(batch.reply_to, "")

@@ -1,0 +1,249 @@
+"""The `digest` command: a thin layer over the library. Each command's docstring is its --help."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from digest.config import ConfigError, Settings
+from storage.types import utcnow
+
+app = typer.Typer(help="Weekly AI Tool Verdicts: claim, render and send the weekly digest.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Create or upgrade the database.", no_args_is_help=True)
+comparisons_app = typer.Typer(help="Import the comparisons the site published.", no_args_is_help=True)
+subscribers_app = typer.Typer(help="Add and import subscribers.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(comparisons_app, name="comparisons")
+app.add_typer(subscribers_app, name="subscribers")
+
+console = Console(soft_wrap=True)  # paths and URLs stay whole, copyable
+errors = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def settings_for_run(*, need_secrets: bool = True) -> Settings:
+    try:
+        settings = Settings()
+        if need_secrets:
+            settings.check_secrets()
+    except ConfigError as exc:
+        raise fail(str(exc), 2)
+    except ValueError as exc:  # pydantic's validation error names the setting
+        raise fail(f"bad setting: {exc}", 2)
+    return settings
+
+
+def engine_for(settings: Settings):
+    from storage.db import make_engine
+
+    return make_engine(settings.database_url)
+
+
+# -- db -----------------------------------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the database, or bring it to the latest schema (DIGEST_DATABASE_URL).
+
+    Example: DIGEST_DATABASE_URL=postgresql+psycopg://digest@db/digest digest db upgrade
+    """
+    from storage.migrate import current, upgrade
+
+    settings = settings_for_run(need_secrets=False)
+    upgrade(settings.database_url)
+    console.print(f"database at revision {current(settings.database_url)}")
+
+
+# -- comparisons ---------------------------------------------------------------------------------------
+
+@comparisons_app.command("import")
+def comparisons_import(file: Annotated[Path, typer.Argument(help="JSON file in the comparison import format")]) -> None:
+    """Import comparisons (upsert by slug). A bad file is rejected whole, naming the item and field.
+
+    Example: digest comparisons import published.json
+    """
+    from digest.importing import InvalidImport, import_comparisons
+
+    settings = settings_for_run(need_secrets=False)
+    try:
+        result = import_comparisons(engine=engine_for(settings), path=file, now=utcnow())
+    except InvalidImport as exc:
+        raise fail(f"{exc}\nnothing was imported")
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}")
+    console.print(f"{file}: {result.created} new, {result.updated} updated, {result.unchanged} unchanged")
+
+
+# -- subscribers ---------------------------------------------------------------------------------------
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: Annotated[str, typer.Argument(help="the subscriber's address")],
+    name: Annotated[str, typer.Option(help="how to greet them")] = "",
+    category: Annotated[Optional[list[str]], typer.Option("--category", "-c", help="a category to follow; repeat for more; none = all")] = None,
+) -> None:
+    """Add a subscriber, or update the name and categories of an existing one (never their status).
+
+    Example: digest subscribers add ada@example.com --name Ada -c "Developer Tools" -c Writing
+    """
+    from digest.importing import InvalidAddress, add_subscriber
+
+    settings = settings_for_run(need_secrets=False)
+    try:
+        result = add_subscriber(engine=engine_for(settings), email=email, name=name, categories=category or [], now=utcnow())
+    except InvalidAddress as exc:
+        raise fail(str(exc))
+    console.print(f"{result.email}: {'added' if result.created else 'updated'}")
+
+
+@subscribers_app.command("import")
+def subscribers_import(file: Annotated[Path, typer.Argument(help="CSV with a header row email,name,categories")]) -> None:
+    """Import subscribers from CSV: header `email,name,categories`, categories separated by `;` (empty = all).
+
+    Good rows are imported; each bad row is reported by line number. Existing subscribers keep their
+    status (an import never re-subscribes someone who left).
+
+    Example: digest subscribers import list.csv
+    """
+    from digest.importing import InvalidImport, import_subscribers
+
+    settings = settings_for_run(need_secrets=False)
+    try:
+        result = import_subscribers(engine=engine_for(settings), path=file, now=utcnow())
+    except InvalidImport as exc:
+        raise fail(str(exc))
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}")
+    for row in result.errors:
+        errors.print(f"{file}: line {row.line}: {row.email!r}: {row.reason}", highlight=False, markup=False)
+    console.print(f"{file}: {result.created} new, {result.updated} updated, {result.bad_rows} bad rows skipped")
+
+
+# -- send ------------------------------------------------------------------------------------------------
+
+@contextmanager
+def progress_bar(total: int, label: str):
+    """A progress bar on a terminal; nothing when the output is a file or a pipe."""
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, disable=not console.is_terminal, transient=True)
+    with progress:
+        task = progress.add_task(label, total=total or None)
+        yield lambda n: progress.advance(task, n)
+
+
+@app.command("send")
+def send(
+    week: Annotated[Optional[str], typer.Option(help="ISO week to send, e.g. 2026-W48 (default: this week)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; send and write nothing")] = False,
+) -> None:
+    """Open and send this week's issue (or --week), or resume one that was interrupted.
+
+    The issue claims every comparison published and not yet in an issue. Safe to rerun: nobody gets
+    the same issue twice (see docs/sending.md for the one ambiguous case). Nothing new to send is
+    not an error.
+
+    Example: digest send --dry-run; digest send
+    """
+    from digest.app import build_sender
+    from digest.send import SendAborted
+    from digest.weekly import BadWeek, run, week_monday
+
+    settings = settings_for_run(need_secrets=not dry_run)
+    if week:
+        try:
+            week_monday(week)
+        except BadWeek as exc:
+            raise fail(str(exc), 2)
+    now = utcnow()
+    if dry_run:
+        from digest.preview import dry_run as plan
+        from digest.reporting import print_dry_run
+
+        print_dry_run(console, plan(sender=build_sender(settings), week=week, now=now))
+        return
+    from digest.reporting import print_run
+
+    sender = build_sender(settings)
+    with progress_bar(0, "sending") as advance:
+        sender.on_progress = advance
+        try:
+            result = run(sender=sender, now=now, week=week or _current_week(settings, now))
+        except SendAborted as exc:
+            print_run(console, None, [exc.report])
+            raise fail(str(exc))
+    print_run(console, result, result.reports)
+    if any(report.failed for report in result.reports):
+        raise typer.Exit(1)
+
+
+def _current_week(settings: Settings, now) -> str:
+    from digest.weekly import iso_week
+
+    return iso_week(now.astimezone(settings.tz))
+
+
+# -- preview --------------------------------------------------------------------------------------------
+
+@app.command("preview")
+def preview(
+    week: Annotated[Optional[str], typer.Option(help="ISO week, e.g. 2026-W48 (default: this week)")] = None,
+    as_email: Annotated[Optional[str], typer.Option("--as", help="render as this subscriber gets it (default: a sample reader of all categories)")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="html, text, mjml or subject")] = "html",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: standard output)")] = None,
+) -> None:
+    """Render the coming issue (or --week) as a subscriber would get it, to a file or standard output.
+
+    Example: digest preview --as ada@example.com --format html --out issue.html
+    """
+    from digest.app import build_sender
+    from digest.preview import NothingToPreview, preview as render_preview
+    from digest.weekly import BadWeek
+
+    if format not in ("html", "text", "mjml", "subject"):
+        raise fail(f"--format must be html, text, mjml or subject, not {format!r}", 2)
+    settings = settings_for_run(need_secrets=False)
+    try:
+        result = render_preview(sender=build_sender(settings), week=week, now=utcnow(), as_email=as_email)
+    except (NothingToPreview, BadWeek) as exc:
+        raise fail(str(exc))
+    body = getattr(result.email, format)
+    if out is None:
+        sys.stdout.write(body if body.endswith("\n") else body + "\n")
+        return
+    out.write_text(body, encoding="utf-8")
+    errors.print(f"wrote {out} ({len(body.encode()):,} bytes): issue {result.week} as {result.reader}", highlight=False)
+
+
+# -- demo ------------------------------------------------------------------------------------------------
+
+@app.command("demo")
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="where the demo writes its database, outbox and previews")] = Path("digest-demo"),
+) -> None:
+    """Run the whole weekly flow on demo data: SQLite, a local outbox, no network, no keys.
+
+    Imports a dozen comparisons over two weeks and a few dozen subscribers, sends last week's issue
+    (catching up the week the scheduler "missed") and this week's, writes every email to an outbox
+    and an HTML preview per segment. Starts afresh each time.
+
+    Example: digest demo --dir /tmp/verdicts-demo
+    """
+    from digest.demo import run_demo
+
+    run_demo(directory=directory, console=console)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,147 @@
+"""What an issue will look like and who gets what, before anything is sent. Read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from digest.render import RenderedEmail
+from digest.selection import ComparisonFacts, audience_label, cap, rank, visible_to
+from digest.send import Sender, recipient
+from digest.transports.base import fill
+from digest.weekly import IssuePlan, iso_week, plan_issue
+from storage import queries
+from storage.db import session_scope
+from storage.models import Issue, Subscriber
+
+HTML_BUDGET = 90 * 1024  # Gmail clips messages over ~102 KB; 90 KB leaves room for its own additions
+
+
+class NothingToPreview(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Preview:
+    week: str
+    reader: str  # who it is rendered for, in words
+    email: RenderedEmail  # with the reader's substitutions filled in
+    exists: bool  # the issue is already opened (else: what opening it now would claim)
+
+
+def _issue_and_ranked(session, *, week: str, now: datetime) -> tuple[Issue | None, list[ComparisonFacts]]:
+    issue = queries.find_issue(session=session, week=week)
+    if issue is not None:
+        return issue, rank(queries.claimed_comparisons(session=session, issue_id=issue.id))
+    return None, rank(queries.claimable_comparisons(session=session, now=now))
+
+
+def preview(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Preview:
+    """The issue of ``week`` (default: this week's) as ``as_email`` — or a sample reader of every category."""
+    settings = sender.settings
+    week = week or iso_week(now.astimezone(settings.tz))
+    with session_scope(sender.engine) as session:
+        issue, ranked = _issue_and_ranked(session, week=week, now=now)
+        if not ranked:
+            raise NothingToPreview(f"issue {week} has no comparison: nothing published since the last issue")
+        subscriber, delivery_id = _reader(session, as_email, issue)
+        categories = subscriber.categories if subscriber else ""
+        visible = visible_to(ranked, categories)
+        if not visible:
+            raise NothingToPreview(f"{as_email} follows categories with nothing in issue {week}: they get no email")
+        shown, more = cap([c.id for c in visible], settings.max_shown)
+        email = sender.renderer.render_segment(
+            week=week,
+            issue_date=(issue.created_at if issue else now).astimezone(settings.tz).date(),
+            comparisons=queries.load_comparisons(session=session, ids=shown),
+            more_count=more,
+            audience=audience_label(ranked, categories),
+        )
+    subscriber_id = subscriber.id if subscriber else 0
+    token = sender.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id)
+    name = subscriber.name if subscriber else "Sample Reader"
+    address = subscriber.email if subscriber else "sample.reader@example.com"
+    person = recipient(delivery_id, address, name, token, sender.links, settings)
+    filled = RenderedEmail(
+        subject=fill(email.subject, person.substitutions),
+        html=fill(email.html, person.substitutions),
+        text=fill(email.text, person.substitutions),
+        mjml=fill(email.mjml, person.substitutions),
+    )
+    reader = f"{address} ({audience_label(ranked, categories)})"
+    return Preview(week=week, reader=reader, email=filled, exists=issue is not None)
+
+
+def _reader(session, as_email: str | None, issue: Issue | None):
+    if as_email is None:
+        return None, None
+    subscriber = session.execute(select(Subscriber).where(Subscriber.email_key == as_email.strip().lower())).scalars().first()
+    if subscriber is None:
+        raise NothingToPreview(f"no subscriber with the address {as_email}")
+    delivery_id = None
+    if issue is not None:
+        from storage.models import Delivery
+
+        delivery_id = session.execute(
+            select(Delivery.id).where(Delivery.issue_id == issue.id, Delivery.subscriber_id == subscriber.id)
+        ).scalars().first()
+    return subscriber, delivery_id
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    audience: str
+    recipients: int
+    titles: list[str]  # in rank order, all the segment sees
+    shown: int
+    subject: str
+    html_bytes: int
+
+
+@dataclass(frozen=True)
+class DryRun:
+    week: str
+    exists: bool
+    titles: list[str]
+    segments: list[SegmentSummary]
+    nothing: dict[str, int]  # who gets nothing, by reason
+
+
+def dry_run(*, sender: Sender, week: str | None, now: datetime) -> DryRun:
+    """Who would get what if the issue were sent now; for an opened issue, its fixed audience."""
+    settings = sender.settings
+    week = week or iso_week(now.astimezone(settings.tz))
+    with session_scope(sender.engine) as session:
+        issue, ranked = _issue_and_ranked(session, week=week, now=now)
+        plan: IssuePlan = plan_issue(session=session, now=now, ranked=ranked)
+        titles_by_id = _titles(session, [c.id for c in ranked])
+        summaries = []
+        for segment in plan.segments:
+            shown, more = cap(segment.comparison_ids, settings.max_shown)
+            email = sender.renderer.render_segment(
+                week=week, issue_date=(issue.created_at if issue else now).astimezone(settings.tz).date(),
+                comparisons=queries.load_comparisons(session=session, ids=shown), more_count=more,
+                audience=segment.audience,
+            )
+            summaries.append(SegmentSummary(
+                audience=segment.audience, recipients=plan.size(segment),
+                titles=[titles_by_id[i] for i in segment.comparison_ids], shown=len(shown),
+                subject=email.subject, html_bytes=len(email.html.encode()),
+            ))
+        nothing = queries.inactive_counts(session=session, now=now)
+        reached = {categories for segment in plan.segments for categories in segment.category_sets}
+        unmatched = sum(count for categories, count in plan.audience.items() if categories not in reached)
+        if unmatched and ranked:
+            nothing["no matching category"] = unmatched
+    return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
+                  segments=summaries, nothing=nothing)
+
+
+def _titles(session, ids: list[int]) -> dict[int, str]:
+    from storage.models import Comparison
+
+    if not ids:
+        return {}
+    return dict(session.execute(select(Comparison.id, Comparison.title).where(Comparison.id.in_(ids))).all())

@@ -1,0 +1,59 @@
+"""What `digest send`, `digest send --dry-run` and `digest demo` print."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from digest.preview import HTML_BUDGET, DryRun
+
+
+def print_run(console: Console, result, reports) -> None:
+    if result is not None and result.reason:
+        console.print(result.reason)
+    if result is not None and result.opened and result.opened.created:
+        console.print(f"opened issue {result.week}: {result.opened.claimed} comparisons claimed, "
+                      f"{result.opened.deliveries} recipients"
+                      + (f"; {result.opened.unmatched} subscribers follow none of its categories and get nothing"
+                         if result.opened.unmatched else ""))
+    for report in reports:
+        console.print(
+            f"issue {report.week}: {report.segments} segments, {report.recipients} recipients; this run sent "
+            f"{report.sent} in {report.batches} batches ({report.requests} requests, {report.retries} retries, "
+            f"{report.rate_limited} rate-limited waits), {report.failed} failed, {report.cancelled} cancelled, "
+            f"{report.remaining} left, in {report.seconds:.2f} s",
+            highlight=False,
+        )
+        if report.ambiguous:
+            console.print(f"  {report.ambiguous} recipients were handed over again after an unknown outcome "
+                          "(a timeout or a crash after the request went out): they may get two copies",
+                          style="yellow")
+        for error in report.errors:
+            console.print(f"  error: {error}", style="red", highlight=False, markup=False)
+    if result is not None and not reports and not result.reason:
+        console.print("nothing to send")
+
+
+def print_dry_run(console: Console, plan: DryRun) -> None:
+    state = "already opened" if plan.exists else "not opened yet; sending now would claim"
+    console.print(f"[bold]issue {plan.week}[/] ({state}): {len(plan.titles)} comparisons")
+    if not plan.titles:
+        console.print("no new comparison since the last issue: nothing would be sent")
+        return
+    for number, title in enumerate(plan.titles, 1):
+        console.print(f"  {number}. {title}", highlight=False, markup=False)
+    table = Table(title="segments (rendered once each)")
+    for column in ("audience", "recipients", "comparisons", "subject", "HTML"):
+        table.add_column(column)
+    for segment in plan.segments:
+        size = f"{segment.html_bytes / 1024:.1f} KB / {HTML_BUDGET // 1024} KB"
+        if segment.html_bytes > HTML_BUDGET:
+            size += " OVER BUDGET"
+        more = len(segment.titles) - segment.shown
+        table.add_row(segment.audience, str(segment.recipients),
+                      f"{segment.shown} shown" + (f" + {more} more" if more else ""), segment.subject, size)
+    console.print(table)
+    total = sum(segment.recipients for segment in plan.segments)
+    console.print(f"{total} recipients in {len(plan.segments)} segments")
+    if plan.nothing:
+        console.print("get nothing: " + ", ".join(f"{count} {reason}" for reason, count in sorted(plan.nothing.items())))

@@ -1,0 +1,116 @@
+"""The `digest` command as people use it: help texts, the demo, previews, imports."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from digest.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def all_commands():
+    root = get_command(app)
+    stack = [((), root)]
+    while stack:
+        path, command = stack.pop()
+        if hasattr(command, "commands"):  # a group (Typer vendors its own click)
+            stack.extend(((*path, name), sub) for name, sub in command.commands.items())
+        else:
+            yield path
+
+
+COMMANDS = sorted(all_commands())
+
+
+def run(*args, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "digest", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    "each command answers --help with what it does and an example, and the README names it"
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    assert f"digest {' '.join(path)}" in (REPO / "README.md").read_text()
+
+
+def test_demo_runs_from_any_directory_and_says_where_to_look(tmp_path):
+    "a fresh directory: `digest demo` sends two issues to the outbox and writes HTML previews it names"
+    done = run("demo", "--dir", "here", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    outbox = sorted((tmp_path / "here" / "outbox").glob("*.eml"))
+    previews = sorted((tmp_path / "here" / "preview").glob("*.html"))
+    assert len(outbox) > 20 and previews
+    assert str(tmp_path / "here" / "outbox") in done.stdout
+    assert (tmp_path / "here" / "preview" / "index.html").as_uri() in done.stdout
+    named = [p for p in previews if p.as_uri() in done.stdout]
+    assert named and "<html" in named[0].read_text()
+    message = email.message_from_bytes(outbox[0].read_bytes(), policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["List-Unsubscribe"].startswith("<http") and message["List-Unsubscribe-Post"]
+    assert "[%" not in message.get_body(("plain",)).get_content(), "every substitution filled"
+    again = run("demo", "--dir", "here", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(sorted((tmp_path / "here" / "outbox").glob("*.eml"))) == len(outbox), "a rerun starts afresh"
+
+
+def test_preview_writes_mjml_text_and_html_of_the_coming_issue(tmp_path):
+    "after the demo's data is in, preview renders the coming issue in each format without sending"
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    env = {"DIGEST_DATABASE_URL": db}
+    assert run("db", "upgrade", cwd=tmp_path, env_extra=env).returncode == 0
+    example = REPO.parent / "shared" / "contracts" / "example.json"
+    source = example if example.exists() else REPO / "digest" / "demo_data" / "comparisons.json"
+    imported = run("comparisons", "import", str(source), cwd=tmp_path, env_extra=env)
+    assert imported.returncode == 0, imported.stderr
+    for fmt in ("mjml", "html", "text"):
+        done = run("preview", "--format", fmt, "--out", f"issue.{fmt}", cwd=tmp_path, env_extra=env)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "issue.mjml").read_text().lstrip().startswith(("<mjml", "{#"))
+    assert "<html" in (tmp_path / "issue.html").read_text()
+    text = (tmp_path / "issue.text").read_text()
+    assert "/u/" in text and "[%" not in text
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_a_bad_import_file_is_a_clear_error_and_changes_nothing(tmp_path):
+    "a score of 130 is named with file, item and field; exit 1; the store keeps no part of the file"
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    env = {"DIGEST_DATABASE_URL": db}
+    run("db", "upgrade", cwd=tmp_path, env_extra=env)
+    bad = tmp_path / "bad.json"
+    good = (REPO / "digest" / "demo_data" / "comparisons.json").read_text()
+    bad.write_text(good.replace('"score": 85', '"score": 130', 1))
+    done = run("comparisons", "import", str(bad), cwd=tmp_path, env_extra=env)
+    assert done.returncode == 1
+    assert "bad.json" in done.stderr and "score" in done.stderr and "130" in done.stderr
+    assert "nothing was imported" in done.stderr
+    preview = run("preview", "--format", "subject", cwd=tmp_path, env_extra=env)
+    assert preview.returncode == 1 and "no comparison" in preview.stderr
+
+
+def test_send_dry_run_shows_who_gets_what_and_sends_nothing(tmp_path):
+    "--dry-run lists the claim, the segments with audience sizes and subjects, and who gets nothing"
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    env = {"DIGEST_DATABASE_URL": db}
+    run("db", "upgrade", cwd=tmp_path, env_extra=env)
+    run("comparisons", "import", str(REPO / "digest" / "demo_data" / "comparisons.json"), cwd=tmp_path, env_extra=env)
+    run("subscribers", "import", str(REPO / "digest" / "demo_data" / "subscribers.csv"), cwd=tmp_path, env_extra=env)
+    done = run("send", "--dry-run", cwd=tmp_path, env_extra=env)
+    assert done.returncode == 0, done.stderr
+    assert "segments" in done.stdout and "recipients" in done.stdout and "KB" in done.stdout
+    assert not (tmp_path / "outbox").exists()
