@@ -226,6 +226,27 @@ def preview(
     errors.print(f"wrote {out} ({len(body.encode()):,} bytes): issue {result.week} as {result.reader}", highlight=False)
 
 
+# -- serve -----------------------------------------------------------------------------------------------
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the web app: open pixel, click redirects, unsubscribe, preferences, signup, webhook, archive.
+
+    Put it behind a TLS-terminating proxy at DIGEST_BASE_URL; every link in the emails points there.
+
+    Example: digest serve --host 0.0.0.0 --port 8000 --workers 2
+    """
+    import uvicorn
+
+    settings_for_run()  # refuse placeholder secrets before listening
+    uvicorn.run("digest.web.main:app", host=host, port=port, workers=workers, proxy_headers=True,
+                log_level="info")
+
+
 # -- demo ------------------------------------------------------------------------------------------------
 
 @app.command("demo")

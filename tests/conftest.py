@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from storage.db import make_engine
 from storage.migrate import upgrade
 
-pytest_plugins = ["tests.fixtures_sendgrid"]
+pytest_plugins = ["tests.fixtures_sendgrid", "tests.fixtures_web"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "DIGEST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -1,0 +1,62 @@
+"""What every route needs, built once per app: settings, engine, signer, links, transport, templates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import Engine
+
+from digest.config import Settings
+from digest.links import BadToken, Links, RecipientRef, Signer
+from digest.render import templates_dir
+from digest.transports import Transport
+
+# Token pages (unsubscribe, preferences, confirm) must not leak the token to other sites or caches.
+TOKEN_PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@dataclass
+class WebContext:
+    settings: Settings
+    engine: Engine
+    signer: Signer
+    links: Links
+    transport: Transport
+    pages: jinja2.Environment
+    clock: Callable[[], datetime]
+
+    def page(self, name: str, *, status_code: int = 200, token_page: bool = False, **context) -> HTMLResponse:
+        """Render templates/web/NAME (autoescaped) as an HTML response."""
+        html = self.pages.get_template(name).render(settings=self.settings, **context)
+        headers = dict(TOKEN_PAGE_HEADERS) if token_page else {}
+        return HTMLResponse(html, status_code=status_code, headers=headers)
+
+    def not_found(self) -> HTMLResponse:
+        """The one answer to any bad token or unknown page: the same whatever was wrong, revealing nothing."""
+        return self.page("not_found.html", status_code=404, token_page=True)
+
+    def recipient(self, token: str) -> RecipientRef | None:
+        try:
+            return self.signer.read_recipient_token(token)
+        except BadToken:
+            return None
+
+
+def web_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir() / "web"),
+        autoescape=True,  # every page template, whatever its name
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def get_context(request: Request) -> WebContext:
+    """FastAPI dependency: `ctx: WebContext = Depends(get_context)`."""
+    return request.app.state.ctx
