@@ -147,6 +147,8 @@ def progress_bar(total: int, label: str):
 def send(
     week: Annotated[Optional[str], typer.Option(help="ISO week to send, e.g. 2026-W48 (default: this week)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; send and write nothing")] = False,
+    test_to: Annotated[Optional[str], typer.Option("--test-to", help="send the issue only to these comma-separated addresses, marked as a test")] = None,
+    as_email: Annotated[Optional[str], typer.Option("--as", help="with --test-to: the segment this subscriber gets (default: all categories)")] = None,
 ) -> None:
     """Open and send this week's issue (or --week), or resume one that was interrupted.
 
@@ -154,7 +156,10 @@ def send(
     the same issue twice (see docs/sending.md for the one ambiguous case). Nothing new to send is
     not an error.
 
-    Example: digest send --dry-run; digest send
+    --test-to sends the real rendered issue to those addresses only, through the configured transport,
+    with "[TEST]" in the subject; it opens no issue and touches no delivery or statistic.
+
+    Example: digest send --dry-run; digest send --test-to me@example.com; digest send
     """
     from digest.app import build_sender
     from digest.send import SendAborted
@@ -167,6 +172,9 @@ def send(
         except BadWeek as exc:
             raise fail(str(exc), 2)
     now = utcnow()
+    if test_to:
+        _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
+        return
     if dry_run:
         from digest.preview import dry_run as plan
         from digest.reporting import print_dry_run
@@ -188,6 +196,30 @@ def send(
         raise typer.Exit(1)
 
 
+def _test_send(settings: Settings, *, week, now, addresses: str, as_email) -> None:
+    from digest.app import build_sender
+    from digest.importing import InvalidAddress, normalize_address
+    from digest.preview import NothingToPreview, render_for, test_send
+    from digest.transports import PermanentError, TransientError
+
+    try:
+        emails = [normalize_address(a.strip()).email for a in addresses.split(",") if a.strip()]
+    except InvalidAddress as exc:
+        raise fail(str(exc), 2)
+    if not emails:
+        raise fail("--test-to needs at least one address", 2)
+    sender = build_sender(settings)
+    try:
+        rendered = render_for(sender=sender, week=week, now=now, as_email=as_email)
+        count = test_send(sender=sender, rendered=rendered, addresses=emails)
+    except NothingToPreview as exc:
+        raise fail(str(exc))
+    except (PermanentError, TransientError) as exc:
+        raise fail(f"the test send failed: {exc}")
+    where = f" (outbox: {settings.outbox_dir})" if settings.transport == "outbox" else ""
+    console.print(f"test send of issue {rendered.week} as {rendered.reader} to {count} address(es){where}")
+
+
 def _current_week(settings: Settings, now) -> str:
     from digest.weekly import iso_week
 
@@ -200,7 +232,7 @@ def _current_week(settings: Settings, now) -> str:
 def preview(
     week: Annotated[Optional[str], typer.Option(help="ISO week, e.g. 2026-W48 (default: this week)")] = None,
     as_email: Annotated[Optional[str], typer.Option("--as", help="render as this subscriber gets it (default: a sample reader of all categories)")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="html, text, mjml or subject")] = "html",
+    format: Annotated[str, typer.Option("--format", "-f", help="html, text, mjml, subject or eml (the whole message with headers)")] = "html",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: standard output)")] = None,
 ) -> None:
     """Render the coming issue (or --week) as a subscriber would get it, to a file or standard output.
@@ -208,22 +240,27 @@ def preview(
     Example: digest preview --as ada@example.com --format html --out issue.html
     """
     from digest.app import build_sender
-    from digest.preview import NothingToPreview, preview as render_preview
+    from digest.preview import NothingToPreview, as_eml, preview as render_preview, render_for
     from digest.weekly import BadWeek
 
-    if format not in ("html", "text", "mjml", "subject"):
-        raise fail(f"--format must be html, text, mjml or subject, not {format!r}", 2)
+    if format not in ("html", "text", "mjml", "subject", "eml"):
+        raise fail(f"--format must be html, text, mjml, subject or eml, not {format!r}", 2)
     settings = settings_for_run(need_secrets=False)
+    sender = build_sender(settings)
     try:
-        result = render_preview(sender=build_sender(settings), week=week, now=utcnow(), as_email=as_email)
+        if format == "eml":
+            rendered = render_for(sender=sender, week=week, now=utcnow(), as_email=as_email)
+            body, reader, issue_week = as_eml(sender=sender, rendered=rendered), rendered.reader, rendered.week
+        else:
+            result = render_preview(sender=sender, week=week, now=utcnow(), as_email=as_email)
+            body, reader, issue_week = getattr(result.email, format).encode(), result.reader, result.week
     except (NothingToPreview, BadWeek) as exc:
         raise fail(str(exc))
-    body = getattr(result.email, format)
     if out is None:
-        sys.stdout.write(body if body.endswith("\n") else body + "\n")
+        sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
         return
-    out.write_text(body, encoding="utf-8")
-    errors.print(f"wrote {out} ({len(body.encode()):,} bytes): issue {result.week} as {result.reader}", highlight=False)
+    out.write_bytes(body)
+    errors.print(f"wrote {out} ({len(body):,} bytes): issue {issue_week} as {reader}", highlight=False)
 
 
 # -- serve -----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from digest.render import RenderedEmail
 from digest.selection import ComparisonFacts, audience_label, cap, rank, visible_to
 from digest.send import Sender, recipient
-from digest.transports.base import fill
+from digest.transports.base import Recipient, fill
 from digest.weekly import IssuePlan, iso_week, plan_issue
 from storage import queries
 from storage.db import session_scope
@@ -38,8 +38,19 @@ def _issue_and_ranked(session, *, week: str, now: datetime) -> tuple[Issue | Non
     return None, rank(queries.claimable_comparisons(session=session, now=now))
 
 
-def preview(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Preview:
-    """The issue of ``week`` (default: this week's) as ``as_email`` — or a sample reader of every category."""
+@dataclass(frozen=True)
+class Rendered:
+    """An issue rendered for one reader, per-recipient values still tags, and that reader's values."""
+
+    week: str
+    reader: str  # who it is rendered for, in words
+    email: RenderedEmail  # substitution tags not filled
+    person: Recipient  # the reader's substitutions and headers
+    exists: bool  # the issue is already opened (else: what opening it now would claim)
+
+
+def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Rendered:
+    """The issue of ``week`` (default: this week's) as ``as_email`` gets it — or a sample reader of every category."""
     settings = sender.settings
     week = week or iso_week(now.astimezone(settings.tz))
     with session_scope(sender.engine) as session:
@@ -59,19 +70,44 @@ def preview(*, sender: Sender, week: str | None, now: datetime, as_email: str | 
             more_count=more,
             audience=audience_label(ranked, categories),
         )
-    subscriber_id = subscriber.id if subscriber else 0
+    subscriber_id = subscriber.id if subscriber else 0  # 0: no such subscriber, so its links change nothing
     token = sender.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id)
     name = subscriber.name if subscriber else "Sample Reader"
     address = subscriber.email if subscriber else "sample.reader@example.com"
     person = recipient(delivery_id, address, name, token, sender.links, settings)
-    filled = RenderedEmail(
-        subject=fill(email.subject, person.substitutions),
-        html=fill(email.html, person.substitutions),
-        text=fill(email.text, person.substitutions),
-        mjml=fill(email.mjml, person.substitutions),
-    )
-    reader = f"{address} ({audience_label(ranked, categories)})"
-    return Preview(week=week, reader=reader, email=filled, exists=issue is not None)
+    return Rendered(week=week, reader=f"{address} ({audience_label(ranked, categories)})", email=email,
+                    person=person, exists=issue is not None)
+
+
+def preview(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Preview:
+    """`render_for` with the reader's substitutions filled in: exactly what they would see."""
+    rendered = render_for(sender=sender, week=week, now=now, as_email=as_email)
+    subs = rendered.person.substitutions
+    filled = RenderedEmail(subject=fill(rendered.email.subject, subs), html=fill(rendered.email.html, subs),
+                           text=fill(rendered.email.text, subs), mjml=fill(rendered.email.mjml, subs))
+    return Preview(week=rendered.week, reader=rendered.reader, email=filled, exists=rendered.exists)
+
+
+def as_eml(*, sender: Sender, rendered: Rendered) -> bytes:
+    """The whole multipart/alternative message with its headers, as the reader's inbox would get it."""
+    from digest.transports.outbox import message_for
+
+    batch = sender.batch(week=rendered.week, segment_id=None, email=rendered.email, recipients=[rendered.person])
+    return message_for(batch, rendered.person).as_bytes()
+
+
+def test_send(*, sender: Sender, rendered: Rendered, addresses: list[str]) -> int:
+    """Send the rendered issue to ``addresses`` only, marked as a test: no delivery, stats or claim is touched.
+
+    Each address gets a token for no subscriber (id 0), so its links lead nowhere and record nothing.
+    """
+    token = sender.signer.recipient_token(subscriber_id=0, delivery_id=None)
+    people = [recipient(None, address, "", token, sender.links, sender.settings) for address in addresses]
+    email = RenderedEmail(subject=f"[TEST] {rendered.email.subject}", html=rendered.email.html,
+                          text=rendered.email.text, mjml=rendered.email.mjml)
+    batch = sender.batch(week=rendered.week, segment_id=None, email=email, recipients=people, test=True)
+    sender.transport.send(batch)
+    return len(people)
 
 
 def _reader(session, as_email: str | None, issue: Issue | None):

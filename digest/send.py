@@ -172,6 +172,14 @@ class Sender:
         for row in rows:
             token = self.signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id)
             recipients.append(recipient(row.delivery_id, row.email, row.name, token, self.links, self.settings))
+        return self.batch(week=issue.week, segment_id=segment.id, email=email, recipients=recipients)
+
+    def batch(self, *, week: str, segment_id: int | None, email: RenderedEmail, recipients: list[Recipient],
+              test: bool = False) -> Batch:
+        """One request's worth: the rendered segment and its recipients, with the list headers and tags."""
+        custom_args = {"issue": week, "segment": str(segment_id or 0)}
+        if test:
+            custom_args["test"] = "true"  # webhook events of a test send map to no delivery
         return Batch(
             from_email=self.settings.from_email,
             from_name=self.settings.from_name,
@@ -181,8 +189,8 @@ class Sender:
             text=email.text,
             recipients=recipients,
             headers={"List-Id": self.settings.list_id},
-            categories=["weekly-digest", issue.week],
-            custom_args={"issue": issue.week, "segment": str(segment.id)},
+            categories=["test-send" if test else "weekly-digest", week],
+            custom_args=custom_args,
         )
 
     def _rate_limit_delay(self, reset_at: float | None) -> float | None:

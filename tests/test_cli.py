@@ -114,3 +114,39 @@ def test_send_dry_run_shows_who_gets_what_and_sends_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "segments" in done.stdout and "recipients" in done.stdout and "KB" in done.stdout
     assert not (tmp_path / "outbox").exists()
+
+
+def _demo_store(tmp_path) -> dict:
+    env = {"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
+           "DIGEST_SECRET_KEY": "cli-test-secret-0123456789"}
+    run("db", "upgrade", cwd=tmp_path, env_extra=env)
+    run("comparisons", "import", str(REPO / "digest" / "demo_data" / "comparisons.json"), cwd=tmp_path, env_extra=env)
+    run("subscribers", "import", str(REPO / "digest" / "demo_data" / "subscribers.csv"), cwd=tmp_path, env_extra=env)
+    return env
+
+
+def test_preview_eml_is_the_whole_message_with_its_headers(tmp_path):
+    "--format eml writes a multipart/alternative message with List-Unsubscribe, as the subscriber would get it"
+    env = _demo_store(tmp_path)
+    done = run("preview", "--format", "eml", "--as", "ada.quinn@example.com", "--out", "issue.eml",
+               cwd=tmp_path, env_extra=env)
+    assert done.returncode == 0, done.stderr
+    message = email.message_from_bytes((tmp_path / "issue.eml").read_bytes(), policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["To"].addresses[0].addr_spec == "ada.quinn@example.com"
+    assert message["List-Unsubscribe"] and message["List-Id"]
+    assert "[%" not in message.get_body(("html",)).get_content()
+
+
+def test_a_test_send_reaches_only_the_named_addresses_and_touches_no_issue(tmp_path):
+    "--test-to sends the real issue to two editors, subject marked [TEST], and opens no issue"
+    env = _demo_store(tmp_path)
+    done = run("send", "--test-to", "ed@example.com, chief@example.org", cwd=tmp_path, env_extra=env)
+    assert done.returncode == 0, done.stderr
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 2
+    messages = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]
+    assert {m["To"].addresses[0].addr_spec for m in messages} == {"ed@example.com", "chief@example.org"}
+    assert all(m["Subject"].startswith("[TEST] ") for m in messages)
+    plan = run("send", "--dry-run", cwd=tmp_path, env_extra=env)
+    assert "not opened yet" in plan.stdout, "the test send opened no issue"

@@ -51,6 +51,11 @@ class OutboxTransport:
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
+def message_for(batch: Batch, recipient: Recipient) -> EmailMessage:
+    """The RFC 5322 message one recipient of ``batch`` gets (also `digest preview --format eml`)."""
+    return _message(batch, recipient)
+
+
 def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
     message = EmailMessage(policy=_POLICY)
     message["From"] = _address(batch.from_email, batch.from_name)
