@@ -234,10 +234,16 @@ def preview(
     as_email: Annotated[Optional[str], typer.Option("--as", help="render as this subscriber gets it (default: a sample reader of all categories)")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="html, text, mjml, subject or eml (the whole message with headers)")] = "html",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: standard output)")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="serve a live preview page on 127.0.0.1 instead (desktop, phone, text; reloads on change)")] = False,
+    port: Annotated[int, typer.Option(help="with --serve: the port")] = 8001,
 ) -> None:
     """Render the coming issue (or --week) as a subscriber would get it, to a file or standard output.
 
-    Example: digest preview --as ada@example.com --format html --out issue.html
+    With --serve, a page at http://127.0.0.1:PORT/ shows the email at desktop and phone widths side by
+    side with its plain text, a picker for week and subscriber, and who gets what; it reloads by itself
+    when a template or the data changes, and shows template errors with file and line.
+
+    Example: digest preview --as ada@example.com --format html --out issue.html; digest preview --serve
     """
     from digest.app import build_sender
     from digest.preview import NothingToPreview, as_eml, preview as render_preview, render_for
@@ -247,6 +253,14 @@ def preview(
         raise fail(f"--format must be html, text, mjml, subject or eml, not {format!r}", 2)
     settings = settings_for_run(need_secrets=False)
     sender = build_sender(settings)
+    if serve:
+        import uvicorn
+
+        from digest.editor import create_editor_app
+
+        console.print(f"preview at http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+        uvicorn.run(create_editor_app(sender), host="127.0.0.1", port=port, log_level="warning")
+        return
     try:
         if format == "eml":
             rendered = render_for(sender=sender, week=week, now=utcnow(), as_email=as_email)
@@ -261,6 +275,65 @@ def preview(
         return
     out.write_bytes(body)
     errors.print(f"wrote {out} ({len(body):,} bytes): issue {issue_week} as {reader}", highlight=False)
+
+
+# -- stats -----------------------------------------------------------------------------------------------
+
+@app.command("stats")
+def stats(
+    week: Annotated[Optional[str], typer.Option(help="only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table")] = False,
+) -> None:
+    """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, unsubscribes.
+
+    People are counted once per delivery (a reader who opens five times is one human opener); machine
+    opens (image proxies, Apple Mail Privacy Protection, opens within seconds of the send) are kept apart
+    from human ones. Rates are of delivered when the Event Webhook reported deliveries, else of sent.
+
+    Example: digest stats --week 2026-W48
+    """
+    import json
+
+    from digest.stats import issue_stats
+    from digest.weekly import BadWeek, week_monday
+
+    if week:
+        try:
+            week_monday(week)
+        except BadWeek as exc:
+            raise fail(str(exc), 2)
+    settings = settings_for_run(need_secrets=False)
+    rows = issue_stats(engine=engine_for(settings), week=week)
+    if week and not rows:
+        raise fail(f"no issue for week {week}; `digest stats` lists every issue")
+    if as_json:
+        sys.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+        return
+    if not rows:
+        console.print("no issues yet")
+        return
+    console.print(_stats_table(rows))
+
+
+def _stats_table(rows) -> Table:
+    def pct(rate: float | None) -> str:
+        return "—" if rate is None else f"{rate:.1%}"
+
+    table = Table(title="Issues", caption="openers, clickers: distinct deliveries; rates of the base column; "
+                                          "machine: only image proxies / privacy prefetch opened it")
+    for column in ("week", "recipients", "sent", "failed", "delivered", "bounced", "human openers",
+                   "machine-only openers", "opens (machine)", "clickers", "unsubscribes", "rate base"):
+        table.add_column(column, justify="left" if column in ("week", "rate base") else "right")
+    for row in rows:
+        rates = row.rates
+        table.add_row(
+            row.week, str(row.recipients), str(row.sent), str(row.failed), str(row.delivered),
+            f"{row.bounced} ({pct(rates['bounce'])} of sent)", f"{row.human_openers} ({pct(rates['open'])})",
+            f"{row.machine_only_openers} ({pct(rates['machine_only_open'])})", f"{row.opens} ({row.machine_opens})",
+            f"{row.clickers} ({pct(rates['click'])})", f"{row.unsubscribes} ({pct(rates['unsubscribe'])})",
+            row.rate_base,
+        )
+    return table
 
 
 # -- serve -----------------------------------------------------------------------------------------------

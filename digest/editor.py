@@ -1,0 +1,136 @@
+"""`digest preview --serve`: the editor's live preview on 127.0.0.1.
+
+One page shows the coming issue as a chosen reader gets it, at desktop (600 px and wider) and phone
+(375 px) widths side by side, with its plain text and the who-gets-what table. The page asks every
+second for a fingerprint of the templates and the data and reloads when it changes; a template error
+is shown on the page with its file and line instead of taking the server down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import traceback
+from pathlib import Path
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import FastAPI, Query
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import func, select
+
+from digest.preview import NothingToPreview, dry_run, preview
+from digest.render import RenderError, templates_dir
+from digest.send import Sender
+from storage.db import session_scope
+from storage.models import Comparison, Issue, Subscriber
+from storage.types import utcnow
+
+EDITOR_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src * data:; "
+              "frame-src 'self'; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'")
+
+
+def fingerprint(sender: Sender, root: Path | None = None) -> str:
+    """Changes whenever a template file or the store's content changes."""
+    root = root or templates_dir()
+    parts = [f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sorted(root.rglob("*")) if p.is_file()]
+    with session_scope(sender.engine) as session:
+        parts.append(str(session.execute(select(func.max(Comparison.updated_at), func.count(Comparison.id))).one()))
+        parts.append(str(session.execute(select(func.max(Subscriber.updated_at), func.count(Subscriber.id))).one()))
+        parts.append(str(session.execute(select(func.count(Issue.id))).one()))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def template_error(exc: BaseException) -> str:
+    """Where a template went wrong, in words: "email/partials/tools.mjml.j2, line 12: 'x' is undefined"."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, jinja2.TemplateSyntaxError):
+        return f"{cause.filename or cause.name}, line {cause.lineno}: {cause.message}"
+    frames = [f for f in traceback.extract_tb(cause.__traceback__) if f.filename.endswith(".j2")]
+    if frames:
+        where = frames[-1]
+        name = Path(where.filename)
+        try:
+            name = name.relative_to(templates_dir())
+        except ValueError:
+            pass
+        return f"{name}, line {where.lineno}: {cause}"
+    return str(exc)
+
+
+def create_editor_app(sender: Sender, *, templates_root: Path | None = None) -> FastAPI:
+    """``templates_root``: the directory watched for changes (default: the templates in use)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    def render(week: str | None, reader: str | None):
+        return preview(sender=sender, week=week or None, now=utcnow(), as_email=reader or None)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
+        query = urlencode({k: v for k, v in (("week", week), ("as", reader)) if v})
+        try:
+            result = render(week, reader)
+            body = _PREVIEW.format(
+                subject=html.escape(result.email.subject), reader=html.escape(result.reader),
+                week=html.escape(result.week), query=html.escape(query), text=html.escape(result.email.text),
+                size=len(result.email.html.encode()) / 1024,
+            )
+        except RenderError as exc:
+            body = f'<h2>Template error</h2><pre class="error">{html.escape(template_error(exc))}</pre>'
+        except NothingToPreview as exc:
+            body = f"<p>{html.escape(str(exc))}</p>"
+        return _page(body + _who_gets_what(week), week=week, reader=reader)
+
+    @app.get("/email.html", response_class=HTMLResponse)
+    def email(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
+        try:
+            return HTMLResponse(render(week, reader).email.html, headers={"Content-Security-Policy": EDITOR_CSP})
+        except (RenderError, NothingToPreview) as exc:
+            return HTMLResponse(f"<pre>{html.escape(template_error(exc))}</pre>", status_code=500)
+
+    @app.get("/fingerprint")
+    def current() -> JSONResponse:
+        return JSONResponse({"fingerprint": fingerprint(sender, templates_root)}, headers={"Cache-Control": "no-store"})
+
+    def _who_gets_what(week: str | None) -> str:
+        try:
+            plan = dry_run(sender=sender, week=week or None, now=utcnow())
+        except RenderError:
+            return ""
+        rows = "".join(
+            f"<tr><td>{html.escape(s.audience)}</td><td>{s.recipients}</td><td>{s.shown}"
+            f"{' + ' + str(len(s.titles) - s.shown) + ' more' if len(s.titles) > s.shown else ''}</td>"
+            f"<td>{html.escape(s.subject)}</td><td>{s.html_bytes / 1024:.1f} KB</td></tr>" for s in plan.segments)
+        nothing = ", ".join(f"{count} {html.escape(reason)}" for reason, count in sorted(plan.nothing.items()))
+        return (f"<h2>Who gets what in {html.escape(plan.week)}</h2><table><tr><th>audience</th><th>recipients</th>"
+                f"<th>comparisons</th><th>subject</th><th>HTML (budget 90 KB)</th></tr>{rows}</table>"
+                f"<p>Get nothing: {nothing or 'nobody'}</p>")
+
+    def _page(body: str, *, week: str | None, reader: str | None) -> HTMLResponse:
+        with session_scope(sender.engine) as session:
+            people = session.execute(select(Subscriber.email).where(Subscriber.status == "active")
+                                     .order_by(Subscriber.email).limit(500)).scalars().all()
+        options = '<option value="">a sample reader of every category</option>' + "".join(
+            f'<option{" selected" if p == reader else ""}>{html.escape(p)}</option>' for p in people)
+        picker = (f'<form method="get" action="/"><label>Week <input name="week" value="{html.escape(week or "")}" '
+                  f'placeholder="this week" size="9"></label> <label>As <select name="as">{options}</select></label> '
+                  f'<button>Show</button></form>')
+        page = _SHELL.replace("{picker}", picker).replace("{body}", body).replace("{fingerprint}", fingerprint(sender, templates_root))
+        return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
+
+    return app
+
+
+_PREVIEW = """<p><strong>Subject:</strong> {subject}<br><span class="muted">Issue {week}, as {reader}; HTML {size:.1f} KB</span></p>
+<div class="frames"><figure><figcaption>Desktop (600 px)</figcaption><iframe title="desktop" width="640" height="900" src="/email.html?{query}"></iframe></figure>
+<figure><figcaption>Phone (375 px)</figcaption><iframe title="phone" width="375" height="900" src="/email.html?{query}"></iframe></figure>
+<figure><figcaption>Plain text</figcaption><pre class="text">{text}</pre></figure></div>"""
+
+_SHELL = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Digest preview</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;margin:1rem;color:#1f2328}.frames{display:flex;gap:1rem;align-items:flex-start;flex-wrap:wrap}
+figure{margin:0}iframe{border:1px solid #d0d7de;background:#fff}pre.text{width:36em;height:900px;overflow:auto;white-space:pre-wrap;border:1px solid #d0d7de;padding:.5rem;margin:0}
+.error{background:#fff1f0;color:#a40e26;padding:1rem;border-left:4px solid #a40e26;white-space:pre-wrap}.muted{color:#59636e}
+table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left}</style></head>
+<body><h1>Weekly AI Tool Verdicts: preview</h1>{picker}{body}
+<script>const seen="{fingerprint}";setInterval(async()=>{try{const r=await fetch("/fingerprint",{cache:"no-store"});
+const j=await r.json();if(j.fingerprint!==seen)location.reload();}catch(e){}},1000);</script></body></html>"""
