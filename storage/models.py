@@ -182,3 +182,16 @@ class Event(SQLModel, table=True):
     machine: bool = False  # opens by image proxies / Apple Mail Privacy Protection
     provider_event_id: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
     detail: str = ""
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must never be added again, kept after its subscriber row is deleted.
+
+    Only a SHA-256 of the lower-cased address is stored, never the address: enough to refuse it on
+    import and signup (hash the candidate, look it up), nothing to mail or read back.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))  # hex SHA-256
+    reason: str = Field(max_length=20)  # "deleted" (asked to be forgotten), "bounced", "complained"
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))

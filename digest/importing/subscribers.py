@@ -4,7 +4,9 @@ An operator's import is taken as confirmed consent: whoever imports a list vouch
 asked for the digest, so new subscribers start ``active`` with ``confirmed_at = now`` and get no
 double-opt-in email. Someone already known (the same address in any letter case) gets the new name and
 categories, but never a new status: an unsubscribed, bounced or complaining person stays so — an import
-must not re-subscribe anyone who left.
+must not re-subscribe anyone who left. An address that asked to be forgotten (a Suppression hash, see
+digest.subscriptions) is never added again: ``add_subscriber`` raises SuppressedAddress, an import
+skips the row and reports it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from digest.importing.addresses import InvalidAddress, normalize_address
 from digest.importing.errors import InvalidImport
 from digest.selection import canonical_categories, parse_categories
+from digest.subscriptions import suppressed_keys
 from storage.models import Subscriber, SubscriberStatus
 from storage.types import UTCDateTime
 
@@ -33,9 +36,21 @@ MAX_ROW_ERRORS = 10_000  # kept in full; a file of a million bad rows reports th
 MAX_NAME = 200
 MAX_CATEGORY = 100  # the comparison schema's longest category name
 COLUMNS = ("email", "name", "categories")
+SUPPRESSED_REASON = "suppressed: this address asked to be forgotten or bounced; it is not added again"
 
 _TABLE = Subscriber.__table__
 _ROW_COLUMNS = ("email", "email_key", "name", "categories")
+
+
+class SuppressedAddress(InvalidAddress):
+    """The address asked to be forgotten (or bounced) and must not be added again."""
+
+    def __init__(self, address: str):
+        super().__init__(address, SUPPRESSED_REASON)
+        self.args = (f"{address}: {SUPPRESSED_REASON}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class SubscriberImport:
     unchanged: int = 0  # known addresses already holding the same name and categories
     duplicates: int = 0  # rows repeating an address met earlier in the file: the later row wins
     bad_rows: int = 0  # rows skipped; ``errors`` lists the first MAX_ROW_ERRORS of them
+    suppressed: int = 0  # of the bad rows, addresses that asked to be forgotten: never re-created
     errors: list[RowError] = field(default_factory=list)
 
 
@@ -67,13 +83,16 @@ def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: It
     """Add an active, confirmed subscriber, or update the name and categories of a known address.
 
     ``categories`` are names as a person writes them ("Developer Tools"); none means every category.
-    Raises InvalidAddress with email-validator's reason. The status of a known address never changes.
+    Raises InvalidAddress with email-validator's reason, SuppressedAddress (an InvalidAddress) for an
+    address that asked to be forgotten. The status of a known address never changes.
     """
     address = normalize_address(email.strip())
     names = [categories] if isinstance(categories, str) else categories
     row = _row(address.email, address.key, name.strip(),
                canonical_categories(part for each in names for part in parse_categories(each)))
     with engine.begin() as connection:
+        if suppressed_keys(connection, [address.key]):
+            raise SuppressedAddress(address.email)
         known = _known(connection, [address.key])
         _upsert(connection, [row], now)
         subscriber_id = connection.execute(select(_TABLE.c.id).where(_TABLE.c.email_key == address.key)).scalar_one()
@@ -95,6 +114,7 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime) -> Subscrib
     with path.open(newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file)
         rows: dict[str, dict] = {}  # this chunk's rows by email_key: a later row replaces an earlier one
+        lines: dict[str, int] = {}  # the line each of those rows came from, to report a suppressed one
         first: set[str] = set()  # this chunk's addresses not met earlier in the file: the ones counted
         for line, values, problem in _records(reader, path):
             row = _checked(line, values, problem, result)
@@ -107,11 +127,12 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime) -> Subscrib
                 seen.add(key)
                 first.add(key)
             rows[key] = row
+            lines[key] = line
             if len(rows) >= CHUNK_ROWS:
-                _write(engine, rows, first, now, result)
-                rows, first = {}, set()
+                _write(engine, rows, first, lines, now, result)
+                rows, first, lines = {}, set(), {}
         if rows:
-            _write(engine, rows, first, now, result)
+            _write(engine, rows, first, lines, now, result)
     return result
 
 
@@ -204,9 +225,19 @@ def _row(email: str, key: str, name: str, categories: str) -> dict:
 
 # -- writing ---------------------------------------------------------------------------------------------
 
-def _write(engine: Engine, rows: dict[str, dict], first: set[str], now: datetime, result: SubscriberImport) -> None:
-    """Upsert one chunk in its own transaction; count what it did to the addresses new to the file."""
+def _write(engine: Engine, rows: dict[str, dict], first: set[str], lines: dict[str, int], now: datetime,
+           result: SubscriberImport) -> None:
+    """Upsert one chunk in its own transaction; count what it did to the addresses new to the file.
+
+    Suppressed addresses are taken out first, in the same transaction, and reported as skipped rows.
+    """
     with engine.begin() as connection:
+        for key in sorted(suppressed_keys(connection, rows), key=lines.__getitem__):
+            result.suppressed += 1
+            _reject(result, RowError(line=lines[key], email=rows.pop(key)["email"], reason=SUPPRESSED_REASON))
+            first.discard(key)
+        if not rows:
+            return
         known = _known(connection, list(first))
         _upsert(connection, list(rows.values()), now)
     for key in first:

@@ -1,0 +1,112 @@
+"""Recipient tokens on the unsubscribe and preference pages: forgery, tampering, key rotation, no expiry."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from itsdangerous import URLSafeSerializer
+
+from digest.links import RECIPIENT_SALT, Signer
+from digest.web import create_app
+from storage.db import make_engine
+from storage.models import SubscriberStatus
+from tests.factories import RecordingTransport, add_subscribers
+from tests.fixtures_web import web_settings
+from tests.test_web_subscriber import engine_of, subscriber, token_for
+
+SECRET = "web-test-secret-key-0123456789"  # tests.fixtures_web.web_settings
+
+
+def flip(text: str, index: int) -> str:
+    """TEXT with the character at INDEX replaced by another base64url character."""
+    return text[:index] + ("B" if text[index] == "A" else "A") + text[index + 1:]
+
+
+def bad_tokens(web, subscriber_id: int) -> dict[str, str]:
+    good = token_for(web, subscriber_id)
+    payload, signature = good.split(".")
+    gone, = add_subscribers(engine_of(web), 1)
+    return {
+        "forged (another key)": Signer("someone-elses-secret-key-000").recipient_token(
+            subscriber_id=subscriber_id, delivery_id=None),
+        # The middle of each part: the last base64 character may only carry padding bits.
+        "altered signature": f"{payload}.{flip(signature, len(signature) // 2)}",
+        "altered payload": f"{flip(payload, len(payload) // 2)}.{signature}",
+        "another subscriber's payload": f"{token_for(web, gone).split('.')[0]}.{signature}",
+        "truncated": good[:-6],
+        "signature only": signature,
+        "wrong salt (a click-link token)": web.app.state.ctx.signer.link_token("https://example.com/"),
+        "not a token": "hello",
+        "empty": "",
+    }
+
+
+@pytest.mark.parametrize("method", ["get /u", "get /p", "post /u one-click", "post /p"])
+def test_every_bad_token_gets_the_same_404(web, method):
+    """Forged, altered, truncated, empty and wrong-salt tokens, and a deleted subscriber's, get one identical 404."""
+    sid, = add_subscribers(engine_of(web), 1)
+    deleted, = add_subscribers(engine_of(web), 1)
+    deleted_token = token_for(web, deleted)
+    with engine_of(web).begin() as connection:
+        connection.exec_driver_sql(f"DELETE FROM subscriber WHERE id = {deleted}")
+    verb, path, *one_click = method.split()
+
+    def call(token: str):
+        if verb == "get":
+            return web.get(f"{path}/{token}")
+        return web.post(f"{path}/{token}", data={"List-Unsubscribe": "One-Click"} if one_click else {})
+
+    reference = call(deleted_token)
+    assert reference.status_code == 404 and "This link does not work" in reference.text
+    for name, token in bad_tokens(web, sid).items():
+        response = call(token)
+        assert response.status_code == 404, name
+        assert response.text == reference.text, name
+        assert response.headers["cache-control"] == "no-store", name
+    assert subscriber(web, sid).status == SubscriberStatus.active
+
+
+def test_old_key_still_works_after_rotation_unknown_key_does_not(db_url):
+    """After rotating DIGEST_SECRET_KEY (old one in old_secret_keys), last year's links work; others' do not."""
+    engine = make_engine(db_url)
+    sid, = add_subscribers(engine, 1)
+    old_token = Signer("the-old-secret-key-0123456789").recipient_token(subscriber_id=sid, delivery_id=None)
+    unknown = Signer("never-configured-key-012345678").recipient_token(subscriber_id=sid, delivery_id=None)
+    settings = web_settings(db_url, secret_key="the-new-secret-key-0123456789",
+                            old_secret_keys=["the-old-secret-key-0123456789"])
+    app = create_app(settings, engine=engine, transport=RecordingTransport())
+    try:
+        with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+            assert client.get(f"/p/{old_token}").status_code == 200
+            assert client.get(f"/u/{old_token}").status_code == 200
+            assert client.get(f"/p/{unknown}").status_code == 404
+            assert client.post(f"/u/{unknown}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+            new_token = app.state.ctx.signer.recipient_token(subscriber_id=sid, delivery_id=None)
+            # New links are signed with the new key alone: the old key cannot read them.
+            Signer("the-new-secret-key-0123456789").read_recipient_token(new_token)
+            assert new_token != old_token
+            assert client.post(f"/u/{old_token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    finally:
+        engine.dispose()
+
+
+def test_tokens_carry_no_time_and_work_a_year_later(web):
+    """A token has no timestamp: made again later it is the same string, and a clock a year on still accepts it."""
+    sid, = add_subscribers(engine_of(web), 1)
+    token = token_for(web, sid)
+    payload, signature = token.split(".")  # itsdangerous' timed tokens have a third, timestamp part
+
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) == [sid, None]
+    assert URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).loads(token) == [sid, None]
+    assert Signer(SECRET).recipient_token(subscriber_id=sid, delivery_id=None) == token
+
+    ctx = web.app.state.ctx
+    a_year_later = ctx.clock() + timedelta(days=366)
+    ctx.clock = lambda: a_year_later
+    assert web.get(f"/p/{token}").status_code == 200
+    assert web.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert subscriber(web, sid).unsubscribed_at == a_year_later
