@@ -282,7 +282,8 @@ def preview(
 @app.command("stats")
 def stats(
     week: Annotated[Optional[str], typer.Option(help="only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table")] = False,
+    last: Annotated[int, typer.Option(help="the table shows this many latest issues (0: all)")] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
 ) -> None:
     """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, unsubscribes.
 
@@ -312,27 +313,35 @@ def stats(
     if not rows:
         console.print("no issues yet")
         return
-    console.print(_stats_table(rows))
+    console.print(_stats_table(rows[:last] if last > 0 else rows))
 
 
 def _stats_table(rows) -> Table:
+    """One column per issue, one row per figure: readable on an 80-column terminal."""
     def pct(rate: float | None) -> str:
-        return "—" if rate is None else f"{rate:.1%}"
+        return "" if rate is None else f" · {rate:.1%}"
 
-    table = Table(title="Issues", caption="openers, clickers: distinct deliveries; rates of the base column; "
-                                          "machine: only image proxies / privacy prefetch opened it")
-    for column in ("week", "recipients", "sent", "failed", "delivered", "bounced", "human openers",
-                   "machine-only openers", "opens (machine)", "clickers", "unsubscribes", "rate base"):
-        table.add_column(column, justify="left" if column in ("week", "rate base") else "right")
+    table = Table(caption="people (openers, clickers, …) are distinct deliveries; % is of the base row "
+                          "(bounced: of sent); machine-only: opened only by image proxies or privacy prefetch")
+    table.add_column("figure")
     for row in rows:
-        rates = row.rates
-        table.add_row(
-            row.week, str(row.recipients), str(row.sent), str(row.failed), str(row.delivered),
-            f"{row.bounced} ({pct(rates['bounce'])} of sent)", f"{row.human_openers} ({pct(rates['open'])})",
-            f"{row.machine_only_openers} ({pct(rates['machine_only_open'])})", f"{row.opens} ({row.machine_opens})",
-            f"{row.clickers} ({pct(rates['click'])})", f"{row.unsubscribes} ({pct(rates['unsubscribe'])})",
-            row.rate_base,
-        )
+        table.add_column(row.week, justify="right", no_wrap=True)
+    lines = {
+        "recipients": lambda r: str(r.recipients),
+        "sent": lambda r: str(r.sent),
+        "failed": lambda r: str(r.failed),
+        "delivered": lambda r: str(r.delivered),
+        "bounced (hard)": lambda r: f"{r.bounced}{pct(r.rates['bounce'])}",
+        "human openers": lambda r: f"{r.human_openers}{pct(r.rates['open'])}",
+        "machine-only openers": lambda r: f"{r.machine_only_openers}{pct(r.rates['machine_only_open'])}",
+        "opens, all (machine)": lambda r: f"{r.opens} ({r.machine_opens})",
+        "clickers": lambda r: f"{r.clickers}{pct(r.rates['click'])}",
+        "unsubscribes": lambda r: f"{r.unsubscribes}{pct(r.rates['unsubscribe'])}",
+        "complaints": lambda r: f"{r.complaints}{pct(r.rates['complaint'])}",
+        "% base": lambda r: r.rate_base,
+    }
+    for label, cell in lines.items():
+        table.add_row(label, *(cell(row) for row in rows))
     return table
 
 

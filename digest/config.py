@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     max_shown: int = Field(default=8, ge=1, le=50)
     max_attempts: int = Field(default=6, ge=1, le=50)
     demo: bool = False
+    # Signup (double opt-in). The limits stop anyone using our form to mail-bomb an address or to flood the
+    # list from one machine; a person who mistypes twice still gets through.
+    signup_per_address_per_hour: int = Field(default=3, ge=1, description="signups of one address per hour")
+    signup_per_client_per_hour: int = Field(default=20, ge=1, description="signups from one client IP per hour")
+    confirm_max_age_days: int = Field(default=7, ge=1, le=90, description="how long a confirmation link works")
+    # The Event Webhook's verification key, as SendGrid shows it (base64 DER, no PEM lines). Empty: the
+    # webhook refuses every post (503) rather than trust unsigned events.
+    sendgrid_webhook_public_key: str = ""
+    # An open this soon after the send is a machine (image proxy, Apple Mail Privacy Protection prefetch):
+    # nobody reads a weekly digest within seconds of it leaving.
+    machine_open_seconds: float = Field(default=10.0, ge=0)
+    # A signed webhook post older than this (or this far in the future) is refused as a possible replay.
+    webhook_max_age_seconds: int = Field(default=600, ge=60)
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod

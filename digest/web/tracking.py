@@ -1,0 +1,58 @@
+"""Open pixel and click redirects: what mail clients and image proxies fetch.
+
+Never fail loudly to a mail client: the pixel is always the pixel, whatever went wrong (logged here).
+A click goes only to the URL signed into its token, so nobody can use us as an open redirect.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+
+from digest.links import BadToken
+from digest.tracking import record_click, record_open
+from digest.web.context import WebContext, get_context
+
+router = APIRouter()
+log = logging.getLogger("digest.web")
+
+# 1×1 transparent GIF, 43 bytes.
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+         b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+# Every fetch must reach us to count: no cache in the client, a proxy or a CDN may keep it.
+PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache", "Expires": "0"}
+REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@router.api_route("/o/{token}.gif", methods=["GET", "HEAD"], include_in_schema=False)
+def open_pixel(token: str, request: Request, ctx: WebContext = Depends(get_context)) -> Response:
+    """Record an open (GET only: a HEAD is a prefetcher checking the URL) and answer the pixel."""
+    if request.method == "GET":
+        try:
+            recipient = ctx.recipient(token)
+            if recipient is not None:
+                record_open(engine=ctx.engine, recipient=recipient, user_agent=request.headers.get("user-agent"),
+                            now=ctx.clock(), window_seconds=ctx.settings.machine_open_seconds)
+        except Exception:  # noqa: BLE001 — the reader's mail client must get its image regardless
+            log.exception("open pixel: could not record an open")
+    return Response(PIXEL, media_type="image/gif", headers=PIXEL_HEADERS)
+
+
+@router.get("/c/{link_token}", include_in_schema=False)
+def click(link_token: str, request: Request, r: str | None = None,
+          ctx: WebContext = Depends(get_context)) -> Response:
+    """302 to the signed target; record the click when ``r`` names a recipient. An altered token is a 404."""
+    try:
+        url = ctx.signer.read_link_token(link_token)
+    except BadToken:
+        return ctx.not_found()
+    recipient = ctx.recipient(r) if r else None
+    if recipient is not None:
+        try:
+            record_click(engine=ctx.engine, recipient=recipient, url=url,
+                         user_agent=request.headers.get("user-agent"), now=ctx.clock())
+        except Exception:  # noqa: BLE001 — the reader still gets where they were going
+            log.exception("click: could not record a click on %s", url)
+    return RedirectResponse(url, status_code=302, headers=REDIRECT_HEADERS)
