@@ -5,6 +5,10 @@ values (open pixel, unsubscribe and preference URLs, the reader's name) stay sub
 transport fills per recipient. Everything else comes from the store and is treated as hostile text:
 `neutralize` runs on every ``{{ }}`` output so a title can neither forge a tag nor smuggle control
 characters, and autoescape handles HTML. Our own tag-carrying URLs are `Tagged` and pass through as they are.
+
+The web version (``web=True``, the archive's view-in-browser page) is the same HTML with nothing personal
+and no tag at all: links go straight to the comparisons, the footer invites to subscribe instead of
+carrying unsubscribe and preference links, and there is no open pixel.
 """
 
 from __future__ import annotations
@@ -179,17 +183,22 @@ class Renderer:
         self.env = env or make_environment()
 
     def render_segment(
-        self, *, week: str, issue_date: date, comparisons: Sequence[Comparison], more_count: int, audience: str
+        self, *, week: str, issue_date: date, comparisons: Sequence[Comparison], more_count: int, audience: str,
+        web: bool = False,
     ) -> RenderedEmail:
         """Render what every recipient of one segment gets, with their per-recipient values as tags.
 
         ``comparisons`` are ranked and capped by the caller, tools and reviews loaded; ``more_count`` is how
         many more comparisons the issue has for these readers; ``audience`` says why they get it.
+        ``web``: the page for anyone (the archive), with no tag and nothing per recipient; its ``text`` is
+        empty, since the text part exists for mail clients only.
         """
         if not comparisons:
             raise ValueError("render_segment: no comparisons to show (a segment with nothing to show gets no email)")
         context = self._context(week=week, issue_date=issue_date, comparisons=comparisons,
                                 more_count=more_count, audience=audience)
+        if web:
+            context.update(self._web_context(comparisons))
         mjml = self._render(MJML_TEMPLATE, context)
         try:
             html = mjml2html(mjml)
@@ -198,7 +207,7 @@ class Renderer:
         return RenderedEmail(
             subject=one_line(self._render(SUBJECT_TEMPLATE, context)),
             html=html,
-            text=self._render(TEXT_TEMPLATE, context),
+            text="" if web else self._render(TEXT_TEMPLATE, context),
             mjml=mjml,
         )
 
@@ -227,7 +236,31 @@ class Renderer:
             open_pixel_url=Tagged(self.links.open_pixel()),
             name_html=Tagged(NAME_HTML_TAG),
             name_text=Tagged(NAME_TEXT_TAG),
+            web=False,
         )
+
+    def _web_context(self, comparisons: Sequence[Comparison]) -> dict:
+        """What changes for the web version: plain links, a neutral greeting, a subscribe link."""
+        shown = [Shown(comparison=c, link=Tagged(self._direct(c.url)), opinion=strongest_opinion(c))
+                 for c in comparisons]
+        return dict(
+            web=True,
+            shown=shown,
+            site_link=Tagged(self._direct(self.settings.site_url)),
+            subscribe_url=Tagged(f"{self.links.base_url}/subscribe"),
+            unsubscribe_url=None,
+            preferences_url=None,
+            open_pixel_url=None,
+            name_html="there",
+            name_text="there",
+        )
+
+    def _direct(self, url: str) -> str:
+        """A link straight to its target, for the web version; only http(s) ever reaches an href.
+
+        The email's click redirect refuses any other scheme; here the same rule falls back to the site.
+        """
+        return url if url.startswith(("https://", "http://")) else self.settings.site_url
 
     def _click(self, url: str) -> Tagged:
         return Tagged(self.links.click(url))

@@ -1,0 +1,237 @@
+"""Double opt-in: the signed confirmation link, what a signup and a confirmation do to the store, and the
+email a signup sends (the triplet ``templates/email/confirm.*``, rendered like the digest).
+
+A signup never tells the person at the form who subscribes: the web answer is the same whatever happens
+here, and the one who learns anything is the owner of the address, by email:
+
+- a new, pending or unsubscribed address gets a confirmation link (confirming is their own action);
+- an active one gets "you are already subscribed", with a link to their preferences;
+- a bounced, complained or otherwise suppressed one gets nothing.
+
+What the person chose at the form (name, categories) travels inside the signed link and is stored when
+they confirm, so nobody can change a known subscriber's settings by typing their address into the form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import jinja2
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from mjml import mjml2html
+from sqlalchemy import select
+from sqlmodel import Session
+
+from digest import subscriptions
+from digest.config import Settings
+from digest.links import BadToken, Links
+from digest.render import RenderedEmail, RenderError, one_line
+from digest.send import clean_name
+from digest.transports.base import Batch, Recipient, TransientError, Transport
+from storage.models import Subscriber, SubscriberStatus
+
+log = logging.getLogger(__name__)
+
+CONFIRM_SALT = "digest.confirm.v1"  # its own salt: a confirmation token is never a recipient or link token
+TEMPLATES = ("email/confirm.subject.j2", "email/confirm.txt.j2", "email/confirm.mjml.j2")
+SEND_ATTEMPTS = 3  # a duplicate confirmation costs nothing, a lost one costs a subscriber: retry transients
+# An unsubscribe within this long after the link was signed does not void it: timestamps are whole seconds.
+_CLOCK_SLACK = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    email: str  # normalized (digest.importing.normalize_address)
+    email_key: str
+    name: str  # cleaned, may be ""
+    categories: str  # canonical; "" = every category
+
+
+@dataclass(frozen=True)
+class ConfirmRef:
+    """What a valid confirmation link says: who, which address, what they chose, and when it was signed."""
+
+    subscriber_id: int
+    address_hash: str  # of the email_key the link was sent to: a changed address voids the link
+    name: str
+    categories: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """The one email a signup sends: a confirmation link, or the link to an active subscriber's preferences."""
+
+    already: bool
+    email: str
+    name: str
+    url: str
+
+
+class _ClockSigner(TimestampSigner):
+    """itsdangerous reads the time itself; ours is passed in (tests move it a week ahead)."""
+
+    def __init__(self, *args, clock: Callable[[], datetime], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock().timestamp())
+
+
+class ConfirmTokens:
+    """Signed, timestamped confirmation tokens; old secret keys still verify (a rotation breaks no link)."""
+
+    def __init__(self, secret_key: str, old_keys=(), *, clock: Callable[[], datetime], max_age: timedelta):
+        self._serializer = URLSafeTimedSerializer([*old_keys, secret_key], salt=CONFIRM_SALT, signer=_ClockSigner,
+                                                  signer_kwargs={"clock": clock})
+        self._max_age = int(max_age.total_seconds())
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, clock: Callable[[], datetime]) -> "ConfirmTokens":
+        return cls(settings.secret_key, settings.old_secret_keys, clock=clock,
+                   max_age=timedelta(days=settings.confirm_max_age_days))
+
+    def dumps(self, *, subscriber_id: int, email_key: str, name: str, categories: str) -> str:
+        # The address goes in as a hash: the token is readable (signed, not encrypted) and lands in access logs.
+        return self._serializer.dumps([subscriber_id, _address_hash(email_key), name, categories])
+
+    def read(self, token: str) -> ConfirmRef:
+        """The link's content; raises BadToken when forged, altered, expired or signed in the future."""
+        try:
+            payload, issued = self._serializer.loads(token, max_age=self._max_age, return_timestamp=True)
+            subscriber_id, address_hash, name, categories = payload
+        except (BadSignature, ValueError, TypeError) as exc:
+            raise BadToken() from exc
+        if not (isinstance(subscriber_id, int) and all(isinstance(v, str) for v in (address_hash, name, categories))):
+            raise BadToken()
+        return ConfirmRef(subscriber_id=subscriber_id, address_hash=address_hash, name=name, categories=categories,
+                          issued_at=issued.astimezone(timezone.utc))
+
+
+def _address_hash(email_key: str) -> str:
+    return hashlib.sha256(email_key.encode("utf-8")).hexdigest()[:32]  # 128 bits: binds the link to the address
+
+
+def is_suppressed(*, session: Session, email_key: str) -> bool:
+    """Never mail this address: subscriptions.is_suppressed when present (it also knows deleted addresses)."""
+    check = getattr(subscriptions, "is_suppressed", None)
+    if check is not None:
+        return bool(check(session=session, email_key=email_key))
+    status = session.execute(select(Subscriber.status).where(Subscriber.email_key == email_key)).scalar()
+    return status is not None and SubscriberStatus(status) in subscriptions.SUPPRESSED
+
+
+def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmTokens, links: Links,
+                now: datetime) -> Outgoing | None:
+    """Record a signup and say which email to send, if any. The caller serialises signups of one address."""
+    if is_suppressed(session=session, email_key=signup.email_key):
+        return None
+    subscriber = session.execute(select(Subscriber).where(Subscriber.email_key == signup.email_key)).scalars().first()
+    if subscriber is None:
+        subscriber = Subscriber(email=signup.email, email_key=signup.email_key, name=signup.name,
+                                categories=signup.categories, status=SubscriberStatus.pending,
+                                created_at=now, updated_at=now)
+        session.add(subscriber)
+        session.flush()
+    status = SubscriberStatus(subscriber.status)
+    if status in subscriptions.SUPPRESSED:
+        return None
+    name = signup.name or subscriber.name
+    if status == SubscriberStatus.active:
+        token = links.signer.recipient_token(subscriber_id=subscriber.id, delivery_id=None)
+        return Outgoing(already=True, email=subscriber.email, name=name, url=links.preferences(token))
+    token = tokens.dumps(subscriber_id=subscriber.id, email_key=signup.email_key, name=signup.name,
+                         categories=signup.categories)
+    return Outgoing(already=False, email=subscriber.email, name=name, url=f"{links.base_url}/confirm/{token}")
+
+
+def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
+    """The subscriber a valid link may confirm (or has confirmed), else None: the same None for every reason."""
+    subscriber = session.get(Subscriber, ref.subscriber_id)
+    if subscriber is None or not hmac.compare_digest(_address_hash(subscriber.email_key), ref.address_hash):
+        return None
+    status = SubscriberStatus(subscriber.status)
+    if status in subscriptions.SUPPRESSED or is_suppressed(session=session, email_key=subscriber.email_key):
+        return None
+    if status == SubscriberStatus.unsubscribed and subscriber.unsubscribed_at is not None \
+            and subscriber.unsubscribed_at > ref.issued_at + _CLOCK_SLACK:
+        return None  # they left after this link was sent: an old link does not bring them back
+    return subscriber
+
+
+def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber | None:
+    """Activate the subscriber with what they chose at the form. Idempotent: an active one stays as it is
+    (an old link never overwrites preferences changed since)."""
+    subscriber = confirmable(session=session, ref=ref)
+    if subscriber is None or subscriber.status == SubscriberStatus.active:
+        return subscriber
+    subscriber.status = SubscriberStatus.active
+    subscriber.confirmed_at = now
+    subscriber.unsubscribed_at = None
+    subscriber.paused_until = None
+    subscriber.categories = ref.categories
+    subscriber.name = ref.name or subscriber.name
+    subscriber.updated_at = now
+    subscriptions.record_event(session=session, kind="confirm", source="web", now=now, subscriber_id=subscriber.id)
+    return subscriber
+
+
+# -- the email ------------------------------------------------------------------------------------------------
+
+def render_email(*, env: jinja2.Environment, settings: Settings, outgoing: Outgoing) -> RenderedEmail:
+    """The confirmation (or "already subscribed") email for one person, rendered for them alone: no tags."""
+    context = dict(already=outgoing.already, url=outgoing.url, name=clean_name(outgoing.name), settings=settings,
+                   max_age_days=settings.confirm_max_age_days)
+    subject, text, mjml = (_render(env, name, context) for name in TEMPLATES)
+    try:
+        html = mjml2html(mjml)
+    except Exception as exc:  # mjml-python raises plain exceptions with a parser message
+        raise RenderError(f"{TEMPLATES[2]}: the rendered MJML did not compile: {exc}") from exc
+    return RenderedEmail(subject=one_line(subject), html=html, text=text, mjml=mjml)
+
+
+def _render(env: jinja2.Environment, name: str, context: dict) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"{name}: {exc}") from exc
+
+
+def batch_for(*, settings: Settings, email: RenderedEmail, outgoing: Outgoing) -> Batch:
+    """One recipient, no substitutions and no List-Unsubscribe: a transactional email they asked for."""
+    person = Recipient(delivery_id=None, email=outgoing.email, name=clean_name(outgoing.name), substitutions={},
+                       headers={})
+    kind = "signup-already-subscribed" if outgoing.already else "signup-confirmation"
+    return Batch(from_email=settings.from_email, from_name=settings.from_name, reply_to=settings.reply_to,
+                 subject=email.subject, html=email.html, text=email.text, recipients=[person],
+                 categories=[kind], custom_args={"kind": kind})
+
+
+def send(*, transport: Transport, env: jinja2.Environment, settings: Settings, outgoing: Outgoing,
+         sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Render and send; runs after the response, so failures are logged, never raised. True when sent."""
+    try:
+        batch = batch_for(settings=settings, email=render_email(env=env, settings=settings, outgoing=outgoing),
+                          outgoing=outgoing)
+    except RenderError:
+        log.exception("signup email did not render")
+        return False
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        try:
+            transport.send(batch)
+            return True
+        except TransientError as exc:
+            log.warning("signup email: attempt %d of %d failed: %s", attempt, SEND_ATTEMPTS, exc)
+            if attempt < SEND_ATTEMPTS:
+                sleep(0.5 * 2 ** attempt)
+        except Exception:  # noqa: BLE001 — a background task has nobody to raise to
+            log.exception("signup email refused")
+            return False
+    return False
