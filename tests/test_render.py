@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date
 from html.parser import HTMLParser
 
 import pytest
@@ -12,54 +12,9 @@ from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
 from digest.render import RenderedEmail, Renderer, neutralize, strongest_opinion
 from digest.transports.base import fill
-from storage.models import Comparison, Review, Tool
+from tests.email_samples import SEATS, long_comparison, make_comparison  # the builders live in email_samples
 
 GMAIL_BUDGET = 92160  # 90 KB: Gmail clips HTML past ~102 KB
-SEATS = ("Builder", "Skeptic", "Futurist", "Founder")
-
-
-# -- building comparisons in memory (no database) -----------------------------------------------------------
-
-def make_comparison(index: int = 0, *, title: str | None = None, tools: int = 2, url: str | None = None,
-                    scores=(85, 78, 82, 55), verdicts=("ship", "ship", "ship", "skip")) -> Comparison:
-    comparison = Comparison(
-        slug=f"tool-a-{index}-vs-tool-b-{index}",
-        title=title or f"Tool A{index} vs Tool B{index}",
-        url=url or f"https://verdicts.example.com/compare/tool-a-{index}-vs-tool-b-{index}",
-        category="Developer Tools",
-        published_at=datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc),
-    )
-    comparison.tools = []
-    for position in range(tools):
-        tool = Tool(position=position, name=f"Tool {'ABCD'[position]}{index}", tagline=f"Tagline of tool {position}",
-                    entry_price="$20/mo", panel_ship_pct=75)
-        tool.reviews = [
-            Review(position=seat, persona=SEATS[seat], score=scores[seat], verdict=verdicts[seat],
-                   text=f"{SEATS[seat]} take on tool {position}. A second sentence that is not quoted.")
-            for seat in range(4)
-        ]
-        comparison.tools.append(tool)
-    return comparison
-
-
-def words(length: int, seed: str = "Verdict") -> str:
-    text = f"{seed} lorem ipsum dolor sit amet, consectetur adipiscing elit & sed do eiusmod tempor. "
-    return (text * (length // len(text) + 1))[:length]
-
-
-def long_comparison(index: int, *, tools: int) -> Comparison:
-    """Every text at the import schema's maximum length (contracts/comparison.schema.json)."""
-    comparison = Comparison(slug=f"long-{index}", title=words(300, f"T{index}"), category=words(100, "Cat"),
-                            url=f"https://verdicts.example.com/compare/long-{index}",
-                            published_at=datetime(2026, 11, 23, tzinfo=timezone.utc))
-    comparison.tools = []
-    for position in range(tools):
-        tool = Tool(position=position, name=words(200, f"Tool{position}"), tagline=words(500), summary=words(5000),
-                    pricing=words(500), entry_price=words(50), panel_ship_pct=100)
-        tool.reviews = [Review(position=seat, persona=words(50, "Persona"), score=100, verdict="ship",
-                               text=words(10000)) for seat in range(4)]
-        comparison.tools.append(tool)
-    return comparison
 
 
 @pytest.fixture

@@ -49,6 +49,9 @@ class OutboxTransport:
 # CRLF line endings, as on the wire; header lines up to RFC 5322's 998 characters, so a long
 # List-Unsubscribe URL stays on one line instead of being folded before its first word.
 _POLICY = email.policy.SMTP.clone(max_line_length=998)
+# Bodies are encoded as they are set, in quoted-printable lines of at most 76 characters (RFC 2045 6.7):
+# 998-character body lines also read as spam (SpamAssassin LONG_INVISIBLE_TEXT, LONGLN_LOW_CONTRAST).
+_BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
 
 
 def message_for(batch: Batch, recipient: Recipient) -> EmailMessage:
@@ -57,7 +60,7 @@ def message_for(batch: Batch, recipient: Recipient) -> EmailMessage:
 
 
 def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
-    message = EmailMessage(policy=_POLICY)
+    message = EmailMessage(policy=_BODY_POLICY)
     message["From"] = _address(batch.from_email, batch.from_name)
     message["To"] = _address(recipient.email, recipient.name)
     message["Subject"] = _line("subject", fill(batch.subject, recipient.substitutions))
@@ -73,6 +76,7 @@ def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
         message["X-Digest-Delivery-Id"] = str(recipient.delivery_id)
     message.set_content(fill(batch.text, recipient.substitutions), charset="utf-8")
     message.add_alternative(fill(batch.html, recipient.substitutions), subtype="html", charset="utf-8")
+    message.policy = _POLICY  # for writing: headers fold at 998 characters only
     return message
 
 

@@ -55,13 +55,5 @@ def _routers():
     """Each part of the app is a router in a module of its own."""
     import importlib
 
-    routers = []
-    for name in ("tracking", "subscriber", "signup", "webhook", "archive", "static"):
-        try:
-            module = importlib.import_module(f"digest.web.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"digest.web.{name}":
-                raise
-            continue
-        routers.append(module.router)
-    return routers
+    return [importlib.import_module(f"digest.web.{name}").router
+            for name in ("tracking", "subscriber", "signup", "webhook", "archive", "static")]

@@ -1,0 +1,154 @@
+"""Sample issues for the email tests, built in memory (no database): typical, long-text, ten comparisons,
+three and four tools; and the digest as one recipient gets it (substitutions filled, as the outbox does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from digest.config import Settings
+from digest.importing.comparisons import COMPARISON_FIELDS, REVIEW_FIELDS, TOOL_FIELDS, load_comparisons
+from digest.importing.comparisons import parse_published_at
+from digest.links import Links, Signer
+from digest.render import RenderedEmail, Renderer
+from digest.send import Sender, recipient
+from digest.transports.base import Batch, Recipient, fill
+from storage.models import Comparison, Review, Tool
+
+SEATS = ("Builder", "Skeptic", "Futurist", "Founder")
+WEEK, ISSUE_DATE = "2026-W48", date(2026, 11, 26)
+DEMO_COMPARISONS = Path(__file__).resolve().parent.parent / "digest" / "demo_data" / "comparisons.json"
+SECRET = "x" * 32
+
+
+# -- comparisons ----------------------------------------------------------------------------------------------
+
+def make_comparison(index: int = 0, *, title: str | None = None, tools: int = 2, url: str | None = None,
+                    scores=(85, 78, 82, 55), verdicts=("ship", "ship", "ship", "skip")) -> Comparison:
+    comparison = Comparison(
+        slug=f"tool-a-{index}-vs-tool-b-{index}",
+        title=title or f"Tool A{index} vs Tool B{index}",
+        url=url or f"https://verdicts.example.com/compare/tool-a-{index}-vs-tool-b-{index}",
+        category="Developer Tools",
+        published_at=datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc),
+    )
+    comparison.tools = []
+    for position in range(tools):
+        tool = Tool(position=position, name=f"Tool {'ABCD'[position]}{index}", tagline=f"Tagline of tool {position}",
+                    entry_price="$20/mo", panel_ship_pct=75)
+        tool.reviews = [
+            Review(position=seat, persona=SEATS[seat], score=scores[seat], verdict=verdicts[seat],
+                   text=f"{SEATS[seat]} take on tool {position}. A second sentence that is not quoted.")
+            for seat in range(4)
+        ]
+        comparison.tools.append(tool)
+    return comparison
+
+
+def words(length: int, seed: str = "Verdict") -> str:
+    text = f"{seed} lorem ipsum dolor sit amet, consectetur adipiscing elit & sed do eiusmod tempor. "
+    return (text * (length // len(text) + 1))[:length]
+
+
+def long_comparison(index: int, *, tools: int) -> Comparison:
+    """Every text at the import schema's maximum length (contracts/comparison.schema.json)."""
+    comparison = Comparison(slug=f"long-{index}", title=words(300, f"T{index}"), category=words(100, "Cat"),
+                            url=f"https://verdicts.example.com/compare/long-{index}",
+                            published_at=datetime(2026, 11, 23, tzinfo=timezone.utc))
+    comparison.tools = []
+    for position in range(tools):
+        tool = Tool(position=position, name=words(200, f"Tool{position}"), tagline=words(500), summary=words(5000),
+                    pricing=words(500), entry_price=words(50), panel_ship_pct=100)
+        tool.reviews = [Review(position=seat, persona=words(50, "Persona"), score=100, verdict="ship",
+                               text=words(10000)) for seat in range(4)]
+        comparison.tools.append(tool)
+    return comparison
+
+
+def demo_comparisons(count: int) -> list[Comparison]:
+    """The first ``count`` comparisons of the demo data (real-looking names and reviews), as loaded objects."""
+    return [_from_item(item) for item in load_comparisons(DEMO_COMPARISONS)[:count]]
+
+
+def _from_item(item: dict) -> Comparison:
+    columns = {name: item.get(name, default) for name, default in COMPARISON_FIELDS.items()}
+    columns["published_at"] = parse_published_at(item["published_at"])
+    comparison = Comparison(slug=item["slug"], **columns)
+    comparison.tools = [
+        Tool(position=position, **{name: tool.get(name, default) for name, default in TOOL_FIELDS.items()},
+             reviews=[Review(position=seat, **{name: review[name] for name in REVIEW_FIELDS})
+                      for seat, review in enumerate(tool["reviews"])])
+        for position, tool in enumerate(item["tools"])
+    ]
+    return comparison
+
+
+# -- issues ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleIssue:
+    name: str
+    comparisons: list[Comparison]
+    more_count: int = 0
+    audience: str = "all categories"
+    tool_names: list[list[str]] = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "tool_names", [[tool.name for tool in c.tools] for c in self.comparisons])
+
+
+def typical_issue() -> SampleIssue:
+    """Three comparisons of two tools from the demo data, and two more this reader does not see."""
+    return SampleIssue("typical", demo_comparisons(3), more_count=2)
+
+
+def three_and_four_tools_issue() -> SampleIssue:
+    return SampleIssue("3-and-4-tools", [make_comparison(0, tools=3), make_comparison(1, tools=4)])
+
+
+def maximal_issue(tools: int) -> SampleIssue:
+    """Ten comparisons, every text at the schema's maximum length (the 90 KB budget's worst case)."""
+    return SampleIssue(f"maximal-{tools}-tools", [long_comparison(i, tools=tools) for i in range(10)], more_count=5,
+                       audience="Developer Tools and Writing")
+
+
+# -- rendering, as one recipient gets it ----------------------------------------------------------------------
+
+def sample_settings() -> Settings:
+    return Settings(secret_key=SECRET, base_url="https://news.example.com")
+
+
+def sample_renderer(settings: Settings | None = None) -> Renderer:
+    settings = settings or sample_settings()
+    return Renderer(settings=settings, links=Links(base_url=settings.base_url, signer=Signer(SECRET)))
+
+
+def render_issue(issue: SampleIssue, renderer: Renderer | None = None) -> RenderedEmail:
+    renderer = renderer or sample_renderer()
+    return renderer.render_segment(week=WEEK, issue_date=ISSUE_DATE, comparisons=issue.comparisons,
+                                   more_count=issue.more_count, audience=issue.audience)
+
+
+def sample_recipient(renderer: Renderer, *, email: str = "ada.reader@example.org", name: str = "Ada") -> Recipient:
+    """A subscriber's substitutions and List-Unsubscribe headers, built the way the sender builds them."""
+    token = renderer.links.signer.recipient_token(subscriber_id=7, delivery_id=42)
+    return recipient(42, email, name, token, renderer.links, renderer.settings)
+
+
+def filled_html(issue: SampleIssue) -> str:
+    """The HTML part exactly as one subscriber receives it."""
+    renderer = sample_renderer()
+    return fill(render_issue(issue, renderer).html, sample_recipient(renderer).substitutions)
+
+
+def sample_batch(issue: SampleIssue) -> Batch:
+    """One recipient's batch with the list headers and tags the sender puts on every batch (`Sender.batch`)."""
+    renderer = sample_renderer()
+    # Sender.batch touches no database: an in-memory engine that is never connected stands in.
+    sender = Sender(engine=create_engine("sqlite://"), settings=renderer.settings, transport=None,
+                    renderer=renderer, signer=renderer.links.signer, links=renderer.links)
+    return sender.batch(week=WEEK, segment_id=1, email=render_issue(issue, renderer),
+                        recipients=[sample_recipient(renderer)])
