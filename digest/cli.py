@@ -284,6 +284,7 @@ def stats(
     week: Annotated[Optional[str], typer.Option(help="only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
     last: Annotated[int, typer.Option(help="the table shows this many latest issues (0: all)")] = 6,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", help="write a page with a chart of the rates over the issues to this file")] = None,
 ) -> None:
     """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, unsubscribes.
 
@@ -291,7 +292,10 @@ def stats(
     opens (image proxies, Apple Mail Privacy Protection, opens within seconds of the send) are kept apart
     from human ones. Rates are of delivered when the Event Webhook reported deliveries, else of sent.
 
-    Example: digest stats --week 2026-W48
+    --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
+    issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
+
+    Example: digest stats --week 2026-W48; digest stats --html stats.html
     """
     import json
 
@@ -309,6 +313,12 @@ def stats(
         raise fail(f"no issue for week {week}; `digest stats` lists every issue")
     if as_json:
         sys.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+        return
+    if html is not None:
+        from digest.stats_page import stats_page
+
+        html.write_text(stats_page(rows), encoding="utf-8")
+        console.print(f"wrote {html} ({len(rows)} issues): open it in a browser")
         return
     if not rows:
         console.print("no issues yet")

@@ -88,6 +88,14 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None) -> 
         except (RenderError, NothingToPreview) as exc:
             return HTMLResponse(f"<pre>{html.escape(template_error(exc))}</pre>", status_code=500)
 
+    @app.get("/stats", response_class=HTMLResponse)
+    def stats() -> HTMLResponse:
+        from digest.stats import issue_stats
+        from digest.stats_page import stats_page
+
+        page = stats_page(issue_stats(engine=sender.engine))
+        return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
+
     @app.get("/fingerprint")
     def current() -> JSONResponse:
         return JSONResponse({"fingerprint": fingerprint(sender, templates_root)}, headers={"Cache-Control": "no-store"})
@@ -131,6 +139,6 @@ _SHELL = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Di
 figure{margin:0}iframe{border:1px solid #d0d7de;background:#fff}pre.text{width:36em;height:900px;overflow:auto;white-space:pre-wrap;border:1px solid #d0d7de;padding:.5rem;margin:0}
 .error{background:#fff1f0;color:#a40e26;padding:1rem;border-left:4px solid #a40e26;white-space:pre-wrap}.muted{color:#59636e}
 table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left}</style></head>
-<body><h1>Weekly AI Tool Verdicts: preview</h1>{picker}{body}
+<body><h1>Weekly AI Tool Verdicts: preview</h1><p><a href="/stats">How past issues did</a></p>{picker}{body}
 <script>const seen="{fingerprint}";setInterval(async()=>{try{const r=await fetch("/fingerprint",{cache:"no-store"});
 const j=await r.json();if(j.fingerprint!==seen)location.reload();}catch(e){}},1000);</script></body></html>"""

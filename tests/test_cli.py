@@ -150,3 +150,13 @@ def test_a_test_send_reaches_only_the_named_addresses_and_touches_no_issue(tmp_p
     assert all(m["Subject"].startswith("[TEST] ") for m in messages)
     plan = run("send", "--dry-run", cwd=tmp_path, env_extra=env)
     assert "not opened yet" in plan.stdout, "the test send opened no issue"
+
+
+def test_stats_html_writes_a_page_with_the_chart(tmp_path):
+    "after the demo, `digest stats --html` writes a chart of both issues"
+    run("demo", "--dir", "d", cwd=tmp_path)
+    env = {"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'd' / 'demo.db'}"}
+    done = run("stats", "--html", "stats.html", cwd=tmp_path, env_extra=env)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "stats.html").read_text()
+    assert "<svg" in page and page.count("<polyline") == 4 and "2026-W" in page

@@ -63,3 +63,11 @@ def test_the_page_reloads_by_itself_when_the_data_changes(sender, page):
         add_comparison(sender.engine, published_at=NOW - timedelta(hours=1), title="Lathe vs Chisel",
                        category="Writing", pcts=(100, 0))
         page.get_by_text("Lathe vs Chisel").first.wait_for(timeout=10_000)
+
+
+def test_the_preview_server_shows_the_stats_page(sender):
+    "the editor's server links to /stats, which charts the rates and tabulates the figures"
+    client = TestClient(create_editor_app(sender))
+    assert 'href="/stats"' in client.get("/").text
+    page = client.get("/stats")
+    assert page.status_code == 200 and "How the issues did" in page.text
