@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1, le=1000)  # SendGrid: at most 1000 recipients per request
     max_shown: int = Field(default=8, ge=1, le=50)
     max_attempts: int = Field(default=6, ge=1, le=50)
+    # How long a sender owns the batch it leased: longer than one batch can take (timeout × attempts plus
+    # the backoff). A worker that dies or hangs loses its rows to another one when this runs out.
+    lease_seconds: float = Field(default=600.0, gt=0)
+    # `digest worker` with nothing to send looks again after this long.
+    worker_idle_seconds: float = Field(default=2.0, gt=0)
+    # How long a send waits out an unavailable database (locked SQLite, restarting PostgreSQL) before failing.
+    db_retry_seconds: float = Field(default=120.0, ge=0)
     demo: bool = False
     # Signup (double opt-in). The limits stop anyone using our form to mail-bomb an address or to flood the
     # list from one machine; a person who mistypes twice still gets through.

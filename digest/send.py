@@ -33,7 +33,7 @@ from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
 from digest.render import RenderedEmail, Renderer
 from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, TransientError, Transport
 from storage import queries
-from storage.db import session_scope
+from storage.db import in_transaction
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
 
@@ -91,18 +91,19 @@ class Sender:
         started = time.monotonic()
         report = SendReport(week=issue.week)
         rendered: dict[int, tuple[Segment, RenderedEmail]] = {}
-        with session_scope(self.engine) as session:
+        def survey(session):
             report.segments = len(queries.issue_segments(session=session, issue_id=issue.id))
             report.recipients = sum(queries.status_counts(session=session, issue_id=issue.id).values())
-            dead = [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
+            return [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
+
+        dead = self._tx(survey)
         try:
             while True:
                 now = self.clock()
-                with session_scope(self.engine) as session:
-                    claimed = queries.claim_batch(
-                        session=session, issue_id=issue.id, owner=self.owner, now=now,
-                        lease_until=now + LEASE, limit=self.settings.batch_size, dead_owners=dead,
-                    )
+                claimed = self._tx(lambda session: queries.claim_batch(
+                    session=session, issue_id=issue.id, owner=self.owner, now=now,
+                    lease_until=now + LEASE, limit=self.settings.batch_size, dead_owners=dead,
+                ))
                 if claimed is None:
                     break
                 report.ambiguous += claimed.resent
@@ -154,15 +155,16 @@ class Sender:
                 continue
             except PermanentError as exc:
                 message = str(exc)[:1000]
-                with session_scope(self.engine) as session:
-                    queries.finish(session=session, ids=ids, owner=self.owner, status=DeliveryStatus.failed,
-                                   now=self.clock(), error=message)
+                self._tx(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+                                                        status=DeliveryStatus.failed, now=self.clock(), error=message))
                 report.failed += len(ids)
                 report.errors.append(f"batch of {len(ids)} refused: {message}")
                 return
-            with session_scope(self.engine) as session:
-                queries.finish(session=session, ids=ids, owner=self.owner, status=DeliveryStatus.sent,
-                               now=self.clock(), message_id=result.message_id)
+            # The provider has the batch: recording that must not be lost to a database hiccup, so this
+            # waits out an outage (in_transaction) rather than leave the rows to be re-sent as ambiguous.
+            self._tx(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+                                                    status=DeliveryStatus.sent, now=self.clock(),
+                                                    message_id=result.message_id))
             report.sent += len(ids)
             report.batches += 1
             return
@@ -203,33 +205,40 @@ class Sender:
         return max(0.0, delay) + 0.05 + self.jitter() * 0.5
 
     def _extend(self, ids: list[int], *, ambiguous: bool, extra: float) -> None:
-        with session_scope(self.engine) as session:
-            queries.extend_lease(session=session, ids=ids, owner=self.owner,
-                                 lease_until=self.clock() + LEASE + timedelta(seconds=extra), ambiguous=ambiguous)
+        self._tx(lambda session: queries.extend_lease(
+            session=session, ids=ids, owner=self.owner, lease_until=self.clock() + LEASE + timedelta(seconds=extra),
+            ambiguous=ambiguous))
 
     def _give_up(self, ids: list[int], why: str, report: SendReport) -> None:
-        with session_scope(self.engine) as session:
-            queries.release(session=session, ids=ids, owner=self.owner, error=why[:1000])
+        self._tx(lambda session: queries.release(session=session, ids=ids, owner=self.owner, error=why[:1000]))
         report.errors.append(why)
         raise SendAborted(f"sending stopped, {why}. Deliveries left pending; rerun `digest send` to resume.", report)
 
     # -- rendering and bookkeeping ---------------------------------------------------------------------
 
     def _render(self, issue: Issue, segment_id: int) -> tuple[Segment, RenderedEmail]:
-        with session_scope(self.engine) as session:
+        def render(session):
             segment = session.get(Segment, segment_id)
             return segment, render_segment(session=session, renderer=self.renderer, settings=self.settings,
                                            issue=issue, segment=segment)
 
+        return self._tx(render)
+
+    def _tx(self, work):
+        """One transaction that waits out a database outage (DIGEST_DB_RETRY_SECONDS) instead of failing."""
+        return in_transaction(self.engine, work, budget=self.settings.db_retry_seconds, sleep=self.sleep)
+
     def _finish(self, issue: Issue, report: SendReport) -> None:
-        with session_scope(self.engine) as session:
-            counts = queries.status_counts(session=session, issue_id=issue.id)
-            report.cancelled = counts.get(DeliveryStatus.cancelled.value, 0)
-            report.remaining = counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
-            if report.remaining == 0:
-                stored = session.get(Issue, issue.id)
-                if stored.completed_at is None:
-                    stored.completed_at = self.clock()
+        self._tx(lambda session: self._count_up(session, issue, report))
+
+    def _count_up(self, session, issue: Issue, report: SendReport) -> None:
+        counts = queries.status_counts(session=session, issue_id=issue.id)
+        report.cancelled = counts.get(DeliveryStatus.cancelled.value, 0)
+        report.remaining = counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
+        if report.remaining == 0:
+            stored = session.get(Issue, issue.id)
+            if stored.completed_at is None:
+                stored.completed_at = self.clock()
 
 
 def render_segment(*, session, renderer: Renderer, settings: Settings, issue: Issue, segment: Segment) -> RenderedEmail:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
 from storage import queries
-from storage.db import session_scope
+from storage.db import in_transaction, retrying, session_scope
 from storage.models import Issue, Segment
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -146,8 +146,11 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
     settings = sender.settings
     engine = sender.engine
     result = RunResult(week=week or iso_week(now.astimezone(settings.tz)))
-    with session_scope(engine) as session:
-        unfinished = queries.unfinished_issues(session=session)
+
+    def patiently(work):  # every step waits out a database outage, as the sender does
+        return retrying(work, budget=settings.db_retry_seconds, sleep=sender.sleep)
+
+    unfinished = patiently(lambda: in_transaction(engine, lambda s: queries.unfinished_issues(session=s), budget=0))
     for issue in unfinished:
         result.reports.append(sender.send_issue(issue))
     if week is None:
@@ -156,14 +159,17 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
             result.reason = f"issue {result.week} is not due yet (scheduled for {due_at:%a %d %b %H:%M %Z})" if due_at else \
                 f"the schedule {settings.send_schedule!r} does not fire in {result.week}"
             return result
-        with session_scope(engine) as session:
+        def due_state(session) -> str:
             if queries.find_issue(session=session, week=result.week) is not None:
-                result.reason = f"issue {result.week} already exists"
-                return result
+                return f"issue {result.week} already exists"
             if not queries.claimable_comparisons(session=session, now=due_at):
-                result.reason = f"nothing was published for {result.week} by its slot; it rolls into the next issue"
-                return result
-    result.opened = open_issue(engine=engine, week=result.week, now=now)
+                return f"nothing was published for {result.week} by its slot; it rolls into the next issue"
+            return ""
+
+        result.reason = patiently(lambda: in_transaction(engine, due_state, budget=0))
+        if result.reason:
+            return result
+    result.opened = patiently(lambda: open_issue(engine=engine, week=result.week, now=now))
     if result.opened.issue is None:
         result.reason = "no new comparison since the last issue: no issue, no email"
         return result

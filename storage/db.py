@@ -7,11 +7,17 @@ one failing later with "database is locked" halfway through a transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
+
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a send waits up to 30 s for a lock held by another process
 
@@ -57,3 +63,44 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# Errors that mean "the database is unavailable for now", not "this statement is wrong": a locked SQLite
+# file past its busy timeout, a PostgreSQL server restarting, a connection dropped mid-transaction.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+log = logging.getLogger("digest.db")
+
+
+def in_transaction(
+    engine: Engine, work: Callable[[Session], T], *, budget: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``work(session)`` in one transaction; while the database is unavailable, wait and run it again.
+
+    ``work`` must be safe to run twice: a failed attempt was rolled back, but a commit whose answer was
+    lost may have happened — the sender's updates are conditional on its own lease, so they are.
+    """
+
+    def once() -> T:
+        with session_scope(engine) as session:
+            return work(session)
+
+    return retrying(once, budget=budget, sleep=sleep)
+
+
+def retrying(work: Callable[[], T], *, budget: float = 120.0, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``work()``; on a transient database error wait (0.2 s doubling to 5 s) and call it again.
+
+    Gives up (raises the error) once ``budget`` seconds have been spent waiting.
+    """
+    waited, delay = 0.0, 0.2
+    while True:
+        try:
+            return work()
+        except TRANSIENT_DB_ERRORS as exc:
+            if waited >= budget:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0][:200], delay)
+            sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)

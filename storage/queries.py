@@ -21,6 +21,7 @@ from storage.models import (
     Issue,
     IssueComparison,
     Segment,
+    SendThrottle,
     Subscriber,
     SubscriberStatus,
     Tool,
@@ -192,11 +193,15 @@ def claim_batch(
     ``ambiguous_resends``. On PostgreSQL FOR UPDATE SKIP LOCKED lets several senders claim side by side;
     SQLite serialises writers (BEGIN IMMEDIATE, see storage.db).
     """
-    stale = (Delivery.status == DeliveryStatus.sending.value) & (Delivery.leased_until < now)
+    sending = Delivery.status == DeliveryStatus.sending.value
+    # Our own lease, still open: a claim whose commit succeeded but whose answer was lost (the database
+    # went away at that moment) and was then retried. We never posted those rows, so no ambiguity.
+    ours = sending & (Delivery.lease_owner == owner)
+    stale = (sending & (Delivery.leased_until < now)) | ours
     if dead_owners:
-        stale = stale | ((Delivery.status == DeliveryStatus.sending.value) & Delivery.lease_owner.in_(list(dead_owners)))
+        stale = stale | (sending & Delivery.lease_owner.in_(list(dead_owners)))
     candidates = session.execute(
-        select(Delivery.id, Delivery.segment_id, Delivery.status)
+        select(Delivery.id, Delivery.segment_id, Delivery.status, Delivery.lease_owner)
         .where(Delivery.issue_id == issue_id, (Delivery.status == DeliveryStatus.pending.value) | stale)
         .order_by(Delivery.segment_id, Delivery.id)
         .limit(limit)
@@ -207,7 +212,8 @@ def claim_batch(
     segment_id = candidates[0].segment_id
     chosen = [row for row in candidates if row.segment_id == segment_id]
     ids = [row.id for row in chosen]
-    resent = sum(1 for row in chosen if row.status == DeliveryStatus.sending.value)
+    taken_over = (Delivery.status == DeliveryStatus.sending.value) & (Delivery.lease_owner != owner)
+    resent = sum(1 for row in chosen if row.status == DeliveryStatus.sending.value and row.lease_owner != owner)
     session.execute(
         update(Delivery)
         .where(Delivery.id.in_(ids))
@@ -216,8 +222,7 @@ def claim_batch(
             lease_owner=owner,
             leased_until=lease_until,
             attempts=Delivery.attempts + 1,
-            ambiguous_resends=Delivery.ambiguous_resends
-            + (Delivery.status == DeliveryStatus.sending.value).cast(Delivery.attempts.type),
+            ambiguous_resends=Delivery.ambiguous_resends + taken_over.cast(Delivery.attempts.type),
         )
         .execution_options(synchronize_session=False)
     )
@@ -292,3 +297,21 @@ def ambiguous_total(*, session: Session, issue_id: int) -> int:
         select(func.coalesce(func.sum(Delivery.ambiguous_resends), 0)).where(Delivery.issue_id == issue_id)
     ).scalar_one()
 
+
+
+# -- the shared rate limit (digest.ratelimit) ------------------------------------------------------------
+
+_BLOCK = text(
+    "INSERT INTO send_throttle (id, blocked_until, reason) VALUES (1, :until, :reason) "
+    "ON CONFLICT (id) DO UPDATE SET blocked_until = excluded.blocked_until, reason = excluded.reason "
+    "WHERE send_throttle.blocked_until IS NULL OR send_throttle.blocked_until < excluded.blocked_until"
+).bindparams(bindparam("until", type_=UTCDateTime()))
+
+
+def block_sending(*, connection, until: datetime, reason: str) -> None:
+    """No sender posts before ``until`` (a later time already recorded stands): one upserted row."""
+    connection.execute(_BLOCK, {"until": until, "reason": reason})
+
+
+def sending_blocked_until(*, connection) -> datetime | None:
+    return connection.execute(select(SendThrottle.blocked_until).where(SendThrottle.id == 1)).scalar()

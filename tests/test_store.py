@@ -31,3 +31,49 @@ def test_sqlite_runs_in_wal_mode(sqlite_url):
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+def test_a_transaction_waits_out_an_unavailable_database_then_gives_up():
+    "two 'server closed the connection' errors are waited out; past the budget the error surfaces"
+    from sqlalchemy.exc import OperationalError
+
+    from storage.db import retrying
+
+    failures = [OperationalError("UPDATE …", {}, Exception("server closed the connection"))] * 2
+    slept: list[float] = []
+
+    def work():
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    assert retrying(work, budget=10, sleep=slept.append) == "done"
+    assert slept == [0.2, 0.4]
+
+    def down():
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    slept.clear()
+    import pytest
+
+    with pytest.raises(OperationalError):
+        retrying(down, budget=3, sleep=slept.append)
+    assert 3 <= sum(slept) < 3 + 5.0
+
+
+def test_a_statement_error_is_not_retried():
+    "a programming error (bad SQL) fails at once: waiting would not fix it"
+    import pytest
+    from sqlalchemy.exc import ProgrammingError
+
+    from storage.db import retrying
+
+    calls = []
+
+    def bad():
+        calls.append(1)
+        raise ProgrammingError("SELEC 1", {}, Exception("syntax error"))
+
+    with pytest.raises(ProgrammingError):
+        retrying(bad, budget=10, sleep=lambda s: None)
+    assert calls == [1]
