@@ -160,3 +160,37 @@ def test_stats_html_writes_a_page_with_the_chart(tmp_path):
     assert done.returncode == 0, done.stderr
     page = (tmp_path / "stats.html").read_text()
     assert "<svg" in page and page.count("<polyline") == 4 and "2026-W" in page
+
+
+def test_digest_serve_boots_the_web_app_and_refuses_placeholder_secrets(tmp_path):
+    "`digest serve` answers on its port with security headers; with DIGEST_SECRET_KEY=change-me it will not start"
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
+    env.update(DIGEST_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}", DIGEST_SECRET_KEY="serve-test-secret-0123456789")
+    assert run("db", "upgrade", cwd=tmp_path, env_extra=env).returncode == 0
+    server = subprocess.Popen([sys.executable, "-m", "digest", "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/archive", timeout=2) as answer:
+                    assert answer.status == 200
+                    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    refused = run("serve", "--port", str(port), cwd=tmp_path,
+                  env_extra={**env, "DIGEST_SECRET_KEY": "change-me"})
+    assert refused.returncode == 2 and "DIGEST_SECRET_KEY" in refused.stderr
