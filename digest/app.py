@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from digest.config import Settings
 from digest.links import Links, Signer
+from digest.ratelimit import SharedRateLimit
 from digest.render import Renderer
 from digest.send import Sender
 from digest.transports import Transport, make_transport
@@ -25,10 +26,14 @@ def build_sender(
     **overrides,
 ) -> Sender:
     links = links_for(settings)
+    engine = make_engine(settings.database_url)
+    if transport is None:
+        # Every process that sends waits out a 429 that any of them was told about (digest.ratelimit).
+        transport = SharedRateLimit(make_transport(settings), engine=engine)
     return Sender(
-        engine=make_engine(settings.database_url),
+        engine=engine,
         settings=settings,
-        transport=transport or make_transport(settings),
+        transport=transport,
         renderer=Renderer(settings=settings, links=links),
         signer=links.signer,
         links=links,

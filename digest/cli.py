@@ -355,6 +355,47 @@ def _stats_table(rows) -> Table:
     return table
 
 
+# -- worker ----------------------------------------------------------------------------------------------
+
+@app.command("worker")
+def worker(
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=1000, help="recipients per request (default: DIGEST_BATCH_SIZE, 1000)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="send what can be taken now, then exit (for a timer or a test)")] = False,
+) -> None:
+    """Send the pending deliveries of every unfinished issue; run as many as you like, side by side.
+
+    Workers open no issue (the scheduler does). They lease batches with FOR UPDATE SKIP LOCKED, so any
+    number of them (and of schedulers) share one PostgreSQL database without sending anyone the issue
+    twice; a worker that dies loses its batch to the others when its lease (DIGEST_LEASE_SECONDS) ends.
+    A 429 from SendGrid makes every worker wait. SIGTERM: finish the batch in flight, then exit.
+
+    Example: digest worker --batch-size 1000
+    """
+    import logging
+    import signal
+
+    from digest.app import build_sender
+    from digest.worker import Worker
+
+    settings = settings_for_run()
+    if batch_size is not None:
+        settings.batch_size = batch_size
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runner = Worker(build_sender(settings), idle_seconds=settings.worker_idle_seconds)
+    logging.getLogger("digest.worker").info("worker started: batches of %d, lease %.0f s%s", settings.batch_size,
+                                            settings.lease_seconds, ", once" if once else "")
+    signal.signal(signal.SIGTERM, runner.stop)
+    signal.signal(signal.SIGINT, runner.stop)
+    report = runner.run(once=once)
+    console.print(f"worker: sent {report.sent} in {report.batches} batches, failed {report.failed}, "
+                  f"{report.ambiguous} possible duplicates, {report.rate_limited} rate limited, "
+                  f"{report.shared_waits} shared waits")
+    for line in report.errors:
+        errors.print(line, highlight=False, markup=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
 # -- serve -----------------------------------------------------------------------------------------------
 
 @app.command("serve")

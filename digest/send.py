@@ -37,7 +37,7 @@ from storage.db import in_transaction
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
 
-LEASE = timedelta(minutes=10)  # longer than one batch can take: timeout × attempts plus the backoff
+LEASE = timedelta(minutes=10)  # the default of DIGEST_LEASE_SECONDS: longer than one batch can take
 BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
 BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
 RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage, not a rate limit
@@ -86,27 +86,40 @@ class Sender:
     jitter: Callable[[], float] = random.random
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     on_progress: Callable[[int], None] | None = None
+    # Asked between batches: True makes send_issue return after the batch in flight (a worker's SIGTERM).
+    should_stop: Callable[[], bool] = lambda: False
+    # Rendered segments, kept for the life of the process: a segment's content is fixed when its issue
+    # opens, and a worker comes back to the same segments batch after batch, issue after issue.
+    rendered: dict[int, tuple[Segment, RenderedEmail]] = field(default_factory=dict)
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
 
     def send_issue(self, issue: Issue) -> SendReport:
         started = time.monotonic()
         report = SendReport(week=issue.week)
-        rendered: dict[int, tuple[Segment, RenderedEmail]] = {}
+        rendered = self.rendered
+
         def survey(session):
             report.segments = len(queries.issue_segments(session=session, issue_id=issue.id))
             report.recipients = sum(queries.status_counts(session=session, issue_id=issue.id).values())
             return [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
 
         dead = self._tx(survey)
+        position = None  # where our last batch ended (see queries.claim_batch)
         try:
-            while True:
+            while not self.should_stop():
                 now = self.clock()
                 claimed = self._tx(lambda session: queries.claim_batch(
                     session=session, issue_id=issue.id, owner=self.owner, now=now,
-                    lease_until=now + LEASE, limit=self.settings.batch_size, dead_owners=dead,
+                    lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead,
+                    after=position,
                 ))
                 if claimed is None:
                     break
                 report.ambiguous += claimed.resent
+                position = claimed.position
                 if not claimed.rows:
                     continue
                 if claimed.segment_id not in rendered:
@@ -206,7 +219,7 @@ class Sender:
 
     def _extend(self, ids: list[int], *, ambiguous: bool, extra: float) -> None:
         self._tx(lambda session: queries.extend_lease(
-            session=session, ids=ids, owner=self.owner, lease_until=self.clock() + LEASE + timedelta(seconds=extra),
+            session=session, ids=ids, owner=self.owner, lease_until=self.clock() + self.lease + timedelta(seconds=extra),
             ambiguous=ambiguous))
 
     def _give_up(self, ids: list[int], why: str, report: SendReport) -> None:
@@ -274,6 +287,11 @@ def recipient(delivery_id: int | None, email: str, name: str, token: str, links:
 
 def clean_name(name: str) -> str:
     """A subscriber's name as it may appear in a header or a greeting: one line, no tag look-alikes."""
+    if name and name.isprintable() and len(name) <= 100 and name == name.strip() and "  " not in name \
+            and "[%" not in name and "%]" not in name:
+        # Already clean (nearly every name), so the regex below would change nothing: skipped, since it
+        # runs once per recipient. isprintable() is False for every control character the regex removes.
+        return name
     return " ".join(_UNSAFE_NAME.sub(" ", name or "").split())[:100]
 
 

@@ -195,3 +195,16 @@ class Suppression(SQLModel, table=True):
     email_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))  # hex SHA-256
     reason: str = Field(max_length=20)  # "deleted" (asked to be forgotten), "bounced", "complained"
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+
+
+class SendThrottle(SQLModel, table=True):
+    """One row (id 1): the provider said 429, so no sender posts before ``blocked_until``.
+
+    In the database, not in a process, so that every worker and scheduler waits out a rate limit that
+    any one of them was told about, instead of each finding it out with a 429 of its own.
+    """
+
+    __tablename__ = "send_throttle"
+    id: int | None = Field(default=None, primary_key=True)
+    blocked_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    reason: str = ""

@@ -183,6 +183,15 @@ def _header_errors(headers: dict, where: str) -> list[tuple[str, str | None]]:
     return found
 
 
+def _fast_errors(body) -> list[tuple[str, str | None]]:
+    """Benchmark mode: only what a send could plausibly get wrong at volume."""
+    if not isinstance(body, dict) or not body.get("personalizations"):
+        return [("The personalizations field is required.", "personalizations")]
+    if len(body["personalizations"]) > MAX_RECIPIENTS:
+        return [("The personalizations block contains more than 1000 recipients.", "personalizations")]
+    return []
+
+
 def error_body(*errors: tuple[str, str | None]) -> dict:
     return {"errors": [{"message": message, "field": field, "help": None} for message, field in errors]}
 
@@ -191,8 +200,15 @@ class FakeSendGrid:
     """A SendGrid Mail Send server on 127.0.0.1 (a free port), run in a daemon thread; a context manager."""
 
     def __init__(self, *, api_key: str = "SG.fake-test-key", faults: FaultRates | None = None,
-                 seed: int | None = None, latency: float = 0.0):
+                 seed: int | None = None, latency: float = 0.0, validate: bool = True, keep_bodies: bool = True,
+                 host: str = "127.0.0.1", port: int = 0):
         self.api_key = api_key
+        # validate=False (benchmarks): parse the JSON and check the recipient limit only; the schema check
+        # costs more than everything our sender does per request. keep_bodies=False: count, do not keep.
+        self.validate = validate
+        self.keep_bodies = keep_bodies
+        self.recipients = 0  # personalizations in accepted bodies
+        self._address = (host, port)
         # Seconds each request takes, half before the batch is recorded and half after: a slow provider,
         # which leaves room for a test to kill the client on either side of the acceptance.
         self.latency = latency
@@ -200,6 +216,7 @@ class FakeSendGrid:
         self.sandboxed: list[dict] = []  # bodies answered 200 (sandbox mode): validated, not sent
         self.message_ids: list[str] = []  # X-Message-Id of each accepted body, same order
         self.requests = 0  # every request, whatever its answer
+        self.request_times: list[float] = []  # time.time() at which each request arrived, in order
         self._faults = faults
         self._rng = random.Random(seed)
         self._script: list[tuple] = []
@@ -219,7 +236,7 @@ class FakeSendGrid:
             self._script.extend(actions)
 
     def start(self) -> FakeSendGrid:
-        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._server = _Server(self._address, _handler_for(self))
         threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="fake-sendgrid", daemon=True
         ).start()  # a short poll interval: stop() returns within 50 ms
@@ -239,6 +256,7 @@ class FakeSendGrid:
     def _next_action(self) -> tuple | None:
         with self._lock:
             self.requests += 1
+            self.request_times.append(time.time())
             if self._script:
                 return self._script.pop(0)
             return self._faults.draw(self._rng) if self._faults else None
@@ -250,6 +268,9 @@ class FakeSendGrid:
                 self.sandboxed.append(body)
                 return 200, None
             message_id = secrets.token_urlsafe(16)
+            self.recipients += len(body["personalizations"])
+            if not self.keep_bodies:
+                return 202, message_id
             self.accepted.append(body)
             self.message_ids.append(message_id)
             return 202, message_id
@@ -303,7 +324,7 @@ def _handler_for(fake: FakeSendGrid):
                 body = json.loads(raw)
             except ValueError:
                 return 400, {}, error_body(("Bad Request: the body is not valid JSON.", None))
-            errors = fake._validator.errors(body)
+            errors = fake._validator.errors(body) if fake.validate else _fast_errors(body)
             if errors:
                 return 400, {}, error_body(*errors)
             status, message_id = fake._record(body)
@@ -333,3 +354,28 @@ def _default_body(status: int) -> dict | None:
     if status == 429:
         return error_body(("too many requests", None))
     return error_body((f"simulated error {status}", None))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.sendgrid_server --port 8025 --fast`: the server in its own process (benchmarks)."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--api-key", default="SG.fake-test-key")
+    parser.add_argument("--fast", action="store_true", help="skip the JSON schema check; keep no bodies")
+    args = parser.parse_args(argv)
+    server = FakeSendGrid(api_key=args.api_key, validate=not args.fast, keep_bodies=not args.fast, port=args.port)
+    server.start()
+    print(f"listening on {server.url}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    print(f"requests {server.requests} recipients {server.recipients}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from digest.config import Settings
 from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
 from digest.web.security import SecurityHeaders
+from digest.web.tracking import OpenPixelFastPath
 from storage.db import make_engine
 from storage.types import utcnow
 
@@ -35,6 +36,7 @@ def create_app(
         clock=clock,
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(OpenPixelFastPath)  # outermost: the pixel skips the rest of the stack
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

@@ -1,0 +1,67 @@
+"""A provider rate limit shared by every sender: one "blocked until" row in the database.
+
+SendGrid answers 429 with `X-RateLimit-Reset` (epoch seconds) to the one request that went over; the
+other workers would each find out with a 429 of their own. `SharedRateLimit` wraps a transport: a 429
+writes the reset time to the `send_throttle` row, and every send, in any process, first waits until
+that time has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import Engine
+
+from digest.transports.base import Batch, RateLimited, SendResult, Transport
+from storage import queries
+from storage.types import utcnow
+
+log = logging.getLogger("digest.ratelimit")
+
+MAX_SHARED_WAIT = 900.0  # seconds; the same cap as the sender's own wait (send.RATE_LIMIT_MAX_WAIT)
+
+
+class SharedRateLimit:
+    """See `Transport`. Waits out a rate limit any sender recorded; records the ones this one meets."""
+
+    def __init__(self, inner: Transport, *, engine: Engine, clock: Callable[[], datetime] = utcnow,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.inner = inner
+        self.name = inner.name
+        self._engine = engine
+        self._clock = clock
+        self._sleep = sleep
+        self.waited = 0.0  # seconds spent waiting for a limit another sender (or this one) recorded
+        self.waits = 0
+
+    def send(self, batch: Batch) -> SendResult:
+        """See `Transport`."""
+        self.wait_if_blocked()
+        try:
+            return self.inner.send(batch)
+        except RateLimited as exc:
+            if exc.reset_at is not None:
+                until = datetime.fromtimestamp(exc.reset_at, timezone.utc)
+                with self._engine.begin() as connection:
+                    queries.block_sending(connection=connection, until=until, reason=str(exc)[:200])
+            raise
+
+    def wait_if_blocked(self) -> None:
+        with self._engine.connect() as connection:
+            until = queries.sending_blocked_until(connection=connection)
+            connection.rollback()
+        if until is None:
+            return
+        delay = (until - self._clock()).total_seconds()
+        if 0 < delay <= MAX_SHARED_WAIT:  # further away: the sender's own 429 handling gives up
+            log.info("rate limited by the provider until %s: waiting %.1f s", until.isoformat(), delay)
+            self.waits += 1
+            self.waited += delay
+            self._sleep(delay)
+
+    def close(self) -> None:
+        """See `Transport`."""
+        self.inner.close()
