@@ -37,7 +37,6 @@ from storage.db import in_transaction
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
 
-LEASE = timedelta(minutes=10)  # the default of DIGEST_LEASE_SECONDS: longer than one batch can take
 BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
 BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
 RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage, not a rate limit
@@ -106,12 +105,12 @@ class Sender:
             report.recipients = sum(queries.status_counts(session=session, issue_id=issue.id).values())
             return [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
 
-        dead = self._tx(survey)
+        dead = self.transaction(survey)
         position = None  # where our last batch ended (see queries.claim_batch)
         try:
             while not self.should_stop():
                 now = self.clock()
-                claimed = self._tx(lambda session: queries.claim_batch(
+                claimed = self.transaction(lambda session: queries.claim_batch(
                     session=session, issue_id=issue.id, owner=self.owner, now=now,
                     lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead,
                     after=position,
@@ -168,14 +167,14 @@ class Sender:
                 continue
             except PermanentError as exc:
                 message = str(exc)[:1000]
-                self._tx(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+                self.transaction(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
                                                         status=DeliveryStatus.failed, now=self.clock(), error=message))
                 report.failed += len(ids)
                 report.errors.append(f"batch of {len(ids)} refused: {message}")
                 return
             # The provider has the batch: recording that must not be lost to a database hiccup, so this
             # waits out an outage (in_transaction) rather than leave the rows to be re-sent as ambiguous.
-            self._tx(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+            self.transaction(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
                                                     status=DeliveryStatus.sent, now=self.clock(),
                                                     message_id=result.message_id))
             report.sent += len(ids)
@@ -218,12 +217,12 @@ class Sender:
         return max(0.0, delay) + 0.05 + self.jitter() * 0.5
 
     def _extend(self, ids: list[int], *, ambiguous: bool, extra: float) -> None:
-        self._tx(lambda session: queries.extend_lease(
+        self.transaction(lambda session: queries.extend_lease(
             session=session, ids=ids, owner=self.owner, lease_until=self.clock() + self.lease + timedelta(seconds=extra),
             ambiguous=ambiguous))
 
     def _give_up(self, ids: list[int], why: str, report: SendReport) -> None:
-        self._tx(lambda session: queries.release(session=session, ids=ids, owner=self.owner, error=why[:1000]))
+        self.transaction(lambda session: queries.release(session=session, ids=ids, owner=self.owner, error=why[:1000]))
         report.errors.append(why)
         raise SendAborted(f"sending stopped, {why}. Deliveries left pending; rerun `digest send` to resume.", report)
 
@@ -235,14 +234,14 @@ class Sender:
             return segment, render_segment(session=session, renderer=self.renderer, settings=self.settings,
                                            issue=issue, segment=segment)
 
-        return self._tx(render)
+        return self.transaction(render)
 
-    def _tx(self, work):
+    def transaction(self, work):
         """One transaction that waits out a database outage (DIGEST_DB_RETRY_SECONDS) instead of failing."""
         return in_transaction(self.engine, work, budget=self.settings.db_retry_seconds, sleep=self.sleep)
 
     def _finish(self, issue: Issue, report: SendReport) -> None:
-        self._tx(lambda session: self._count_up(session, issue, report))
+        self.transaction(lambda session: self._count_up(session, issue, report))
 
     def _count_up(self, session, issue: Issue, report: SendReport) -> None:
         counts = queries.status_counts(session=session, issue_id=issue.id)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from digest.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
 from storage import queries
-from storage.db import in_transaction, retrying, session_scope
+from storage.db import retrying, session_scope
 from storage.models import Issue, Segment
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -147,10 +147,8 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
     engine = sender.engine
     result = RunResult(week=week or iso_week(now.astimezone(settings.tz)))
 
-    def patiently(work):  # every step waits out a database outage, as the sender does
-        return retrying(work, budget=settings.db_retry_seconds, sleep=sender.sleep)
-
-    unfinished = patiently(lambda: in_transaction(engine, lambda s: queries.unfinished_issues(session=s), budget=0))
+    # Every step waits out a database outage, as the sender's own transactions do.
+    unfinished = sender.transaction(lambda session: queries.unfinished_issues(session=session))
     for issue in unfinished:
         result.reports.append(sender.send_issue(issue))
     if week is None:
@@ -166,10 +164,11 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
                 return f"nothing was published for {result.week} by its slot; it rolls into the next issue"
             return ""
 
-        result.reason = patiently(lambda: in_transaction(engine, due_state, budget=0))
+        result.reason = sender.transaction(due_state)
         if result.reason:
             return result
-    result.opened = patiently(lambda: open_issue(engine=engine, week=result.week, now=now))
+    result.opened = retrying(lambda: open_issue(engine=engine, week=result.week, now=now),
+                             budget=settings.db_retry_seconds, sleep=sender.sleep)
     if result.opened.issue is None:
         result.reason = "no new comparison since the last issue: no issue, no email"
         return result

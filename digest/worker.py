@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from digest.send import SendAborted, Sender, SendReport
 from storage import queries
-from storage.db import session_scope
 
 log = logging.getLogger("digest.worker")
 
@@ -87,8 +86,7 @@ class Worker:
 
     def drain(self) -> bool:
         """One pass over every unfinished issue; True when this worker sent (or refused) something."""
-        with session_scope(self.sender.engine) as session:
-            issues = queries.unfinished_issues(session=session)
+        issues = self.sender.transaction(lambda session: queries.unfinished_issues(session=session))
         before = self.report.sent + self.report.failed
         for issue in issues:
             if self.stopping:

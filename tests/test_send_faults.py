@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from digest.app import build_sender
 from digest.config import Settings
-from digest.send import LEASE, SendAborted
+from digest.send import SendAborted
 from digest.transports.base import PermanentError, RateLimited, TransientError
 from digest.weekly import open_issue
 from storage.db import session_scope
@@ -133,7 +133,7 @@ def test_a_crash_between_post_and_commit_is_resent_once_after_the_lease_and_coun
     rerun = RecordingTransport()
     early = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert early.sent == 0 and early.remaining == 3, "a live lease is respected"
-    clock.now += LEASE + timedelta(seconds=1)
+    clock.now += sender.lease + timedelta(seconds=1)
     late = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert late.sent == 3 and late.ambiguous == 3 and len(rerun.recipients) == 3
     assert statuses(sender.engine) == {"sent": 3}
@@ -149,7 +149,7 @@ def test_a_crash_before_the_post_loses_nobody(db_url, tmp_path, clock):
     issue = issue_with(sender, 5)
     with pytest.raises(Crash):
         sender.send_issue(issue)
-    clock.now += LEASE + timedelta(seconds=1)
+    clock.now += sender.lease + timedelta(seconds=1)
     rerun = RecordingTransport()
     report = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert sorted(rerun.recipients) == sorted(set(rerun.recipients)) and len(rerun.recipients) == 5
