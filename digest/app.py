@@ -29,7 +29,7 @@ def build_sender(
     engine = make_engine(settings.database_url)
     if transport is None:
         # Every process that sends waits out a 429 that any of them was told about (digest.ratelimit).
-        transport = SharedRateLimit(make_transport(settings), engine=engine)
+        transport = SharedRateLimit(make_transport(settings), engine=engine, db_retry_seconds=settings.db_retry_seconds)
     return Sender(
         engine=engine,
         settings=settings,

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from digest.transports.base import Batch, RateLimited, SendResult, Transport
 from storage import queries
+from storage.db import retrying
 from storage.types import utcnow
 
 log = logging.getLogger("digest.ratelimit")
@@ -28,8 +29,9 @@ class SharedRateLimit:
     """See `Transport`. Waits out a rate limit any sender recorded; records the ones this one meets."""
 
     def __init__(self, inner: Transport, *, engine: Engine, clock: Callable[[], datetime] = utcnow,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, db_retry_seconds: float = 120.0):
         self.inner = inner
+        self._db_retry_seconds = db_retry_seconds  # a database outage is waited out, as the sender's are
         self.name = inner.name
         self._engine = engine
         self._clock = clock
@@ -45,14 +47,24 @@ class SharedRateLimit:
         except RateLimited as exc:
             if exc.reset_at is not None:
                 until = datetime.fromtimestamp(exc.reset_at, timezone.utc)
-                with self._engine.begin() as connection:
-                    queries.block_sending(connection=connection, until=until, reason=str(exc)[:200])
+                self._retrying(lambda: self._block(until, str(exc)[:200]))
             raise
 
-    def wait_if_blocked(self) -> None:
-        with self._engine.connect() as connection:
+    def _block(self, until: datetime, reason: str) -> None:
+        with self._engine.begin() as connection:
+            queries.block_sending(connection=connection, until=until, reason=reason)
+
+    def _blocked_until(self) -> datetime | None:
+        with self._engine.connect().execution_options(read_only=True) as connection:  # no write lock
             until = queries.sending_blocked_until(connection=connection)
             connection.rollback()
+        return until
+
+    def _retrying(self, work):
+        return retrying(work, budget=self._db_retry_seconds, sleep=self._sleep)
+
+    def wait_if_blocked(self) -> None:
+        until = self._retrying(self._blocked_until)
         if until is None:
             return
         delay = (until - self._clock()).total_seconds()

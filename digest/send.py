@@ -2,7 +2,8 @@
 
 Exactly once, by construction:
 - delivery rows exist before any request (the fan-out); a row is leased ('sending') and committed
-  *before* its POST, and marked 'sent' with the provider's message id *after* it;
+  *before* its POST, and marked 'sent' with the provider's message id *after* it (in the transaction
+  that leases the next batch: one transaction per batch);
 - a crash leaves rows 'sending'; a rerun takes them over once their lease ran out (at once when the
   lease belongs to a dead process on this host) and sends them again.
 
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -98,7 +100,6 @@ class Sender:
     def send_issue(self, issue: Issue) -> SendReport:
         started = time.monotonic()
         report = SendReport(week=issue.week)
-        rendered = self.rendered
 
         def survey(session):
             report.segments = len(queries.issue_segments(session=session, issue_id=issue.id))
@@ -106,37 +107,45 @@ class Sender:
             return [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
 
         dead = self.transaction(survey)
+        # One transaction per batch: it records the batch before as sent, then leases this one.
+        record = None  # records the last accepted batch as sent, with the next claim
         position = None  # where our last batch ended (see queries.claim_batch)
         try:
             while not self.should_stop():
-                now = self.clock()
-                claimed = self.transaction(lambda session: queries.claim_batch(
-                    session=session, issue_id=issue.id, owner=self.owner, now=now,
-                    lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead,
-                    after=position,
-                ))
+                def work(session, record=record, after=position):
+                    if record is not None:
+                        record(session)
+                    now = self.clock()
+                    claim = partial(queries.claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
+                                    lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead)
+                    # After our last batch when there is anything there, else from the start, stale leases first.
+                    return (after and claim(after=after)) or claim()
+
+                claimed = self.transaction(work)
+                record = None
                 if claimed is None:
                     break
                 report.ambiguous += claimed.resent
                 position = claimed.position
-                if not claimed.rows:
-                    continue
-                if claimed.segment_id not in rendered:
-                    rendered[claimed.segment_id] = self._render(issue, claimed.segment_id)
-                segment, email = rendered[claimed.segment_id]
-                self._send_batch(issue, segment, email, claimed.rows, report)
-                if self.on_progress:
-                    self.on_progress(len(claimed.rows))
+                if claimed.rows:
+                    record = self._send_batch(self._batch(issue, claimed), report)
+                    if self.on_progress:
+                        self.on_progress(len(claimed.rows))
         finally:
-            report.seconds = time.monotonic() - started
-            self._finish(issue, report)
+            try:
+                if record is not None:  # every accepted batch is recorded before we report or return
+                    self.transaction(record)
+            finally:
+                report.seconds = time.monotonic() - started
+                self._finish(issue, report)
         return report
 
     # -- one batch ------------------------------------------------------------------------------------
 
-    def _send_batch(self, issue: Issue, segment: Segment, email: RenderedEmail, rows, report: SendReport) -> None:
-        batch = self._batch(issue, segment, email, rows)
-        ids = [row.delivery_id for row in rows]
+    def _send_batch(self, batch: Batch, report: SendReport):
+        """Post one batch until the provider takes it; returns the work that records it as sent (None when
+        the provider refused it for good, which is recorded here). Raises SendAborted when giving up."""
+        ids = [recipient.delivery_id for recipient in batch.recipients]
         failures = 0
         waits = 0
         while True:
@@ -171,19 +180,21 @@ class Sender:
                                                         status=DeliveryStatus.failed, now=self.clock(), error=message))
                 report.failed += len(ids)
                 report.errors.append(f"batch of {len(ids)} refused: {message}")
-                return
-            # The provider has the batch: recording that must not be lost to a database hiccup, so this
-            # waits out an outage (in_transaction) rather than leave the rows to be re-sent as ambiguous.
-            self.transaction(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
-                                                    status=DeliveryStatus.sent, now=self.clock(),
-                                                    message_id=result.message_id))
+                return None
+            # The provider has the batch. Recording that must not be lost to a database hiccup, so it
+            # waits out an outage (Sender.transaction) rather than leave the rows to be re-sent as ambiguous.
             report.sent += len(ids)
             report.batches += 1
-            return
+            sent_at, message_id = self.clock(), result.message_id
+            return lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+                                                  status=DeliveryStatus.sent, now=sent_at, message_id=message_id)
 
-    def _batch(self, issue: Issue, segment: Segment, email: RenderedEmail, rows) -> Batch:
+    def _batch(self, issue: Issue, claimed) -> Batch:
+        if claimed.segment_id not in self.rendered:
+            self.rendered[claimed.segment_id] = self._render(issue, claimed.segment_id)
+        segment, email = self.rendered[claimed.segment_id]
         recipients = []
-        for row in rows:
+        for row in claimed.rows:
             token = self.signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id)
             recipients.append(recipient(row.delivery_id, row.email, row.name, token, self.links, self.settings))
         return self.batch(week=issue.week, segment_id=segment.id, email=email, recipients=recipients)

@@ -2,7 +2,8 @@
 
 SQLite runs in WAL mode (readers never wait for the sender) with a busy timeout, and every transaction
 starts with BEGIN IMMEDIATE: two processes that both mean to write queue up for the write lock instead of
-one failing later with "database is locked" halfway through a transaction.
+one failing later with "database is locked" halfway through a transaction. A connection given
+``execution_options(read_only=True)`` starts a plain BEGIN instead: it takes no lock.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def _sqlite_engine(url: str, **kwargs) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection opened with execution_options(read_only=True) only reads: in WAL mode it needs no
+        # lock at all, so it must not queue for the writers' one.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -5,12 +5,16 @@ Each function runs inside the caller's transaction; the caller decides what comm
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session
 
@@ -168,8 +172,9 @@ def load_comparisons(*, session: Session, ids: Sequence[int]) -> list[Comparison
     return [by_id[i] for i in ids if i in by_id]
 
 
-@dataclass(frozen=True)
-class BatchRow:
+class BatchRow(NamedTuple):
+    """One recipient of a claimed batch (a tuple: a thousand are built per batch)."""
+
     delivery_id: int
     subscriber_id: int
     email: str
@@ -194,58 +199,49 @@ def claim_batch(
     taken over from 'sending' may already have been handed to the provider, so they are counted in
     ``ambiguous_resends``. On PostgreSQL FOR UPDATE SKIP LOCKED lets several senders claim side by side;
     SQLite serialises writers (BEGIN IMMEDIATE, see storage.db).
+
+    The statements run on the DB-API cursor (`_Raw`): they run once per batch over a thousand rows, and
+    SQLAlchemy's statement and row handling cost more than the statements did (benchmarks/send.py).
     """
-    sending = Delivery.status == DeliveryStatus.sending.value
-    # Our own lease, still open: a claim whose commit succeeded but whose answer was lost (the database
-    # went away at that moment) and was then retried. We never posted those rows, so no ambiguity.
-    ours = Delivery.lease_owner == owner
-    takeable = (Delivery.leased_until < now) | ours
-    if dead_owners:
-        takeable = takeable | Delivery.lease_owner.in_(list(dead_owners))
-    stale = sending & takeable  # "status = 'sending'" outside the OR, or SQLite leaves the index
-
-    def first(sendable):
-        return session.execute(
-            select(Delivery.id, Delivery.segment_id, Delivery.status, Delivery.lease_owner)
-            .where(Delivery.issue_id == issue_id, sendable)
-            .order_by(Delivery.segment_id, Delivery.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-
-    # Two queries, not one with "pending OR stale": each walks the (issue_id, status, segment_id, id) index
-    # in order and stops at ``limit``. With the OR, SQLite sorted every delivery of the issue for every
-    # batch: 30 ms a batch at 50,000 recipients, growing with the list. Stale rows first: they are older.
+    raw = _Raw(session)
+    params = {"issue_id": issue_id, "limit": limit, "owner": owner}
+    # Each query walks the (issue_id, status, segment_id, id) index in order and stops at ``limit``; one
+    # query with "pending OR stale" made SQLite sort every delivery of the issue for every batch (30 ms a
+    # batch at 50,000 recipients, growing with the list). Stale rows first: they are older.
     # ``after``: where this sender's last batch ended. On PostgreSQL every row already sent leaves a dead
     # entry at the front of the index until VACUUM, so a claim from the start rescans them all: 0.3 s a
     # batch half-way through a million. Starting after our last batch skips them; a row left behind (a
     # batch given back, a row another sender skipped) is found by the scan from the start that follows
-    # when nothing is left after the position.
-    # The same holds for the 'sending' rows, so stale leases are looked for when a send starts and when
-    # nothing is left after the position, not before every batch.
-    pending = Delivery.status == DeliveryStatus.pending.value
-    candidates = []
-    if after is not None:
-        candidates = first(pending & (tuple_(Delivery.segment_id, Delivery.id) > tuple_(*after)))
-    if not candidates:
-        candidates = first(stale) or first(pending)
+    # when nothing is left after the position. The same holds for the 'sending' rows, so stale leases are
+    # looked for when a send starts and when nothing is left after the position, not before every batch:
+    # the caller asks again without ``after`` then.
+    if after is not None:  # only pending rows after the position: a caller resuming a send
+        candidates = raw.fetch(_candidates_sql(raw.dialect, _AFTER), {**params, "segment": after[0], "last": after[1]})
+    else:
+        # Stale: a lease that ran out, or belongs to a process known dead, or is ``owner``'s own, still
+        # open: a claim whose commit succeeded but whose answer was lost (the database went away at that
+        # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
+        # sender records its last batch in the same transaction, before this (Sender._send_in_turn).
+        stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
+        candidates = raw.fetch(_candidates_sql(raw.dialect, stale),
+                               {**params, "now": raw.time(now), "dead": raw.ids_value(dead_owners)}) \
+            or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
     if not candidates:
         return None
-    segment_id = candidates[0].segment_id
-    chosen = [row for row in candidates if row.segment_id == segment_id]
-    ids = [row.id for row in chosen]
+    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status
+    segment_id = candidates[0][1]
+    chosen = [row for row in candidates if row[1] == segment_id]
+    ids = [row[0] for row in chosen]
     leased = DeliveryStatus.sending.value
-    resent = sum(1 for row in chosen if row.status == leased and row.lease_owner != owner)
-    among, ids_param = _among_ids(session, ids)
-    session.execute(text(_LEASE_SQL.format(among=among)).bindparams(bindparam("until", type_=UTCDateTime())),
-                    {"owner": owner, "previous": owner, "until": lease_until, "ids": ids_param})
-    people = session.execute(text(_PEOPLE_SQL.format(among=among)), {"ids": ids_param}).all()
+    resent = sum(1 for row in chosen if row[2] == leased and row[3] != owner)
+    raw.run(_LEASE_SQL.format(among=raw.among("ids")),
+            {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids_value(ids)})
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
-    gone = [row[0] for row in people if row[4] != active]
+    gone = [row[0] for row in chosen if row[7] != active]
     if gone:  # left between fan-out and now: they get nothing more from us
         finish(session=session, ids=gone, owner=owner, status=DeliveryStatus.cancelled, now=now,
                error="subscriber no longer active")
-    rows = [BatchRow(r[0], r[1], r[2], r[3]) for r in people if r[4] == active]
+    rows = [BatchRow(row[0], row[4], row[5], row[6]) for row in chosen if row[7] == active]
     return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
 
 
@@ -254,18 +250,27 @@ def finish(
     message_id: str | None = None, error: str | None = None,
 ) -> int:
     """Close leased deliveries: sent (with the provider's message id), failed or cancelled."""
-    among, ids_param = _among_ids(session, ids)
+    raw = _Raw(session)
     sent = ", message_id = :message_id, sent_at = :now" if status is DeliveryStatus.sent else ""
-    statement = text(
-        f"UPDATE delivery SET status = :status, lease_owner = NULL, leased_until = NULL, error = :error{sent} "
-        f"WHERE id {among} AND lease_owner = :owner"
-    )
-    values = {"status": status.value, "error": error, "owner": owner, "ids": ids_param}
+    statement = (f"UPDATE delivery SET status = :status, lease_owner = NULL, leased_until = NULL, error = :error{sent} "
+                 f"WHERE id {raw.among('ids')} AND lease_owner = :owner")
+    values = {"status": status.value, "error": error, "owner": owner, "ids": raw.ids_value(ids)}
     if sent:
-        statement = statement.bindparams(bindparam("now", type_=UTCDateTime()))
-        values.update(message_id=message_id, now=now)
-    return session.execute(statement, values).rowcount
+        values.update(message_id=message_id, now=raw.time(now))
+    return raw.run(statement, values)
 
+
+# The claim's candidates, with the subscriber each goes to: one statement. FOR UPDATE OF d SKIP LOCKED on
+# PostgreSQL locks the delivery rows only; subscribers are read, not locked.
+_CANDIDATES_SQL = (
+    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status "
+    "FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
+    "WHERE d.issue_id = :issue_id AND {sendable} ORDER BY d.segment_id, d.id LIMIT :limit"
+)
+_AFTER = "d.status = 'pending' AND (d.segment_id, d.id) > (:segment, :last)"
+_PENDING = "d.status = 'pending'"
+# "d.status = 'sending'" outside the OR, or SQLite leaves the index.
+_STALE = "d.status = 'sending' AND (d.leased_until < :now OR d.lease_owner = :owner"
 
 # A lease in one statement. Rows taken over from another sender ('sending' under someone else's lease)
 # may already have been handed to the provider: counted in ambiguous_resends. (":previous" is the owner
@@ -275,22 +280,82 @@ _LEASE_SQL = (
     "attempts = attempts + 1, ambiguous_resends = ambiguous_resends + "
     "CASE WHEN status = 'sending' AND lease_owner <> :previous THEN 1 ELSE 0 END WHERE id {among}"
 )
-_PEOPLE_SQL = (
-    "SELECT d.id, s.id, s.email, s.name, s.status FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
-    "WHERE d.id {among} ORDER BY d.id"
-)
 
 
-def _among_ids(session: Session, ids: Sequence[int]) -> tuple[str, object]:
-    """``id IN ids`` with the ids as ONE bound value: a JSON array on SQLite, an array on PostgreSQL.
+@functools.lru_cache(maxsize=16)
+def _candidates_sql(dialect: str, sendable: str) -> str:
+    sql = _CANDIDATES_SQL.format(sendable=sendable)
+    return sql + " FOR UPDATE OF d SKIP LOCKED" if dialect == "postgresql" else sql
 
-    A 1000-element IN list made SQLAlchemy build and bind 1000 parameters per statement, three statements
-    per batch: more time than the statements themselves (measured in benchmarks/send.py).
+
+class _Raw:
+    """The session's own DB-API connection (same transaction), for the per-batch statements.
+
+    SQL is written with ``:name`` parameters (sqlite3's named style) and turned into ``%(name)s`` for
+    psycopg. A list of values goes as ONE bound value — a JSON array on SQLite, an array on PostgreSQL —
+    not as a thousand parameters; datetimes go through `UTCDateTime`, as they would through SQLAlchemy.
     """
-    ids = [int(i) for i in ids]
-    if session.get_bind().dialect.name == "postgresql":
-        return "= ANY(:ids)", ids
-    return "IN (SELECT value FROM json_each(:ids))", json.dumps(ids)
+
+    def __init__(self, session: Session):
+        self._connection = session.connection()
+        self.dialect = self._connection.dialect.name
+        self._time = _time_processor(self._connection.dialect)
+
+    def among(self, name: str) -> str:
+        if self.dialect == "postgresql":
+            return f"= ANY(:{name})"
+        return f"IN (SELECT value FROM json_each(:{name}))"
+
+    def ids_value(self, values: Sequence) -> object:
+        values = list(values)
+        return values if self.dialect == "postgresql" else json.dumps(values)
+
+    def time(self, value: datetime):
+        return self._time(value)
+
+    def fetch(self, sql: str, params: dict) -> list[tuple]:
+        cursor = self._execute(sql, params)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def run(self, sql: str, params: dict) -> int:
+        cursor = self._execute(sql, params)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def _execute(self, sql: str, params: dict):
+        cursor = self._connection.connection.cursor()
+        try:
+            cursor.execute(_paramstyle(sql, self.dialect), params)
+        except Exception as exc:
+            dialect = self._connection.dialect
+            disconnected = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+                exc, self._connection.connection.dbapi_connection, cursor)
+            cursor.close()
+            if disconnected:
+                self._connection.invalidate(exc)  # as SQLAlchemy does: the pool forgets the dead connection
+            # Wrapped as SQLAlchemy would: storage.db retries OperationalError (an outage), not the rest.
+            raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=disconnected, dialect=dialect) from exc
+        return cursor
+
+
+@functools.lru_cache(maxsize=64)
+def _paramstyle(sql: str, dialect: str) -> str:
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%")) if dialect == "postgresql" else sql
+
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@functools.lru_cache(maxsize=4)
+def _time_processor(dialect):
+    process = UTCDateTime().bind_processor(dialect)
+    return process or (lambda value: UTCDateTime().process_bind_param(value, dialect))
 
 
 def release(*, session: Session, ids: Sequence[int], owner: str, error: str) -> int:
