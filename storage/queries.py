@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session
@@ -296,8 +296,8 @@ class _Raw:
     not as a thousand parameters; datetimes go through `UTCDateTime`, as they would through SQLAlchemy.
     """
 
-    def __init__(self, session: Session):
-        self._connection = session.connection()
+    def __init__(self, session: Session | Connection):
+        self._connection = session.connection() if isinstance(session, Session) else session
         self.dialect = self._connection.dialect.name
         self._time = _time_processor(self._connection.dialect)
 
@@ -317,6 +317,16 @@ class _Raw:
         cursor = self._execute(sql, params)
         try:
             return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def run_many(self, sql: str, rows: list[dict]) -> None:
+        cursor = self._connection.connection.cursor()
+        try:
+            cursor.executemany(_paramstyle(sql, self.dialect), rows)
+        except Exception as exc:
+            dialect = self._connection.dialect
+            raise DBAPIError.instance(sql, rows[:1], exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
         finally:
             cursor.close()
 
@@ -344,6 +354,39 @@ class _Raw:
         return cursor
 
 
+# -- opens (digest.tracking.record_opens): per pixel fetch, so on the DB-API cursor as well -----------------
+
+def open_targets(*, connection: Connection, ids: Sequence[int]) -> dict[int, tuple[int, int, datetime | None]]:
+    """delivery id → (subscriber id, issue id, sent at) for the deliveries among ``ids``."""
+    raw = _Raw(connection)
+    rows = raw.fetch(f"SELECT id, subscriber_id, issue_id, sent_at FROM delivery WHERE id {raw.among('ids')}",
+                     {"ids": raw.ids_value(ids)})
+    read_time = _time_reader(connection.dialect)
+    return {row[0]: (row[1], row[2], read_time(row[3])) for row in rows}
+
+
+def insert_events(*, connection: Connection, rows: list[dict]) -> None:
+    """Insert Event rows (dicts of every column but id) in one executemany."""
+    raw = _Raw(connection)
+    for row in rows:
+        row["occurred_at"] = raw.time(row["occurred_at"])
+    raw.run_many(_INSERT_EVENT, rows)
+
+
+_INSERT_EVENT = (
+    "INSERT INTO event (kind, source, occurred_at, delivery_id, subscriber_id, issue_id, machine, provider_event_id, "
+    "detail) VALUES (:kind, :source, :occurred_at, :delivery_id, :subscriber_id, :issue_id, :machine, "
+    ":provider_event_id, :detail)"
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _time_reader(dialect):
+    """What SQLAlchemy does to a UTCDateTime value read on ``dialect``: an aware UTC datetime."""
+    column_type = UTCDateTime().dialect_impl(dialect)
+    return column_type.result_processor(dialect, None) or (lambda value: column_type.process_result_value(value, dialect))
+
+
 @functools.lru_cache(maxsize=64)
 def _paramstyle(sql: str, dialect: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%")) if dialect == "postgresql" else sql
@@ -354,8 +397,9 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 @functools.lru_cache(maxsize=4)
 def _time_processor(dialect):
-    process = UTCDateTime().bind_processor(dialect)
-    return process or (lambda value: UTCDateTime().process_bind_param(value, dialect))
+    """What SQLAlchemy does to a UTCDateTime parameter on ``dialect`` (on SQLite: a fixed-format string)."""
+    column_type = UTCDateTime().dialect_impl(dialect)
+    return column_type.bind_processor(dialect) or (lambda value: column_type.process_bind_param(value, dialect))
 
 
 def release(*, session: Session, ids: Sequence[int], owner: str, error: str) -> int:
