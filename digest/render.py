@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 import jinja2
+import jinja2.filters
 from markupsafe import Markup
 from mjml import mjml2html
 
@@ -95,6 +96,10 @@ def neutralize(value):
         return ""
     if isinstance(value, (Tagged, Markup)) or not isinstance(value, str):
         # Markup is output of our own macros, every value in it already went through here.
+        return value
+    if "%" not in value and value.isprintable() and not value.endswith(("[", "<")):
+        # Nearly every value: nothing below would change it (isprintable() is False for every character
+        # _CONTROL removes). Checked first because finalize runs for every expression of every template.
         return value
     value = _CONTROL.sub("", value)
     value = value.replace("[%", f"[{_ZWSP}%").replace("<%", f"<{_ZWSP}%")
@@ -173,6 +178,18 @@ def make_environment(path: Path | None = None) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["clip"] = clip
+
+    def para(value, indent: str = "") -> str:
+        """The text part's paragraph: wrapped at 76 columns, never inside a word or a URL, then indented.
+
+        A Python function rather than a template macro: it runs a hundred times per text part, and Jinja's
+        macro machinery cost more than the wrapping (benchmarks/render.py).
+        """
+        wrapped = jinja2.filters.do_wordwrap(env, value, 76 - len(indent), break_long_words=False,
+                                             break_on_hyphens=False)
+        return jinja2.filters.do_indent(wrapped, indent, first=True)
+
+    env.globals["para"] = para
     return env
 
 
