@@ -54,6 +54,8 @@ def main() -> int:
             connection.execute(text(
                 "INSERT INTO issue_comparison (issue_id, comparison_id, rank) "
                 "SELECT 1, id, 0 FROM comparison WHERE id <= :old"), {"old": args.comparisons - NEW})
+            connection.execute(text("UPDATE comparison SET claimed = true WHERE id <= :old"),  # as a claim does
+                               {"old": args.comparisons - NEW})
             connection.execute(text("UPDATE comparison SET published_at = :recent WHERE id > :old")
                                .bindparams(bindparam("recent", type_=UTCDateTime())),
                                {"recent": NOW - timedelta(days=1), "old": args.comparisons - NEW})

@@ -10,6 +10,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import Column, Index, String, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlmodel import Field, Relationship, SQLModel
 
 from storage.types import UTCDateTime, utcnow
@@ -36,6 +37,10 @@ class DeliveryStatus(str, enum.Enum):
 
 
 class Comparison(SQLModel, table=True):
+    __table_args__ = (
+        # Picking the week's comparisons: the unclaimed ones, found without reading the claimed history.
+        Index("ix_comparison_unclaimed", "claimed", "published_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(sa_column=Column(String(200), unique=True, nullable=False))
     title: str
@@ -43,6 +48,9 @@ class Comparison(SQLModel, table=True):
     category: str = Field(index=True)
     published_at: datetime = Field(sa_column=_utc(nullable=False, index=True))
     community_votes: int | None = None
+    # True once an issue has claimed it (issue_comparison, whose unique comparison_id decides a race, is
+    # the record; this copy lets the pick read an index of the few unclaimed rows instead of every row).
+    claimed: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, bindparam, false, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session
@@ -64,8 +64,9 @@ def _facts(session: Session, comparison_filter) -> list[ComparisonFacts]:
 
 
 def _unclaimed(now: datetime):
+    # ``claimed`` narrows the search to an index range; issue_comparison stays the record.
     claimed = select(IssueComparison.comparison_id).where(IssueComparison.comparison_id == Comparison.id)
-    return (Comparison.published_at <= now) & ~claimed.exists()
+    return (Comparison.claimed == false()) & (Comparison.published_at <= now) & ~claimed.exists()
 
 
 def claimable_comparisons(*, session: Session, now: datetime) -> list[ComparisonFacts]:
@@ -88,12 +89,15 @@ def claim_comparisons(*, session: Session, issue_id: int, now: datetime) -> int:
         text(
             "INSERT INTO issue_comparison (issue_id, comparison_id, rank) "
             "SELECT :issue_id, c.id, 0 FROM comparison c "
-            "WHERE c.published_at <= :now AND NOT EXISTS "
+            "WHERE c.claimed = false AND c.published_at <= :now AND NOT EXISTS "
             "(SELECT 1 FROM issue_comparison ic WHERE ic.comparison_id = c.id) "
             "ON CONFLICT (comparison_id) DO NOTHING"
         ).bindparams(bindparam("now", type_=UTCDateTime())),
         {"issue_id": issue_id, "now": now},
     )
+    session.execute(text("UPDATE comparison SET claimed = true WHERE id IN "
+                         "(SELECT comparison_id FROM issue_comparison WHERE issue_id = :issue_id)"),
+                    {"issue_id": issue_id})
     return result.rowcount
 
 

@@ -1,3 +1,4 @@
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -5,7 +6,9 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (registers the tables)
-from storage.migrate import alembic_config, current
+from storage.db import make_engine
+from storage.migrate import alembic_config, current, upgrade
+from tests.conftest import _postgres_database
 
 
 def test_upgrade_creates_every_table_and_records_the_revision(db_url, engine):
@@ -77,3 +80,24 @@ def test_a_statement_error_is_not_retried():
     with pytest.raises(ProgrammingError):
         retrying(bad, budget=10, sleep=lambda s: None)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrading_to_the_claimed_flag_marks_what_earlier_issues_claimed(kind, tmp_path):
+    "0004 adds comparison.claimed: true for every comparison an issue holds, false for the rest"
+    urls = iter([f"sqlite:///{tmp_path / 'old.db'}"]) if kind == "sqlite" else _postgres_database()
+    for url in urls:
+        upgrade(url, "0003")
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO comparison (id, slug, title, url, category, published_at, created_at, updated_at) "
+                "VALUES (1, 'a', 'A', 'https://x.example/a', 'Writing', '2026-01-01', '2026-01-01', '2026-01-01'), "
+                "(2, 'b', 'B', 'https://x.example/b', 'Writing', '2026-01-01', '2026-01-01', '2026-01-01')"))
+            connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (1, '2026-W01', '2026-01-01')"))
+            connection.execute(text("INSERT INTO issue_comparison (issue_id, comparison_id, rank) VALUES (1, 1, 0)"))
+        upgrade(url)
+        with engine.connect() as connection:
+            flags = dict(connection.execute(text("SELECT id, claimed FROM comparison ORDER BY id")).all())
+        engine.dispose()
+        assert flags == {1: True, 2: False}

@@ -156,3 +156,19 @@ def test_someone_who_unsubscribes_after_fan_out_is_not_sent_to(sender, transport
         session.get(Subscriber, ids[0]).status = SubscriberStatus.unsubscribed
     report = sender.send_issue(opened.issue)
     assert report.sent == 2 and report.cancelled == 1 and len(transport.recipients) == 2
+
+
+def test_claimed_comparisons_are_flagged_and_the_rest_stay_pickable(db_url, engine):
+    "opening an issue flags what it claimed (the pick's index); a comparison published later is still picked"
+    from storage import queries
+    from storage.models import Comparison
+
+    first = add_comparison(engine, published_at=SLOT - timedelta(days=2))
+    later = add_comparison(engine, published_at=SLOT + timedelta(days=1))
+    add_subscribers(engine, 3)
+    open_issue(engine=engine, week="2026-W48", now=SLOT)
+    with session_scope(engine) as session:
+        flags = {c.id: c.claimed for c in session.execute(select(Comparison)).scalars()}
+        picked = [f.id for f in queries.claimable_comparisons(session=session, now=SLOT + timedelta(days=2))]
+    assert flags == {first: True, later: False}
+    assert picked == [later]
