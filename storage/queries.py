@@ -228,7 +228,7 @@ def claim_batch(
         # sender records its last batch in the same transaction, before this (Sender._send_in_turn).
         stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
         candidates = raw.fetch(_candidates_sql(raw.dialect, stale),
-                               {**params, "now": raw.time(now), "dead": raw.ids_value(dead_owners)}) \
+                               {**params, "now": raw.time(now), "dead": raw.array(dead_owners)}) \
             or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
     if not candidates:
         return None
@@ -239,7 +239,7 @@ def claim_batch(
     leased = DeliveryStatus.sending.value
     resent = sum(1 for row in chosen if row[2] == leased and row[3] != owner)
     raw.run(_LEASE_SQL.format(among=raw.among("ids")),
-            {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids_value(ids)})
+            {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.array(ids)})
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
     gone = [row[0] for row in chosen if row[7] != active]
     if gone:  # left between fan-out and now: they get nothing more from us
@@ -258,7 +258,7 @@ def finish(
     sent = ", message_id = :message_id, sent_at = :now" if status is DeliveryStatus.sent else ""
     statement = (f"UPDATE delivery SET status = :status, lease_owner = NULL, leased_until = NULL, error = :error{sent} "
                  f"WHERE id {raw.among('ids')} AND lease_owner = :owner")
-    values = {"status": status.value, "error": error, "owner": owner, "ids": raw.ids_value(ids)}
+    values = {"status": status.value, "error": error, "owner": owner, "ids": raw.array(ids)}
     if sent:
         values.update(message_id=message_id, now=raw.time(now))
     return raw.run(statement, values)
@@ -310,7 +310,7 @@ class _Raw:
             return f"= ANY(:{name})"
         return f"IN (SELECT value FROM json_each(:{name}))"
 
-    def ids_value(self, values: Sequence) -> object:
+    def array(self, values: Sequence) -> object:
         values = list(values)
         return values if self.dialect == "postgresql" else json.dumps(values)
 
@@ -325,14 +325,7 @@ class _Raw:
             cursor.close()
 
     def run_many(self, sql: str, rows: list[dict]) -> None:
-        cursor = self._connection.connection.cursor()
-        try:
-            cursor.executemany(_paramstyle(sql, self.dialect), rows)
-        except Exception as exc:
-            dialect = self._connection.dialect
-            raise DBAPIError.instance(sql, rows[:1], exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
-        finally:
-            cursor.close()
+        self._execute(sql, rows, many=True).close()
 
     def run(self, sql: str, params: dict) -> int:
         cursor = self._execute(sql, params)
@@ -341,10 +334,10 @@ class _Raw:
         finally:
             cursor.close()
 
-    def _execute(self, sql: str, params: dict):
+    def _execute(self, sql: str, params, many: bool = False):
         cursor = self._connection.connection.cursor()
         try:
-            cursor.execute(_paramstyle(sql, self.dialect), params)
+            (cursor.executemany if many else cursor.execute)(_paramstyle(sql, self.dialect), params)
         except Exception as exc:
             dialect = self._connection.dialect
             disconnected = isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
@@ -364,7 +357,7 @@ def open_targets(*, connection: Connection, ids: Sequence[int]) -> dict[int, tup
     """delivery id → (subscriber id, issue id, sent at) for the deliveries among ``ids``."""
     raw = _Raw(connection)
     rows = raw.fetch(f"SELECT id, subscriber_id, issue_id, sent_at FROM delivery WHERE id {raw.among('ids')}",
-                     {"ids": raw.ids_value(ids)})
+                     {"ids": raw.array(ids)})
     read_time = _time_reader(connection.dialect)
     return {row[0]: (row[1], row[2], read_time(row[3])) for row in rows}
 
