@@ -46,8 +46,8 @@ class SharedRateLimit:
             return self.inner.send(batch)
         except RateLimited as exc:
             if exc.reset_at is not None:
-                until = datetime.fromtimestamp(exc.reset_at, timezone.utc)
-                self._retrying(lambda: self._block(until, str(exc)[:200]))
+                until, reason = datetime.fromtimestamp(exc.reset_at, timezone.utc), str(exc)[:200]
+                self._retrying(lambda: self._block(until, reason))
             raise
 
     def _block(self, until: datetime, reason: str) -> None:
