@@ -82,26 +82,14 @@ def _event_row(*, kind: str, source: str, now: datetime, detail: str = "", machi
 
 def record_open(*, engine: Engine, recipient: RecipientRef, user_agent: str | None, now: datetime,
                 window_seconds: float) -> bool:
-    """Record one pixel fetch: one short transaction, one small SELECT and one INSERT.
+    """Record one pixel fetch: one short transaction, one small SELECT and one INSERT (`record_opens`).
 
     False (nothing recorded) when the token names no delivery of that subscriber (a test email, or a
     subscriber who deleted their data).
     """
     if recipient.delivery_id is None:
         return False
-    with engine.begin() as connection:
-        delivery = connection.execute(
-            select(Delivery.issue_id, Delivery.sent_at)
-            .where(Delivery.id == recipient.delivery_id, Delivery.subscriber_id == recipient.subscriber_id)
-        ).first()
-        if delivery is None:
-            return False
-        machine = is_machine_open(user_agent=user_agent, sent_at=delivery.sent_at, now=now, window_seconds=window_seconds)
-        connection.execute(insert(Event).values(**_event_row(
-            kind="open", source="pixel", now=now, machine=machine, delivery_id=recipient.delivery_id,
-            subscriber_id=recipient.subscriber_id, issue_id=delivery.issue_id,
-            detail=(user_agent or "")[:USER_AGENT_CHARS])))
-    return True
+    return record_opens(engine=engine, opens=[(recipient, user_agent, now)], window_seconds=window_seconds)[0]
 
 
 class OpenRecorder:

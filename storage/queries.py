@@ -365,9 +365,7 @@ def open_targets(*, connection: Connection, ids: Sequence[int]) -> dict[int, tup
 def insert_events(*, connection: Connection, rows: list[dict]) -> None:
     """Insert Event rows (dicts of every column but id) in one executemany."""
     raw = _Raw(connection)
-    for row in rows:
-        row["occurred_at"] = raw.time(row["occurred_at"])
-    raw.run_many(_INSERT_EVENT, rows)
+    raw.run_many(_INSERT_EVENT, [{**row, "occurred_at": raw.time(row["occurred_at"])} for row in rows])
 
 
 _INSERT_EVENT = (
