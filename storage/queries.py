@@ -209,16 +209,15 @@ def claim_batch(
     """
     raw = _Raw(session)
     params = {"issue_id": issue_id, "limit": limit, "owner": owner}
-    # Each query walks the (issue_id, status, segment_id, id) index in order and stops at ``limit``; one
-    # query with "pending OR stale" made SQLite sort every delivery of the issue for every batch (30 ms a
-    # batch at 50,000 recipients, growing with the list). Stale rows first: they are older.
-    # ``after``: where this sender's last batch ended. On PostgreSQL every row already sent leaves a dead
-    # entry at the front of the index until VACUUM, so a claim from the start rescans them all: 0.3 s a
-    # batch half-way through a million. Starting after our last batch skips them; a row left behind (a
-    # batch given back, a row another sender skipped) is found by the scan from the start that follows
-    # when nothing is left after the position. The same holds for the 'sending' rows, so stale leases are
-    # looked for when a send starts and when nothing is left after the position, not before every batch:
-    # the caller asks again without ``after`` then.
+    # Each query walks the issue's rows in the (issue_id, segment_id, id) index, in order, and stops at
+    # ``limit``; status is a filter, not part of the index, so that leasing and closing a row never touch
+    # an index (see Delivery). Stale rows first: they are older.
+    # ``after``: where this sender's last batch ended. Every row before it is sent or leased, so a claim
+    # from the start would step over all of them: a million rows half-way through a million. Starting
+    # after our last batch skips them; a row left behind (a batch given back, a row another sender
+    # skipped) is found by the scan from the start that follows when nothing is left after the position.
+    # The same holds for the 'sending' rows, so stale leases are looked for when a send starts and when
+    # nothing is left after the position, not before every batch: the caller asks again without ``after``.
     if after is not None:  # only pending rows after the position: a caller resuming a send
         candidates = raw.fetch(_candidates_sql(raw.dialect, _AFTER), {**params, "segment": after[0], "last": after[1]})
     else:
@@ -273,7 +272,6 @@ _CANDIDATES_SQL = (
 )
 _AFTER = "d.status = 'pending' AND (d.segment_id, d.id) > (:segment, :last)"
 _PENDING = "d.status = 'pending'"
-# "d.status = 'sending'" outside the OR, or SQLite leaves the index.
 _STALE = "d.status = 'sending' AND (d.leased_until < :now OR d.lease_owner = :owner"
 
 # A lease in one statement. Rows taken over from another sender ('sending' under someone else's lease)

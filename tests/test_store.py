@@ -1,8 +1,10 @@
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (registers the tables)
@@ -101,3 +103,43 @@ def test_upgrading_to_the_claimed_flag_marks_what_earlier_issues_claimed(kind, t
             flags = dict(connection.execute(text("SELECT id, claimed FROM comparison ORDER BY id")).all())
         engine.dispose()
         assert flags == {1: True, 2: False}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_upgrading_the_delivery_table_keeps_its_rows_and_the_events_pointing_at_them(kind, tmp_path):
+    "0005 rebuilds delivery's keys and indexes: rows and events survive, and the new keys hold both ways"
+    urls = iter([f"sqlite:///{tmp_path / 'old.db'}"]) if kind == "sqlite" else _postgres_database()
+    for url in urls:
+        upgrade(url, "0004")
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (1, '2026-W01', '2026-01-01'), "
+                                    "(2, '2026-W02', '2026-01-08')"))
+            connection.execute(text("INSERT INTO segment (id, issue_id, key, comparison_ids, audience, size) "
+                                    "VALUES (1, 1, 'k', '1', '', 1), (2, 2, 'k', '1', '', 0)"))
+            connection.execute(text(
+                "INSERT INTO subscriber (id, email, email_key, name, status, categories, created_at, updated_at) "
+                "VALUES (1, 'a@example.com', 'a@example.com', 'A', 'active', '', '2026-01-01', '2026-01-01')"))
+            connection.execute(text(
+                "INSERT INTO delivery (id, issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
+                "message_id, created_at) VALUES (7, 1, 1, 1, 'sent', 1, 0, 'm-7', '2026-01-01')"))
+            connection.execute(text("INSERT INTO event (kind, occurred_at, source, delivery_id, machine, detail) "
+                                    "VALUES ('open', '2026-01-02', 'pixel', 7, false, '')"))
+        upgrade(url)
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT id, issue_id, subscriber_id, segment_id, status, message_id "
+                                           "FROM delivery")).all()
+            linked = connection.execute(text("SELECT delivery_id FROM event")).scalars().all()
+        assert kept == [(7, 1, 1, 1, "sent", "m-7")] and linked == [7]
+        insert = ("INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
+                  "created_at) VALUES (:issue, 1, :segment, 'pending', 0, 0, '2026-01-08')")
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # segment 1 is issue 1's, not 2's
+            connection.execute(text(insert), {"issue": 2, "segment": 1})
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # one delivery per (issue, subscriber)
+            connection.execute(text(insert), {"issue": 1, "segment": 1})
+        with engine.begin() as connection:
+            connection.execute(text(insert), {"issue": 2, "segment": 2})
+        command.downgrade(alembic_config(url), "0004")  # and back: nothing lost either way
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM delivery")).scalar() == 2
+        engine.dispose()
