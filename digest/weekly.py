@@ -115,6 +115,7 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
                 segment.size = queries.fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
                                                category_sets=planned.category_sets, now=now)
                 deliveries += segment.size
+            queries.refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now
             unmatched = sum(plan.audience.values()) - deliveries
             if deliveries == 0:

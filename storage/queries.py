@@ -161,6 +161,18 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     return result.rowcount
 
 
+def refresh_delivery_statistics(*, session: Session) -> None:
+    """PostgreSQL: re-read delivery's statistics after a fan-out, in the fan-out's own transaction.
+
+    A fan-out can multiply the table by ten in one transaction, long before autovacuum looks at it. With
+    the old statistics the planner guesses a handful of an issue's rows are pending and plans the claim as
+    "fetch them all, then sort" (2.4 s a batch at a million) instead of walking the claim index in order
+    (3 ms). ANALYZE samples the rows this transaction inserted; it takes 0.2 s at a million.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE delivery"))
+
+
 def issue_segments(*, session: Session, issue_id: int) -> list[Segment]:
     return list(session.execute(select(Segment).where(Segment.issue_id == issue_id).order_by(Segment.id)).scalars())
 

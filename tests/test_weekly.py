@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from digest.app import build_sender
 from digest.config import Settings
 from digest.weekly import open_issue, run, slot
+from storage import queries
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus, Issue, IssueComparison, Subscriber, SubscriberStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
@@ -172,3 +173,23 @@ def test_claimed_comparisons_are_flagged_and_the_rest_stay_pickable(db_url, engi
         picked = [f.id for f in queries.claimable_comparisons(session=session, now=SLOT + timedelta(days=2))]
     assert flags == {first: True, later: False}
     assert picked == [later]
+
+
+@pytest.mark.postgres
+def test_after_a_fan_out_the_claim_walks_the_index_instead_of_sorting_the_issue(postgres_url):
+    "PostgreSQL plans the sender's claim on fresh statistics: in index order, stopping at the batch size"
+    sender = build_sender(Settings(database_url=postgres_url, secret_key="k" * 32, transport="outbox"))
+    add_comparison(sender.engine, published_at=MON)
+    add_subscribers(sender.engine, 5000)
+    opened = open_issue(engine=sender.engine, week="2026-W48", now=SLOT)
+    claim = queries._paramstyle(queries._candidates_sql("postgresql", queries._PENDING), "postgresql")
+    raw = sender.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN " + claim, {"issue_id": opened.issue.id, "limit": 1000})
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    finally:
+        raw.close()
+        sender.engine.dispose()
+    assert opened.deliveries == 5000
+    assert "ix_delivery_claim" in plan and "Sort" not in plan and "Bitmap" not in plan, plan
