@@ -145,14 +145,16 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     """One pending delivery per active subscriber following one of ``category_sets``.
 
     INSERT … SELECT in the database: the audience of a million subscribers never passes through Python.
-    ON CONFLICT DO NOTHING on (issue, subscriber) makes a second fan-out a no-op.
+    A plain INSERT: an issue's deliveries are only ever inserted in the transaction that creates the
+    issue, one segment per category set, so nothing can conflict — and if a planning bug ever put one
+    subscriber in two segments, the unique (subscriber, issue) fails the whole opening loudly rather than
+    drop a row. (ON CONFLICT DO NOTHING cost ~20 % of the fan-out on PostgreSQL: docs/benchmarks.md.)
     """
     statement = text(
         "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at) "
         "SELECT :issue_id, s.id, :segment_id, 'pending', 0, 0, :now FROM subscriber s "
         "WHERE s.status = 'active' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
-        "AND s.categories IN :category_sets "
-        "ON CONFLICT (issue_id, subscriber_id) DO NOTHING"
+        "AND s.categories IN :category_sets"
     ).bindparams(bindparam("category_sets", expanding=True), bindparam("now", type_=UTCDateTime()))
     result = session.execute(
         statement,
