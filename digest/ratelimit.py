@@ -4,6 +4,10 @@ SendGrid answers 429 with `X-RateLimit-Reset` (epoch seconds) to the one request
 other workers would each find out with a 429 of their own. `SharedRateLimit` wraps a transport: a 429
 writes the reset time to the `send_throttle` row, and every send, in any process, first waits until
 that time has passed.
+
+The sender reads the row in the transaction that claims each batch and hands it over (`observe`), so a
+batch costs no transaction of its own for it; a send without a fresh reading (a retry, another caller)
+reads the row itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from storage.types import utcnow
 log = logging.getLogger("digest.ratelimit")
 
 MAX_SHARED_WAIT = 900.0  # seconds; the same cap as the sender's own wait (send.RATE_LIMIT_MAX_WAIT)
+# How old a reading handed over by `observe` may be and still stand for the next send: a batch is built
+# and posted within milliseconds of its claim; anything older is read again.
+OBSERVED_FOR = 1.0  # seconds
 
 
 class SharedRateLimit:
@@ -38,6 +45,7 @@ class SharedRateLimit:
         self._sleep = sleep
         self.waited = 0.0  # seconds spent waiting for a limit another sender (or this one) recorded
         self.waits = 0
+        self._observed: tuple[datetime | None, float] | None = None  # (blocked until, when read: monotonic)
 
     def send(self, batch: Batch) -> SendResult:
         """See `Transport`."""
@@ -63,8 +71,16 @@ class SharedRateLimit:
     def _retrying(self, work):
         return retrying(work, budget=self._db_retry_seconds, sleep=self._sleep)
 
+    def observe(self, connection) -> None:
+        """Read the shared limit on the caller's ``connection`` (its own transaction) for the next send only."""
+        self._observed = (queries.sending_blocked_until(connection=connection), time.monotonic())
+
     def wait_if_blocked(self) -> None:
-        until = self._retrying(self._blocked_until)
+        observed, self._observed = self._observed, None
+        if observed is not None and time.monotonic() - observed[1] <= OBSERVED_FOR:
+            until = observed[0]
+        else:
+            until = self._retrying(self._blocked_until)
         if until is None:
             return
         delay = (until - self._clock()).total_seconds()

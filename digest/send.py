@@ -110,6 +110,7 @@ class Sender:
         # One transaction per batch: it records the batch before as sent, then leases this one.
         record = None  # records the last accepted batch as sent, with the next claim
         position = None  # where our last batch ended (see queries.claim_batch)
+        observe = getattr(self.transport, "observe", None)  # digest.ratelimit.SharedRateLimit
         try:
             while not self.should_stop():
                 def work(session, record=record, after=position):
@@ -119,7 +120,10 @@ class Sender:
                     claim = partial(queries.claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
                                     lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead)
                     # After our last batch when there is anything there, else from the start, stale leases first.
-                    return (after and claim(after=after)) or claim()
+                    claimed = (after and claim(after=after)) or claim()
+                    if claimed is not None and observe is not None:
+                        observe(session.connection())  # the shared rate limit, read in this transaction
+                    return claimed
 
                 claimed = self.transaction(work)
                 record = None

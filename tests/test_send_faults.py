@@ -7,9 +7,11 @@ from sqlalchemy import select
 
 from digest.app import build_sender
 from digest.config import Settings
+from digest.ratelimit import SharedRateLimit
 from digest.send import SendAborted
 from digest.transports.base import PermanentError, RateLimited, TransientError
 from digest.weekly import open_issue
+from storage import queries
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
@@ -65,6 +67,46 @@ def test_429_waits_until_the_reset_time_then_sends(db_url, tmp_path, clock):
     assert report.sent == 3 and report.rate_limited == 1
     assert clock.slept and 30 <= clock.slept[0] <= 31
     assert clock.now.timestamp() >= reset
+
+
+class BlockedByAnotherSender(RecordingTransport):
+    """Accepts every batch; after the first, another sender is taken to have hit a 429 until ``until``."""
+
+    def __init__(self, engine, until: datetime):
+        super().__init__()
+        self.engine, self.until = engine, until
+
+    def send(self, batch):
+        result = super().send(batch)
+        if self.calls == 1:
+            with self.engine.begin() as connection:
+                queries.block_sending(connection=connection, until=self.until, reason="429 seen elsewhere")
+        return result
+
+
+def test_a_limit_another_sender_records_between_two_batches_holds_the_second(db_url, tmp_path, clock):
+    "the shared limit is read with every claim: the next batch waits for a reset recorded after the last one"
+    sender = make_sender(db_url, tmp_path, None, clock, batch_size=2)
+    inner = BlockedByAnotherSender(sender.engine, until=SLOT + timedelta(seconds=60))
+    sender.transport = SharedRateLimit(inner, engine=sender.engine, clock=clock, sleep=clock.sleep)
+    report = sender.send_issue(issue_with(sender, 4))
+    assert report.sent == 4 and inner.calls == 2
+    assert clock.slept == [60.0] and sender.transport.waits == 1
+
+
+def test_a_reading_handed_to_the_rate_limit_stands_for_one_send_only(db_url, tmp_path, clock):
+    "observe() spares the next send its own read; the send after that reads the row again"
+    sender = make_sender(db_url, tmp_path, None, clock)
+    limit = SharedRateLimit(RecordingTransport(), engine=sender.engine, clock=clock, sleep=clock.sleep)
+    with sender.engine.connect() as connection:
+        limit.observe(connection)  # nothing recorded yet
+        connection.rollback()
+    with sender.engine.begin() as connection:
+        queries.block_sending(connection=connection, until=SLOT + timedelta(seconds=30), reason="429")
+    limit.wait_if_blocked()
+    assert clock.slept == []  # the reading taken before the block
+    limit.wait_if_blocked()
+    assert clock.slept == [30.0]
 
 
 def test_server_errors_retry_with_growing_capped_backoff(db_url, tmp_path, clock):
