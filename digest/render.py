@@ -185,8 +185,13 @@ def make_environment(path: Path | None = None) -> jinja2.Environment:
         A Python function rather than a template macro: it runs a hundred times per text part, and Jinja's
         macro machinery cost more than the wrapping (benchmarks/render.py).
         """
-        wrapped = jinja2.filters.do_wordwrap(env, value, 76 - len(indent), break_long_words=False,
-                                             break_on_hyphens=False)
+        width = 76 - len(indent)
+        if len(value) <= width and value.isprintable() and value == value.strip():
+            # Most paragraphs (names, prices, titles) are one short line that wrapping would return as it
+            # is; textwrap's chunking was the larger part of the text part's cost. Checked equal to the
+            # full path for any text (tests/test_render.py).
+            return indent + value
+        wrapped = jinja2.filters.do_wordwrap(env, value, width, break_long_words=False, break_on_hyphens=False)
         return jinja2.filters.do_indent(wrapped, indent, first=True)
 
     env.globals["para"] = para

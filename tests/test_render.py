@@ -6,11 +6,13 @@ import re
 from datetime import date
 from html.parser import HTMLParser
 
+import jinja2.filters
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
-from digest.render import RenderedEmail, Renderer, neutralize, strongest_opinion
+from digest.render import RenderedEmail, Renderer, make_environment, neutralize, strongest_opinion
 from digest.transports.base import fill
 from tests.email_samples import SEATS, long_comparison, make_comparison  # the builders live in email_samples
 
@@ -296,3 +298,15 @@ def test_a_javascript_url_never_reaches_an_href(renderer):
     hrefs = [a["href"] for a in parse(email.html).all("a")]
     assert not any(href.lower().startswith("javascript:") for href in hrefs)
     assert "javascript:" not in email.html and "javascript:" not in email.text
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(value=st.text(st.characters(codec="utf-8"), max_size=90) | st.sampled_from(["", " ", "a ", " a", "a\tb", "x" * 76]),
+       indent=st.sampled_from(["", "  "]))
+def test_the_text_parts_short_paragraph_shortcut_equals_full_wrapping(value, indent):
+    "para() skips wrapping a short single line; for any text it gives what wordwrap + indent would"
+    env = make_environment()
+    full = jinja2.filters.do_indent(
+        jinja2.filters.do_wordwrap(env, value, 76 - len(indent), break_long_words=False, break_on_hyphens=False),
+        indent, first=True)
+    assert env.globals["para"](value, indent) == full
