@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from itsdangerous import URLSafeSerializer
+from hypothesis import given, settings as hypothesis_settings, strategies as st
+from itsdangerous import BadData, URLSafeSerializer
 
-from digest.links import RECIPIENT_SALT, Signer
+from digest.links import RECIPIENT_SALT, Signer, _CurrentKey
 from digest.web import create_app
 from storage.db import make_engine
 from storage.models import SubscriberStatus
@@ -110,3 +111,45 @@ def test_tokens_carry_no_time_and_work_a_year_later(web):
     assert web.get(f"/p/{token}").status_code == 200
     assert web.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert subscriber(web, sid).unsubscribed_at == a_year_later
+
+
+KEYS = ["the-old-secret-key-0123456789", "the-current-secret-key-0123"]
+_payloads = st.one_of(
+    st.tuples(st.integers(), st.one_of(st.none(), st.integers())).map(list),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                 max_leaves=6),
+)
+_token_chars = st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/é\x00 ")
+
+
+@st.composite
+def _tokens(draw) -> str:
+    """Tokens of the current key, an old key, another key and another salt; then maybe altered, or not a token."""
+    key = draw(st.sampled_from([*KEYS, "someone-elses-secret-key-000"]))
+    salt = draw(st.sampled_from([RECIPIENT_SALT, "digest.link.v1"]))
+    token = URLSafeSerializer(key, salt=salt).dumps(draw(_payloads))
+    change = draw(st.sampled_from(["none", "replace", "insert", "truncate", "random"]))
+    if change == "random":
+        return draw(st.text(_token_chars, max_size=60))
+    if change == "none" or not token:
+        return token
+    at = draw(st.integers(0, len(token) - 1))
+    if change == "truncate":
+        return token[:at]
+    return token[:at] + draw(_token_chars) + token[at + (change == "replace"):]
+
+
+def _outcome(loads, token: str):
+    try:
+        return ("value", loads(token))
+    except BadData:
+        return ("refused",)
+
+
+@hypothesis_settings(max_examples=1500, deadline=None)
+@given(token=_tokens())
+def test_the_pixels_quick_token_check_accepts_exactly_what_itsdangerous_accepts(token):
+    "for any token, made or altered or random, the quick check returns what itsdangerous returns, or refuses as it does"
+    serializer = URLSafeSerializer(KEYS, salt=RECIPIENT_SALT)
+    assert _outcome(_CurrentKey(serializer).loads, token) == _outcome(serializer.loads, token)
