@@ -13,10 +13,7 @@ human figures:
 from __future__ import annotations
 
 import functools
-import queue
 import re
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -92,61 +89,11 @@ def record_open(*, engine: Engine, recipient: RecipientRef, user_agent: str | No
     return record_opens(engine=engine, opens=[(recipient, user_agent, now)], window_seconds=window_seconds)[0]
 
 
-class OpenRecorder:
-    """Group commit for pixel opens: the opens that arrive while one transaction runs share the next one.
-
-    A request is answered only after its open is committed (nothing answered is ever lost, even on a
-    crash), but a busy pixel costs one transaction per batch instead of one per fetch: under 32
-    concurrent fetches that took the pixel from ~550 to thousands of requests a second on SQLite
-    (benchmarks/tracking.py). One writer thread per process; ``submit`` never blocks.
-    """
-
-    MAX_BATCH = 1000  # opens per transaction: bounds one transaction's time when a burst queued up
-
-    def __init__(self, *, engine: Engine, window_seconds: float):
-        self._engine = engine
-        self._window = window_seconds
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def submit(self, *, recipient: RecipientRef, user_agent: str | None, now: datetime,
-               done: Callable[[bool | BaseException], None]) -> None:
-        """Queue one open; ``done`` is called from the writer thread with True/False (recorded or not) or
-        the exception that failed its transaction."""
-        if self._thread is None:
-            self._start()
-        self._queue.put((recipient, user_agent, now, done))
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="open-recorder", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                results: list = record_opens(engine=self._engine, opens=[item[:3] for item in batch],
-                                             window_seconds=self._window)
-            except BaseException as exc:  # noqa: BLE001 — each waiting request logs it and answers the pixel
-                results = [exc] * len(batch)
-            for item, result in zip(batch, results):
-                try:
-                    item[3](result)
-                except Exception:  # noqa: BLE001 — a waiter that went away must not stop the writer
-                    pass
-
-
 def record_opens(*, engine: Engine, opens: list[tuple[RecipientRef, str | None, datetime]],
                  window_seconds: float) -> list[bool]:
-    """`record_open` for many fetches in one transaction: one SELECT for their deliveries, one INSERT."""
+    """`record_open` for many fetches in one transaction: one SELECT for their deliveries, one INSERT.
+
+    The pixel's writer process (`digest.open_writer`) calls this once per group of opens."""
     ids = {recipient.delivery_id for recipient, _, _ in opens if recipient.delivery_id is not None}
     with engine.begin() as connection:
         # On the DB-API cursor (storage.queries): this runs for every group of pixel fetches.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI, Request
@@ -15,9 +16,20 @@ from digest.config import Settings
 from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
 from digest.web.security import SecurityHeaders
-from digest.web.tracking import OpenPixelFastPath
+from digest.web.tracking import answer_pixel, pixel_token
 from storage.db import make_engine
 from storage.types import utcnow
+
+
+class DigestApp(FastAPI):
+    """FastAPI, with a GET of the open pixel answered before the middleware stack (`answer_pixel`)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        token = pixel_token(scope)
+        if token:
+            await answer_pixel(self.state.ctx, scope, token, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -25,7 +37,8 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     links = links_for(settings)
-    app = FastAPI(title="Weekly AI Tool Verdicts", docs_url=None, redoc_url=None, openapi_url=None)
+    app = DigestApp(title="Weekly AI Tool Verdicts", docs_url=None, redoc_url=None, openapi_url=None,
+                    lifespan=_lifespan)
     app.state.ctx = WebContext(
         settings=settings,
         engine=engine or make_engine(settings.database_url),
@@ -36,7 +49,6 @@ def create_app(
         clock=clock,
     )
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(OpenPixelFastPath)  # outermost: the pixel skips the rest of the stack
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -51,6 +63,15 @@ def create_app(
     for router in _routers():
         app.include_router(router)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    # uvicorn has answered every request by now: the pixel writer commits what it was sent and exits.
+    writer = app.state.ctx.open_writer_if_started()
+    if writer is not None:
+        await writer.close()
 
 
 def _routers():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import jinja2
@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from digest.config import Settings
 from digest.links import BadToken, Links, RecipientRef, Signer
+from digest.open_writer import OpenWriter
 from digest.render import templates_dir
 from digest.transports import Transport
 
@@ -29,6 +30,7 @@ class WebContext:
     transport: Transport
     pages: jinja2.Environment
     clock: Callable[[], datetime]
+    _open_writer: OpenWriter | None = field(default=None, init=False, repr=False)
 
     def page(self, name: str, *, status_code: int = 200, token_page: bool = False, **context) -> HTMLResponse:
         """Render templates/web/NAME (autoescaped) as an HTML response."""
@@ -39,6 +41,16 @@ class WebContext:
     def not_found(self) -> HTMLResponse:
         """The one answer to any bad token or unknown page: the same whatever was wrong, revealing nothing."""
         return self.page("not_found.html", status_code=404, token_page=True)
+
+    def open_writer(self) -> OpenWriter:
+        """This process's pixel writer (a child process, started by the first open it records)."""
+        if self._open_writer is None:
+            self._open_writer = OpenWriter(database_url=self.engine.url.render_as_string(hide_password=False),
+                                           window_seconds=self.settings.machine_open_seconds)
+        return self._open_writer
+
+    def open_writer_if_started(self) -> OpenWriter | None:
+        return self._open_writer
 
     def recipient(self, token: str) -> RecipientRef | None:
         try:

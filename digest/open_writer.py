@@ -1,0 +1,278 @@
+"""The pixel's writer: a child process of each web process that records opens in group commits.
+
+A pixel fetch is answered as soon as its open is handed to the writer; the writer commits it a few
+milliseconds later, with every other open that arrived meanwhile, in one transaction. The web process does
+none of the database work: a writer *thread* shared its GIL with the event loop, and each of its
+half-dozen returns from SQLite waited for the loop to let go, so the loop sat idle a third of the time
+waiting for commits (py-spy, benchmarks/tracking.py, docs/benchmarks.md).
+
+What an answered fetch can count on:
+- the web process crashing loses nothing: the writer reads what is in its pipe to the end, commits it
+  and exits;
+- a clean shutdown (the app's lifespan) waits until the writer has committed everything it was sent;
+- only the writer itself dying loses the opens it had not yet committed (at most MAX_UNCONFIRMED; the web
+  process logs how many and starts a new writer);
+- a database that stalls slows the pixel instead of filling memory: with MAX_UNCONFIRMED opens not yet
+  confirmed, the next fetches wait for the writer.
+
+Wire format, both ways: frames of a 4-byte big-endian length and a pickle (both ends are this module and
+the pipes are its own). Down: a list of (subscriber id, delivery id, user agent, now). Up, per transaction:
+(opens in it, opens recorded, None or the error that rolled it back).
+
+The child ignores SIGINT and SIGTERM (a Ctrl-C or a process manager's stop reaches the whole process
+group) and exits when its input ends.
+
+    python -m digest.open_writer   # started only by OpenWriter; reads DIGEST_OPEN_WRITER_URL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from digest.links import RecipientRef
+
+log = logging.getLogger("digest.web")
+
+URL_VARIABLE = "DIGEST_OPEN_WRITER_URL"
+WINDOW_VARIABLE = "DIGEST_OPEN_WRITER_WINDOW"
+MAX_BATCH = 1000  # opens per transaction: bounds one transaction's time after a burst queued up
+MAX_UNCONFIRMED = 10_000  # opens handed over and not yet committed, before fetches wait (~3 MB)
+RESTART_AFTER = 1.0  # seconds between starts: a writer that cannot start is not restarted in a tight loop
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
+
+
+class WriterUnavailable(RuntimeError):
+    """The writer died moments ago and is not restarted yet."""
+
+
+class OpenWriter:
+    """The web process's end. ``await writer.record(...)`` hands one open over (the child is started by the
+    first: opens that arrive while it imports wait in the pipe); ``await writer.settled()`` returns once
+    everything handed over is committed (or failed, logged); ``await writer.close()`` at shutdown.
+
+    No thread: the pipes are non-blocking and watched by the event loop the writer was last used on (a
+    test client may run each request on a loop of its own; a new loop gets a new writer).
+    """
+
+    def __init__(self, *, database_url: str, window_seconds: float, max_unconfirmed: int = MAX_UNCONFIRMED):
+        self._url = database_url
+        self._window = window_seconds
+        self._max_unconfirmed = max_unconfirmed
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._process: subprocess.Popen | None = None
+        self._retired: list[subprocess.Popen] = []  # writers let go with their loop, finishing on their own
+        self._outgoing: list[tuple] = []  # this turn of the loop's opens: one frame
+        self._unsent = bytearray()  # frames the pipe had no room for yet
+        self._received = bytearray()
+        self._unconfirmed = 0
+        self._waiters: list[asyncio.Future] = []  # fetches held back, and `settled` calls
+        self._started_at = float("-inf")
+        self._dropped = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (for an operator's `ps`, and tests), or None."""
+        return self._process.pid if self._process is not None else None
+
+    async def record(self, recipient: RecipientRef, user_agent: str | None, now: datetime) -> None:
+        """Hand one open to the writer: returns at once, unless MAX_UNCONFIRMED opens are still
+        unconfirmed, then once the writer has caught up. While a writer that died is not yet restarted
+        (RESTART_AFTER), opens are counted and the count logged at the restart."""
+        loop = asyncio.get_running_loop()
+        if self._process is None or loop is not self.loop:
+            try:
+                self._start(loop)
+            except WriterUnavailable:
+                self._dropped += 1
+                return
+        if not self._outgoing:
+            loop.call_soon(self._flush)  # the opens of this turn of the loop go down as one frame
+        self._outgoing.append((recipient.subscriber_id, recipient.delivery_id, user_agent, now))
+        self._unconfirmed += 1
+        while self._unconfirmed > self._max_unconfirmed and self._process is not None:
+            await self._wait()
+
+    async def settled(self) -> None:
+        """Once every open handed over so far is committed, or its failure logged."""
+        while self._unconfirmed and self._process is not None:
+            await self._wait()
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """The app's shutdown: the child commits what it was sent and exits; waits up to ``timeout``."""
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self.settled(), timeout)
+            except asyncio.TimeoutError:
+                log.error("open writer: killed with %d opens unconfirmed %.0f s after shutdown began",
+                          self._unconfirmed, timeout)
+                self._process.kill()
+            self._stop()
+        for retired in self._retired:
+            retired.wait()
+        self._retired.clear()
+
+    # -- the web process's side of the pipes ----------------------------------------------------------------
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._process is not None:
+            self._stop()  # started on another loop, now gone: it finishes what it has on its own
+        self._retired = [process for process in self._retired if process.poll() is None]
+        if time.monotonic() - self._started_at < RESTART_AFTER and self.loop is loop:
+            raise WriterUnavailable("the open writer exited moments ago; it is started again shortly")
+        self._started_at = time.monotonic()
+        if self._dropped:
+            log.error("open pixel: %d opens not recorded while the open writer was down", self._dropped)
+            self._dropped = 0
+        env = {**os.environ, URL_VARIABLE: self._url, WINDOW_VARIABLE: repr(self._window),
+               "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
+        self._process = subprocess.Popen([sys.executable, "-m", "digest.open_writer"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env=env)
+        os.set_blocking(self._process.stdin.fileno(), False)
+        os.set_blocking(self._process.stdout.fileno(), False)
+        self.loop = loop
+        loop.add_reader(self._process.stdout.fileno(), self._read)
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self._process is None:
+            return  # the writer died after these were handed over: `_stop` counted them as lost
+        frame = pickle.dumps(outgoing, protocol=pickle.HIGHEST_PROTOCOL)
+        idle = not self._unsent
+        self._unsent += len(frame).to_bytes(4, "big") + frame
+        if idle:
+            self._write()
+
+    def _write(self) -> None:
+        fd = self._process.stdin.fileno()
+        try:
+            del self._unsent[:os.write(fd, self._unsent)]
+        except BlockingIOError:
+            pass
+        except OSError:  # the child is gone; the end of its output tells `_read`
+            self._unsent.clear()
+        if self._unsent:
+            self.loop.add_writer(fd, self._write)
+        else:
+            self.loop.remove_writer(fd)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self._process.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:  # it exited, unasked
+            process, lost = self._process, self._unconfirmed
+            self._stop()
+            log.error("open writer: exited (code %s); %d opens it had not confirmed may be lost",
+                      process.wait(), lost)
+            return
+        self._received += chunk
+        for frame in _frames(self._received):
+            count, _recorded, error = pickle.loads(frame)
+            self._unconfirmed -= count
+            if error is not None:
+                log.error("open pixel: could not record %d opens: %s", count, error)
+        self._wake()
+
+    def _wait(self) -> asyncio.Future:
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done() and not waiter.get_loop().is_closed():
+                waiter.set_result(None)
+
+    def _stop(self) -> None:
+        """Let the child go: its input ends, so it commits what it has and exits on its own."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if not self.loop.is_closed():
+            self.loop.remove_reader(process.stdout.fileno())
+            self.loop.remove_writer(process.stdin.fileno())
+        if self._unsent:  # a loop that is gone could not send these yet
+            os.set_blocking(process.stdin.fileno(), True)
+            try:
+                _write_all(process.stdin.fileno(), self._unsent)
+            except OSError:
+                pass
+        self._unsent.clear()
+        self._received.clear()
+        process.stdin.close()
+        process.stdout.close()
+        self._retired.append(process)
+        self._unconfirmed = 0
+        self._wake()
+
+
+def _frames(buffer: bytearray) -> Iterator[bytes]:
+    """Take the complete frames off the front of ``buffer`` (in place); a partial one stays."""
+    start = 0
+    while len(buffer) - start >= 4:
+        size = int.from_bytes(buffer[start:start + 4], "big")
+        if len(buffer) - start - 4 < size:
+            break
+        yield bytes(buffer[start + 4:start + 4 + size])
+        start += 4 + size
+    del buffer[:start]
+
+
+# -- the child ----------------------------------------------------------------------------------------------
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    up, down = os.dup(1), 0
+    os.dup2(2, 1)  # the pipe up is ours alone: anything a library prints goes to stderr
+
+    from digest.tracking import record_opens
+    from storage.db import make_engine
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s open writer: %(message)s")
+    engine = make_engine(os.environ[URL_VARIABLE])
+    window = float(os.environ[WINDOW_VARIABLE])
+    buffer, ended = bytearray(), False
+    while True:
+        opens = [item for frame in _frames(buffer) for item in pickle.loads(frame)]
+        # Whatever else has arrived joins this transaction (group commit), without waiting for more.
+        while not ended and len(opens) < MAX_BATCH and (not opens or select.select([down], [], [], 0)[0]):
+            chunk = os.read(down, 1 << 16)
+            ended = not chunk
+            buffer += chunk
+            opens += [item for frame in _frames(buffer) for item in pickle.loads(frame)]
+        if not opens:
+            break  # input ended, everything committed and confirmed
+        for start in range(0, len(opens), MAX_BATCH):
+            batch = [(RecipientRef(subscriber_id, delivery_id), agent, now)
+                     for subscriber_id, delivery_id, agent, now in opens[start:start + MAX_BATCH]]
+            try:
+                answer = (len(batch), sum(record_opens(engine=engine, opens=batch, window_seconds=window)), None)
+            except Exception as exc:  # noqa: BLE001 — the web process logs it; the writer carries on
+                answer = (len(batch), 0, f"{type(exc).__name__}: {exc}")
+            frame = pickle.dumps(answer)
+            _write_all(up, len(frame).to_bytes(4, "big") + frame)
+    engine.dispose()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+if __name__ == "__main__":
+    main()
