@@ -15,9 +15,10 @@ What an answered fetch can count on:
 - a database that stalls slows the pixel instead of filling memory: with MAX_UNCONFIRMED opens not yet
   confirmed, the next fetches wait for the writer.
 
-Wire format, both ways: frames of a 4-byte big-endian length and a pickle (both ends are this module and
-the pipes are its own). Down: a list of (subscriber id, delivery id, user agent, now). Up, per transaction:
-(opens in it, opens recorded, None or the error that rolled it back).
+Wire format, both ways: frames of a 4-byte big-endian length and a `marshal` dump (plain values only: the
+child rebuilds nothing but ints, strings and floats). Down: a list of (subscriber id, delivery id, user
+agent, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, opens
+recorded, None or the text of the error that rolled it back).
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or a process manager's stop reaches the whole process
 group) and exits when its input ends.
@@ -29,15 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import marshal
 import os
-import pickle
 import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from digest.links import RecipientRef
@@ -49,6 +50,7 @@ WINDOW_VARIABLE = "DIGEST_OPEN_WRITER_WINDOW"
 MAX_BATCH = 1000  # opens per transaction: bounds one transaction's time after a burst queued up
 MAX_UNCONFIRMED = 10_000  # opens handed over and not yet committed, before fetches wait (~3 MB)
 RESTART_AFTER = 1.0  # seconds between starts: a writer that cannot start is not restarted in a tight loop
+FAILURES_LOGGED_EVERY = 10.0  # seconds
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
 
 
@@ -78,7 +80,10 @@ class OpenWriter:
         self._unconfirmed = 0
         self._waiters: list[asyncio.Future] = []  # fetches held back, and `settled` calls
         self._started_at = float("-inf")
-        self._dropped = 0
+        self._dropped = 0  # opens while a dead writer was not restarted yet
+        self._failures = 0  # opens the database refused, not logged yet
+        self._last_failure = ""
+        self._failure_logged_at = float("-inf")
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +103,7 @@ class OpenWriter:
                 return
         if not self._outgoing:
             loop.call_soon(self._flush)  # the opens of this turn of the loop go down as one frame
-        self._outgoing.append((recipient.subscriber_id, recipient.delivery_id, user_agent, now))
+        self._outgoing.append((recipient.subscriber_id, recipient.delivery_id, user_agent, now.timestamp()))
         self._unconfirmed += 1
         while self._unconfirmed > self._max_unconfirmed and self._process is not None:
             await self._wait()
@@ -116,11 +121,14 @@ class OpenWriter:
             except asyncio.TimeoutError:
                 log.error("open writer: killed with %d opens unconfirmed %.0f s after shutdown began",
                           self._unconfirmed, timeout)
-                self._process.kill()
+                if self._process is not None:
+                    self._process.kill()
             self._stop()
         for retired in self._retired:
             retired.wait()
         self._retired.clear()
+        if self._failures:
+            self._log_failures()
 
     # -- the web process's side of the pipes ----------------------------------------------------------------
 
@@ -144,14 +152,17 @@ class OpenWriter:
         loop.add_reader(self._process.stdout.fileno(), self._read)
 
     def _flush(self) -> None:
-        outgoing, self._outgoing = self._outgoing, []
-        if self._process is None:
-            return  # the writer died after these were handed over: `_stop` counted them as lost
-        frame = pickle.dumps(outgoing, protocol=pickle.HIGHEST_PROTOCOL)
+        if self._process is None or not self._outgoing:
+            return  # the writer died after these were handed over (`_stop` counted them), or sent already
         idle = not self._unsent
-        self._unsent += len(frame).to_bytes(4, "big") + frame
+        self._pack()
         if idle:
             self._write()
+
+    def _pack(self) -> None:
+        frame = marshal.dumps(self._outgoing)
+        self._outgoing = []
+        self._unsent += len(frame).to_bytes(4, "big") + frame
 
     def _write(self) -> None:
         fd = self._process.stdin.fileno()
@@ -179,11 +190,23 @@ class OpenWriter:
             return
         self._received += chunk
         for frame in _frames(self._received):
-            count, _recorded, error = pickle.loads(frame)
+            count, _recorded, error = marshal.loads(frame)
             self._unconfirmed -= count
             if error is not None:
-                log.error("open pixel: could not record %d opens: %s", count, error)
+                self._failed(count, error)
         self._wake()
+
+    def _failed(self, count: int, error: str) -> None:
+        """Log opens the database refused: at once, then at most every FAILURES_LOGGED_EVERY seconds with
+        the count since (a broken database under load fails hundreds of transactions a second)."""
+        self._failures += count
+        self._last_failure = error
+        if time.monotonic() - self._failure_logged_at >= FAILURES_LOGGED_EVERY:
+            self._log_failures()
+
+    def _log_failures(self) -> None:
+        log.error("open pixel: could not record %d opens: %s", self._failures, self._last_failure)
+        self._failures, self._failure_logged_at = 0, time.monotonic()
 
     def _wait(self) -> asyncio.Future:
         waiter = self.loop.create_future()
@@ -204,6 +227,8 @@ class OpenWriter:
         if not self.loop.is_closed():
             self.loop.remove_reader(process.stdout.fileno())
             self.loop.remove_writer(process.stdin.fileno())
+        if self._outgoing:
+            self._pack()  # handed over on a loop that ended before its turn did
         if self._unsent:  # a loop that is gone could not send these yet
             os.set_blocking(process.stdin.fileno(), True)
             try:
@@ -247,23 +272,23 @@ def main() -> None:
     window = float(os.environ[WINDOW_VARIABLE])
     buffer, ended = bytearray(), False
     while True:
-        opens = [item for frame in _frames(buffer) for item in pickle.loads(frame)]
+        opens = [item for frame in _frames(buffer) for item in marshal.loads(frame)]
         # Whatever else has arrived joins this transaction (group commit), without waiting for more.
         while not ended and len(opens) < MAX_BATCH and (not opens or select.select([down], [], [], 0)[0]):
             chunk = os.read(down, 1 << 16)
             ended = not chunk
             buffer += chunk
-            opens += [item for frame in _frames(buffer) for item in pickle.loads(frame)]
+            opens += [item for frame in _frames(buffer) for item in marshal.loads(frame)]
         if not opens:
             break  # input ended, everything committed and confirmed
         for start in range(0, len(opens), MAX_BATCH):
-            batch = [(RecipientRef(subscriber_id, delivery_id), agent, now)
+            batch = [(RecipientRef(subscriber_id, delivery_id), agent, datetime.fromtimestamp(now, timezone.utc))
                      for subscriber_id, delivery_id, agent, now in opens[start:start + MAX_BATCH]]
             try:
                 answer = (len(batch), sum(record_opens(engine=engine, opens=batch, window_seconds=window)), None)
             except Exception as exc:  # noqa: BLE001 — the web process logs it; the writer carries on
                 answer = (len(batch), 0, f"{type(exc).__name__}: {exc}")
-            frame = pickle.dumps(answer)
+            frame = marshal.dumps(answer)
             _write_all(up, len(frame).to_bytes(4, "big") + frame)
     engine.dispose()
 

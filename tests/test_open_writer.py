@@ -186,3 +186,34 @@ def test_a_stalled_database_holds_back_fetches_beyond_the_unconfirmed_limit(db_u
     with anyio.from_thread.start_blocking_portal() as portal:
         portal.call(scenario)
     engine.dispose()
+
+
+def test_a_broken_store_is_logged_at_once_then_summed_not_once_per_transaction(db_url, caplog):
+    "the event table is gone: the first refused open is logged at once; four more are one line at shutdown"
+    engine = make_engine(db_url)
+    app = create_app(web_settings(db_url), engine=engine, transport=RecordingTransport())
+    deliveries = [sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(5)]
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE event"))
+    with caplog.at_level("ERROR", logger="digest.web"), TestClient(app) as client:
+        for delivery in deliveries:
+            token = app.state.ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+            assert_pixel(client.get(f"/o/{token}.gif", headers={"User-Agent": HUMAN_UA}))
+            settle_opens(client)  # one transaction each
+    refused = [record.getMessage() for record in caplog.records if "could not record" in record.getMessage()]
+    assert [message.split(": ")[1] for message in refused] == [
+        "could not record 1 opens", "could not record 4 opens"], refused
+    assert all("event" in message for message in refused)
+    engine.dispose()
+
+
+def test_opens_of_a_client_that_runs_each_request_on_a_new_loop_are_all_recorded(db_url):
+    "a test client outside `with` runs each request on a loop of its own: each loop's writer still commits its open"
+    engine = make_engine(db_url)
+    app = create_app(web_settings(db_url), engine=engine, transport=RecordingTransport())
+    client = TestClient(app)
+    for delivery in [sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(3)]:
+        token = app.state.ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+        assert_pixel(client.get(f"/o/{token}.gif", headers={"User-Agent": HUMAN_UA}))
+    wait_for(lambda: opens_stored(engine) == 3, seconds=30, what="every loop's open committed")
+    engine.dispose()
