@@ -17,8 +17,8 @@ What an answered fetch can count on:
 
 Wire format, both ways: frames of a 4-byte big-endian length and a `marshal` dump (plain values only: the
 child rebuilds nothing but ints, strings and floats). Down: a list of (subscriber id, delivery id, user
-agent, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, opens
-recorded, None or the text of the error that rolled it back).
+agent, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, None or
+the text of the error that rolled it back).
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or a process manager's stop reaches the whole process
 group) and exits when its input ends.
@@ -52,10 +52,6 @@ MAX_UNCONFIRMED = 10_000  # opens handed over and not yet committed, before fetc
 RESTART_AFTER = 1.0  # seconds between starts: a writer that cannot start is not restarted in a tight loop
 FAILURES_LOGGED_EVERY = 10.0  # seconds
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
-
-
-class WriterUnavailable(RuntimeError):
-    """The writer died moments ago and is not restarted yet."""
 
 
 class OpenWriter:
@@ -95,12 +91,9 @@ class OpenWriter:
         unconfirmed, then once the writer has caught up. While a writer that died is not yet restarted
         (RESTART_AFTER), opens are counted and the count logged at the restart."""
         loop = asyncio.get_running_loop()
-        if self._process is None or loop is not self.loop:
-            try:
-                self._start(loop)
-            except WriterUnavailable:
-                self._dropped += 1
-                return
+        if (self._process is None or loop is not self.loop) and not self._start(loop):
+            self._dropped += 1
+            return
         if not self._outgoing:
             loop.call_soon(self._flush)  # the opens of this turn of the loop go down as one frame
         self._outgoing.append((recipient.subscriber_id, recipient.delivery_id, user_agent, now.timestamp()))
@@ -132,12 +125,13 @@ class OpenWriter:
 
     # -- the web process's side of the pipes ----------------------------------------------------------------
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _start(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Start a child for ``loop``; False while a writer that died moments ago waits out RESTART_AFTER."""
         if self._process is not None:
             self._stop()  # started on another loop, now gone: it finishes what it has on its own
         self._retired = [process for process in self._retired if process.poll() is None]
         if time.monotonic() - self._started_at < RESTART_AFTER and self.loop is loop:
-            raise WriterUnavailable("the open writer exited moments ago; it is started again shortly")
+            return False
         self._started_at = time.monotonic()
         if self._dropped:
             log.error("open pixel: %d opens not recorded while the open writer was down", self._dropped)
@@ -150,6 +144,7 @@ class OpenWriter:
         os.set_blocking(self._process.stdout.fileno(), False)
         self.loop = loop
         loop.add_reader(self._process.stdout.fileno(), self._read)
+        return True
 
     def _flush(self) -> None:
         if self._process is None or not self._outgoing:
@@ -190,7 +185,7 @@ class OpenWriter:
             return
         self._received += chunk
         for frame in _frames(self._received):
-            count, _recorded, error = marshal.loads(frame)
+            count, error = marshal.loads(frame)
             self._unconfirmed -= count
             if error is not None:
                 self._failed(count, error)
@@ -285,9 +280,10 @@ def main() -> None:
             batch = [(RecipientRef(subscriber_id, delivery_id), agent, datetime.fromtimestamp(now, timezone.utc))
                      for subscriber_id, delivery_id, agent, now in opens[start:start + MAX_BATCH]]
             try:
-                answer = (len(batch), sum(record_opens(engine=engine, opens=batch, window_seconds=window)), None)
+                record_opens(engine=engine, opens=batch, window_seconds=window)
+                answer = (len(batch), None)
             except Exception as exc:  # noqa: BLE001 — the web process logs it; the writer carries on
-                answer = (len(batch), 0, f"{type(exc).__name__}: {exc}")
+                answer = (len(batch), f"{type(exc).__name__}: {exc}")
             frame = marshal.dumps(answer)
             _write_all(up, len(frame).to_bytes(4, "big") + frame)
     engine.dispose()
