@@ -260,9 +260,14 @@ def claim_batch(
             {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.array(ids)})
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
     gone = [row[0] for row in chosen if row[7] != active]
-    if gone:  # left between fan-out and now: they get nothing more from us
-        finish(session=session, ids=gone, owner=owner, status=DeliveryStatus.cancelled, now=now,
-               error="subscriber no longer active")
+    if gone:
+        erased = [row[0] for row in chosen if row[4] is None]
+        if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
+            raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.array(erased)})
+            gone = [row[0] for row in chosen if row[7] != active and row[4] is not None]
+        if gone:  # left between fan-out and now: they get nothing more from us
+            finish(session=session, ids=gone, owner=owner, status=DeliveryStatus.cancelled, now=now,
+                   error="subscriber no longer active")
     rows = [BatchRow(row[0], row[4], row[5], row[6]) for row in chosen if row[7] == active]
     return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
 
@@ -283,10 +288,11 @@ def finish(
 
 
 # The claim's candidates, with the subscriber each goes to: one statement. FOR UPDATE OF d SKIP LOCKED on
-# PostgreSQL locks the delivery rows only; subscribers are read, not locked.
+# PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery
+# whose subscriber was erased is found too (s.id is NULL), and deleted.
 _CANDIDATES_SQL = (
     "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status "
-    "FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id "
+    "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
     "WHERE d.issue_id = :issue_id AND {sendable} ORDER BY d.segment_id, d.id LIMIT :limit"
 )
 _SAME_SEGMENT = "d.status = 'pending' AND d.segment_id = :segment AND d.id > :last"

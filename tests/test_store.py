@@ -125,7 +125,7 @@ def test_upgrading_the_delivery_table_keeps_its_rows_and_the_events_pointing_at_
                 "message_id, created_at) VALUES (7, 1, 1, 1, 'sent', 1, 0, 'm-7', '2026-01-01')"))
             connection.execute(text("INSERT INTO event (kind, occurred_at, source, delivery_id, machine, detail) "
                                     "VALUES ('open', '2026-01-02', 'pixel', 7, false, '')"))
-        upgrade(url)
+        upgrade(url, "0005")
         with engine.connect() as connection:
             kept = connection.execute(text("SELECT id, issue_id, subscriber_id, segment_id, status, message_id "
                                            "FROM delivery")).all()
@@ -142,4 +142,43 @@ def test_upgrading_the_delivery_table_keeps_its_rows_and_the_events_pointing_at_
         command.downgrade(alembic_config(url), "0004")  # and back: nothing lost either way
         with engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM delivery")).scalar() == 2
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_delivery_without_foreign_keys_keeps_its_rows_and_one_delivery_per_subscriber_and_issue(kind, tmp_path):
+    "0006 drops delivery's foreign keys: rows and events survive, the unique key holds, and the way back drops orphans"
+    urls = iter([f"sqlite:///{tmp_path / 'old.db'}"]) if kind == "sqlite" else _postgres_database()
+    for url in urls:
+        upgrade(url, "0005")
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (1, '2026-W01', '2026-01-01')"))
+            connection.execute(text("INSERT INTO segment (id, issue_id, key, comparison_ids, audience, size) "
+                                    "VALUES (1, 1, 'k', '1', '', 1)"))
+            connection.execute(text(
+                "INSERT INTO subscriber (id, email, email_key, name, status, categories, created_at, updated_at) "
+                "VALUES (1, 'a@example.com', 'a@example.com', 'A', 'active', '', '2026-01-01', '2026-01-01')"))
+            connection.execute(text(
+                "INSERT INTO delivery (id, issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
+                "message_id, created_at) VALUES (7, 1, 1, 1, 'sent', 1, 0, 'm-7', '2026-01-01')"))
+            connection.execute(text("INSERT INTO event (kind, occurred_at, source, delivery_id, machine, detail) "
+                                    "VALUES ('open', '2026-01-02', 'pixel', 7, false, '')"))
+        upgrade(url)
+        insert = ("INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
+                  "created_at) VALUES (1, :subscriber, 1, 'pending', 0, 0, '2026-01-08')")
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT id, issue_id, subscriber_id, segment_id, status, message_id "
+                                           "FROM delivery")).all()
+            linked = connection.execute(text("SELECT delivery_id FROM event")).scalars().all()
+        assert kept == [(7, 1, 1, 1, "sent", "m-7")] and linked == [7]
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # one delivery per (issue, subscriber)
+            connection.execute(text(insert), {"subscriber": 1})
+        with engine.begin() as connection:  # what a fan-out racing an erase can leave: the claim deletes it
+            connection.execute(text(insert), {"subscriber": 2})
+        command.downgrade(alembic_config(url), "0005")  # back: the orphan goes, the keys hold again
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT id FROM delivery")).scalars().all() == [7]
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text(insert), {"subscriber": 3})
         engine.dispose()

@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from digest.app import build_sender
 from digest.config import Settings
@@ -157,6 +157,26 @@ def test_someone_who_unsubscribes_after_fan_out_is_not_sent_to(sender, transport
         session.get(Subscriber, ids[0]).status = SubscriberStatus.unsubscribed
     report = sender.send_issue(opened.issue)
     assert report.sent == 2 and report.cancelled == 1 and len(transport.recipients) == 2
+
+
+def test_a_delivery_left_by_an_erase_racing_the_fan_out_is_deleted_not_sent(sender, transport):
+    "erased while the issue opened: the fan-out's row for them is deleted by the claim, and the issue completes"
+    add_comparison(sender.engine, published_at=MON)
+    ids = add_subscribers(sender.engine, 3)
+    opened = open_issue(engine=sender.engine, week="2026-W48", now=SLOT)
+    with session_scope(sender.engine) as session:  # what the race leaves: the subscriber gone, the row kept
+        session.execute(delete(Subscriber).where(Subscriber.id == ids[1]))
+    report = sender.send_issue(opened.issue)
+    assert report.sent == 2 and report.remaining == 0
+    sent = sorted(r.delivery_id for batch in transport.batches for r in batch.recipients)
+    assert sent == sorted(delivery_owners(sender.engine)) and len(sent) == 2
+    assert ids[1] not in delivery_owners(sender.engine).values()
+    assert count(sender.engine, Issue, Issue.completed_at.is_not(None)) == 1
+
+
+def delivery_owners(engine) -> dict[int, int]:
+    with session_scope(engine) as session:
+        return dict(session.execute(select(Delivery.id, Delivery.subscriber_id)).all())
 
 
 def test_claimed_comparisons_are_flagged_and_the_rest_stay_pickable(db_url, engine):
