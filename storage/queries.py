@@ -257,13 +257,13 @@ def claim_batch(
     leased = DeliveryStatus.sending.value
     resent = sum(1 for row in chosen if row[2] == leased and row[3] != owner)
     raw.run(_LEASE_SQL.format(among=raw.among("ids")),
-            {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.array(ids)})
+            {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids(ids)})
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
     gone = [row[0] for row in chosen if row[7] != active]
     if gone:
         erased = [row[0] for row in chosen if row[4] is None]
         if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
-            raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.array(erased)})
+            raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
             gone = [row[0] for row in chosen if row[7] != active and row[4] is not None]
         if gone:  # left between fan-out and now: they get nothing more from us
             finish(session=session, ids=gone, owner=owner, status=DeliveryStatus.cancelled, now=now,
@@ -281,7 +281,7 @@ def finish(
     sent = ", message_id = :message_id, sent_at = :now" if status is DeliveryStatus.sent else ""
     statement = (f"UPDATE delivery SET status = :status, lease_owner = NULL, leased_until = NULL, error = :error{sent} "
                  f"WHERE id {raw.among('ids')} AND lease_owner = :owner")
-    values = {"status": status.value, "error": error, "owner": owner, "ids": raw.array(ids)}
+    values = {"status": status.value, "error": error, "owner": owner, "ids": raw.ids(ids)}
     if sent:
         values.update(message_id=message_id, now=raw.time(now))
     return raw.run(statement, values)
@@ -338,6 +338,14 @@ class _Raw:
         values = list(values)
         return values if self.dialect == "postgresql" else json.dumps(values)
 
+    def ids(self, values: Sequence[int]) -> str:
+        """Row ids as one value: on PostgreSQL an array literal, which the statement types as integer[].
+        (psycopg adapts a list element by element, with a regular expression per element: 2.5 ms for the
+        two thousand ids of a batch's lease and record, against 0.1 ms for the join.)"""
+        if self.dialect == "postgresql":
+            return "{" + ",".join(map(str, map(int, values))) + "}"
+        return json.dumps(list(map(int, values)))
+
     def time(self, value: datetime):
         return self._time(value)
 
@@ -381,7 +389,7 @@ def open_targets(*, connection: Connection, ids: Sequence[int]) -> dict[int, tup
     """delivery id → (subscriber id, issue id, sent at) for the deliveries among ``ids``."""
     raw = _Raw(connection)
     rows = raw.fetch(f"SELECT id, subscriber_id, issue_id, sent_at FROM delivery WHERE id {raw.among('ids')}",
-                     {"ids": raw.array(ids)})
+                     {"ids": raw.ids(ids)})
     read_time = _time_reader(connection.dialect)
     return {row[0]: (row[1], row[2], read_time(row[3])) for row in rows}
 

@@ -182,3 +182,18 @@ def test_delivery_without_foreign_keys_keeps_its_rows_and_one_delivery_per_subsc
         with pytest.raises(IntegrityError), engine.begin() as connection:
             connection.execute(text(insert), {"subscriber": 3})
         engine.dispose()
+
+
+def test_a_batch_of_row_ids_goes_as_one_value_and_only_as_integers(engine):
+    "the lease and the record pass a thousand ids as one array value: exactly those rows, and nothing but numbers"
+    from storage.queries import _Raw
+
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES "
+                                + ", ".join(f"({n}, '2026-W{n:02d}', '2026-01-01')" for n in range(1, 8))))
+        raw = _Raw(connection)
+        found = raw.fetch(f"SELECT id FROM issue WHERE id {raw.among('ids')} ORDER BY id", {"ids": raw.ids([6, 2, 4, 99])})
+        assert [row[0] for row in found] == [2, 4, 6]
+        assert raw.fetch(f"SELECT id FROM issue WHERE id {raw.among('ids')}", {"ids": raw.ids([])}) == []
+        with pytest.raises(ValueError):
+            raw.ids(["1}, {2"])
