@@ -62,7 +62,7 @@ def build_scheduler(sender) -> BlockingScheduler:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from digest.app import build_sender
+    from digest.app import build_sender, settle_heap
     from digest.config import ConfigError, Settings
 
     parser = argparse.ArgumentParser(
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sender = build_sender(settings)
+    settle_heap()
     if args.once:
         return 0 if weekly_job(sender) else 1
     scheduler = build_scheduler(sender)

@@ -72,10 +72,11 @@ def child_open(url: str, server: str, email_file: str) -> dict:
 
 def child_drain(url: str, server: str, profile: str | None) -> dict:
     """One `digest worker --once`: send what there is, then exit."""
-    from digest.app import build_sender
+    from digest.app import build_sender, settle_heap
     from digest.worker import Worker
 
     worker = Worker(build_sender(settings_for(url, server)), idle_seconds=0.05)
+    settle_heap()  # as `digest worker` does
     started = time.time()
     if profile:
         import cProfile

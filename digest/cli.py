@@ -161,7 +161,7 @@ def send(
 
     Example: digest send --dry-run; digest send --test-to me@example.com; digest send
     """
-    from digest.app import build_sender
+    from digest.app import build_sender, settle_heap
     from digest.send import SendAborted
     from digest.weekly import BadWeek, run, week_monday
 
@@ -184,6 +184,7 @@ def send(
     from digest.reporting import print_run
 
     sender = build_sender(settings)
+    settle_heap()
     with progress_bar(0, "sending") as advance:
         sender.on_progress = advance
         try:
@@ -374,7 +375,7 @@ def worker(
     import logging
     import signal
 
-    from digest.app import build_sender
+    from digest.app import build_sender, settle_heap
     from digest.worker import Worker
 
     settings = settings_for_run()
@@ -382,6 +383,7 @@ def worker(
         settings.batch_size = batch_size
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runner = Worker(build_sender(settings), idle_seconds=settings.worker_idle_seconds)
+    settle_heap()
     logging.getLogger("digest.worker").info("worker started: batches of %d, lease %.0f s%s", settings.batch_size,
                                             settings.lease_seconds, ", once" if once else "")
     signal.signal(signal.SIGTERM, runner.stop)
