@@ -157,6 +157,7 @@ def rendered_email(server: str, workdir: Path) -> str:
 
 
 def check_exactly_once(url: str, expected: int) -> None:
+    """Every delivery sent, none counted as a possible duplicate (the caller also checks what was posted)."""
     from sqlalchemy import func, select
 
     from storage.db import make_engine, session_scope
@@ -183,6 +184,8 @@ def run_size(kind: str, count: int, workers: int, server: str, workdir: Path, pr
         seeded = time.perf_counter() - started
         result = pipeline(url, server, workers, workdir, profile)
         check_exactly_once(url, count)
+        if result["sent"] != count:  # the workers' own count of recipients the server accepted
+            raise SystemExit(f"not exactly once: the workers posted {result['sent']:,} recipients for {count:,} deliveries")
     return result, seeded
 
 
