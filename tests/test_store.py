@@ -105,6 +105,29 @@ def test_upgrading_to_the_claimed_flag_marks_what_earlier_issues_claimed(kind, t
         assert flags == {1: True, 2: False}
 
 
+def a_sent_delivery_with_an_open(connection) -> None:
+    """Issue 1 with segment 1, and delivery 7 of it sent to subscriber 1, with an open event."""
+    connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (1, '2026-W01', '2026-01-01')"))
+    connection.execute(text("INSERT INTO segment (id, issue_id, key, comparison_ids, audience, size) "
+                            "VALUES (1, 1, 'k', '1', '', 1)"))
+    connection.execute(text(
+        "INSERT INTO subscriber (id, email, email_key, name, status, categories, created_at, updated_at) "
+        "VALUES (1, 'a@example.com', 'a@example.com', 'A', 'active', '', '2026-01-01', '2026-01-01')"))
+    connection.execute(text(
+        "INSERT INTO delivery (id, issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
+        "message_id, created_at) VALUES (7, 1, 1, 1, 'sent', 1, 0, 'm-7', '2026-01-01')"))
+    connection.execute(text("INSERT INTO event (kind, occurred_at, source, delivery_id, machine, detail) "
+                            "VALUES ('open', '2026-01-02', 'pixel', 7, false, '')"))
+
+
+def the_sent_delivery_and_its_open_are_kept(engine) -> bool:
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT id, issue_id, subscriber_id, segment_id, status, message_id "
+                                       "FROM delivery")).all()
+        linked = connection.execute(text("SELECT delivery_id FROM event")).scalars().all()
+    return kept == [(7, 1, 1, 1, "sent", "m-7")] and linked == [7]
+
+
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_upgrading_the_delivery_table_keeps_its_rows_and_the_events_pointing_at_them(kind, tmp_path):
     "0005 rebuilds delivery's keys and indexes: rows and events survive, and the new keys hold both ways"
@@ -113,24 +136,12 @@ def test_upgrading_the_delivery_table_keeps_its_rows_and_the_events_pointing_at_
         upgrade(url, "0004")
         engine = make_engine(url)
         with engine.begin() as connection:
-            connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (1, '2026-W01', '2026-01-01'), "
-                                    "(2, '2026-W02', '2026-01-08')"))
+            a_sent_delivery_with_an_open(connection)
+            connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (2, '2026-W02', '2026-01-08')"))
             connection.execute(text("INSERT INTO segment (id, issue_id, key, comparison_ids, audience, size) "
-                                    "VALUES (1, 1, 'k', '1', '', 1), (2, 2, 'k', '1', '', 0)"))
-            connection.execute(text(
-                "INSERT INTO subscriber (id, email, email_key, name, status, categories, created_at, updated_at) "
-                "VALUES (1, 'a@example.com', 'a@example.com', 'A', 'active', '', '2026-01-01', '2026-01-01')"))
-            connection.execute(text(
-                "INSERT INTO delivery (id, issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
-                "message_id, created_at) VALUES (7, 1, 1, 1, 'sent', 1, 0, 'm-7', '2026-01-01')"))
-            connection.execute(text("INSERT INTO event (kind, occurred_at, source, delivery_id, machine, detail) "
-                                    "VALUES ('open', '2026-01-02', 'pixel', 7, false, '')"))
+                                    "VALUES (2, 2, 'k', '1', '', 0)"))
         upgrade(url, "0005")
-        with engine.connect() as connection:
-            kept = connection.execute(text("SELECT id, issue_id, subscriber_id, segment_id, status, message_id "
-                                           "FROM delivery")).all()
-            linked = connection.execute(text("SELECT delivery_id FROM event")).scalars().all()
-        assert kept == [(7, 1, 1, 1, "sent", "m-7")] and linked == [7]
+        assert the_sent_delivery_and_its_open_are_kept(engine)
         insert = ("INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
                   "created_at) VALUES (:issue, 1, :segment, 'pending', 0, 0, '2026-01-08')")
         with pytest.raises(IntegrityError), engine.begin() as connection:  # segment 1 is issue 1's, not 2's
@@ -153,25 +164,11 @@ def test_delivery_without_foreign_keys_keeps_its_rows_and_one_delivery_per_subsc
         upgrade(url, "0005")
         engine = make_engine(url)
         with engine.begin() as connection:
-            connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES (1, '2026-W01', '2026-01-01')"))
-            connection.execute(text("INSERT INTO segment (id, issue_id, key, comparison_ids, audience, size) "
-                                    "VALUES (1, 1, 'k', '1', '', 1)"))
-            connection.execute(text(
-                "INSERT INTO subscriber (id, email, email_key, name, status, categories, created_at, updated_at) "
-                "VALUES (1, 'a@example.com', 'a@example.com', 'A', 'active', '', '2026-01-01', '2026-01-01')"))
-            connection.execute(text(
-                "INSERT INTO delivery (id, issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
-                "message_id, created_at) VALUES (7, 1, 1, 1, 'sent', 1, 0, 'm-7', '2026-01-01')"))
-            connection.execute(text("INSERT INTO event (kind, occurred_at, source, delivery_id, machine, detail) "
-                                    "VALUES ('open', '2026-01-02', 'pixel', 7, false, '')"))
+            a_sent_delivery_with_an_open(connection)
         upgrade(url)
+        assert the_sent_delivery_and_its_open_are_kept(engine)
         insert = ("INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
                   "created_at) VALUES (1, :subscriber, 1, 'pending', 0, 0, '2026-01-08')")
-        with engine.connect() as connection:
-            kept = connection.execute(text("SELECT id, issue_id, subscriber_id, segment_id, status, message_id "
-                                           "FROM delivery")).all()
-            linked = connection.execute(text("SELECT delivery_id FROM event")).scalars().all()
-        assert kept == [(7, 1, 1, 1, "sent", "m-7")] and linked == [7]
         with pytest.raises(IntegrityError), engine.begin() as connection:  # one delivery per (issue, subscriber)
             connection.execute(text(insert), {"subscriber": 1})
         with engine.begin() as connection:  # what a fan-out racing an erase can leave: the claim deletes it
