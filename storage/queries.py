@@ -259,14 +259,14 @@ def claim_batch(
     raw.run(_LEASE_SQL.format(among=raw.among("ids")),
             {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids(ids)})
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
-    gone = [row[0] for row in chosen if row[7] != active]
+    gone = [row for row in chosen if row[7] != active]
     if gone:
-        erased = [row[0] for row in chosen if row[4] is None]
+        erased = [row[0] for row in gone if row[4] is None]
         if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
             raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
-            gone = [row[0] for row in chosen if row[7] != active and row[4] is not None]
-        if gone:  # left between fan-out and now: they get nothing more from us
-            finish(session=session, ids=gone, owner=owner, status=DeliveryStatus.cancelled, now=now,
+        left = [row[0] for row in gone if row[4] is not None]
+        if left:  # left between fan-out and now: they get nothing more from us
+            finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
                    error="subscriber no longer active")
     rows = [BatchRow(row[0], row[4], row[5], row[6]) for row in chosen if row[7] == active]
     return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
