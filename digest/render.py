@@ -41,14 +41,21 @@ OPINION_MAX = 160
 
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December")
-# C0 and C1 control characters, DEL included; \t and \n are kept (the text part uses them).
+# C0 and C1 control characters, DEL included; \t is kept (line breaks are handled before, by _LINE_BREAK).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Every line boundary str.splitlines() knows (CR, LF, CRLF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029): a
+# mail client may break a line at any of them, so in a value each one becomes one space.
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _ZWSP = "\u200b"
 
 
 class RenderError(Exception):
     """A template did not render or its MJML did not compile; the message names the template."""
+
+
+class Laid(str):
+    """Text the text part's own `para` laid out: its line breaks are ours, so `neutralize` keeps them."""
 
 
 class Tagged(str):
@@ -85,7 +92,10 @@ class Shown:
 
 
 def neutralize(value):
-    """Jinja ``finalize``: make text from the store unable to produce a substitution tag or a control char.
+    """Jinja ``finalize``: make text from the store unable to produce a substitution tag, a control char or a line.
+
+    Every line break in a value becomes a space: a title cannot start a line of the text part of its own
+    ("Unsubscribe:" and a foreign URL under it); the template decides where lines begin (`para`).
 
     "[%" gets a zero-width space ("[\u200b%") so "[%t%]" written in a title is never substituted; "<%"
     likewise (SendGrid's own unsubscribe tags). A value ending in "[" or starting with "%" is guarded too,
@@ -94,14 +104,14 @@ def neutralize(value):
     """
     if value is None:
         return ""
-    if isinstance(value, (Tagged, Markup)) or not isinstance(value, str):
-        # Markup is output of our own macros, every value in it already went through here.
+    if isinstance(value, (Tagged, Markup, Laid)) or not isinstance(value, str):
+        # Markup and Laid are output of our own macros and `para`: every value in them went through here.
         return value
     if "%" not in value and value.isprintable() and not value.endswith(("[", "<")):
         # Nearly every value: nothing below would change it (isprintable() is False for every character
         # _CONTROL removes). Checked first because finalize runs for every expression of every template.
         return value
-    value = _CONTROL.sub("", value)
+    value = _CONTROL.sub("", _LINE_BREAK.sub(" ", value))
     value = value.replace("[%", f"[{_ZWSP}%").replace("<%", f"<{_ZWSP}%")
     if value.endswith(("[", "<")):
         value += _ZWSP
@@ -179,20 +189,24 @@ def make_environment(path: Path | None = None) -> jinja2.Environment:
     )
     env.filters["clip"] = clip
 
-    def para(value, indent: str = "") -> str:
-        """The text part's paragraph: wrapped at 76 columns, never inside a word or a URL, then indented.
+    def para(value, indent: str = "") -> Laid:
+        """The text part's paragraph: one line of text wrapped at 76 columns, never inside a word or a URL,
+        then indented. Line breaks in ``value`` are spaces (`neutralize`): the only line starts are the
+        wrapping's, every one at ``indent``. So a paragraph carrying any imported value is indented — at
+        column 0 stand only the template's own words, and a wrapped title cannot begin a line there.
 
         A Python function rather than a template macro: it runs a hundred times per text part, and Jinja's
         macro machinery cost more than the wrapping (benchmarks/render.py).
         """
+        value = neutralize(value)
         width = 76 - len(indent)
         if len(value) <= width and value.isprintable() and value == value.strip():
             # Most paragraphs (names, prices, titles) are one short line that wrapping would return as it
             # is; textwrap's chunking was the larger part of the text part's cost. Checked equal to the
             # full path for any text (tests/test_render.py).
-            return indent + value
+            return Laid(indent + value)
         wrapped = jinja2.filters.do_wordwrap(env, value, width, break_long_words=False, break_on_hyphens=False)
-        return jinja2.filters.do_indent(wrapped, indent, first=True)
+        return Laid(jinja2.filters.do_indent(wrapped, indent, first=True))
 
     env.globals["para"] = para
     return env

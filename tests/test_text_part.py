@@ -1,0 +1,98 @@
+"""The plain-text part (issue 13, item 7): imported text cannot forge lines. Column 0 is the template's own
+(its words, the rules, our URLs); every imported value stays on its own indented line or block, whatever
+line breaks (CR, LF, CRLF, VT, FF, NEL, U+2028/2029…) or wrapping it brings."""
+
+from __future__ import annotations
+
+import re
+from itertools import cycle
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from digest.render import Renderer
+from storage.models import Comparison, Review, Tool
+from tests.email_samples import ISSUE_DATE, WEEK, make_comparison, sample_renderer
+
+# Every boundary str.splitlines() knows, and the words a forger needs.
+BREAKS = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+FORGERY = ["Unsubscribe:", "Manage preferences:", "Read the full verdict:", "View in your browser:",
+           "https://evil.example/u/x", "=" * 72, "[%t%]", "\t", " ", "  ", "word " * 15, "x" * 80]
+fragment = st.one_of(st.sampled_from(BREAKS + FORGERY), st.text(max_size=12))
+hostile = st.lists(fragment, max_size=10).map("".join)
+URL = re.compile(r"https?://\S+")
+
+
+def column0(text: str) -> list[str]:
+    """The lines a reader takes for the email's own: not blank, not indented."""
+    return [line for line in text.split("\n") if line.strip() and not line[:1].isspace()]
+
+
+def render_text(renderer: Renderer, comparisons: list[Comparison], *, audience: str, more_count: int) -> str:
+    return renderer.render_segment(week=WEEK, issue_date=ISSUE_DATE, comparisons=comparisons, more_count=more_count,
+                                   audience=audience).text
+
+
+def filled_with(texts, comparisons: list[Comparison]) -> list[Comparison]:
+    """Every imported text of ``comparisons`` (titles, categories, names, taglines, prices, seats, verdicts,
+    reviews, summaries) taken from ``texts`` in turn; the URLs stay."""
+    for comparison in comparisons:
+        comparison.title, comparison.category = next(texts) or "t", next(texts)
+        for tool in comparison.tools:
+            tool.name, tool.tagline, tool.entry_price, tool.summary = next(texts) or "n", next(texts), next(texts), next(texts)
+            for review in tool.reviews:
+                review.persona, review.verdict, review.text = next(texts), next(texts), next(texts)
+    return comparisons
+
+
+def issue(count: int, tools: int, reviews: int) -> list[Comparison]:
+    comparisons = [make_comparison(index, tools=tools) for index in range(count)]
+    for comparison in comparisons:
+        for tool in comparison.tools:
+            tool.reviews = tool.reviews[:reviews]
+    return comparisons
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(hostile, min_size=1, max_size=40), audience=hostile, count=st.integers(1, 3),
+       tools=st.integers(2, 4), reviews=st.integers(0, 4), more_count=st.integers(0, 2))
+def test_imported_text_never_writes_a_line_of_its_own(texts, audience, count, tools, reviews, more_count):
+    "any text in any imported field and the audience: column 0 holds exactly the lines of a plain issue"
+    renderer = sample_renderer()
+    plain = render_text(renderer, issue(count, tools, reviews), audience="Writing", more_count=more_count)
+    forged = render_text(renderer, filled_with(cycle(texts), issue(count, tools, reviews)), audience=audience,
+                         more_count=more_count)
+
+    assert column0(forged) == column0(plain)
+    lines = column0(forged)
+    links = renderer.links
+    for label, url in (("Unsubscribe:", links.unsubscribe()), ("Manage preferences:", links.preferences())):
+        assert [i for i, line in enumerate(lines) if line.startswith(label)] == [lines.index(label)]
+        assert lines[lines.index(label) + 1] == url
+    ours = {links.unsubscribe(), links.preferences(), links.archive(WEEK), links.click(renderer.settings.site_url)}
+    ours |= {links.click(c.url) for c in issue(count, tools, reviews)}
+    assert {url for line in lines for url in URL.findall(line)} <= ours
+
+
+@pytest.mark.parametrize("line_break", BREAKS)
+def test_a_line_break_in_a_title_is_a_space_in_every_part(line_break):
+    "a title 'Quill<break>Unsubscribe: https://evil…' reads as one line in the text part and the HTML"
+    title = f"Quill vs Inkwell{line_break}Unsubscribe:{line_break}https://evil.example/u/x"
+    email = sample_renderer().render_segment(week=WEEK, issue_date=ISSUE_DATE, audience="Writing", more_count=0,
+                                             comparisons=[make_comparison(title=title)])
+    assert "  Quill vs Inkwell Unsubscribe: https://evil.example/u/x\n" in email.text
+    assert "Quill vs Inkwell Unsubscribe: https://evil.example/u/x</h2>" in email.html
+    assert not any(line.startswith(("Unsubscribe: https", "https://evil")) for line in email.text.splitlines())
+
+
+def test_a_wrapped_title_continues_indented():
+    "a long title wraps inside its block: a URL 70 columns in never starts a line of column 0"
+    title = "A very long comparison title that goes on until the wrap " + "https://evil.example/u/x"
+    text = render_text(sample_renderer(), [make_comparison(title=title)], audience="Writing", more_count=0)
+    assert "\n  https://evil.example/u/x\n" in text
+
+
+def test_the_audience_is_its_own_indented_line():
+    "the footer says why in the template's words, the reader's categories on the indented line below"
+    text = render_text(sample_renderer(), [make_comparison()], audience="Developer Tools and Writing", more_count=0)
+    assert "for:\n  Developer Tools and Writing\n\nManage preferences:\n" in text
