@@ -103,7 +103,7 @@ def subscribers_add(
     settings = settings_for_run(need_secrets=False)
     try:
         result = add_subscriber(engine=engine_for(settings), email=email, name=name, categories=category or [], now=utcnow())
-    except InvalidAddress as exc:
+    except (InvalidAddress, ValueError) as exc:  # ValueError: a name digest.names refuses
         raise fail(str(exc))
     console.print(f"{result.email}: {'added' if result.created else 'updated'}")
 

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from digest.importing.addresses import InvalidAddress, normalize_address
 from digest.importing.errors import InvalidImport
+from digest.names import name_problem
 from digest.selection import canonical_categories, parse_categories
 from digest.subscriptions import suppressed_keys
 from storage.models import Subscriber, SubscriberStatus
@@ -84,11 +85,12 @@ def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: It
 
     ``categories`` are names as a person writes them ("Developer Tools"); none means every category.
     Raises InvalidAddress with email-validator's reason, SuppressedAddress (an InvalidAddress) for an
-    address that asked to be forgotten. The status of a known address never changes.
+    address that asked to be forgotten, ValueError for a name that cannot be stored (digest.names).
+    The status of a known address never changes.
     """
     address = normalize_address(email.strip())
     names = [categories] if isinstance(categories, str) else categories
-    row = _row(address.email, address.key, name.strip(),
+    row = _row(address.email, address.key, _name(name),
                canonical_categories(part for each in names for part in parse_categories(each)))
     with engine.begin() as connection:
         if suppressed_keys(connection, [address.key]):
@@ -206,6 +208,8 @@ def _name(text: str) -> str:
         raise ValueError(f"the name is {len(name)} characters long, more than the maximum of {MAX_NAME}")
     if "\x00" in name:
         raise ValueError("the name contains a NUL character, which the database cannot store")
+    if problem := name_problem(name):
+        raise ValueError(problem)
     return name
 
 
