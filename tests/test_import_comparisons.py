@@ -9,8 +9,11 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from digest.categories import MAX_LENGTH, category_problem
 from digest.importing import InvalidImport, import_comparisons, load_comparisons
 from digest.importing.comparisons import SCHEMA
 from storage.db import session_scope
@@ -312,3 +315,45 @@ def test_odd_but_valid_text_is_stored_verbatim(engine, tmp_path):
 def test_packaged_schema_is_the_one_the_importer_uses():
     "the importer validates against the packaged copy of the contract"
     assert SCHEMA == json.loads(PACKAGED_SCHEMA.read_text("utf-8"))
+
+
+# -- category names: one rule (digest.categories), read from the packaged contract ----------------------------
+
+def test_the_category_rule_is_read_from_the_packaged_contract_for_comparisons_and_tools():
+    "the rule's limits are the contract's; a tool's optional category has the same pattern with blank allowed"
+    category = SCHEMA["$defs"]["comparison"]["properties"]["category"]
+    tool_category = SCHEMA["$defs"]["tool"]["properties"]["category"]
+    assert MAX_LENGTH == category["maxLength"] == tool_category["maxLength"] == 100
+    assert category["pattern"] == "^[^;,\\r\\n]+$" and tool_category["pattern"] == "^[^;,\\r\\n]*$"
+    assert category_problem("", required=False) is None and category_problem("") is not None
+
+
+NAMES = st.text(alphabet=st.sampled_from("aZé 🙂;,\r\n\t\x00\u2028"), max_size=8) | st.builds(
+    lambda n, tail: "x" * n + tail, st.integers(95, 102), st.sampled_from(["", ";", "\n"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES)
+def test_the_importer_the_rule_and_the_contract_agree_on_every_category_name(tmp_path, name):
+    "for any name: the importer refuses it as a comparison's category exactly when category_problem names a problem"
+    expected_ok = (0 < len(name) <= 100 and name.strip() != "" and not set(name) & set(";,\r\n\x00"))
+    assert (category_problem(name) is None) == expected_ok
+    item = another("named")
+    item["category"] = name
+    try:
+        load_comparisons(write(tmp_path, [item]))
+        accepted = True
+    except InvalidImport as exc:
+        accepted = False
+        assert str(exc).startswith('comparisons.json: item 1 (slug "named"): category: '), str(exc)
+        assert len(str(exc).splitlines()) == 1  # said once, by the rule, not again by the schema
+    assert accepted == expected_ok
+
+
+def test_a_category_with_a_final_line_break_is_refused_though_jsonschema_lets_it_pass(tmp_path):
+    "\"Writing\\n\" satisfies the schema's pattern under Python's re ($ before a final newline); the import refuses it"
+    from jsonschema import Draft202012Validator
+
+    assert list(Draft202012Validator({"pattern": "^[^;,\\r\\n]+$"}).iter_errors("Writing\n")) == []
+    with pytest.raises(InvalidImport, match=r'category: "Writing\\n" contains a line break'):
+        load_comparisons(write(tmp_path, [another("final-newline", category="Writing\n")]))

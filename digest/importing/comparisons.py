@@ -25,7 +25,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session
 
+from digest.categories import category_problem
 from digest.importing.errors import InvalidImport
+from digest.quoting import quoted
 from storage.db import session_scope
 from storage.models import Comparison, Review, Tool
 
@@ -138,7 +140,7 @@ def _problems(data: object) -> Iterator[str]:
         yield f"the file must hold a JSON array of comparisons ([{{…}}, …]), not {_json_type(data)}"
         return
     found: list[tuple[int, str]] = [(error.absolute_path[0], _schema_problem(error))
-                                    for error in _VALIDATOR.iter_errors(data)]
+                                    for error in _VALIDATOR.iter_errors(data) if not _category_text(error)]
     first_of_slug: dict[str, int] = {}
     for index, item in enumerate(data):
         if isinstance(item, dict):
@@ -165,11 +167,32 @@ def _item_problems(item: dict, index: int, first_of_slug: dict[str, int]) -> Ite
             yield f"slug: also used by item {first_of_slug[slug] + 1}: each slug may appear once in a file"
         else:
             first_of_slug[slug] = index
+    yield from _category_problems(item)
     for where, text in _strings(item, ""):
+        if where == "category" or where.endswith(".category"):
+            continue  # the category rule says it, NUL included
         if "\x00" in text:
             yield f"{where}: contains a NUL character (\\u0000), which the database cannot store: remove it"
         elif not _encodable(text):
             yield f"{where}: contains an unpaired surrogate (a broken \\ud8xx escape): fix the text's encoding"
+
+
+def _category_problems(item: dict) -> Iterator[str]:
+    """Category names by the one rule of digest.categories: the contract's pattern over the whole name."""
+    names = [("category", item.get("category"), True)]
+    if isinstance(item.get("tools"), list):
+        names += [(f"tools[{n}].category", tool.get("category"), False)
+                  for n, tool in enumerate(item["tools"]) if isinstance(tool, dict)]
+    for where, name, required in names:
+        problem = category_problem(name, required=required) if isinstance(name, str) else None
+        if problem:
+            yield f"{where}: {_show(name)} {problem}"
+
+
+def _category_text(error: ValidationError) -> bool:
+    """A schema error about a category's text, which _category_problems reports in the rule's words."""
+    path = list(error.absolute_path)
+    return bool(path) and path[-1] == "category" and error.validator in ("pattern", "minLength", "maxLength")
 
 
 def _schema_problem(error: ValidationError) -> str:
@@ -233,11 +256,7 @@ def _encodable(text: str) -> bool:
 
 
 def _show(value: object) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return _clip(text, 80)
+    return quoted(value, 80)
 
 
 def _clip(text: str, limit: int) -> str:
