@@ -112,23 +112,37 @@ def subscribers_add(
 def subscribers_import(file: Annotated[Path, typer.Argument(help="CSV with a header row email,name,categories")]) -> None:
     """Import subscribers from CSV: header `email,name,categories`, categories separated by `;` (empty = all).
 
-    Good rows are imported; each bad row is reported by line number. Existing subscribers keep their
-    status (an import never re-subscribes someone who left).
+    Good rows are imported; each bad row is reported by the line where it starts, as an editor numbers
+    lines. The summary counts new addresses, addresses already in the store, rows repeating an address
+    met earlier in the file (any letter case; the later row wins) and bad rows. Existing subscribers
+    keep their status (an import never re-subscribes someone who left). A file that cannot be read to
+    its end (a quote never closed, bytes that are not UTF-8) stops there: the rows before it are
+    imported, the message says how many, and importing the fixed file again is safe.
 
     Example: digest subscribers import list.csv
     """
-    from digest.importing import InvalidImport, import_subscribers
+    from digest.importing import ImportStopped, InvalidImport, import_subscribers
 
     settings = settings_for_run(need_secrets=False)
     try:
         result = import_subscribers(engine=engine_for(settings), path=file, now=utcnow())
+    except ImportStopped as exc:
+        print_row_errors(file, exc.result)
+        raise fail(str(exc))
     except InvalidImport as exc:
         raise fail(str(exc))
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}")
+    print_row_errors(file, result)
+    console.print(f"{file}: {result.summary()}", highlight=False, markup=False)
+
+
+def print_row_errors(file: Path, result) -> None:
     for row in result.errors:
-        errors.print(f"{file}: line {row.line}: {row.email!r}: {row.reason}", highlight=False, markup=False)
-    console.print(f"{file}: {result.created} new, {result.updated} updated, {result.bad_rows} bad rows skipped")
+        errors.print(f"{file}: line {row.line}: {row.email!r}: {row.reason}", highlight=False, markup=False,
+                     soft_wrap=True)
+    if result.bad_rows > len(result.errors):
+        errors.print(f"{file}: … and {result.bad_rows - len(result.errors)} more bad rows", highlight=False)
 
 
 # -- send ------------------------------------------------------------------------------------------------
@@ -237,12 +251,16 @@ def preview(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: standard output)")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="serve a live preview page on 127.0.0.1 instead (desktop, phone, text; reloads on change)")] = False,
     port: Annotated[int, typer.Option(help="with --serve: the port")] = 8001,
+    host: Annotated[str, typer.Option(help="with --serve: the address to listen on; anything but loopback lets others on the network see every subscriber's address and personal links")] = "127.0.0.1",
 ) -> None:
     """Render the coming issue (or --week) as a subscriber would get it, to a file or standard output.
 
     With --serve, a page at http://127.0.0.1:PORT/ shows the email at desktop and phone widths side by
     side with its plain text, a picker for week and subscriber, and who gets what; it reloads by itself
-    when a template or the data changes, and shows template errors with file and line.
+    when a template or the data changes, and shows template errors with file and line. It is for this
+    machine: it listens on 127.0.0.1 and answers only requests for 127.0.0.1, localhost or [::1] (421
+    otherwise; a DNS-rebinding page cannot read it). --host listens elsewhere, with a warning; the page
+    then also answers to that address (a wildcard such as 0.0.0.0 adds no name: use a tunnel).
 
     Example: digest preview --as ada@example.com --format html --out issue.html; digest preview --serve
     """
@@ -257,10 +275,15 @@ def preview(
     if serve:
         import uvicorn
 
-        from digest.editor import create_editor_app
+        from digest.editor import create_editor_app, is_loopback, page_url
 
-        console.print(f"preview at http://127.0.0.1:{port}/ (Ctrl-C to stop)")
-        uvicorn.run(create_editor_app(sender), host="127.0.0.1", port=port, log_level="warning")
+        if not is_loopback(host):
+            errors.print(f"warning: --host {host} listens beyond this machine: whoever reaches port {port} sees "
+                         "every subscriber's address and personal links (unsubscribe, preferences). Prefer "
+                         "127.0.0.1 and an SSH tunnel.", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"preview at {page_url(host, port)} (Ctrl-C to stop)")
+        uvicorn.run(create_editor_app(sender, bind=host), host=host, port=port, log_level="warning",
+                    server_header=False)
         return
     try:
         if format == "eml":

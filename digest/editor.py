@@ -4,19 +4,28 @@ One page shows the coming issue as a chosen reader gets it, at desktop (600 px a
 (375 px) widths side by side, with its plain text and the who-gets-what table. The page asks every
 second for a fingerprint of the templates and the data and reloads when it changes; a template error
 is shown on the page with its file and line instead of taking the server down.
+
+The page lists every active subscriber and renders their personal links, so it is for this machine only:
+it listens on 127.0.0.1 unless told otherwise (`digest preview --serve --host`), and it answers only
+requests addressed to it by a loopback name (`Host: 127.0.0.1`, `localhost` or `[::1]`, any port). A
+web page elsewhere that re-points its own domain at 127.0.0.1 (DNS rebinding) sends its own domain as
+Host and gets 421 with nothing in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
+import re
 import traceback
 from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
 from fastapi import FastAPI, Query
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.datastructures import MutableHeaders
 from sqlalchemy import func, select
 
 from digest.preview import NothingToPreview, dry_run, preview
@@ -26,8 +35,83 @@ from storage.db import session_scope
 from storage.models import Comparison, Issue, Subscriber
 from storage.types import utcnow
 
-EDITOR_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src * data:; "
-              "frame-src 'self'; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'self'")
+# The editor's own pages: the reload script inline, the email framed from this server, nothing else.
+EDITOR_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; "
+              "frame-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+# The email in its frame: its styles and remote images as a mail client shows them, never a script.
+EMAIL_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src * data:; frame-ancestors 'self'; "
+             "base-uri 'none'; form-action 'none'")
+# On every answer, refusals and 404s included; a response's own CSP wins over the default one here.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # a link followed from the preview must not carry ?as=<address>
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# A Host header: a name or an IPv4 address, or an IPv6 address in brackets; then maybe ":port".
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]:]+)(?::[0-9]{1,5})?")
+
+
+def host_names(bind: str) -> frozenset[str]:
+    """The Host names the preview answers to when listening on ``bind``: the loopback ones, and ``bind``
+    itself when it is one address (an operator who chose to listen there reaches it by that address).
+    A wildcard (0.0.0.0, ::) adds nothing: reach it through a tunnel or a port forward to localhost."""
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        return LOOPBACK_NAMES | {bind.lower()}
+    if address.is_unspecified:
+        return LOOPBACK_NAMES
+    return LOOPBACK_NAMES | {f"[{address}]" if address.version == 6 else str(address)}
+
+
+def page_url(bind: str, port: int) -> str:
+    """Where to open the preview when it listens on ``bind``: 127.0.0.1 for a wildcard."""
+    names = sorted(host_names(bind) - LOOPBACK_NAMES) or ["127.0.0.1" if ":" not in bind else "[::1]"]
+    return f"http://{names[0]}:{port}/"
+
+
+def is_loopback(bind: str) -> bool:
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return bind.lower() == "localhost"
+
+
+class LocalOnly:
+    """ASGI middleware: 421 for a request whose Host is not one of ``names``; security headers on every answer."""
+
+    def __init__(self, app, *, names: frozenset[str]):
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        hosts = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
+        if len(hosts) != 1 or not self._allowed(hosts[0]):
+            # 421 Misdirected Request (RFC 9110 15.5.20): this server does not answer for that name.
+            refusal = PlainTextResponse("This preview answers only at http://127.0.0.1, http://localhost or "
+                                        "http://[::1] on this machine.\n", status_code=421, headers=SECURITY_HEADERS)
+            return await refusal(scope, receive, send)
+
+        async def send_secured(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+    def _allowed(self, host: str) -> bool:
+        match = _HOST.fullmatch(host)
+        return match is not None and match[1].lower() in self.names
 
 
 def fingerprint(sender: Sender, root: Path | None = None) -> str:
@@ -58,9 +142,11 @@ def template_error(exc: BaseException) -> str:
     return str(exc)
 
 
-def create_editor_app(sender: Sender, *, templates_root: Path | None = None) -> FastAPI:
-    """``templates_root``: the directory watched for changes (default: the templates in use)."""
+def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bind: str = "127.0.0.1") -> FastAPI:
+    """``templates_root``: the directory watched for changes (default: the templates in use); ``bind``: the
+    address the server listens on, which decides the Host names it answers to (`host_names`)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(LocalOnly, names=host_names(bind))
 
     def render(week: str | None, reader: str | None):
         return preview(sender=sender, week=week or None, now=utcnow(), as_email=reader or None)
@@ -84,8 +170,10 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None) -> 
     @app.get("/email.html", response_class=HTMLResponse)
     def email(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
         try:
-            return HTMLResponse(render(week, reader).email.html, headers={"Content-Security-Policy": EDITOR_CSP})
-        except (RenderError, NothingToPreview) as exc:
+            return HTMLResponse(render(week, reader).email.html, headers={"Content-Security-Policy": EMAIL_CSP})
+        except NothingToPreview as exc:
+            return HTMLResponse(f"<p>{html.escape(str(exc))}</p>", status_code=404)
+        except RenderError as exc:
             return HTMLResponse(f"<pre>{html.escape(template_error(exc))}</pre>", status_code=500)
 
     @app.get("/stats", response_class=HTMLResponse)

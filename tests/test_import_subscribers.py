@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,9 +12,13 @@ import pytest
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 
-from digest.importing import InvalidAddress, InvalidImport, RowError, add_subscriber, import_subscribers
+from digest.categories import InvalidCategory
+from digest.importing import (
+    ImportStopped, InvalidAddress, InvalidImport, RowError, add_subscriber, import_subscribers,
+)
 from digest.importing.addresses import _fast, normalize_address
-from storage.db import session_scope
+from storage.db import make_engine, session_scope
+from storage.migrate import upgrade
 from storage.models import Subscriber, SubscriberStatus
 
 DATA = Path(__file__).parent / "data" / "import"
@@ -151,14 +157,6 @@ def test_a_bad_header_refuses_the_file(engine, tmp_path, text, message):
     assert subscribers(engine) == {}
 
 
-def test_bytes_that_are_not_utf8_are_named_by_line(engine, tmp_path):
-    "a file that is not UTF-8 is refused at the line where it stops being readable"
-    path = tmp_path / "latin1.csv"
-    path.write_bytes("email,name\nzoe@example.com,Zoë\n".encode("latin-1"))
-    with pytest.raises(InvalidImport, match=r"latin1.csv: line \d+: not UTF-8: save the file as UTF-8"):
-        import_subscribers(engine=engine, path=path, now=NOW)
-
-
 def test_demo_subscribers_import_cleanly(engine):
     "the demo subscribers.csv imports every row, at reserved example domains only"
     result = import_subscribers(engine=engine, path=DEMO, now=NOW)
@@ -167,6 +165,149 @@ def test_demo_subscribers_import_cleanly(engine):
     assert len(rows) == result.created >= 35
     assert {key.rsplit("@", 1)[1] for key in rows} <= {"example.com", "example.org", "example.net"}
     assert sum(row.categories == "" for row in rows.values()) >= len(rows) // 4
+
+
+# -- physical lines, files that stop halfway, counts by name ----------------------------------------------------
+
+def test_rows_are_named_by_the_physical_line_where_they_start(engine, tmp_path):
+    "after quoted fields over several lines, CR LF and lone CR endings, a bad row is named by its editor line"
+    text = ('email,name\r\n'
+            'a@example.com,"Ada\r\nover three\r\nlines"\r\n'  # lines 2-4
+            'not-an-address,X\r'  # line 5, a lone CR ends it
+            'b@example.com,"Bob\nover two"\n'  # lines 6-7
+            '\n'  # line 8, blank
+            'c@@example.com,C\n')  # line 9
+    result = import_subscribers(engine=engine, path=write(tmp_path, text), now=NOW)
+    assert [(e.line, e.email) for e in result.errors] == [(5, "not-an-address"), (9, "c@@example.com")]
+    assert sorted(subscribers(engine)) == ["a@example.com", "b@example.com"]
+
+
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_every_row_before_it_is_imported(engine, tmp_path):
+    "400 good rows (over 8 KB), then a Latin-1 row: the message names line 402, exactly 400 addresses are stored"
+    good = "".join(f"reader{n}@example.com,Reader number {n}\n" for n in range(400)).encode()
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"email,name\n" + good + "zoe@example.com,Zo\u00eb\n".encode("latin-1") + b"last@example.com,L\n")
+    with pytest.raises(ImportStopped) as stopped:
+        import_subscribers(engine=engine, path=path, now=NOW)
+    assert str(stopped.value).splitlines() == [
+        "latin1.csv: line 402: byte 0xeb is not UTF-8: save the file as UTF-8.",
+        "latin1.csv: 400 addresses from the lines before line 402 were imported (400 new, 0 already in the store "
+        "(0 updated, 0 unchanged), 0 rows repeating an address met earlier in the file (the later row wins), "
+        "0 bad rows skipped); nothing from line 402 on was.",
+        "latin1.csv: fix the file and import it again: addresses already imported are updated, not added twice.",
+    ]
+    assert stopped.value.result.created == 400 and len(subscribers(engine)) == 400
+
+
+def test_a_quote_never_closed_stops_at_the_line_where_its_record_starts(engine, tmp_path, monkeypatch):
+    "a name opened with a quote on line 5 and never closed: stopped at line 5, the rows before it imported, none after"
+    import digest.importing.subscribers as module
+
+    monkeypatch.setattr(module, "CHUNK_ROWS", 2)  # the rows before the problem span a written and a pending chunk
+    text = ("email,name\na@example.com,A\nb@example.com,B\nbad@,X\n"
+            'c@example.com,"Carol\nd@example.com,D\ne@example.com,E\n')
+    with pytest.raises(ImportStopped) as stopped:
+        import_subscribers(engine=engine, path=write(tmp_path, text), now=NOW)
+    first, counts, _ = str(stopped.value).splitlines()
+    assert first == 'subscribers.csv: line 5: a quoted field starts in this record and is never closed: add the missing ".'
+    assert counts.startswith("subscribers.csv: 2 addresses from the lines before line 5 were imported (2 new, ")
+    assert "1 bad row skipped); nothing from line 5 on was." in counts
+    assert [(e.line, e.email) for e in stopped.value.result.errors] == [(4, "bad@")]
+    assert sorted(subscribers(engine)) == ["a@example.com", "b@example.com"]
+
+
+def test_text_after_a_closing_quote_stops_the_file_instead_of_gluing_it_on(engine, tmp_path):
+    "'\"Ada\" Lovelace' is not read as a name 'Ada Lovelace': the file stops at that line and says how to quote"
+    text = 'email,name\na@example.com,A\nb@example.com,"Ada" Lovelace\n'
+    with pytest.raises(ImportStopped, match=r"line 3: text follows the closing quote of a field: put the whole "
+                                            r"field in double quotes and double each \" inside it"):
+        import_subscribers(engine=engine, path=write(tmp_path, text), now=NOW)
+    assert sorted(subscribers(engine)) == ["a@example.com"]
+
+
+def test_the_summary_names_every_count_and_counts_each_row_once(engine, tmp_path, monkeypatch):
+    "new, already stored (updated / unchanged), repeated in the file in another case, bad, suppressed: each row once"
+    import digest.importing.subscribers as module
+    from digest.subscriptions import forget
+
+    add_subscriber(engine=engine, email="known@example.com", name="Known", now=NOW)
+    add_subscriber(engine=engine, email="same@example.com", name="Same", now=NOW)
+    add_subscriber(engine=engine, email="gone@example.com", now=NOW)
+    with session_scope(engine) as session:
+        gone = session.execute(select(Subscriber).where(Subscriber.email_key == "gone@example.com")).scalar_one()
+        forget(session=session, subscriber=gone, now=NOW)
+    monkeypatch.setattr(module, "CHUNK_ROWS", 2)  # the repeats land in later chunks than their first rows
+    rows = ["new@example.com,New", "Known@Example.com,Known Again", "same@example.com,Same", "gone@example.com,G",
+            "NEW@example.com,New Again", "not-an-address,X", "GONE@example.com,G2", "other@example.com,O"]
+    result = import_subscribers(engine=engine, path=write(tmp_path, "email,name\n" + "\n".join(rows) + "\n"), now=LATER)
+
+    assert (result.created, result.updated, result.unchanged, result.duplicates, result.bad_rows, result.suppressed) \
+        == (2, 1, 1, 2, 2, 1)
+    assert result.created + result.known + result.duplicates + result.bad_rows == len(rows)
+    assert result.summary() == ("2 new, 2 already in the store (1 updated, 1 unchanged), 2 rows repeating an address "
+                                "met earlier in the file (the later row wins), 2 bad rows skipped "
+                                "(1 of them asked to be forgotten)")
+    assert subscribers(engine)["new@example.com"].name == "New Again"
+
+
+def test_the_cli_prints_the_row_errors_and_the_summary(tmp_path):
+    "`digest subscribers import`: each bad row on stderr by line, then every count by name on stdout"
+    url = f"sqlite:///{tmp_path / 'digest.db'}"
+    upgrade(url)
+    path = write(tmp_path, 'email,name,categories\na@example.com,"A\nB",Writing\nbad@,X,\nA@EXAMPLE.COM,A,"AI, Agents"\n')
+    done = run_cli(url, "subscribers", "import", str(path))
+    assert done.returncode == 0, done.stderr
+    assert f"{path}: line 4: 'bad@': " in done.stderr
+    assert f"{path}: line 5: 'A@EXAMPLE.COM': category \"AI, Agents\" contains a comma: category names may not " \
+           "contain ; , or line breaks (the comparison contract)" in done.stderr
+    assert f"{path}: 1 new, 0 already in the store (0 updated, 0 unchanged), 0 rows repeating an address met " \
+           "earlier in the file (the later row wins), 2 bad rows skipped" in done.stdout
+
+
+# -- category names: the comparison contract's rule ----------------------------------------------------------
+
+@pytest.mark.parametrize("cell, refused", [
+    ("AI, Agents", "\"AI, Agents\" contains a comma"),
+    ("Writing;AI\nAgents", "\"AI\\nAgents\" contains a line break"),
+    ("Writing;AI\r\nAgents", "\"AI\\r\\nAgents\" contains a line break"),
+    ("x" * 101, "is 101 characters long, more than the maximum of 100"),
+    ("Wri\x00ting", "contains a NUL character"),
+])
+def test_a_csv_category_the_contract_refuses_skips_the_row(engine, tmp_path, cell, refused):
+    "a categories cell holding a name with a comma, a line break, 101 characters or NUL: the row is skipped, named"
+    quoted = '"' + cell.replace('"', '""') + '"'
+    result = import_subscribers(engine=engine, path=write(tmp_path, f"email,categories\nok@example.com,Writing; Data\n"
+                                                                     f"ada@example.com,{quoted}\n"), now=NOW)
+    assert [(e.line, e.email) for e in result.errors] == [(3, "ada@example.com")]
+    assert refused in result.errors[0].reason and result.errors[0].reason.startswith("category ")
+    assert {key: row.categories for key, row in subscribers(engine).items()} == {"ok@example.com": "data;writing"}
+
+
+def test_add_refuses_a_category_the_contract_refuses(engine):
+    "`add_subscriber` (digest subscribers add -c) with \"AI, Agents\": InvalidCategory, nothing stored; ; still separates"
+    with pytest.raises(InvalidCategory, match=r'category "AI, Agents" contains a comma'):
+        add_subscriber(engine=engine, email="ada@example.com", categories=["Writing", "AI, Agents"], now=NOW)
+    assert subscribers(engine) == {}
+    add_subscriber(engine=engine, email="ada@example.com", categories=["Writing; AI"], now=NOW)
+    assert subscribers(engine)["ada@example.com"].categories == "ai;writing"
+
+
+def test_the_cli_add_refuses_a_category_with_a_comma(tmp_path):
+    "`digest subscribers add ada@example.com -c \"AI, Agents\"`: exit 1, the rule in the message, nothing stored"
+    url = f"sqlite:///{tmp_path / 'digest.db'}"
+    upgrade(url)
+    done = run_cli(url, "subscribers", "add", "ada@example.com", "-c", "AI, Agents")
+    assert done.returncode == 1
+    assert 'category "AI, Agents" contains a comma: category names may not contain ; , or line breaks' in done.stderr
+    engine = make_engine(url)
+    assert subscribers(engine) == {}
+    engine.dispose()
+
+
+def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "COLUMNS": "80"}
+    return subprocess.run([sys.executable, "-m", "digest.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 # -- the fast path agrees with email-validator ---------------------------------------------------------------

@@ -11,7 +11,6 @@ skips the row and reports it.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,10 +21,12 @@ from sqlalchemy import ARRAY, Connection, Engine, any_, bindparam, func, literal
 from sqlalchemy.types import DateTime, String
 from sqlalchemy.dialects import postgresql, sqlite
 
+from digest.categories import category_list, stored_categories
 from digest.importing.addresses import InvalidAddress, normalize_address
+from digest.importing.csv_rows import Record, Unreadable, records
 from digest.importing.errors import InvalidImport
+from digest.importing.outcome import ImportStopped, RowError, SubscriberImport
 from digest.names import name_problem
-from digest.selection import canonical_categories, parse_categories
 from digest.subscriptions import suppressed_keys
 from storage.models import Subscriber, SubscriberStatus
 from storage.types import UTCDateTime
@@ -33,9 +34,7 @@ from storage.types import UTCDateTime
 # 5,000 rows per statement and per commit: a million-row import holds SQLite's write lock for a few
 # hundredths of a second at a time, so the sender and the web app wait at most that long.
 CHUNK_ROWS = 5_000
-MAX_ROW_ERRORS = 10_000  # kept in full; a file of a million bad rows reports the count beyond these
 MAX_NAME = 200
-MAX_CATEGORY = 100  # the comparison schema's longest category name
 COLUMNS = ("email", "name", "categories")
 SUPPRESSED_REASON = "suppressed: this address asked to be forgotten or bounced; it is not added again"
 
@@ -61,37 +60,20 @@ class AddResult:
     subscriber_id: int
 
 
-@dataclass(frozen=True)
-class RowError:
-    line: int  # the physical line of the CSV where the row starts; the header is line 1
-    email: str  # as written in the file
-    reason: str
-
-
-@dataclass
-class SubscriberImport:
-    created: int = 0
-    updated: int = 0  # known addresses whose name or categories changed
-    unchanged: int = 0  # known addresses already holding the same name and categories
-    duplicates: int = 0  # rows repeating an address met earlier in the file: the later row wins
-    bad_rows: int = 0  # rows skipped; ``errors`` lists the first MAX_ROW_ERRORS of them
-    suppressed: int = 0  # of the bad rows, addresses that asked to be forgotten: never re-created
-    errors: list[RowError] = field(default_factory=list)
-
-
 def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: Iterable[str] = (),
                    now: datetime) -> AddResult:
     """Add an active, confirmed subscriber, or update the name and categories of a known address.
 
-    ``categories`` are names as a person writes them ("Developer Tools"); none means every category.
-    Raises InvalidAddress with email-validator's reason, SuppressedAddress (an InvalidAddress) for an
-    address that asked to be forgotten, ValueError for a name that cannot be stored (digest.names).
-    The status of a known address never changes.
+    ``categories`` are names as a person writes them ("Developer Tools"), or ``;``-separated lists of
+    them; none means every category. Raises InvalidAddress with email-validator's reason,
+    SuppressedAddress (an InvalidAddress) for an address that asked to be forgotten, InvalidCategory (a
+    ValueError, digest.categories) for a category the comparison contract refuses, ValueError for a name
+    that cannot be stored (digest.names). The status of a known address never changes.
     """
     address = normalize_address(email.strip())
     names = [categories] if isinstance(categories, str) else categories
     row = _row(address.email, address.key, _name(name),
-               canonical_categories(part for each in names for part in parse_categories(each)))
+               stored_categories(part for each in names for part in category_list(each)))
     with engine.begin() as connection:
         if suppressed_keys(connection, [address.key]):
             raise SuppressedAddress(address.email)
@@ -105,60 +87,65 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime) -> Subscrib
     """Import a CSV of subscribers: good rows are upserted, bad rows reported by line and skipped.
 
     The header row names the columns, in any order and letter case: ``email`` (required), ``name`` and
-    ``categories`` (``;``-separated, empty = every category). An address that appears twice is imported
-    once, from its later row, and counted in ``duplicates``. The file is streamed and written in chunks
-    of CHUNK_ROWS, each its own transaction, so a file-level problem met halfway (a broken quote, bytes
-    that are not UTF-8) raises InvalidImport after the rows before it were imported; importing the fixed
-    file again is safe, every row is an upsert.
+    ``categories`` (``;``-separated, empty = every category). Lines are physical lines, as an editor
+    numbers them; a row is named by the line where it starts. An address that appears twice, in any
+    letter case, is imported once, from its later row, and counted in ``duplicates``. The file is
+    streamed and written in chunks of CHUNK_ROWS, each its own transaction, so a problem that stops the
+    file halfway (a quote never closed, bytes that are not UTF-8) raises ImportStopped after every row
+    before it was imported, saying how many; importing the fixed file again is safe, every row is an upsert.
     """
     result = SubscriberImport()
-    seen: set[str] = set()
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
-        rows: dict[str, dict] = {}  # this chunk's rows by email_key: a later row replaces an earlier one
-        lines: dict[str, int] = {}  # the line each of those rows came from, to report a suppressed one
-        first: set[str] = set()  # this chunk's addresses not met earlier in the file: the ones counted
-        for line, values, problem in _records(reader, path):
-            row = _checked(line, values, problem, result)
-            if row is None:
-                continue
-            key = row["email_key"]
-            if key in seen:
-                result.duplicates += 1
-            else:
-                seen.add(key)
-                first.add(key)
-            rows[key] = row
-            lines[key] = line
-            if len(rows) >= CHUNK_ROWS:
-                _write(engine, rows, first, lines, now, result)
-                rows, first, lines = {}, set(), {}
-        if rows:
-            _write(engine, rows, first, lines, now, result)
+    seen: set[str] = set()  # addresses of the good rows so far
+    refused: set[str] = set()  # of these, the suppressed: a later row of one is only a duplicate
+    chunk = _Chunk()
+    with path.open("rb") as file:
+        try:
+            for line, values, problem in _rows(records(file), path):
+                row = _checked(line, values, problem, result)
+                if row is None:
+                    continue
+                key = row["email_key"]
+                if key in seen:
+                    result.duplicates += 1
+                    if key in refused:
+                        continue
+                else:
+                    seen.add(key)
+                    chunk.first.add(key)
+                chunk.rows[key] = row
+                chunk.lines[key] = line
+                if len(chunk.rows) >= CHUNK_ROWS:
+                    refused |= _write(engine, chunk, now, result)
+                    chunk = _Chunk()
+        except Unreadable as stop:
+            _write(engine, chunk, now, result)  # every row before the problem: the count reported is exact
+            raise ImportStopped(path, stop, result) from None
+        _write(engine, chunk, now, result)
     return result
+
+
+@dataclass
+class _Chunk:
+    rows: dict[str, dict] = field(default_factory=dict)  # by email_key: a later row replaces an earlier one
+    lines: dict[str, int] = field(default_factory=dict)  # the line of each row, to report a suppressed one
+    first: set[str] = field(default_factory=set)  # addresses not met earlier in the file: the ones counted
 
 
 # -- reading ---------------------------------------------------------------------------------------------
 
-def _records(reader, path: Path) -> Iterator[tuple[int, dict[str, str], str | None]]:
+def _rows(found: Iterator[Record], path: Path) -> Iterator[tuple[int, dict[str, str], str | None]]:
     """(line, {column: value}, problem or None) per non-blank row after the header."""
-    try:
-        columns = _columns(next(reader, None), path)
-        end = reader.line_num
-        for values in reader:
-            line, end = end + 1, reader.line_num
-            if not any(value.strip() for value in values):
-                continue  # blank lines and the ",,," rows spreadsheets leave at the end
-            problem = None
-            if len(values) > len(columns):
-                problem = (f"{len(values)} fields but the header names {len(columns)}: "
-                           "put a name or categories that contain a comma in double quotes")
-            yield line, dict(zip(columns, values)), problem
-    except (csv.Error, UnicodeDecodeError) as exc:
-        reason = "not UTF-8: save the file as UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
-        raise InvalidImport([f"{path.name}: line {reader.line_num + 1}: {reason}. The rows before this line "
-                             "were imported; fix the file and import it again (known rows are updated, "
-                             "not duplicated)"]) from None
+    header = next(found, None)
+    columns = _columns(header.values if header else None, path)
+    for record in found:
+        values = record.values
+        if not any(value.strip() for value in values):
+            continue  # blank lines and the ",,," rows spreadsheets leave at the end
+        problem = None
+        if len(values) > len(columns):
+            problem = (f"{len(values)} fields but the header names {len(columns)}: "
+                       "put a name or categories that contain a comma in double quotes")
+        yield record.line, dict(zip(columns, values)), problem
 
 
 def _columns(header: list[str] | None, path: Path) -> list[str]:
@@ -188,18 +175,12 @@ def _checked(line: int, values: dict[str, str], problem: str | None, result: Sub
         name = _name(values.get("name", ""))
         categories = _categories(values.get("categories", ""))
     except InvalidAddress as exc:
-        _reject(result, RowError(line=line, email=written, reason=exc.reason))
+        result.reject(RowError(line=line, email=written, reason=exc.reason))
         return None
     except ValueError as exc:
-        _reject(result, RowError(line=line, email=written, reason=str(exc)))
+        result.reject(RowError(line=line, email=written, reason=str(exc)))
         return None
     return _row(address.email, address.key, name, categories)
-
-
-def _reject(result: SubscriberImport, error: RowError) -> None:
-    result.bad_rows += 1
-    if len(result.errors) < MAX_ROW_ERRORS:
-        result.errors.append(error)
 
 
 def _name(text: str) -> str:
@@ -215,12 +196,9 @@ def _name(text: str) -> str:
 
 @lru_cache(maxsize=10_000)  # a list repeats a few dozen category combinations a million times
 def _categories(text: str) -> str:
-    names = parse_categories(text)
-    for name in names:
-        if len(name) > MAX_CATEGORY or "\x00" in name:
-            raise ValueError(f"category {name[:40]!r}… is longer than {MAX_CATEGORY} characters"
-                             if len(name) > MAX_CATEGORY else "a category contains a NUL character")
-    return canonical_categories(names)
+    """A cell's ``;``-separated categories in the stored form; InvalidCategory (a ValueError) names the
+    first the comparison contract refuses."""
+    return stored_categories(category_list(text))
 
 
 def _row(email: str, key: str, name: str, categories: str) -> dict:
@@ -229,19 +207,23 @@ def _row(email: str, key: str, name: str, categories: str) -> dict:
 
 # -- writing ---------------------------------------------------------------------------------------------
 
-def _write(engine: Engine, rows: dict[str, dict], first: set[str], lines: dict[str, int], now: datetime,
-           result: SubscriberImport) -> None:
+def _write(engine: Engine, chunk: _Chunk, now: datetime, result: SubscriberImport) -> set[str]:
     """Upsert one chunk in its own transaction; count what it did to the addresses new to the file.
 
-    Suppressed addresses are taken out first, in the same transaction, and reported as skipped rows.
+    Suppressed addresses are taken out first, in the same transaction, reported as skipped rows and
+    returned.
     """
+    rows, first, lines = chunk.rows, chunk.first, chunk.lines
+    if not rows:
+        return set()
     with engine.begin() as connection:
-        for key in sorted(suppressed_keys(connection, rows), key=lines.__getitem__):
+        suppressed = suppressed_keys(connection, rows)
+        for key in sorted(suppressed, key=lines.__getitem__):
             result.suppressed += 1
-            _reject(result, RowError(line=lines[key], email=rows.pop(key)["email"], reason=SUPPRESSED_REASON))
+            result.reject(RowError(line=lines[key], email=rows.pop(key)["email"], reason=SUPPRESSED_REASON))
             first.discard(key)
         if not rows:
-            return
+            return suppressed
         known = _known(connection, list(first))
         _upsert(connection, list(rows.values()), now)
     for key in first:
@@ -252,6 +234,7 @@ def _write(engine: Engine, rows: dict[str, dict], first: set[str], lines: dict[s
             result.unchanged += 1
         else:
             result.updated += 1
+    return suppressed
 
 
 def _known(connection: Connection, keys: list[str]) -> dict[str, tuple[str, str]]:
