@@ -146,3 +146,44 @@ def test_a_header_the_transport_sets_itself_is_refused(tmp_path):
     """A batch header named like one the transport sets (From) would duplicate it: ValueError."""
     with pytest.raises(ValueError, match="From"):
         OutboxTransport(tmp_path).send(batch([recipient("a")], headers={"From": "x@example.com"}))
+
+
+# -- internationalised addresses (issue 13, item 8) -------------------------------------------------------------
+
+def header_line(raw: bytes, name: bytes) -> bytes:
+    return next(line for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n") if line.startswith(name + b": "))
+
+
+def test_a_non_ascii_local_part_is_written_per_rfc_6532(tmp_path):
+    """jösé@bücher.example: To in UTF-8 with the domain as its A-label, never an encoded word; it parses back"""
+    OutboxTransport(tmp_path).send(batch([recipient("a", email="jösé@bücher.example", name="Zoë")]))
+
+    [path] = tmp_path.iterdir()
+    raw = path.read_bytes()
+    assert header_line(raw, b"To") == "To: Zoë <jösé@xn--bcher-kva.example>".encode()
+    assert b"=?" not in header_line(raw, b"To")
+    parsed = email.message_from_string(raw.decode("utf-8"), policy=email.policy.SMTPUTF8)
+    [to] = parsed["To"].addresses
+    assert (to.username, to.domain, to.display_name) == ("jösé", "xn--bcher-kva.example", "Zoë")
+    # Python's parser flags any non-ASCII local part, which RFC 6532 allows: that is the only remark.
+    assert {type(d).__name__ for d in parsed["To"].defects} == {"NonASCIILocalPartDefect"}
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_non_ascii_domain_is_written_as_its_a_label(tmp_path):
+    """ada@bücher.example: an all-ASCII To with the punycode domain, so any mail system can carry it"""
+    OutboxTransport(tmp_path).send(batch([recipient("a", email="ada@bücher.example")]))
+
+    [path] = tmp_path.iterdir()
+    raw = path.read_bytes()
+    assert header_line(raw, b"To") == b"To: Reader A <ada@xn--bcher-kva.example>"
+    assert read(path)["To"].addresses[0].addr_spec == "ada@xn--bcher-kva.example"
+    assert raw.split(b"\r\n\r\n", 1)[0].isascii(), "an ASCII address needs no UTF-8 header"
+
+
+def test_a_domain_that_is_no_valid_idn_is_refused_and_nothing_is_written(tmp_path):
+    """a domain IDNA cannot encode (a label of 64+ characters after mapping) raises ValueError naming the address"""
+    with pytest.raises(ValueError, match="is not a valid internationalised domain"):
+        OutboxTransport(tmp_path).send(batch([recipient("a"), recipient("b", email="b@" + "ü" * 70 + ".example")]))
+
+    assert list(tmp_path.iterdir()) == []

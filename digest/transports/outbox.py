@@ -2,6 +2,10 @@
 
 The files are what SendGrid would deliver: substitutions filled per recipient (in subject, text and
 HTML, never in headers), per-recipient List-Unsubscribe headers, text/plain before text/html.
+
+Internationalised addresses: a domain is written in its ASCII form (IDNA 2008 A-labels, "xn--…"), valid
+everywhere; a local part that is not ASCII has no ASCII form, so that message is written per RFC 6532
+(UTF-8 header fields, the SMTPUTF8 policy). Never as RFC 2047 encoded words, which make an address invalid.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+
+import idna
 
 from digest.transports.base import Batch, Recipient, SendResult, fill
 
@@ -52,6 +58,8 @@ _POLICY = email.policy.SMTP.clone(max_line_length=998)
 # Bodies are encoded as they are set, in quoted-printable lines of at most 76 characters (RFC 2045 6.7):
 # 998-character body lines also read as spam (SpamAssassin LONG_INVISIBLE_TEXT, LONGLN_LOW_CONTRAST).
 _BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
+# The same for a message to or from a non-ASCII local part: UTF-8 header fields (RFC 6532).
+_UTF8_POLICY, _UTF8_BODY_POLICY = _POLICY.clone(utf8=True), _BODY_POLICY.clone(utf8=True)
 
 
 def message_for(batch: Batch, recipient: Recipient) -> EmailMessage:
@@ -60,14 +68,17 @@ def message_for(batch: Batch, recipient: Recipient) -> EmailMessage:
 
 
 def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
-    message = EmailMessage(policy=_BODY_POLICY)
-    message["From"] = _address(batch.from_email, batch.from_name)
-    message["To"] = _address(recipient.email, recipient.name)
+    sender, to = _address(batch.from_email, batch.from_name), _address(recipient.email, recipient.name)
+    reply_to = _address(batch.reply_to, "") if batch.reply_to else None
+    utf8 = not all(a.username.isascii() for a in (sender, to, reply_to) if a is not None)
+    message = EmailMessage(policy=_UTF8_BODY_POLICY if utf8 else _BODY_POLICY)
+    message["From"] = sender
+    message["To"] = to
     message["Subject"] = _line("subject", fill(batch.subject, recipient.substitutions))
     message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(domain=batch.from_email.rpartition("@")[2])  # no DNS lookup
-    if batch.reply_to:
-        message["Reply-To"] = _address(batch.reply_to, "")
+    message["Message-ID"] = make_msgid(domain=sender.domain)  # no DNS lookup
+    if reply_to is not None:
+        message["Reply-To"] = reply_to
     for name, value in {**batch.headers, **recipient.headers}.items():
         if name.lower() in OWN_HEADERS:
             raise ValueError(f"header {name} is set by the transport itself; use the batch field instead")
@@ -76,7 +87,7 @@ def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
         message["X-Digest-Delivery-Id"] = str(recipient.delivery_id)
     message.set_content(fill(batch.text, recipient.substitutions), charset="utf-8")
     message.add_alternative(fill(batch.html, recipient.substitutions), subtype="html", charset="utf-8")
-    message.policy = _POLICY  # for writing: headers fold at 998 characters only
+    message.policy = _UTF8_POLICY if utf8 else _POLICY  # for writing: headers fold at 998 characters only
     return message
 
 
@@ -84,7 +95,17 @@ def _address(addr: str, name: str) -> Address:
     username, at, domain = _line("address", addr).rpartition("@")
     if not at or not username or not domain:
         raise ValueError(f"{addr!r} is not an email address")
-    return Address(display_name=_line("name", name), username=username, domain=domain)
+    return Address(display_name=_line("name", name), username=username, domain=_ascii_domain(addr, domain))
+
+
+def _ascii_domain(addr: str, domain: str) -> str:
+    """``bücher.example`` as ``xn--bcher-kva.example`` (IDNA 2008 with UTS 46 mapping, as browsers do)."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{addr!r}: the domain {domain!r} is not a valid internationalised domain ({exc})") from None
 
 
 def _line(where: str, value: str) -> str:
