@@ -198,6 +198,35 @@ def test_per_recipient_values_stay_substitution_tags(renderer, links):
     assert TOKEN_TAG in links.unsubscribe()
 
 
+class Parents(HTMLParser):
+    """The element each start tag opens inside, as the source nests them (void elements close at once)."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.found: list[tuple[str, str, dict]] = []  # (tag, parent, attributes)
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, self.stack[-1] if self.stack else "", dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in self.stack:
+            del self.stack[len(self.stack) - 1 - self.stack[::-1].index(tag):]
+
+
+def test_the_open_pixel_sits_in_a_table_cell(renderer, links):
+    """the pixel <img> is the child of a <td>, never of a <tbody> (invalid HTML that sanitisers drop)"""
+    parser = Parents()
+    parser.feed(render(renderer, [make_comparison(i) for i in range(2)]).html)
+    [(tag, parent, attrs)] = [found for found in parser.found if found[2].get("src") == links.open_pixel()]
+    assert parent == "td"
+    assert not [found for found in parser.found if found[0] == "img" and found[1] in ("table", "tbody", "tr")]
+
+
 def test_every_link_goes_through_the_signed_click_redirect(renderer, links, settings):
     """comparison URLs never appear raw as hrefs: only /c/ click links, archive and the recipient's own pages"""
     comparisons = [make_comparison(i) for i in range(2)]
