@@ -171,6 +171,57 @@ def test_category_choices_are_stored_canonical_and_unknown_names_ignored(web):
     assert subscriber(web, sid).categories == ""  # none ticked: every category
 
 
+def test_a_stored_category_with_a_semicolon_is_not_offered_and_never_stored_split(web):
+    """A comparison filed under "AI; Agents" before the contract forbade ;: the form neither offers nor stores it."""
+    engine = engine_of(web)
+    for category in ("AI; Agents", "AI, Agents", "Writing"):
+        add_comparison(engine, category=category, published_at=NOW)
+    sid, = add_subscribers(engine, 1)
+    token = token_for(web, sid)
+    page = web.get(f"/p/{token}")
+    assert page.status_code == 200 and 'value="Writing">' in page.text
+    assert "Agents" not in page.text
+
+    saved = web.post(f"/p/{token}", data={"csrf": csrf_of(page.text), "action": "categories",
+                                          "category": ["AI; Agents", "AI, Agents", "Writing"]})
+
+    assert saved.status_code == 303
+    assert subscriber(web, sid).categories == "writing"
+    assert "Saved. You will get: Writing." in web.get(saved.headers["location"]).text
+
+
+def test_categories_stored_split_by_the_old_form_show_as_the_fan_out_reads_them(web):
+    """categories "ai; agents" stored by the old form: the page shows ai and agents ticked, and saving keeps both"""
+    engine = engine_of(web)
+    add_comparison(engine, category="Writing", published_at=NOW)
+    sid, = add_subscribers(engine, 1)
+    with session_scope(engine) as session:
+        session.get(Subscriber, sid).categories = "ai; agents"
+    token = token_for(web, sid)
+    page = web.get(f"/p/{token}")
+    assert page.status_code == 200
+    assert 'value="agents" checked' in page.text and 'value="ai" checked' in page.text
+
+    web.post(f"/p/{token}", data={"csrf": csrf_of(page.text), "action": "categories",
+                                  "category": ["agents", "ai", "Writing"]})
+    assert subscriber(web, sid).categories == "agents;ai;writing"
+
+
+def test_the_signup_offers_and_takes_only_categories_the_contract_accepts(web):
+    """the signup form lists Writing but not the stored "AI; Agents", and a signup naming "AI; Agents" is refused"""
+    engine = engine_of(web)
+    for category in ("AI; Agents", "Writing"):
+        add_comparison(engine, category=category, published_at=NOW)
+    form = web.get("/subscribe")
+    assert "Writing" in form.text and "Agents" not in form.text
+
+    refused = web.post("/subscribe", json={"email": "ada@example.com", "categories": ["AI; Agents"]})
+
+    assert refused.status_code == 422 and "ai; agents" in refused.json()["error"]
+    with Session(engine) as session:
+        assert session.execute(select(func.count()).select_from(Subscriber)).scalar_one() == 0
+
+
 def test_pause_for_weeks_then_resume(web):
     """Pausing for 4 weeks stores now + 4 weeks and shows the date; "resume now" clears it; 3 weeks is refused."""
     web.app.state.ctx.clock = lambda: NOW

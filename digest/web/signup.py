@@ -25,6 +25,7 @@ from digest.confirmation import ConfirmTokens, SignupRequest
 from digest.importing import InvalidAddress, normalize_address
 from digest.links import BadToken
 from digest.render import make_environment
+from digest.categories import followable
 from digest.selection import canonical_categories, category_key
 from digest.send import clean_name
 from digest.subscriptions import record_event
@@ -83,11 +84,12 @@ def _form_page(request: Request, ctx: WebContext, *, status_code: int = 200, err
 
 
 def _known_categories(ctx: WebContext) -> dict[str, str]:
-    """Category key → its name as the site writes it, for the categories of the comparisons in the store."""
+    """Category key → its name as the site writes it, for the categories of the comparisons in the store
+    that the comparison contract accepts (digest.categories.followable: none from before it forbade ;)."""
     with session_scope(ctx.engine) as session:
         names = session.execute(select(Comparison.category).distinct()).scalars().all()
     known: dict[str, str] = {}
-    for name in sorted(names, key=category_key):
+    for name in sorted(filter(followable, names), key=category_key):
         known.setdefault(category_key(name), " ".join(name.split()))
     return {key: known[key] for key in sorted(known) if key}
 

@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from digest import subscriptions
-from digest.selection import canonical_categories, category_key, followed
+from digest.categories import followable, stored_categories
+from digest.selection import category_key, followed
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
 from digest.web.subscriber_common import (
     csrf_refused, csrf_valid, form_page, long_date, see_other, status_of, subscriber_for,
@@ -77,8 +78,8 @@ def preferences_post(
             return _render(ctx, request, session, subscriber, token, error=error, status_code=status_code)
 
         if action == "categories":
-            allowed = {choice.key for choice in _choices(session, subscriber)}
-            chosen = canonical_categories(name for name in category if category_key(name) in allowed)
+            allowed = {choice.key for choice in _choices(session, subscriber)}  # each passed digest.categories' rule
+            chosen = stored_categories(name for name in category if category_key(name) in allowed)
             subscriptions.set_categories(session=session, subscriber=subscriber, categories=chosen, now=now)
         elif action == "pause":
             if status_of(subscriber) != "active":
@@ -122,13 +123,21 @@ def _render(ctx: WebContext, request: Request, session: Session, subscriber: Sub
 
 def _choices(session: Session, subscriber: Subscriber) -> list[CategoryChoice]:
     """The categories in the store, in their most common spelling, plus any the subscriber follows that
-    no comparison has yet (kept, so saving the form does not silently drop them)."""
+    no comparison has yet (kept, so saving the form does not silently drop them).
+
+    Only names the comparison contract accepts (digest.categories): a comparison imported before it
+    forbade ``;`` may be filed under "AI; Agents", and following that would store "ai" and "agents".
+    Such a comparison still reaches everyone who follows every category. A stored string written by the
+    old form ("ai; agents") is read the way the fan-out reads it: as "ai" and "agents".
+    """
     counts: dict[str, dict[str, int]] = {}
     for name, count in session.execute(select(Comparison.category, func.count()).group_by(Comparison.category)):
-        spellings = counts.setdefault(category_key(name), {})
-        spellings[name.strip()] = spellings.get(name.strip(), 0) + count
+        if followable(name):
+            spellings = counts.setdefault(category_key(name), {})
+            spellings[name.strip()] = spellings.get(name.strip(), 0) + count
     names = {key: min(spellings, key=lambda s: (-spellings[s], s)) for key, spellings in counts.items() if key}
-    mine = followed(subscriber.categories)
+    mine = {category_key(key) for key in followed(subscriber.categories)}
+    mine = {key for key in mine if followable(key)}
     for key in mine - names.keys():
         names[key] = key
     return sorted((CategoryChoice(key=key, name=name, checked=key in mine) for key, name in names.items()),
