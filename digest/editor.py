@@ -147,6 +147,10 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
     address the server listens on, which decides the Host names it answers to (`host_names`)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(LocalOnly, names=host_names(bind))
+    # Starlette answers an unexpected error outside every middleware: this answer carries the headers itself.
+    app.add_exception_handler(Exception, lambda request, exc: PlainTextResponse(
+        "The preview failed; the terminal running `digest preview --serve` has the traceback.\n",
+        status_code=500, headers=SECURITY_HEADERS))
 
     def render(week: str | None, reader: str | None):
         return preview(sender=sender, week=week or None, now=utcnow(), as_email=reader or None)

@@ -133,6 +133,17 @@ def test_every_editor_answer_carries_the_security_headers(sender):
     assert "frame-ancestors 'none'" in client.get("/").headers["Content-Security-Policy"]
 
 
+def test_an_unexpected_error_still_carries_the_security_headers(sender):
+    "the store loses its subscriber table under the preview: a plain 500 with the headers, no traceback"
+    from sqlalchemy import text
+
+    with sender.engine.begin() as connection:
+        connection.execute(text("DROP TABLE subscriber"))
+    answer = TestClient(create_editor_app(sender), base_url=LOCAL, raise_server_exceptions=False).get("/")
+    assert answer.status_code == 500 and "Traceback" not in answer.text and "subscriber" not in answer.text
+    assert answer.headers["X-Content-Type-Options"] == "nosniff" and answer.headers["Referrer-Policy"] == "no-referrer"
+
+
 def test_a_real_server_refuses_a_rebound_host_name(sender):
     "over a real socket, as a rebinding browser would send it: Host evil.example gets 421, 127.0.0.1 the page"
     with LiveServer(create_editor_app(sender), _free_port()) as server:
