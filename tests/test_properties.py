@@ -151,4 +151,4 @@ def test_any_mutation_of_a_valid_token_is_refused(subscriber_id, data):
     except BadToken:
         return
     # base64's last character carries spare bits: a change there may decode to the same bytes, never other ones.
-    assert (ref.subscriber_id, ref.delivery_id, ref.tag) == (subscriber_id, 7, 5), f"{kind} at {at} read as another recipient"
+    assert (ref.subscriber_id, ref.delivery_id) == (subscriber_id, 7), f"{kind} at {at} read as another recipient"
