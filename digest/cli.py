@@ -72,18 +72,31 @@ def db_upgrade() -> None:
 def comparisons_import(file: Annotated[Path, typer.Argument(help="JSON file in the comparison import format")]) -> None:
     """Import comparisons (upsert by slug). A bad file is rejected whole, naming the item and field.
 
+    Afterwards, warns about categories in the store that the contract refuses (a `;`, `,` or line break,
+    from imports before it forbade them): nobody can follow those on their own until they are imported
+    again with a good name.
+
     Example: digest comparisons import published.json
     """
     from digest.importing import InvalidImport, import_comparisons
+    from digest.importing.comparisons import refused_categories
+    from digest.quoting import quoted
 
     settings = settings_for_run(need_secrets=False)
+    engine = engine_for(settings)
     try:
-        result = import_comparisons(engine=engine_for(settings), path=file, now=utcnow())
+        result = import_comparisons(engine=engine, path=file, now=utcnow())
     except InvalidImport as exc:
         raise fail(f"{exc}\nnothing was imported")
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}")
     console.print(f"{file}: {result.created} new, {result.updated} updated, {result.unchanged} unchanged")
+    refused = refused_categories(engine)
+    if refused:
+        names = ", ".join(f"{quoted(name, 60)} ({count})" for name, count in sorted(refused.items()))
+        errors.print(f"warning: comparisons in the store are filed under categories the contract refuses: {names}. "
+                     "Nobody can follow these on their own (readers of every category still get them): import "
+                     "those comparisons again with the category renamed.", highlight=False, markup=False, soft_wrap=True)
 
 
 # -- subscribers ---------------------------------------------------------------------------------------

@@ -357,3 +357,33 @@ def test_a_category_with_a_final_line_break_is_refused_though_jsonschema_lets_it
     assert list(Draft202012Validator({"pattern": "^[^;,\\r\\n]+$"}).iter_errors("Writing\n")) == []
     with pytest.raises(InvalidImport, match=r'category: "Writing\\n" contains a line break'):
         load_comparisons(write(tmp_path, [another("final-newline", category="Writing\n")]))
+
+
+def test_the_cli_warns_about_stored_categories_the_contract_now_refuses(tmp_path):
+    "a comparison filed under \"AI; Agents\" before the rule: `digest comparisons import` imports, then names it on stderr"
+    import subprocess
+    import sys
+
+    from storage.db import make_engine
+    from storage.migrate import upgrade
+    from tests.factories import add_comparison
+
+    url = f"sqlite:///{tmp_path / 'digest.db'}"
+    upgrade(url)
+    env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def import_example() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "digest.cli", "comparisons", "import", str(DATA / "example.json")],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    clean = import_example()
+    assert clean.returncode == 0 and "warning" not in clean.stderr
+    engine = make_engine(url)
+    for _ in range(2):
+        add_comparison(engine, category="AI; Agents", published_at=NOW)
+    engine.dispose()
+    warned = import_example()
+    assert warned.returncode == 0 and "example.json: 0 new, 0 updated, 1 unchanged" in warned.stdout
+    assert 'warning: comparisons in the store are filed under categories the contract refuses: "AI; Agents" (2).' \
+        in warned.stderr
+    assert "import those comparisons again with the category renamed" in warned.stderr

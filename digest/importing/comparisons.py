@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator, ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session
 
@@ -96,6 +96,18 @@ def load_comparisons(path: Path) -> list[dict]:
         lines = [f"{path.name}: {problem}" for problem in problems[:MAX_REPORTED]]
         raise InvalidImport(lines, total=len(problems))
     return data
+
+
+def refused_categories(engine: Engine) -> dict[str, int]:
+    """Categories in the store that the contract now refuses, with how many comparisons carry each.
+
+    Comparisons imported before the contract forbade ``;``, ``,`` and line breaks may carry one. Nobody
+    can follow such a category on its own (the signup and the preference form do not offer it); readers
+    of every category still get those comparisons. Importing them again with a good name fixes them.
+    """
+    with session_scope(engine) as session:
+        rows = session.execute(select(Comparison.category, func.count()).group_by(Comparison.category)).all()
+    return {name: count for name, count in rows if category_problem(name)}
 
 
 def parse_published_at(text: str) -> datetime:
