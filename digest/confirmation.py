@@ -8,8 +8,14 @@ here, and the one who learns anything is the owner of the address, by email:
 - an active one gets "you are already subscribed", with a link to their preferences;
 - a bounced, complained or otherwise suppressed one gets nothing.
 
-What the person chose at the form (name, categories) travels inside the signed link and is stored when
-they confirm, so nobody can change a known subscriber's settings by typing their address into the form.
+What the person chose at the form (name, categories) travels inside the signed link and is stored only when
+the owner of the address confirms, so nobody can change a known subscriber's settings, or put words in
+their `To:` and greeting, by typing their address into the form: a signup stores no name on any row, and
+the email it sends carries no name at all (whoever typed one may not own the address).
+
+`plan_signup` does the same work for every address (the same queries, both kinds of link made) and always
+returns one letter — kind "none" for an address that gets nothing — which the web process hands to
+digest.signup_mailer; the rendering and the send happen there, outside the request path.
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from digest import subscriptions
 from digest.config import Settings
 from digest.links import BadToken, Links
 from digest.render import RenderedEmail, RenderError, one_line
-from digest.send import clean_name
 from digest.transports.base import Batch, Recipient, TransientError, Transport
 from storage.models import Subscriber, SubscriberStatus
 
@@ -66,12 +71,16 @@ class ConfirmRef:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """The one email a signup sends: a confirmation link, or the link to an active subscriber's preferences."""
+    """The one letter a signup hands over: a confirmation link ("confirm"), the link to an active subscriber's
+    preferences ("already"), or nothing to send ("none": rendered like a confirmation, then dropped)."""
 
-    already: bool
+    kind: str
     email: str
-    name: str
     url: str
+
+    @property
+    def already(self) -> bool:
+        return self.kind == "already"
 
 
 class _ClockSigner(TimestampSigner):
@@ -129,27 +138,29 @@ def is_suppressed(*, session: Session, email_key: str) -> bool:
 
 
 def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmTokens, links: Links,
-                now: datetime) -> Outgoing | None:
-    """Record a signup and say which email to send, if any. The caller serialises signups of one address."""
-    if is_suppressed(session=session, email_key=signup.email_key):
-        return None
+                now: datetime) -> Outgoing:
+    """Record a signup and say which letter to hand over. The caller serialises signups of one address.
+
+    An unknown address becomes a pending row with no name (the name travels in the link); a known row of
+    any status is left as it is. Whatever the address, the same queries run and both links are made, so the
+    time this takes does not say whether an email will go out (benchmarks/signup_timing.py).
+    """
+    suppressed = is_suppressed(session=session, email_key=signup.email_key)
     subscriber = session.execute(select(Subscriber).where(Subscriber.email_key == signup.email_key)).scalars().first()
-    if subscriber is None:
-        subscriber = Subscriber(email=signup.email, email_key=signup.email_key, name=signup.name,
-                                categories=signup.categories, status=SubscriberStatus.pending,
-                                created_at=now, updated_at=now)
+    if subscriber is None and not suppressed:
+        subscriber = Subscriber(email=signup.email, email_key=signup.email_key, name="", categories=signup.categories,
+                                status=SubscriberStatus.pending, created_at=now, updated_at=now)
         session.add(subscriber)
         session.flush()
-    status = SubscriberStatus(subscriber.status)
-    if status in subscriptions.SUPPRESSED:
-        return None
-    name = signup.name or subscriber.name
-    if status == SubscriberStatus.active:
-        token = links.signer.recipient_token(subscriber_id=subscriber.id, delivery_id=None)
-        return Outgoing(already=True, email=subscriber.email, name=name, url=links.preferences(token))
-    token = tokens.dumps(subscriber_id=subscriber.id, email_key=signup.email_key, name=signup.name,
-                         categories=signup.categories)
-    return Outgoing(already=False, email=subscriber.email, name=name, url=f"{links.base_url}/confirm/{token}")
+    subscriber_id = subscriber.id if subscriber is not None else 0
+    confirm_url = f"{links.base_url}/confirm/" + tokens.dumps(
+        subscriber_id=subscriber_id, email_key=signup.email_key, name=signup.name, categories=signup.categories)
+    preferences_url = links.preferences(links.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=None))
+    if subscriber is None or suppressed or SubscriberStatus(subscriber.status) in subscriptions.SUPPRESSED:
+        return Outgoing(kind="none", email=signup.email, url=confirm_url)
+    if subscriber.status == SubscriberStatus.active:
+        return Outgoing(kind="already", email=subscriber.email, url=preferences_url)
+    return Outgoing(kind="confirm", email=subscriber.email, url=confirm_url)
 
 
 def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
@@ -168,16 +179,22 @@ def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
 
 def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber | None:
     """Activate the subscriber with what they chose at the form. Idempotent: an active one stays as it is
-    (an old link never overwrites preferences changed since)."""
+    (an old link never overwrites preferences changed since).
+
+    The name becomes the link's: a pending row's own name was never confirmed by anyone (rows stored
+    before signups stopped writing names may hold a stranger's), so without one in the link it is cleared;
+    a returning subscriber who typed none keeps the name they confirmed before.
+    """
     subscriber = confirmable(session=session, ref=ref)
     if subscriber is None or subscriber.status == SubscriberStatus.active:
         return subscriber
+    kept = subscriber.name if subscriber.status != SubscriberStatus.pending else ""
     subscriber.status = SubscriberStatus.active
     subscriber.confirmed_at = now
     subscriber.unsubscribed_at = None
     subscriber.paused_until = None
     subscriber.categories = ref.categories
-    subscriber.name = ref.name or subscriber.name
+    subscriber.name = ref.name or kept
     subscriber.updated_at = now
     subscriptions.record_event(session=session, kind="confirm", source="web", now=now, subscriber_id=subscriber.id)
     return subscriber
@@ -186,8 +203,9 @@ def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber |
 # -- the email ------------------------------------------------------------------------------------------------
 
 def render_email(*, env: jinja2.Environment, settings: Settings, outgoing: Outgoing) -> RenderedEmail:
-    """The confirmation (or "already subscribed") email for one person, rendered for them alone: no tags."""
-    context = dict(already=outgoing.already, url=outgoing.url, name=clean_name(outgoing.name), settings=settings,
+    """The confirmation (or "already subscribed") email for one person, rendered for them alone: no tags, and
+    no name — whoever typed the address may not own it, so nothing they typed but the choices in the link."""
+    context = dict(already=outgoing.already, url=outgoing.url, settings=settings,
                    max_age_days=settings.confirm_max_age_days)
     subject, text, mjml = (_render(env, name, context) for name in TEMPLATES)
     try:
@@ -206,22 +224,24 @@ def _render(env: jinja2.Environment, name: str, context: dict) -> str:
 
 def batch_for(*, settings: Settings, email: RenderedEmail, outgoing: Outgoing) -> Batch:
     """One recipient, no substitutions and no List-Unsubscribe: a transactional email they asked for."""
-    person = Recipient(delivery_id=None, email=outgoing.email, name=clean_name(outgoing.name), substitutions={},
-                       headers={})
+    person = Recipient(delivery_id=None, email=outgoing.email, name="", substitutions={}, headers={})
     kind = "signup-already-subscribed" if outgoing.already else "signup-confirmation"
     return Batch(from_email=settings.from_email, from_name=settings.from_name, reply_to=settings.reply_to,
                  subject=email.subject, html=email.html, text=email.text, recipients=[person],
                  categories=[kind], custom_args={"kind": kind})
 
 
-def send(*, transport: Transport, env: jinja2.Environment, settings: Settings, outgoing: Outgoing,
-         sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Render and send; runs after the response, so failures are logged, never raised. True when sent."""
+def deliver(*, transport: Transport, env: jinja2.Environment, settings: Settings, outgoing: Outgoing,
+            sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Render, and send unless the letter is "none" (digest.signup_mailer, outside the request path):
+    failures are logged, never raised. True when sent."""
     try:
         batch = batch_for(settings=settings, email=render_email(env=env, settings=settings, outgoing=outgoing),
                           outgoing=outgoing)
     except RenderError:
         log.exception("signup email did not render")
+        return False
+    if outgoing.kind == "none":
         return False
     for attempt in range(1, SEND_ATTEMPTS + 1):
         try:
@@ -231,7 +251,7 @@ def send(*, transport: Transport, env: jinja2.Environment, settings: Settings, o
             log.warning("signup email: attempt %d of %d failed: %s", attempt, SEND_ATTEMPTS, exc)
             if attempt < SEND_ATTEMPTS:
                 sleep(0.5 * 2 ** attempt)
-        except Exception:  # noqa: BLE001 — a background task has nobody to raise to
+        except Exception:  # noqa: BLE001 — the mailer has nobody to raise to
             log.exception("signup email refused")
             return False
     return False

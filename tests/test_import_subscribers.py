@@ -304,6 +304,15 @@ def test_the_cli_add_refuses_a_category_with_a_comma(tmp_path):
     engine.dispose()
 
 
+def test_the_cli_quotes_a_refused_category_that_looks_like_markup(tmp_path):
+    "`-c \"[/x], y\"`: the refusal quotes it as written, instead of the terminal library failing on '[/x]'"
+    url = f"sqlite:///{tmp_path / 'digest.db'}"
+    upgrade(url)
+    done = run_cli(url, "subscribers", "add", "ada@example.com", "-c", "[/x], y")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert 'error: category "[/x], y" contains a comma' in done.stderr
+
+
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
     env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
            "COLUMNS": "80"}

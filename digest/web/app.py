@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.app import links_for
 from digest.config import Settings
+from digest.signup_mailer import SignupMailer
 from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
 from digest.web.security import SecurityHeaders
@@ -48,6 +50,9 @@ def create_app(
         pages=web_environment(),
         clock=clock,
     )
+    # Signup emails go out from a process of their own (digest.signup_mailer); a transport passed in here
+    # (tests) is used by a thread instead.
+    app.state.signup_mailer = SignupMailer(settings, transport=transport)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(StarletteHTTPException)
@@ -72,6 +77,7 @@ async def _lifespan(app: FastAPI):
     writer = app.state.ctx.open_writer_if_started()
     if writer is not None:
         await writer.close()
+    await asyncio.to_thread(app.state.signup_mailer.close)  # sends the letters still waiting
 
 
 def _routers():

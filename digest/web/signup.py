@@ -1,57 +1,59 @@
 """Signup with double opt-in: `GET/POST /subscribe` (form and JSON), `GET/POST /confirm/{token}`.
 
 No enumeration: every accepted signup gets the same answer, byte for byte, whether the address is new,
-pending, active, unsubscribed or suppressed; what differs (which email, if any) happens in a background
-task after the response is sent, so neither the body nor the timing tells. The rate limits count per
-address and per client, whoever owns the address, so a 429 tells nothing either.
+pending, active, unsubscribed or suppressed, and the same work behind it: the same queries, then one letter
+handed to the signup mailer's own process (digest.signup_mailer), which renders it and sends it — or not,
+for an address that gets nothing — at a random moment within two seconds. Neither the body nor the timing
+of this request or the next tells who owns the address. The rate limits count per mailbox and per client,
+whoever owns the address, so a 429 tells nothing either (digest.web.signup_limits).
+
+Nothing typed at the form is stored on a known row, and a new row gets no name: the name and categories
+travel inside the signed confirmation link and are stored when the owner of the address confirms (POST).
+A name that looks like a web or email address is refused (digest.names).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass
-from datetime import timedelta
-from functools import lru_cache
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import func, select, text
-from sqlmodel import Session
+from sqlalchemy import select
 
 from digest import confirmation
-from digest.confirmation import ConfirmTokens, SignupRequest
+from digest.confirmation import SignupRequest
 from digest.importing import InvalidAddress, normalize_address
 from digest.links import BadToken
-from digest.render import make_environment
+from digest.names import name_problem
 from digest.categories import followable
 from digest.selection import canonical_categories, category_key
 from digest.send import clean_name
-from digest.subscriptions import record_event
 from digest.web.context import WebContext, get_context
 from digest.web.security import CSRF_FIELD, csrf_field, csrf_ok
+from digest.web.signup_limits import RATE_WINDOW, confirm_tokens, record_signup
 from storage.db import session_scope
-from storage.models import Comparison, Event
+from storage.models import Comparison
 
 router = APIRouter()
 
-RATE_WINDOW = timedelta(hours=1)
 MAX_BODY = 16 * 1024  # an address, a name and a few categories; anything bigger is not a signup
 MAX_CATEGORIES = 100
 SENT_MESSAGE = ("Thanks! If that address can receive our emails, a message is on its way to it. "
                 "Open it and confirm to start getting Weekly AI Tool Verdicts.")
 LIMITED_MESSAGE = "Too many signups from here or for this address in the last hour. Please try again in an hour."
 NO_STORE = {"Cache-Control": "no-store"}
+JSON_SHAPE = 'send {"email": "you@example.com", "name": "Ada", "categories": ["Writing"]} (name and categories optional).'
 
 
 class SignupError(Exception):
     """A request we cannot take; ``status`` and a message that says what to change (and nothing about others)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, *, field: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field  # "email", "name" or "categories": the form shows the message next to it
 
 
 @dataclass
@@ -69,12 +71,13 @@ def subscribe_form(request: Request, ctx: WebContext = Depends(get_context)) -> 
     return _form_page(request, ctx)
 
 
-def _form_page(request: Request, ctx: WebContext, *, status_code: int = 200, error: str = "",
+def _form_page(request: Request, ctx: WebContext, *, status_code: int = 200, error: SignupError | None = None,
                values: Submitted | None = None) -> Response:
     cookies = Response()
     token = csrf_field(request, cookies, ctx.settings.secret_key, secure=ctx.settings.base_url.startswith("https:"))
     chosen = {category_key(name) for name in values.categories} if values else set()
-    page = ctx.page("subscribe.html", status_code=status_code, csrf_name=CSRF_FIELD, csrf=token, error=error,
+    page = ctx.page("subscribe.html", status_code=status_code, csrf_name=CSRF_FIELD, csrf=token,
+                    error=error.message if error else "", error_field=(error.field or "email") if error else "",
                     email=values.email if values else "", reader_name=values.name if values else "",
                     categories=[(name, category_key(name) in chosen) for name in _known_categories(ctx).values()])
     page.headers.update(NO_STORE)
@@ -97,29 +100,29 @@ def _known_categories(ctx: WebContext) -> dict[str, str]:
 # -- the signup -----------------------------------------------------------------------------------------------
 
 @router.post("/subscribe")
-async def subscribe(request: Request, background: BackgroundTasks, ctx: WebContext = Depends(get_context)) -> Response:
+async def subscribe(request: Request, ctx: WebContext = Depends(get_context)) -> Response:
     try:
         submitted = await _read(request, ctx)
     except SignupError as exc:
         if _wants_json(request):
-            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)
+            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status, headers=NO_STORE)
         return ctx.page("error.html", status_code=exc.status, message=exc.message)
     try:
         signup = _validated(submitted, ctx)
     except SignupError as exc:
         if submitted.is_json:
-            return JSONResponse({"error": exc.message}, status_code=exc.status, headers=NO_STORE)
-        return _form_page(request, ctx, status_code=exc.status, error=exc.message, values=submitted)
+            return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status, headers=NO_STORE)
+        return _form_page(request, ctx, status_code=exc.status, error=exc, values=submitted)
     client = request.client.host if request.client else "unknown"
-    accepted, outgoing = _record(ctx, signup, client)
-    if not accepted:
+    outgoing = record_signup(ctx, signup, client)
+    if outgoing is None:
         headers = {**NO_STORE, "Retry-After": str(int(RATE_WINDOW.total_seconds()))}
         if submitted.is_json:
             return JSONResponse({"error": LIMITED_MESSAGE}, status_code=429, headers=headers)
         return _with(ctx.page("subscribe_limited.html", status_code=429, message=LIMITED_MESSAGE), headers)
-    if outgoing is not None:
-        background.add_task(confirmation.send, transport=ctx.transport, env=_email_environment(),
-                            settings=ctx.settings, outgoing=outgoing)
+    # One letter for every accepted signup, "none" included: the mailer's process renders and sends it, so
+    # this request and the ones after it do the same work whoever owns the address (digest.signup_mailer).
+    request.app.state.signup_mailer.hand_over(outgoing)
     if submitted.is_json:
         return JSONResponse({"status": "ok", "message": SENT_MESSAGE}, status_code=202, headers=NO_STORE)
     return _with(ctx.page("subscribe_sent.html", message=SENT_MESSAGE), NO_STORE)
@@ -137,7 +140,7 @@ async def _read(request: Request, ctx: WebContext) -> Submitted:
         # No CSRF check for JSON, on purpose: a browser cannot send Content-Type application/json to another
         # site without a CORS preflight, and this app answers no preflight (no CORS at all), so a JSON post
         # can only come from our own pages or from a non-browser client, which has no cookies to abuse.
-        return _from_json(request, body)
+        return _from_json(body)
     form = await request.form()
     if not csrf_ok(request, form.get(CSRF_FIELD), ctx.settings.secret_key):
         raise SignupError(403, "This form has expired or was sent from another site. Reload the page and try again.")
@@ -145,20 +148,35 @@ async def _read(request: Request, ctx: WebContext) -> Submitted:
                      categories=[_text(value) for value in form.getlist("categories")], is_json=False)
 
 
-def _from_json(request: Request, body: bytes) -> Submitted:
+def _from_json(body: bytes) -> Submitted:
+    """A flat object: "email" (required) and "name" strings, "categories" a list of strings; nothing else."""
     try:
-        data = json.loads(body)
-    except ValueError:
-        raise SignupError(400, "The body is not valid JSON; send {\"email\": \"you@example.com\"}.") from None
-    if not isinstance(data, dict) or not isinstance(data.get("email"), str):
-        raise SignupError(400, "Send a JSON object with an \"email\" string, e.g. {\"email\": \"you@example.com\"}.")
-    name = data.get("name") or ""
-    categories = data.get("categories") or []
+        data = json.loads(body, object_pairs_hook=_no_repeated_keys)
+    except RecursionError:  # nested arrays or objects deeper than Python's stack: no signup looks like that
+        raise SignupError(400, f"The body is nested too deeply; {JSON_SHAPE}") from None
+    except ValueError as exc:
+        raise SignupError(400, f"The body is not valid JSON ({str(exc)[:100]}); {JSON_SHAPE}") from None
+    if not isinstance(data, dict):
+        raise SignupError(400, f"The body must be a JSON object; {JSON_SHAPE}")
+    unknown = sorted(set(data) - {"email", "name", "categories"})
+    if unknown:
+        raise SignupError(400, f"Unknown field {json.dumps(unknown[0])[:60]}; {JSON_SHAPE}")
+    if not isinstance(data.get("email"), str):
+        raise SignupError(400, f"\"email\" must be a string; {JSON_SHAPE}", field="email")
+    name = data.get("name", "")
     if not isinstance(name, str):
-        raise SignupError(400, "\"name\" must be a string.")
+        raise SignupError(400, f"\"name\" must be a string; {JSON_SHAPE}", field="name")
+    categories = data.get("categories", [])
     if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
-        raise SignupError(400, "\"categories\" must be a list of category names.")
+        raise SignupError(400, f"\"categories\" must be a list of category names; {JSON_SHAPE}", field="categories")
     return Submitted(email=data["email"], name=name, categories=categories, is_json=True)
+
+
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a field is given twice")
+    return dict(pairs)
 
 
 def _text(value) -> str:
@@ -168,75 +186,25 @@ def _text(value) -> str:
 def _validated(submitted: Submitted, ctx: WebContext) -> SignupRequest:
     email = submitted.email.strip()
     if not email:
-        raise SignupError(422, "Please enter your email address.")
+        raise SignupError(422, "Please enter your email address.", field="email")
     try:
         address = normalize_address(email)  # email-validator's rules; no DNS lookup
     except InvalidAddress as exc:
-        raise SignupError(422, f"That email address is not valid: {exc.reason}") from None
+        raise SignupError(422, f"That email address is not valid: {exc.reason}", field="email") from None
+    name = clean_name(submitted.name)
+    if problem := name_problem(name):
+        raise SignupError(422, f"Your name: {problem}.", field="name")
     if len(submitted.categories) > MAX_CATEGORIES:
-        raise SignupError(400, f"Choose at most {MAX_CATEGORIES} categories.")
+        raise SignupError(400, f"Choose at most {MAX_CATEGORIES} categories.", field="categories")
     known = _known_categories(ctx)
     wanted = {category_key(name) for name in submitted.categories} - {""}
     unknown = sorted(wanted - known.keys())
     if unknown:
         raise SignupError(422, f"Unknown categories: {', '.join(unknown)[:300]}. "
-                               f"Choose from: {', '.join(known.values()) or 'none yet'}; none means all.")
-    return SignupRequest(email=address.email, email_key=address.key, name=clean_name(submitted.name),
+                               f"Choose from: {', '.join(known.values()) or 'none yet'}; none means all.",
+                          field="categories")
+    return SignupRequest(email=address.email, email_key=address.key, name=name,
                          categories=canonical_categories(wanted))
-
-
-# -- the rate limit and the store ------------------------------------------------------------------------------
-
-def _record(ctx: WebContext, signup: SignupRequest, client: str) -> tuple[bool, confirmation.Outgoing | None]:
-    """Count the signup against both limits and, if within them, record it: one transaction.
-
-    The counts are Event rows (kind "signup") so they hold across processes. Their detail is an HMAC of the
-    address or client IP under the secret key, never the value itself: a plain SHA-256 of an IPv4 address
-    is undone by trying all 2^32 of them.
-    """
-    now = ctx.clock()
-    keys = {"address": _hashed(ctx, "address", signup.email_key), "client": _hashed(ctx, "client", client)}
-    limits = {"address": ctx.settings.signup_per_address_per_hour, "client": ctx.settings.signup_per_client_per_hour}
-    with session_scope(ctx.engine) as session:
-        _serialise(session, sorted(keys.values()))
-        for kind, detail in keys.items():
-            if _recent(session, detail, since=now - RATE_WINDOW) >= limits[kind]:
-                return False, None
-        outgoing = confirmation.plan_signup(session=session, signup=signup, tokens=_tokens(ctx), links=ctx.links,
-                                            now=now)
-        for detail in keys.values():
-            record_event(session=session, kind="signup", source="web", now=now, detail=detail)
-    return True, outgoing
-
-
-def _hashed(ctx: WebContext, kind: str, value: str) -> str:
-    digest = hmac.new(ctx.settings.secret_key.encode(), f"signup:{kind}:{value}".encode(), hashlib.sha256)
-    return f"{kind}:{digest.hexdigest()}"
-
-
-def _serialise(session: Session, details: list[str]) -> None:
-    """PostgreSQL: one signup per address and per client at a time (transaction advisory locks, taken in a
-    fixed order), so two racing requests cannot both pass the count. SQLite already serialises writers
-    (BEGIN IMMEDIATE, see storage.db)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    for detail in details:
-        key = int(detail.rpartition(":")[2][:15], 16)  # 60 bits: fits PostgreSQL's signed bigint
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
-def _recent(session: Session, detail: str, *, since) -> int:
-    query = select(func.count()).where(Event.kind == "signup", Event.detail == detail, Event.occurred_at > since)
-    return session.execute(query).scalar_one()
-
-
-def _tokens(ctx: WebContext) -> ConfirmTokens:
-    return ConfirmTokens.for_settings(ctx.settings, clock=ctx.clock)
-
-
-@lru_cache(maxsize=1)
-def _email_environment():
-    return make_environment()
 
 
 def _with(response: Response, headers: dict[str, str]) -> Response:
@@ -254,7 +222,9 @@ def confirm_page(token: str, ctx: WebContext = Depends(get_context)) -> Response
     if ref is not None:
         with session_scope(ctx.engine) as session:
             if confirmation.confirmable(session=session, ref=ref) is not None:
-                return ctx.page("confirm.html", token_page=True, token=token)
+                # What the button will store, shown first: whoever filled in the form may not be this reader.
+                return ctx.page("confirm.html", token_page=True, token=token, reader_name=ref.name,
+                                categories=[c for c in ref.categories.split(";") if c])
     return _invalid(ctx)
 
 
@@ -273,7 +243,7 @@ def confirm(token: str, ctx: WebContext = Depends(get_context)) -> Response:
 
 def _read_token(ctx: WebContext, token: str):
     try:
-        return _tokens(ctx).read(token)
+        return confirm_tokens(ctx).read(token)
     except BadToken:
         return None
 

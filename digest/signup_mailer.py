@@ -1,0 +1,282 @@
+"""The signup emails' own process, so that nothing the web process does tells who owns an address.
+
+The web process used to send a signup's email in a background task after answering. On a keep-alive
+connection the next request waited for that send, so a stranger could tell an active subscriber (an email
+goes out) from a bounced one (none) by timing the request after a signup: right 86 % of the time
+(benchmarks/signup_timing.py, docs/reliability.md). Now every accepted signup hands exactly one letter to
+`SignupMailer.hand_over` — kind "none" when the address gets nothing — and that is all the web process
+does: one put on a queue, the same for every kind. A child process takes each letter, renders it (every
+kind, "none" included), waits until a random moment within SPREAD_SECONDS, and sends it unless it is
+"none". The wait keeps the send's own load on the machine away from the requests that follow the signup.
+
+What a signup can count on:
+- the letter is in the mailer's hands when `hand_over` returns, unless MAX_WAITING letters are already
+  waiting (then it is dropped and logged: the person signs up again);
+- a clean shutdown (`close`, from the app's lifespan) sends every waiting letter at once, without the wait;
+- a web process killed outright loses the letters not yet written to the child's pipe (microseconds'
+  worth); the child sends what it has and exits when its input ends;
+- a child that died loses its waiting letters; the next signup logs how many and starts a new one.
+
+Wire format, down the child's stdin: frames of a 4-byte big-endian length and a pickle — first
+(settings, spread), then one digest.confirmation.Outgoing per letter (pickle: both ends are this package,
+on this machine). Up its stdout: one byte per letter dealt with. The child ignores SIGINT and SIGTERM (a
+Ctrl-C or a process manager's stop reaches the whole process group) and ends when its input does.
+
+A transport handed to the web app (tests of other pages) is used by a thread in this process instead:
+the same letters and the same loop, without the protection of a separate process.
+
+    python -m digest.signup_mailer   # started only by SignupMailer
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import pickle
+import queue
+import random
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from digest.config import Settings
+from digest.transports.base import Transport
+
+log = logging.getLogger("digest.web")
+
+# Up to 2 s: the confirmation still arrives while the person looks at "check your inbox", and the send's
+# few milliseconds of work land on one of ~2,000 possible milliseconds instead of on the next request.
+SPREAD_SECONDS = 2.0
+MAX_WAITING = 1000  # letters handed over and not yet sent (~300 bytes each): a flood costs memory, not a stall
+RESTART_AFTER = 1.0  # seconds: a mailer that cannot start (a broken install) is not restarted per signup
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
+_FRAME = struct.Struct(">I")
+
+
+class SignupMailer:
+    """``hand_over(outgoing)`` from the request path; ``wait_idle`` (tests, benchmarks); ``close`` at shutdown.
+
+    With ``transport=None`` the child process builds its own from ``settings`` (production); with a
+    transport, a thread of this process uses it (tests of other pages, which pass a recording transport).
+    """
+
+    def __init__(self, settings: Settings, *, transport: Transport | None = None,
+                 spread_seconds: float = SPREAD_SECONDS):
+        self._settings = settings
+        self._transport = transport
+        self._spread = spread_seconds
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+        self._started_at = float("-inf")
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while one runs (for an operator's `ps`, and tests); None for a thread."""
+        return self._worker.pid if self._worker is not None else None
+
+    def hand_over(self, outgoing) -> None:
+        """Queue one letter (a digest.confirmation.Outgoing); never waits for the send."""
+        with self._lock:
+            if self._worker is None or not self._worker.alive():
+                if self._worker is not None and self._worker.unsent():
+                    log.error("signup mailer died with %d letters unsent", self._worker.unsent())
+                if time.monotonic() - self._started_at < RESTART_AFTER:
+                    log.error("signup email dropped: the signup mailer died less than %.0f s after it started",
+                              RESTART_AFTER)
+                    return
+                self._started_at = time.monotonic()
+                self._worker = _Thread(self._transport, self._settings, self._spread) if self._transport \
+                    else _Child(self._settings, self._spread)
+            if not self._worker.put(outgoing):
+                log.error("signup email dropped: %d letters already wait to be sent", MAX_WAITING)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """True once every letter handed over has been dealt with (False after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while (worker := self._worker) is not None and worker.unsent():
+            if time.monotonic() > deadline or not worker.alive():
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what waits, without the random wait, and stop the worker (killed after ``timeout`` seconds)."""
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop(timeout)
+
+
+class _Worker:
+    """What SignupMailer needs of a worker: the letters go in; a count of those dealt with comes back."""
+
+    pid: int | None = None
+
+    def __init__(self):
+        self.handed = 0
+        self.handled = 0
+        self._letters: queue.Queue = queue.Queue(MAX_WAITING)  # this process's side: never blocks a request
+
+    def put(self, outgoing) -> bool:
+        try:
+            self._letters.put_nowait(outgoing)
+        except queue.Full:
+            return False
+        self.handed += 1
+        return True
+
+    def unsent(self) -> int:
+        return self.handed - self.handled
+
+    def done(self, count: int = 1) -> None:
+        self.handled += count  # one thread adds: the child's reader, or the mailer thread
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self, timeout: float) -> None:
+        raise NotImplementedError
+
+
+class _Thread(_Worker):
+    def __init__(self, transport: Transport, settings: Settings, spread: float):
+        super().__init__()
+        self._thread = threading.Thread(target=run, name="signup-mailer", daemon=True,
+                                        args=(self._letters.get, self.done, spread, settings, transport))
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float) -> None:
+        self._letters.put(None)
+        self._thread.join(timeout)
+
+
+class _Child(_Worker):
+    def __init__(self, settings: Settings, spread: float):
+        super().__init__()
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
+        # A new interpreter (not fork: the web process has threads; not multiprocessing's spawn, which runs
+        # the parent's main script again in the child).
+        self._process = subprocess.Popen([sys.executable, "-m", "digest.signup_mailer"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.pid = self._process.pid
+        self._letters.put_nowait((settings, spread))  # the first frame: not a letter, not counted
+        self._feeder = threading.Thread(target=self._feed, name="signup-mailer-feed", daemon=True)
+        self._feeder.start()
+        threading.Thread(target=self._count, name="signup-mailer-count", daemon=True).start()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self, timeout: float) -> None:
+        self._letters.put(None)  # the feeder closes the pipe after the last letter: the child sends the rest
+        self._feeder.join(timeout)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("signup mailer: killed with %d letters unsent %.0f s after shutdown began",
+                      self.unsent(), timeout)
+            self._process.kill()
+            self._process.wait()
+
+    def _feed(self) -> None:
+        pipe = self._process.stdin
+        try:
+            while (item := self._letters.get()) is not None:
+                data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                pipe.write(_FRAME.pack(len(data)) + data)
+                pipe.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the child died: hand_over sees it and starts another
+        finally:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def _count(self) -> None:
+        while chunk := os.read(self._process.stdout.fileno(), 4096):
+            self.done(len(chunk))
+
+
+# -- the worker's side ---------------------------------------------------------------------------------------
+
+def run(get: Callable, done: Callable[[], None], spread: float, settings: Settings, transport: Transport) -> None:
+    """Take letters from ``get(timeout=…)``; deal with each at a random moment within ``spread`` seconds,
+    calling ``done()`` after each; a None deals with the rest at once and ends."""
+    from digest import confirmation
+    from digest.render import make_environment
+
+    env = make_environment()
+    rng = random.SystemRandom()
+    waiting: list[tuple[float, int, object]] = []  # (when, arrival number, letter): a heap
+    arrived = 0
+
+    def deliver(letter) -> None:
+        try:
+            confirmation.deliver(transport=transport, env=env, settings=settings, outgoing=letter)
+        except Exception:  # noqa: BLE001 — nobody to raise to
+            log.exception("signup email failed")
+        done()
+
+    while True:
+        try:
+            letter = get(timeout=max(0.0, waiting[0][0] - time.monotonic()) if waiting else None)
+        except queue.Empty:
+            letter = _NOTHING
+        if letter is None:
+            for _, _, rest in sorted(waiting):
+                deliver(rest)
+            return
+        if letter is not _NOTHING:
+            heapq.heappush(waiting, (time.monotonic() + rng.uniform(0, spread), arrived, letter))
+            arrived += 1
+        while waiting and waiting[0][0] <= time.monotonic():
+            deliver(heapq.heappop(waiting)[2])
+
+
+_NOTHING = object()  # a get that timed out
+
+
+def _read_frames(stream, letters: queue.Queue) -> None:
+    """The child's reader: frames from stdin onto ``letters``; None once the input ends."""
+    try:
+        while header := stream.read(_FRAME.size):
+            (size,) = _FRAME.unpack(header)
+            letters.put(pickle.loads(stream.read(size)))
+    finally:
+        letters.put(None)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s signup-mailer: %(message)s")
+    stdin = sys.stdin.buffer
+    stdout = os.fdopen(os.dup(1), "wb")  # the counts' own pipe; a stray print() goes to stderr instead
+    os.dup2(2, 1)
+    (size,) = _FRAME.unpack(stdin.read(_FRAME.size))
+    settings, spread = pickle.loads(stdin.read(size))
+    from digest.transports import make_transport
+
+    letters: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_frames, args=(stdin, letters), daemon=True).start()
+
+    def done() -> None:
+        stdout.write(b".")
+        stdout.flush()
+
+    run(letters.get, done, spread, settings, make_transport(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The signup rate limits, per mailbox and per client, and the one transaction that counts and records a signup.
+
+The counts are Event rows (kind "signup") so they hold across processes. Their detail is an HMAC of the
+mailbox or client IP under the secret key, never the value itself: a plain SHA-256 of an IPv4 address is
+undone by trying all 2^32 of them. Both limits count whoever owns the address, so a 429 tells nothing.
+
+The per-address limit counts the mailbox, not the string typed: `Ada+1@Example.com`, `ada+2@example.com`
+and `ada@example.com` reach one inbox, and before this four such variants got 12 confirmations an hour into
+it. `mailbox_key` is for counting only; the address is stored as typed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, text
+from sqlmodel import Session
+
+from digest import confirmation
+from digest.confirmation import ConfirmTokens, Outgoing, SignupRequest
+from digest.subscriptions import record_event
+from digest.web.context import WebContext
+from storage.db import session_scope
+from storage.models import Event
+
+RATE_WINDOW = timedelta(hours=1)
+
+
+def mailbox_key(email_key: str) -> str:
+    """The mailbox an address reaches, for counting: lower case, the local part without its `+tag`.
+
+    Dots stay: only Gmail ignores them, and `a.b@example.com` may be another person's inbox elsewhere.
+    """
+    local, _, domain = email_key.casefold().rpartition("@")
+    base = local.split("+", 1)[0] or local  # "+tag@x" alone is an address of its own, not an empty local part
+    return f"{base}@{domain}"
+
+
+def record_signup(ctx: WebContext, signup: SignupRequest, client: str) -> Outgoing | None:
+    """Count the signup against both limits and, if within them, record it: one transaction.
+
+    None when a limit is reached (nothing recorded); otherwise the letter to hand to the signup mailer.
+    """
+    now = ctx.clock()
+    keys = {"address": _hashed(ctx, "address", mailbox_key(signup.email_key)),
+            "client": _hashed(ctx, "client", client)}
+    limits = {"address": ctx.settings.signup_per_address_per_hour, "client": ctx.settings.signup_per_client_per_hour}
+    with session_scope(ctx.engine) as session:
+        _serialise(session, sorted(keys.values()))
+        for kind, detail in keys.items():
+            if _recent(session, detail, since=now - RATE_WINDOW) >= limits[kind]:
+                return None
+        outgoing = confirmation.plan_signup(session=session, signup=signup, tokens=confirm_tokens(ctx),
+                                            links=ctx.links, now=now)
+        for detail in keys.values():
+            record_event(session=session, kind="signup", source="web", now=now, detail=detail)
+    return outgoing
+
+
+def confirm_tokens(ctx: WebContext) -> ConfirmTokens:
+    return ConfirmTokens.for_settings(ctx.settings, clock=ctx.clock)
+
+
+def _hashed(ctx: WebContext, kind: str, value: str) -> str:
+    digest = hmac.new(ctx.settings.secret_key.encode(), f"signup:{kind}:{value}".encode(), hashlib.sha256)
+    return f"{kind}:{digest.hexdigest()}"
+
+
+def _serialise(session: Session, details: list[str]) -> None:
+    """PostgreSQL: one signup per mailbox and per client at a time (transaction advisory locks, taken in a
+    fixed order), so two racing requests cannot both pass the count. SQLite already serialises writers
+    (BEGIN IMMEDIATE, see storage.db)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for detail in details:
+        key = int(detail.rpartition(":")[2][:15], 16)  # 60 bits: fits PostgreSQL's signed bigint
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _recent(session: Session, detail: str, *, since: datetime) -> int:
+    query = select(func.count()).where(Event.kind == "signup", Event.detail == detail, Event.occurred_at > since)
+    return session.execute(query).scalar_one()

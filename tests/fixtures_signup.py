@@ -1,0 +1,75 @@
+"""Fixtures for the signup tests: the app as it runs in production — signup emails rendered and sent by the
+signup mailer's own process, through the real `sendgrid` client — against tests/sendgrid_server.py.
+
+Import what a test module uses (`from tests.fixtures_signup import web, sent, ...`): its `web` then takes the
+place of tests/fixtures_web.py's, whose recording transport would keep the send inside the test process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from digest.signup_mailer import SignupMailer
+from digest.web import create_app
+from storage.db import make_engine
+from tests.fixtures_web import web_settings
+from tests.sendgrid_server import FakeSendGrid
+
+
+@dataclass(frozen=True)
+class Mail:
+    email: str
+    name: str | None  # the To: display name, None when there is none
+    subject: str
+    text: str
+    html: str
+
+
+class SentMail:
+    """What the app's signup mailer has sent, read back from the SendGrid server once the mailer is idle."""
+
+    def __init__(self, client: TestClient, server: FakeSendGrid):
+        self._client = client
+        self._server = server
+
+    def all(self) -> list[Mail]:
+        assert self._client.app.state.signup_mailer.wait_idle(timeout=60), "the signup mailer did not finish"
+        return [_mail(body) for body in list(self._server.accepted)]
+
+    def to(self, address: str) -> list[Mail]:
+        return [mail for mail in self.all() if mail.email.lower() == address.lower()]
+
+
+def _mail(body: dict) -> Mail:
+    [person] = body["personalizations"]
+    [to] = person["to"]
+    parts = {part["type"]: part["value"] for part in body["content"]}
+    return Mail(email=to["email"], name=to.get("name"), subject=body["subject"], text=parts["text/plain"],
+                html=parts["text/html"])
+
+
+def signup_settings(db_url: str, server: FakeSendGrid, **overrides):
+    return web_settings(db_url, transport="sendgrid", SENDGRID_API_KEY=server.api_key, sendgrid_host=server.url,
+                        sendgrid_timeout=5, **overrides)
+
+
+@pytest.fixture
+def web(db_url, fake_sendgrid) -> Iterator[TestClient]:
+    """The app over a fresh database (SQLite and PostgreSQL), its signup mailer a child process with no
+    random wait (the tests read what was sent as soon as it is sent)."""
+    engine = make_engine(db_url)
+    settings = signup_settings(db_url, fake_sendgrid)
+    app = create_app(settings, engine=engine)
+    app.state.signup_mailer = SignupMailer(settings, spread_seconds=0)
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+        yield client
+    engine.dispose()
+
+
+@pytest.fixture
+def sent(web, fake_sendgrid) -> SentMail:
+    return SentMail(web, fake_sendgrid)
