@@ -199,6 +199,19 @@ def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_every_row_before_it_is
     assert stopped.value.result.created == 400 and len(subscribers(engine)) == 400
 
 
+def test_a_bad_byte_inside_a_field_over_several_lines_is_named_by_its_own_line(engine, tmp_path):
+    "a quoted name over lines 3-5 whose line 4 holds a Latin-1 byte: line 4 is named, nothing from line 3 on is imported"
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b'email,name\r\na@example.com,A\r\nb@example.com,"Bob\r\nZo\xeb\r\nB"\r\nc@example.com,C\r\n')
+    with pytest.raises(ImportStopped) as stopped:
+        import_subscribers(engine=engine, path=path, now=NOW)
+    first, counts, _ = str(stopped.value).splitlines()
+    assert first == "mixed.csv: line 4: byte 0xeb is not UTF-8: save the file as UTF-8."
+    assert counts.startswith("mixed.csv: 1 address from the lines before line 3 was imported (1 new, ")
+    assert counts.endswith("nothing from line 3 on was.")
+    assert sorted(subscribers(engine)) == ["a@example.com"]
+
+
 def test_a_quote_never_closed_stops_at_the_line_where_its_record_starts(engine, tmp_path, monkeypatch):
     "a name opened with a quote on line 5 and never closed: stopped at line 5, the rows before it imported, none after"
     import digest.importing.subscribers as module

@@ -1,29 +1,34 @@
 """Reading an operator's CSV: records with the physical line each starts on, and the problems that stop a file.
 
 Line numbers are the ones an editor shows: a quoted field may hold a line break, so a record can span
-several physical lines, and a record is named by the line where it starts. The file is decoded one
-physical line at a time, so a byte that is not UTF-8 is named by its own line and every record before it
-has been read (a text file decodes 8 KB at a time and would fail up to a few hundred lines early).
+several physical lines, and a record is named by the line where it starts.
+
+Bytes that are not UTF-8 are decoded with ``surrogateescape`` and found in the record that holds them,
+so the file is named at the line of the bad byte and every record before it has been read. Decoding
+strictly would fail at the 8 KB block holding the byte, up to a few hundred lines early, with the
+records of that block never read. Reading a million rows takes 0.9 s this way against 0.4 s for the
+bare csv.reader (median of 5, 2-core AMD EPYC); decoding line by line in Python took 3.0 s.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+import io
+import re
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
 
-_BOM = b"\xef\xbb\xbf"
 # Python's csv messages, in the words of someone who saved the file from a spreadsheet.
 _CSV_REASONS = {
     "unexpected end of data": 'a quoted field starts in this record and is never closed: add the missing "',
     "',' expected after '\"'": ('text follows the closing quote of a field: put the whole field in double quotes '
                                 'and double each " inside it'),
 }
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     line: int  # the physical line where the record starts; the header is line 1
     values: list[str]
 
@@ -45,20 +50,28 @@ def records(file: BinaryIO) -> Iterator[Record]:
     ``strict``: a stray character after a closing quote or a quote never closed is an error, not text
     glued onto the field: otherwise one missing quote silently swallows the rest of the file into a name.
     """
-    lines = _Lines(file)
-    reader = csv.reader(lines, strict=True)
-    while True:
-        start = lines.count + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as exc:
-            raise Unreadable(lines.count + 1, f"byte {exc.object[exc.start]:#04x} is not UTF-8: save the file as UTF-8",
-                             first_unread=start) from None
-        except csv.Error as exc:
-            raise Unreadable(start, _csv_reason(str(exc))) from None
-        yield Record(line=start, values=values)
+    text = io.TextIOWrapper(file, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    reader = csv.reader(text, strict=True)
+    end = 0  # the last physical line of the records read so far
+    try:
+        for values in reader:
+            start, end = end + 1, reader.line_num
+            if not all(map(str.isascii, values)):
+                _check_decoded(values, start)
+            yield Record(start, values)
+    except csv.Error as exc:
+        raise Unreadable(end + 1, _csv_reason(str(exc))) from None
+
+
+def _check_decoded(values: list[str], start: int) -> None:
+    """Raise Unreadable at the physical line of the first byte that was not UTF-8, if there is one."""
+    for number, value in enumerate(values):
+        found = _ESCAPED_BYTE.search(value)
+        if found:
+            breaks = sum(len(_LINE_BREAK.findall(before)) for before in values[:number])
+            line = start + breaks + len(_LINE_BREAK.findall(value, 0, found.start()))
+            byte = ord(found.group()) - 0xDC00
+            raise Unreadable(line, f"byte {byte:#04x} is not UTF-8: save the file as UTF-8", first_unread=start)
 
 
 def _csv_reason(message: str) -> str:
@@ -66,24 +79,3 @@ def _csv_reason(message: str) -> str:
         return (f"a field is longer than {csv.field_size_limit():,} characters: "
                 'is a closing " missing?')
     return _CSV_REASONS.get(message, message)
-
-
-class _Lines(Iterable[str]):
-    """The physical lines of a binary file, decoded one by one; ``count`` is how many were handed out.
-
-    A line ends at LF, CR LF or a lone CR, as with ``open(newline="")``, which the csv module asks for.
-    """
-
-    def __init__(self, file: BinaryIO):
-        self._file = file
-        self.count = 0
-
-    def __iter__(self) -> Iterator[str]:
-        first = True
-        for chunk in self._file:  # split at LF; a lone CR inside is split below
-            if first:
-                chunk, first = chunk.removeprefix(_BOM), False
-            for raw in chunk.splitlines(keepends=True) if b"\r" in chunk else (chunk,):
-                text = raw.decode("utf-8")  # UTF-8 never has CR or LF inside a character: splitting first is safe
-                self.count += 1
-                yield text

@@ -61,7 +61,8 @@ class ImportStopped(InvalidImport):
         imported = f"{result.imported} address{'' if result.imported == 1 else 'es'}"
         super().__init__([
             f"{path.name}: line {stop.line}: {stop.reason}.",
-            f"{path.name}: {imported} from the lines before line {stop.first_unread} were imported "
+            f"{path.name}: {imported} from the lines before line {stop.first_unread} "
+            f"{'was' if result.imported == 1 else 'were'} imported "
             f"({result.summary()}); nothing from line {stop.first_unread} on was.",
             f"{path.name}: fix the file and import it again: addresses already imported are updated, not added twice.",
         ])
