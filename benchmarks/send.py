@@ -104,7 +104,7 @@ def child_baseline(server: str, count: int, email_file: str) -> dict:
     for first in range(1, count + 1, 1000):
         recipients = []
         for n in range(first, min(first + 1000, count + 1)):
-            token = signer.recipient_token(subscriber_id=n, delivery_id=n)
+            token = signer.recipient_token(subscriber_id=n, delivery_id=n, tag=(1 << 48) - n)  # a tag's 15 digits
             name = f"Reader {n}"
             recipients.append(Recipient(
                 delivery_id=n, email=f"reader{n}@example.com", name=name,

@@ -57,9 +57,10 @@ def seed(url: str) -> list[str]:
                                 "VALUES (:i, 1, :i, 1, 'sent', 1, 0, :t, :t, 'm')")
                            .bindparams(bindparam("t", type_=UTCDateTime())),
                            [{"i": i, "t": sent} for i in range(1, DELIVERIES + 1)])
+        tags = dict(connection.execute(text("SELECT id, link_tag FROM subscriber")).all())  # drawn at insert
     engine.dispose()
     signer = Signer(SECRET_KEY)
-    return [f"/o/{signer.recipient_token(subscriber_id=i, delivery_id=i)}.gif" for i in range(1, DELIVERIES + 1)]
+    return [f"/o/{signer.recipient_token(subscriber_id=i, delivery_id=i, tag=tags[i])}.gif" for i in range(1, DELIVERIES + 1)]
 
 
 def lua_script(paths: list[str], where: Path) -> Path:

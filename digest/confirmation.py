@@ -36,7 +36,7 @@ from sqlmodel import Session
 
 from digest import subscriptions
 from digest.config import Settings
-from digest.links import BadToken, Links
+from digest.links import BadToken, Links, tag_fits
 from digest.render import RenderedEmail, RenderError, one_line
 from digest.transports.base import Batch, Recipient, TransientError, Transport
 from storage.models import Subscriber, SubscriberStatus
@@ -67,6 +67,7 @@ class ConfirmRef:
     name: str
     categories: str
     issued_at: datetime
+    tag: int | None = None  # the row's link_tag (digest.links); None in a link signed before tags
 
 
 @dataclass(frozen=True)
@@ -107,21 +108,23 @@ class ConfirmTokens:
         return cls(settings.secret_key, settings.old_secret_keys, clock=clock,
                    max_age=timedelta(days=settings.confirm_max_age_days))
 
-    def dumps(self, *, subscriber_id: int, email_key: str, name: str, categories: str) -> str:
+    def dumps(self, *, subscriber_id: int, email_key: str, name: str, categories: str, tag: int) -> str:
         # The address goes in as a hash: the token is readable (signed, not encrypted) and lands in access logs.
-        return self._serializer.dumps([subscriber_id, _address_hash(email_key), name, categories])
+        return self._serializer.dumps([subscriber_id, _address_hash(email_key), name, categories, tag])
 
     def read(self, token: str) -> ConfirmRef:
         """The link's content; raises BadToken when forged, altered, expired or signed in the future."""
         try:
             payload, issued = self._serializer.loads(token, max_age=self._max_age, return_timestamp=True)
-            subscriber_id, address_hash, name, categories = payload
+            subscriber_id, address_hash, name, categories, *tagged = payload  # no tag: signed before tags
         except (BadSignature, ValueError, TypeError) as exc:
             raise BadToken() from exc
-        if not (isinstance(subscriber_id, int) and all(isinstance(v, str) for v in (address_hash, name, categories))):
+        tag = tagged[0] if tagged else None
+        if not (isinstance(subscriber_id, int) and all(isinstance(v, str) for v in (address_hash, name, categories))
+                and (not tagged or len(tagged) == 1 and type(tag) is int)):
             raise BadToken()
         return ConfirmRef(subscriber_id=subscriber_id, address_hash=address_hash, name=name, categories=categories,
-                          issued_at=issued.astimezone(timezone.utc))
+                          issued_at=issued.astimezone(timezone.utc), tag=tag)
 
 
 def _address_hash(email_key: str) -> str:
@@ -152,10 +155,12 @@ def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmToken
                                 status=SubscriberStatus.pending, created_at=now, updated_at=now)
         session.add(subscriber)
         session.flush()
-    subscriber_id = subscriber.id if subscriber is not None else 0
+    subscriber_id, tag = (subscriber.id, subscriber.link_tag) if subscriber is not None else (0, 0)
     confirm_url = f"{links.base_url}/confirm/" + tokens.dumps(
-        subscriber_id=subscriber_id, email_key=signup.email_key, name=signup.name, categories=signup.categories)
-    preferences_url = links.preferences(links.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=None))
+        subscriber_id=subscriber_id, email_key=signup.email_key, name=signup.name, categories=signup.categories,
+        tag=tag)
+    preferences_url = links.preferences(links.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=None,
+                                                                      tag=tag))
     if subscriber is None or suppressed or SubscriberStatus(subscriber.status) in subscriptions.SUPPRESSED:
         return Outgoing(kind="none", email=signup.email, url=confirm_url)
     if subscriber.status == SubscriberStatus.active:
@@ -168,6 +173,8 @@ def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
     subscriber = session.get(Subscriber, ref.subscriber_id)
     if subscriber is None or not hmac.compare_digest(_address_hash(subscriber.email_key), ref.address_hash):
         return None
+    if not tag_fits(ref.tag, link_tag=subscriber.link_tag, accepts_untagged_links=subscriber.accepts_untagged_links):
+        return None  # a link made for a row deleted since, even if the same address signed up again
     status = SubscriberStatus(subscriber.status)
     if status in subscriptions.SUPPRESSED or is_suppressed(session=session, email_key=subscriber.email_key):
         return None

@@ -3,8 +3,12 @@
 Two kinds of token, both signed with DIGEST_SECRET_KEY (older keys in DIGEST_OLD_SECRET_KEYS still
 verify, so rotating the key keeps last year's unsubscribe links working):
 
-- the *recipient* token names the subscriber and the delivery; it is the same for the open pixel, the
-  unsubscribe and the preference links of one email, and reaches each recipient as a substitution tag;
+- the *recipient* token names the subscriber, the delivery and the subscriber row's random ``link_tag``;
+  it is the same for the open pixel, the unsubscribe and the preference links of one email, and reaches
+  each recipient as a substitution tag. The tag is what makes a link die with its subscriber: ids are
+  never reused, but a restored backup can hand one out again, and the next row under that id has a tag
+  of its own (`RecipientRef.fits`). Tokens made before the tag (two values, not three) still work for
+  the subscribers stored when the tag came in (migration 0007), and for nobody else;
 - the *link* token signs a click target; it is the same for every recipient of a segment, so the target
   cannot be altered (no open redirect) and a click costs no per-recipient substitution.
 
@@ -34,6 +38,17 @@ NAME_TEXT_TAG = "[%name_text%]"
 class RecipientRef:
     subscriber_id: int
     delivery_id: int | None
+    tag: int | None = None  # None: a token from before tags, honoured only by rows that accept untagged links
+
+    def fits(self, *, link_tag: int, accepts_untagged_links: bool) -> bool:
+        """True when this token was made for the subscriber row with this tag (the id alone is not enough)."""
+        return tag_fits(self.tag, link_tag=link_tag, accepts_untagged_links=accepts_untagged_links)
+
+
+def tag_fits(tag: int | None, *, link_tag: int, accepts_untagged_links: bool) -> bool:
+    """A token's tag against a subscriber row's: equal, or no tag (a link from before tags) and a row that
+    was stored before them (storage.models.Subscriber.accepts_untagged_links)."""
+    return tag == link_tag if tag is not None else bool(accepts_untagged_links)
 
 
 class BadToken(Exception):
@@ -48,17 +63,25 @@ class Signer:
         self._link = URLSafeSerializer(keys, salt=LINK_SALT)
         self._recipient_current = _CurrentKey(self._recipient)
 
-    def recipient_token(self, *, subscriber_id: int, delivery_id: int | None) -> str:
-        return self._recipient.dumps([subscriber_id, delivery_id])
+    def recipient_token(self, *, subscriber_id: int, delivery_id: int | None, tag: int) -> str:
+        """The token of one subscriber row (``tag`` is its ``link_tag``) and, for a digest, one delivery."""
+        return self._recipient.dumps([subscriber_id, delivery_id, tag])
 
     def read_recipient_token(self, token: str) -> RecipientRef:
+        """What a token names; the caller checks it against the row (`RecipientRef.fits`)."""
         try:
-            subscriber_id, delivery_id = self._recipient_current.loads(token)
+            payload = self._recipient_current.loads(token)
         except (BadData, ValueError, TypeError) as exc:
             raise BadToken() from exc
-        if not isinstance(subscriber_id, int) or not (delivery_id is None or isinstance(delivery_id, int)):
+        # [subscriber, delivery, tag], or [subscriber, delivery] from before tags (no tag: None).
+        if type(payload) is not list or len(payload) not in (2, 3):
             raise BadToken()
-        return RecipientRef(subscriber_id=subscriber_id, delivery_id=delivery_id)
+        subscriber_id, delivery_id, *tagged = payload
+        tag = tagged[0] if tagged else None
+        if type(subscriber_id) is not int or (delivery_id is not None and type(delivery_id) is not int) \
+                or (tagged and type(tag) is not int):
+            raise BadToken()
+        return RecipientRef(subscriber_id, delivery_id, tag)
 
     def link_token(self, url: str) -> str:
         return self._link.dumps(url)

@@ -1,23 +1,27 @@
 """The pixel's writer: a child process of each web process that records opens in group commits.
 
-A pixel fetch is answered as soon as its open is handed to the writer; the writer commits it a few
-milliseconds later, with every other open that arrived meanwhile, in one transaction. The web process does
-none of the database work: a writer *thread* shared its GIL with the event loop, and each of its
+A pixel fetch is answered once its open is in the pipe to the writer: in the kernel, not in the web
+process's memory, so a `kill -9` of the web process loses no open it answered. The writer commits it a
+few milliseconds later, with every other open that arrived meanwhile, in one transaction. The web process
+does none of the database work: a writer *thread* shared its GIL with the event loop, and each of its
 half-dozen returns from SQLite waited for the loop to let go, so the loop sat idle a third of the time
 waiting for commits (py-spy, benchmarks/tracking.py, docs/benchmarks.md).
 
 What an answered fetch can count on:
-- the web process crashing loses nothing: the writer reads what is in its pipe to the end, commits it
-  and exits;
+- the web process crashing loses nothing: each open is written to the pipe before its GIF goes out, and
+  the writer reads its pipe to the end, commits it and exits (even with nobody left to confirm to);
 - a clean shutdown (the app's lifespan) waits until the writer has committed everything it was sent;
 - only the writer itself dying loses the opens it had not yet committed (at most MAX_UNCONFIRMED; the web
   process logs how many and starts a new writer);
+- a full pipe (the writer still importing, or a burst) holds the fetches back until their opens are in
+  it: the pipe is grown to PIPE_BYTES so that a start-up burst fits;
 - a database that stalls slows the pixel instead of filling memory: with MAX_UNCONFIRMED opens not yet
   confirmed, the next fetches wait for the writer.
 
 Wire format, both ways: frames of a 4-byte big-endian length and a `marshal` dump (plain values only: the
-child rebuilds nothing but ints, strings and floats). Down: a list of (subscriber id, delivery id, user
-agent, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, None or
+child rebuilds nothing but ints, strings and floats). Down, one frame per open, written whole by one
+`os.write` when the pipe has room: (the RecipientRef's fields in order, the user agent cut to AGENT_CHARS
+or None, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, None or
 the text of the error that rolled it back).
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or a process manager's stop reaches the whole process
@@ -29,14 +33,19 @@ group) and exits when its input ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import fcntl
 import logging
 import marshal
+import operator
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,13 +60,22 @@ MAX_BATCH = 1000  # opens per transaction: bounds one transaction's time after a
 MAX_UNCONFIRMED = 10_000  # opens handed over and not yet committed, before fetches wait (~3 MB)
 RESTART_AFTER = 1.0  # seconds between starts: a writer that cannot start is not restarted in a tight loop
 FAILURES_LOGGED_EVERY = 10.0  # seconds
+# More than the store keeps (digest.tracking: 300); keeps a frame (≤ ~1.1 KB) under PIPE_BUF, 4096 bytes,
+# so that one os.write puts it in the pipe whole or not at all, and bounds what a held-back fetch holds.
+AGENT_CHARS = 512
+# Linux's default pipe is 64 KiB (~550 opens of a typical agent, ~115 bytes each); 1 MiB (fs.pipe-max-size's
+# default) holds ~9,000: half a second of one web process at full speed, while its writer imports (1.3-2 s
+# on 2 busy cores; past that, fetches wait until the writer reads).
+PIPE_BYTES = 1 << 20
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
+# A recipient travels as its fields in order, whatever they are (attrgetter: 30x dataclasses.astuple's speed).
+_recipient_fields = operator.attrgetter(*(field.name for field in dataclasses.fields(RecipientRef)))
 
 
 class OpenWriter:
-    """The web process's end. ``await writer.record(...)`` hands one open over (the child is started by the
-    first: opens that arrive while it imports wait in the pipe); ``await writer.settled()`` returns once
-    everything handed over is committed (or failed, logged); ``await writer.close()`` at shutdown.
+    """The web process's end. ``await writer.record(...)`` puts one open in the pipe to the child (started
+    by the first: opens that arrive while it imports wait in the pipe); ``await writer.settled()`` returns
+    once everything handed over is committed (or failed, logged); ``await writer.close()`` at shutdown.
 
     No thread: the pipes are non-blocking and watched by the event loop the writer was last used on (a
     test client may run each request on a loop of its own; a new loop gets a new writer).
@@ -70,8 +88,9 @@ class OpenWriter:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen | None = None
         self._retired: list[subprocess.Popen] = []  # writers let go with their loop, finishing on their own
-        self._outgoing: list[tuple] = []  # this turn of the loop's opens: one frame
-        self._unsent = bytearray()  # frames the pipe had no room for yet
+        self._unsent = bytearray()  # frames the pipe had no room for yet, in order
+        self._queued = self._drained = 0  # bytes ever put in `_unsent`, and written from it
+        self._held: deque[tuple[int, asyncio.Future]] = deque()  # (end of its frame in `_queued`, its fetch)
         self._received = bytearray()
         self._unconfirmed = 0
         self._waiters: list[asyncio.Future] = []  # fetches held back, and `settled` calls
@@ -87,17 +106,18 @@ class OpenWriter:
         return self._process.pid if self._process is not None else None
 
     async def record(self, recipient: RecipientRef, user_agent: str | None, now: datetime) -> None:
-        """Hand one open to the writer: returns at once, unless MAX_UNCONFIRMED opens are still
-        unconfirmed, then once the writer has caught up. While a writer that died is not yet restarted
-        (RESTART_AFTER), opens are counted and the count logged at the restart."""
+        """Hand one open to the writer: returns once it is in the pipe (at once, unless the pipe is full),
+        and then only once fewer than MAX_UNCONFIRMED opens await the writer's confirmation. While a writer
+        that died is not yet restarted (RESTART_AFTER), opens are counted and the count logged at the restart.
+        """
         loop = asyncio.get_running_loop()
         if (self._process is None or loop is not self.loop) and not self._start(loop):
             self._dropped += 1
             return
-        if not self._outgoing:
-            loop.call_soon(self._flush)  # the opens of this turn of the loop go down as one frame
-        self._outgoing.append((recipient.subscriber_id, recipient.delivery_id, user_agent, now.timestamp()))
         self._unconfirmed += 1
+        written = self._put(encode(recipient, user_agent, now))
+        if written is not None:
+            await written
         while self._unconfirmed > self._max_unconfirmed and self._process is not None:
             await self._wait()
 
@@ -140,36 +160,49 @@ class OpenWriter:
                "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
         self._process = subprocess.Popen([sys.executable, "-m", "digest.open_writer"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env)
-        os.set_blocking(self._process.stdin.fileno(), False)
+        down = self._process.stdin.fileno()
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux; elsewhere the pipe keeps its size, fetches wait sooner
+            with contextlib.suppress(OSError):  # a lower fs.pipe-max-size: the same
+                fcntl.fcntl(down, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        os.set_blocking(down, False)
         os.set_blocking(self._process.stdout.fileno(), False)
         self.loop = loop
         loop.add_reader(self._process.stdout.fileno(), self._read)
         return True
 
-    def _flush(self) -> None:
-        if self._process is None or not self._outgoing:
-            return  # the writer died after these were handed over (`_stop` counted them), or sent already
-        idle = not self._unsent
-        self._pack()
-        if idle:
-            self._write()
-
-    def _pack(self) -> None:
-        frame = marshal.dumps(self._outgoing)
-        self._outgoing = []
-        self._unsent += len(frame).to_bytes(4, "big") + frame
+    def _put(self, frame: bytes) -> asyncio.Future | None:
+        """Write ``frame`` to the pipe now if it has room (None); else queue it behind the frames already
+        waiting and return a future that is done once it is written (or the child is gone)."""
+        if not self._unsent:
+            try:
+                written = os.write(self._process.stdin.fileno(), frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # the child is gone; the end of its output tells `_read`
+                return None
+            if written == len(frame):
+                return None
+            frame = frame[written:]
+            self.loop.add_writer(self._process.stdin.fileno(), self._write)
+        self._unsent += frame
+        self._queued += len(frame)
+        done = self.loop.create_future()
+        self._held.append((self._queued, done))
+        return done
 
     def _write(self) -> None:
         fd = self._process.stdin.fileno()
         try:
-            del self._unsent[:os.write(fd, self._unsent)]
+            written = os.write(fd, self._unsent)
         except BlockingIOError:
-            pass
+            return
         except OSError:  # the child is gone; the end of its output tells `_read`
-            self._unsent.clear()
-        if self._unsent:
-            self.loop.add_writer(fd, self._write)
-        else:
+            written = len(self._unsent)
+        del self._unsent[:written]
+        self._drained += written
+        while self._held and self._held[0][0] <= self._drained:
+            _done(self._held.popleft()[1])
+        if not self._unsent:
             self.loop.remove_writer(fd)
 
     def _read(self) -> None:
@@ -211,8 +244,7 @@ class OpenWriter:
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            if not waiter.done() and not waiter.get_loop().is_closed():
-                waiter.set_result(None)
+            _done(waiter)
 
     def _stop(self) -> None:
         """Let the child go: its input ends, so it commits what it has and exits on its own."""
@@ -222,8 +254,6 @@ class OpenWriter:
         if not self.loop.is_closed():
             self.loop.remove_reader(process.stdout.fileno())
             self.loop.remove_writer(process.stdin.fileno())
-        if self._outgoing:
-            self._pack()  # handed over on a loop that ended before its turn did
         if self._unsent:  # a loop that is gone could not send these yet
             os.set_blocking(process.stdin.fileno(), True)
             try:
@@ -231,12 +261,27 @@ class OpenWriter:
             except OSError:
                 pass
         self._unsent.clear()
+        self._queued = self._drained = 0
+        for _, held in self._held:
+            _done(held)
+        self._held.clear()
         self._received.clear()
         process.stdin.close()
         process.stdout.close()
         self._retired.append(process)
         self._unconfirmed = 0
         self._wake()
+
+
+def encode(recipient: RecipientRef, user_agent: str | None, now: datetime) -> bytes:
+    """One open's frame down the pipe (see the wire format above)."""
+    body = marshal.dumps((_recipient_fields(recipient), user_agent and user_agent[:AGENT_CHARS], now.timestamp()))
+    return len(body).to_bytes(4, "big") + body
+
+
+def _done(future: asyncio.Future) -> None:
+    if not future.done() and not future.get_loop().is_closed():
+        future.set_result(None)
 
 
 def _frames(buffer: bytearray) -> Iterator[bytes]:
@@ -267,26 +312,38 @@ def main() -> None:
     window = float(os.environ[WINDOW_VARIABLE])
     buffer, ended = bytearray(), False
     while True:
-        opens = [item for frame in _frames(buffer) for item in marshal.loads(frame)]
+        opens = [marshal.loads(frame) for frame in _frames(buffer)]
         # Whatever else has arrived joins this transaction (group commit), without waiting for more.
         while not ended and len(opens) < MAX_BATCH and (not opens or select.select([down], [], [], 0)[0]):
             chunk = os.read(down, 1 << 16)
             ended = not chunk
             buffer += chunk
-            opens += [item for frame in _frames(buffer) for item in marshal.loads(frame)]
+            opens += [marshal.loads(frame) for frame in _frames(buffer)]
         if not opens:
             break  # input ended, everything committed and confirmed
         for start in range(0, len(opens), MAX_BATCH):
-            batch = [(RecipientRef(subscriber_id, delivery_id), agent, datetime.fromtimestamp(now, timezone.utc))
-                     for subscriber_id, delivery_id, agent, now in opens[start:start + MAX_BATCH]]
+            batch = [(RecipientRef(*fields), agent, datetime.fromtimestamp(now, timezone.utc))
+                     for fields, agent, now in opens[start:start + MAX_BATCH]]
             try:
                 record_opens(engine=engine, opens=batch, window_seconds=window)
                 answer = (len(batch), None)
             except Exception as exc:  # noqa: BLE001 — the web process logs it; the writer carries on
                 answer = (len(batch), f"{type(exc).__name__}: {exc}")
-            frame = marshal.dumps(answer)
-            _write_all(up, len(frame).to_bytes(4, "big") + frame)
+            up = _confirm(up, answer)
     engine.dispose()
+
+
+def _confirm(up: int | None, answer: tuple) -> int | None:
+    """Send ``answer`` up; None once the web process is gone (killed): what is still in the pipe down
+    was answered to someone, so the writer goes on committing it to the end, confirming to nobody."""
+    if up is not None:
+        frame = marshal.dumps(answer)
+        try:
+            _write_all(up, len(frame).to_bytes(4, "big") + frame)
+        except OSError:  # BrokenPipeError: Python ignores SIGPIPE, so the write fails instead of killing us
+            os.close(up)
+            return None
+    return up
 
 
 def _write_all(fd: int, data: bytes) -> None:

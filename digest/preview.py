@@ -70,8 +70,9 @@ def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str
             more_count=more,
             audience=audience_label(ranked, categories),
         )
-    subscriber_id = subscriber.id if subscriber else 0  # 0: no such subscriber, so its links change nothing
-    token = sender.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id)
+    # Id 0: no such subscriber, so the sample reader's links change nothing.
+    token = sender.signer.recipient_token(subscriber_id=subscriber.id if subscriber else 0, delivery_id=delivery_id,
+                                          tag=subscriber.link_tag if subscriber else 0)
     name = subscriber.name if subscriber else "Sample Reader"
     address = subscriber.email if subscriber else "sample.reader@example.com"
     person = recipient(delivery_id, address, name, token, sender.links, settings)
@@ -101,7 +102,7 @@ def test_send(*, sender: Sender, rendered: Rendered, addresses: list[str]) -> in
 
     Each address gets a token for no subscriber (id 0), so its links lead nowhere and record nothing.
     """
-    token = sender.signer.recipient_token(subscriber_id=0, delivery_id=None)
+    token = sender.signer.recipient_token(subscriber_id=0, delivery_id=None, tag=0)
     people = [recipient(None, address, "", token, sender.links, sender.settings) for address in addresses]
     email = RenderedEmail(subject=f"[TEST] {rendered.email.subject}", html=rendered.email.html,
                           text=rendered.email.text, mjml=rendered.email.mjml)

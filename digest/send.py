@@ -199,7 +199,8 @@ class Sender:
         segment, email = self.rendered[claimed.segment_id]
         recipients = []
         for row in claimed.rows:
-            token = self.signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id)
+            token = self.signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id,
+                                                tag=row.link_tag)
             recipients.append(recipient(row.delivery_id, row.email, row.name, token, self.links, self.settings))
         return self.batch(week=issue.week, segment_id=segment.id, email=email, recipients=recipients)
 

@@ -100,15 +100,15 @@ def record_opens(*, engine: Engine, opens: list[tuple[RecipientRef, str | None, 
         found = queries.open_targets(connection=connection, ids=list(ids)) if ids else {}
         rows, results = [], []
         for recipient, user_agent, now in opens:
-            delivery = found.get(recipient.delivery_id)
-            if delivery is None or delivery[0] != recipient.subscriber_id:
+            target = found.get(recipient.delivery_id)
+            if target is None or not _names(recipient, target):
                 results.append(False)
                 continue
-            subscriber_id, issue_id, sent_at = delivery
-            machine = is_machine_open(user_agent=user_agent, sent_at=sent_at, now=now, window_seconds=window_seconds)
+            machine = is_machine_open(user_agent=user_agent, sent_at=target.sent_at, now=now,
+                                      window_seconds=window_seconds)
             rows.append(_event_row(kind="open", source="pixel", now=now, machine=machine,
-                                   delivery_id=recipient.delivery_id, subscriber_id=subscriber_id,
-                                   issue_id=issue_id, detail=(user_agent or "")[:USER_AGENT_CHARS]))
+                                   delivery_id=recipient.delivery_id, subscriber_id=target.subscriber_id,
+                                   issue_id=target.issue_id, detail=(user_agent or "")[:USER_AGENT_CHARS]))
             results.append(True)
         if rows:
             queries.insert_events(connection=connection, rows=rows)
@@ -120,16 +120,23 @@ def record_click(*, engine: Engine, recipient: RecipientRef, url: str, user_agen
     if recipient.delivery_id is None:
         return False
     with engine.begin() as connection:
-        issue_id = connection.execute(
-            select(Delivery.issue_id)
-            .where(Delivery.id == recipient.delivery_id, Delivery.subscriber_id == recipient.subscriber_id)
-        ).scalar()
-        if issue_id is None:
+        target = connection.execute(
+            select(Delivery.subscriber_id, Delivery.issue_id, Subscriber.link_tag, Subscriber.accepts_untagged_links)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Delivery.id == recipient.delivery_id)
+        ).first()
+        if target is None or not _names(recipient, target):
             return False
         connection.execute(insert(Event).values(**_event_row(
             kind="click", source="click", now=now, machine=is_machine_agent(user_agent), detail=url,
-            delivery_id=recipient.delivery_id, subscriber_id=recipient.subscriber_id, issue_id=issue_id)))
+            delivery_id=recipient.delivery_id, subscriber_id=recipient.subscriber_id, issue_id=target.issue_id)))
     return True
+
+
+def _names(recipient: RecipientRef, target) -> bool:
+    """The token was made for this delivery's subscriber row: its id and its tag (a deleted subscriber's
+    token names an id that may be someone else's now, never their tag)."""
+    return target.subscriber_id == recipient.subscriber_id and recipient.fits(
+        link_tag=target.link_tag, accepts_untagged_links=target.accepts_untagged_links)
 
 
 # -- SendGrid Event Webhook ---------------------------------------------------------------------------------

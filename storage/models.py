@@ -9,8 +9,10 @@ us loses the insert, it does not send twice.
 import enum
 from datetime import datetime
 
-from sqlalchemy import Column, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, String, UniqueConstraint
 from sqlalchemy import false as sa_false
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, Relationship, SQLModel
 
 from storage.types import UTCDateTime, utcnow
@@ -94,7 +96,40 @@ class Review(SQLModel, table=True):
     tool: Tool = Relationship(back_populates="reviews")
 
 
+LINK_TAG_BITS = 48  # a restored backup reusing a million ids still matches an old tag with odds of 1 in 2^28
+
+
+class RandomLinkTag(FunctionElement):
+    """A random ``LINK_TAG_BITS``-bit integer, drawn by the database for each inserted subscriber row.
+
+    A server default, so that every way of inserting a subscriber (the ORM, an import's bulk INSERT, raw
+    SQL) gets a tag of its own without knowing about it. It need not be secret (tokens are signed); it
+    only has to differ from the tag of whoever held the same id before.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(RandomLinkTag, "sqlite")
+def _random_link_tag_sqlite(element, compiler, **kw) -> str:
+    return f"(random() & {(1 << LINK_TAG_BITS) - 1})"
+
+
+@compiles(RandomLinkTag, "postgresql")
+def _random_link_tag_postgresql(element, compiler, **kw) -> str:
+    return f"(floor(random() * {1 << LINK_TAG_BITS}))::bigint"
+
+
 class Subscriber(SQLModel, table=True):
+    """A subscriber; its id and ``link_tag`` are what the links in their emails name (digest.links).
+
+    Ids are never reused (SQLite: AUTOINCREMENT, migration 0007; PostgreSQL: a sequence only goes up), and
+    ``link_tag`` is drawn at random for each row, so a link made for a deleted subscriber never matches
+    whoever is stored under the same id later, even after a restored backup hands the id out again.
+    """
+
+    __table_args__ = {"sqlite_autoincrement": True}
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(description="as the subscriber typed it")
     # Lower-cased address: makes the address unique case-insensitively on every database.
@@ -109,6 +144,12 @@ class Subscriber(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     confirmed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     unsubscribed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # None until the database has drawn it at insert (read back with the insert's RETURNING).
+    link_tag: int | None = Field(
+        default=None, sa_column=Column(BigInteger(), nullable=False, server_default=RandomLinkTag()))
+    # True only for the rows stored when migration 0007 ran: their emails went out with links that carry
+    # no tag, and those keep working. Every row inserted since needs the tag.
+    accepts_untagged_links: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
 
 
 class Issue(SQLModel, table=True):
@@ -164,6 +205,8 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("subscriber_id", "issue_id", name="uq_delivery_subscriber_issue"),
         # The sender's claim: an issue's rows in segment order, walked from where its last batch ended.
         Index("ix_delivery_claim", "issue_id", "segment_id", "id"),
+        # A delivery's id travels in its email's links: never handed out again (migration 0007).
+        {"sqlite_autoincrement": True},
     )
     id: int | None = Field(default=None, primary_key=True)
     issue_id: int

@@ -197,6 +197,7 @@ class BatchRow(NamedTuple):
     subscriber_id: int
     email: str
     name: str
+    link_tag: int  # goes into the recipient's links (digest.links)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def claim_batch(
             or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
     if not candidates:
         return None
-    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status
+    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag
     segment_id = candidates[0][1]
     chosen = [row for row in candidates if row[1] == segment_id]
     ids = [row[0] for row in chosen]
@@ -268,7 +269,7 @@ def claim_batch(
         if left:  # left between fan-out and now: they get nothing more from us
             finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
                    error="subscriber no longer active")
-    rows = [BatchRow(row[0], row[4], row[5], row[6]) for row in chosen if row[7] == active]
+    rows = [BatchRow(row[0], row[4], row[5], row[6], row[8]) for row in chosen if row[7] == active]
     return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
 
 
@@ -291,7 +292,7 @@ def finish(
 # PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery
 # whose subscriber was erased is found too (s.id is NULL), and deleted.
 _CANDIDATES_SQL = (
-    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status "
+    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
     "WHERE d.issue_id = :issue_id AND {sendable} ORDER BY d.segment_id, d.id LIMIT :limit"
 )
@@ -385,13 +386,27 @@ class _Raw:
 
 # -- opens (digest.tracking.record_opens): per pixel fetch, so on the DB-API cursor as well -----------------
 
-def open_targets(*, connection: Connection, ids: Sequence[int]) -> dict[int, tuple[int, int, datetime | None]]:
-    """delivery id → (subscriber id, issue id, sent at) for the deliveries among ``ids``."""
+class OpenTarget(NamedTuple):
+    """A delivery an open may be recorded on, with what its links must match (digest.links.RecipientRef.fits)."""
+
+    subscriber_id: int
+    issue_id: int
+    sent_at: datetime | None
+    link_tag: int
+    accepts_untagged_links: bool
+
+
+def open_targets(*, connection: Connection, ids: Sequence[int]) -> dict[int, OpenTarget]:
+    """delivery id → its `OpenTarget`, for the deliveries among ``ids`` whose subscriber still exists.
+
+    The subscriber's tag comes in the same statement (a join on its primary key): checking it costs the
+    pixel no query of its own."""
     raw = _Raw(connection)
-    rows = raw.fetch(f"SELECT id, subscriber_id, issue_id, sent_at FROM delivery WHERE id {raw.among('ids')}",
+    rows = raw.fetch("SELECT d.id, d.subscriber_id, d.issue_id, d.sent_at, s.link_tag, s.accepts_untagged_links "
+                     f"FROM delivery d JOIN subscriber s ON s.id = d.subscriber_id WHERE d.id {raw.among('ids')}",
                      {"ids": raw.ids(ids)})
     read_time = _time_reader(connection.dialect)
-    return {row[0]: (row[1], row[2], read_time(row[3])) for row in rows}
+    return {row[0]: OpenTarget(row[1], row[2], read_time(row[3]), row[4], bool(row[5])) for row in rows}
 
 
 def insert_events(*, connection: Connection, rows: list[dict]) -> None:

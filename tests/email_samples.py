@@ -134,7 +134,7 @@ def render_issue(issue: SampleIssue, renderer: Renderer | None = None) -> Render
 
 def sample_recipient(renderer: Renderer, *, email: str = "ada.reader@example.org", name: str = "Ada") -> Recipient:
     """A subscriber's substitutions and List-Unsubscribe headers, built the way the sender builds them."""
-    token = renderer.links.signer.recipient_token(subscriber_id=7, delivery_id=42)
+    token = renderer.links.signer.recipient_token(subscriber_id=7, delivery_id=42, tag=281474976710655)
     return recipient(42, email, name, token, renderer.links, renderer.settings)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timezone
 
+from sqlalchemy import select
+
 from digest.selection import canonical_categories
 from digest.transports.base import Batch, SendResult
 from storage.db import session_scope
@@ -46,6 +48,19 @@ def add_subscribers(engine, count: int, *, categories=(), status=SubscriberStatu
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
+
+
+def link_tags(engine, subscriber_ids) -> dict[int, int]:
+    """subscriber id → the random link_tag its row drew at insert (what its links must carry)."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(Subscriber.id, Subscriber.link_tag).where(Subscriber.id.in_(list(subscriber_ids))))
+        return dict(rows.all())
+
+
+def recipient_token(engine, signer, subscriber_id: int, delivery_id: int | None = None) -> str:
+    """The recipient token the service puts in this subscriber's emails: id, delivery and the row's tag."""
+    return signer.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id,
+                                  tag=link_tags(engine, [subscriber_id]).get(subscriber_id, 0))
 
 
 class RecordingTransport:

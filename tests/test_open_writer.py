@@ -29,7 +29,7 @@ from digest.open_writer import OpenWriter
 from digest.web import create_app
 from storage.db import make_engine, session_scope
 from storage.models import Event
-from tests.factories import RecordingTransport
+from tests.factories import RecordingTransport, link_tags, recipient_token
 from tests.fixtures_web import web_settings
 from tests.test_tracking_load import SECRET, _free_port, _serve
 from tests.test_web_tracking import GIF_HEADER, HUMAN_UA, an_hour_ago, assert_pixel, sent_delivery, settle_opens
@@ -88,7 +88,7 @@ def test_answered_opens_survive_the_web_process_being_killed(db_url, tmp_path):
     "20 fetches answered while the store is locked, then `digest serve` is SIGKILLed: the writer still commits all 20"
     engine = make_engine(db_url)
     signer = Signer(SECRET)
-    tokens = [signer.recipient_token(subscriber_id=d.subscriber_id, delivery_id=d.id)
+    tokens = [recipient_token(engine, signer, d.subscriber_id, d.id)
               for d in (sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(20))]
     port = _free_port()
     server = _serve(db_url, port, tmp_path / "serve.log")
@@ -114,12 +114,12 @@ def test_a_clean_shutdown_waits_until_every_answered_open_is_committed(db_url):
     "10 fetches answered while the store is locked; the lock goes 0.5 s later; leaving the app waits for all 10"
     engine = make_engine(db_url)
     app = create_app(web_settings(db_url), engine=engine, transport=RecordingTransport())
-    deliveries = [sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(10)]
+    tokens = [recipient_token(engine, app.state.ctx.signer, delivery.subscriber_id, delivery.id)
+              for delivery in (sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(10))]
     lock = write_lock(db_url)
     with TestClient(app) as client:
-        lock.__enter__()
-        for delivery in deliveries:
-            token = app.state.ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+        lock.__enter__()  # after reading the tokens' tags: a read on SQLite begins IMMEDIATE (storage.db)
+        for token in tokens:
             assert_pixel(client.get(f"/o/{token}.gif", headers={"User-Agent": HUMAN_UA}))
         assert opens_stored(engine) == 0
         pid = app.state.ctx.open_writer().pid
@@ -135,7 +135,7 @@ def test_a_writer_that_dies_is_logged_and_replaced(web, monkeypatch, caplog):
     first, during, after = (sent_delivery(ctx.engine, sent_at=an_hour_ago()) for _ in range(3))
 
     def fetch(delivery) -> None:
-        token = ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+        token = recipient_token(ctx.engine, ctx.signer, delivery.subscriber_id, delivery.id)
         assert_pixel(web.get(f"/o/{token}.gif", headers={"User-Agent": HUMAN_UA}))
 
     fetch(first)
@@ -163,6 +163,7 @@ def test_a_stalled_database_holds_back_fetches_beyond_the_unconfirmed_limit(db_u
     "limit 3, store locked: 3 of 5 opens are handed over at once, 2 wait; the lock goes and all 5 are committed"
     engine = make_engine(db_url)
     deliveries = [sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(5)]
+    tags = link_tags(engine, [d.subscriber_id for d in deliveries])
     writer = OpenWriter(database_url=db_url, window_seconds=10, max_unconfirmed=3)
     lock = write_lock(db_url)
 
@@ -170,7 +171,7 @@ def test_a_stalled_database_holds_back_fetches_beyond_the_unconfirmed_limit(db_u
         lock.__enter__()
         try:
             now = datetime.now(timezone.utc)
-            fetches = [asyncio.ensure_future(writer.record(RecipientRef(d.subscriber_id, d.id), HUMAN_UA, now))
+            fetches = [asyncio.ensure_future(writer.record(RecipientRef(d.subscriber_id, d.id, tags[d.subscriber_id]), HUMAN_UA, now))
                        for d in deliveries]
             await asyncio.sleep(1.0)
             assert [fetch.done() for fetch in fetches] == [True, True, True, False, False]
@@ -197,7 +198,7 @@ def test_a_broken_store_is_logged_at_once_then_summed_not_once_per_transaction(d
         connection.execute(text("DROP TABLE event"))
     with caplog.at_level("ERROR", logger="digest.web"), TestClient(app) as client:
         for delivery in deliveries:
-            token = app.state.ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+            token = recipient_token(engine, app.state.ctx.signer, delivery.subscriber_id, delivery.id)
             assert_pixel(client.get(f"/o/{token}.gif", headers={"User-Agent": HUMAN_UA}))
             settle_opens(client)  # one transaction each
     refused = [record.getMessage() for record in caplog.records if "could not record" in record.getMessage()]
@@ -213,7 +214,7 @@ def test_opens_of_a_client_that_runs_each_request_on_a_new_loop_are_all_recorded
     app = create_app(web_settings(db_url), engine=engine, transport=RecordingTransport())
     client = TestClient(app)
     for delivery in [sent_delivery(engine, sent_at=an_hour_ago()) for _ in range(3)]:
-        token = app.state.ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+        token = recipient_token(engine, app.state.ctx.signer, delivery.subscriber_id, delivery.id)
         assert_pixel(client.get(f"/o/{token}.gif", headers={"User-Agent": HUMAN_UA}))
     wait_for(lambda: opens_stored(engine) == 3, seconds=30, what="every loop's open committed")
     engine.dispose()

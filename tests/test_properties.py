@@ -112,11 +112,12 @@ ids = st.integers(min_value=0, max_value=2**53)
 
 
 @BOUNDED
-@given(subscriber_id=ids, delivery_id=st.none() | ids, url=st.from_regex(r"\Ahttps://[a-z]{1,12}\.example\.com/[ -~]{0,40}\Z"))
-def test_tokens_round_trip(subscriber_id, delivery_id, url):
-    "a recipient token reads back to its subscriber and delivery; a link token to its URL"
-    ref = SIGNER.read_recipient_token(SIGNER.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id))
-    assert (ref.subscriber_id, ref.delivery_id) == (subscriber_id, delivery_id)
+@given(subscriber_id=ids, delivery_id=st.none() | ids, tag=st.integers(0, 2**48 - 1),
+       url=st.from_regex(r"\Ahttps://[a-z]{1,12}\.example\.com/[ -~]{0,40}\Z"))
+def test_tokens_round_trip(subscriber_id, delivery_id, tag, url):
+    "a recipient token reads back to its subscriber, delivery and tag; a link token to its URL"
+    ref = SIGNER.read_recipient_token(SIGNER.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id, tag=tag))
+    assert (ref.subscriber_id, ref.delivery_id, ref.tag) == (subscriber_id, delivery_id, tag)
     assert SIGNER.read_link_token(SIGNER.link_token(url)) == url
 
 
@@ -138,7 +139,7 @@ ALPHABET = string.ascii_letters + string.digits + "-_."
 @given(subscriber_id=ids, data=st.data())
 def test_any_mutation_of_a_valid_token_is_refused(subscriber_id, data):
     "a valid token with one character changed, inserted or deleted, or cut short, is refused"
-    token = SIGNER.recipient_token(subscriber_id=subscriber_id, delivery_id=7)
+    token = SIGNER.recipient_token(subscriber_id=subscriber_id, delivery_id=7, tag=5)
     at = data.draw(st.integers(0, len(token) - 1))
     kind = data.draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
     char = data.draw(st.sampled_from(ALPHABET))
@@ -151,4 +152,4 @@ def test_any_mutation_of_a_valid_token_is_refused(subscriber_id, data):
     except BadToken:
         return
     # base64's last character carries spare bits: a change there may decode to the same bytes, never other ones.
-    assert (ref.subscriber_id, ref.delivery_id) == (subscriber_id, 7), f"{kind} at {at} read as another recipient"
+    assert (ref.subscriber_id, ref.delivery_id, ref.tag) == (subscriber_id, 7, 5), f"{kind} at {at} read as another recipient"

@@ -26,7 +26,7 @@ from digest.web import create_app
 from digest.weekly import open_issue
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, Event, Subscriber, SubscriberStatus
-from tests.factories import RecordingTransport, add_comparison, add_subscribers
+from tests.factories import RecordingTransport, add_comparison, add_subscribers, recipient_token
 from tests.fixtures_web import web_settings
 from tests.test_reliability_crash import record
 from tests.test_web_tracking import GIF_HEADER
@@ -57,13 +57,14 @@ class Site:
 
     def recipient(self, index: int = 0) -> str:
         sid = self.subscriber_ids[index]
-        return self.ctx.signer.recipient_token(subscriber_id=sid, delivery_id=self.deliveries[sid])
+        return recipient_token(self.engine, self.ctx.signer, sid, self.deliveries[sid])
 
     def confirm(self) -> str:
         with session_scope(self.engine) as session:
-            key = session.get(Subscriber, self.pending).email_key
+            pending = session.get(Subscriber, self.pending)
+            key, tag = pending.email_key, pending.link_tag
         return ConfirmTokens.for_settings(self.settings, clock=lambda: NOW).dumps(
-            subscriber_id=self.pending, email_key=key, name="", categories="")
+            subscriber_id=self.pending, email_key=key, name="", categories="", tag=tag)
 
     def link(self, url: str = "https://verdicts.example.com/compare/alpha-vs-beta") -> str:
         return self.ctx.signer.link_token(url)
@@ -134,10 +135,10 @@ def test_ten_thousand_bad_tokens_get_one_answer_per_route_and_change_nothing(sit
     other_key = "someone-elses-secret-key-000"
     other = Signer(other_key)
     recipient, link, confirm = site.recipient(), site.link(), site.confirm()
-    foreign = [other.recipient_token(subscriber_id=site.subscriber_ids[0], delivery_id=1),
+    foreign = [other.recipient_token(subscriber_id=site.subscriber_ids[0], delivery_id=1, tag=1),
                other.link_token("https://verdicts.example.com/"),
                ConfirmTokens(other_key, clock=lambda: NOW, max_age=timedelta(days=7)).dumps(
-                   subscriber_id=site.pending, email_key="x", name="", categories="")]
+                   subscriber_id=site.pending, email_key="x", name="", categories="", tag=1)]
     routes = {  # name: (good token of that route's kind, wrong-kind tokens, request)
         "GET /u": (recipient, [link, confirm, *foreign], lambda t: site.client.get(f"/u/{t}")),
         "GET /p": (recipient, [link, confirm, *foreign], lambda t: site.client.get(f"/p/{t}")),

@@ -194,3 +194,61 @@ def test_a_batch_of_row_ids_goes_as_one_value_and_only_as_integers(engine):
         assert raw.fetch(f"SELECT id FROM issue WHERE id {raw.among('ids')}", {"ids": raw.ids([])}) == []
         with pytest.raises(ValueError):
             raw.ids(["1}, {2"])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_links_sent_before_0007_keep_working_and_a_link_without_a_tag_names_no_row_stored_since(kind, tmp_path):
+    "0007: a tagless link sent before it opens its subscriber's page and counts their open; for later rows it names nobody"
+    from fastapi.testclient import TestClient
+    from itsdangerous import URLSafeSerializer
+
+    from digest.links import RECIPIENT_SALT
+    from digest.web import create_app
+    from tests.factories import RecordingTransport, add_subscribers, recipient_token
+    from tests.fixtures_web import web_settings
+
+    urls = iter([f"sqlite:///{tmp_path / 'old.db'}"]) if kind == "sqlite" else _postgres_database()
+    for url in urls:
+        upgrade(url, "0006")
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            a_sent_delivery_with_an_open(connection)  # subscriber 1, delivery 7
+            connection.execute(text(
+                "INSERT INTO subscriber (id, email, email_key, name, status, categories, created_at, updated_at) "
+                "VALUES (2, 'b@example.com', 'b@example.com', 'B', 'active', '', '2026-01-01', '2026-01-01')"))
+            if kind == "postgres":  # rows given their ids leave the sequence behind; signups would have moved it
+                connection.execute(text("SELECT setval(pg_get_serial_sequence('subscriber', 'id'), 2)"))
+        settings = web_settings(url)
+        tagless = URLSafeSerializer(settings.secret_key, salt=RECIPIENT_SALT).dumps  # what was signed before 0007
+        sent_before = {"digest": tagless([1, 7]), "welcome page": tagless([1, None])}
+        upgrade(url)
+        with engine.begin() as connection:  # the newest row at the upgrade leaves; its id goes to nobody else
+            connection.execute(text("DELETE FROM subscriber WHERE id = 2"))
+        later, = add_subscribers(engine, 1)
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO delivery (id, issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, "
+                "created_at, sent_at) VALUES (8, 1, :later, 1, 'sent', 1, 0, '2026-01-01', '2026-01-01')"),
+                {"later": later})
+        app = create_app(settings, engine=engine, transport=RecordingTransport())
+        agent = {"User-Agent": "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 (KHTML, like Gecko)"}
+        with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
+            assert later > 2
+            for name, token in sent_before.items():
+                assert client.get(f"/p/{token}").status_code == 200, name
+            assert client.get(f"/o/{sent_before['digest']}.gif", headers=agent).status_code == 200
+            assert client.get(f"/p/{recipient_token(engine, app.state.ctx.signer, 1, 7)}").status_code == 200
+            refused = {"a later row's": tagless([later, 8]), "a later row's, no delivery": tagless([later, None]),
+                       "someone else's delivery": tagless([1, 8])}
+            for name, token in refused.items():
+                assert client.get(f"/p/{token}").status_code == 404, name
+                assert client.get(f"/o/{token}.gif", headers=agent).status_code == 200, name
+            client.portal.call(app.state.ctx.open_writer().settled)
+        with engine.connect() as connection:
+            opens = connection.execute(text("SELECT delivery_id, count(*) FROM event WHERE kind = 'open' "
+                                            "GROUP BY delivery_id")).all()
+        assert opens == [(7, 2)]  # the open seeded before the upgrade, and the one through the old link
+        command.downgrade(alembic_config(url), "0006")  # and back: every row kept
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT id FROM subscriber ORDER BY id")).scalars().all() == [1, later]
+        engine.dispose()

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from digest.links import Signer
 from storage.db import make_engine, session_scope
 from storage.models import Event
+from tests.factories import recipient_token
 from tests.test_reliability_crash import record
 from tests.test_web_tracking import GIF_HEADER, HUMAN_UA, sent_delivery
 
@@ -67,7 +68,7 @@ def burst(db_url: str, log_path: Path, *, rate: int, seconds: float, readers: in
     tokens = []
     for _ in range(readers):
         delivery = sent_delivery(engine, sent_at=sent_at, week="2026-W48")
-        tokens.append(signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id))
+        tokens.append(recipient_token(engine, signer, delivery.subscriber_id, delivery.id))
     port = _free_port()
     server = _serve(db_url, port, log_path)
     statuses: Counter = Counter()

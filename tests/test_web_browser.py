@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from sqlmodel import Session
 
 from storage.models import Subscriber, SubscriberStatus
-from tests.factories import add_comparison, add_subscribers
+from tests.factories import add_comparison, add_subscribers, recipient_token
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # gitignored
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -21,7 +21,7 @@ def stored(live_app, subscriber_id: int) -> Subscriber:
 
 
 def link_for(live_app, kind: str, subscriber_id: int) -> str:
-    token = live_app.app.state.ctx.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=None)
+    token = recipient_token(live_app.app.state.ctx.engine, live_app.app.state.ctx.signer, subscriber_id)
     return f"{live_app.url}/{kind}/{token}"
 
 

@@ -238,8 +238,9 @@ def test_a_tampered_or_foreign_token_fails_with_the_generic_page(web, sent):
     altered = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + rest
     other_key = ConfirmTokens("another-secret-key-0123456789", clock=ctx.clock, max_age=timedelta(days=7))
     person = subscriber(web, "careful@example.com")
-    foreign = other_key.dumps(subscriber_id=person.id, email_key=person.email_key, name="", categories="")
-    recipient = ctx.signer.recipient_token(subscriber_id=person.id, delivery_id=None)
+    foreign = other_key.dumps(subscriber_id=person.id, email_key=person.email_key, name="", categories="",
+                              tag=person.link_tag)
+    recipient = ctx.signer.recipient_token(subscriber_id=person.id, delivery_id=None, tag=person.link_tag)
 
     answers = [web.post(f"/confirm/{t}") for t in (altered, foreign, recipient, "nonsense")]
 

@@ -15,7 +15,7 @@ from digest.importing.subscribers import SuppressedAddress, add_subscriber, impo
 from digest.subscriptions import is_suppressed
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber, SubscriberStatus, Suppression
-from tests.factories import add_comparison, add_subscribers
+from tests.factories import add_comparison, add_subscribers, recipient_token
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -24,7 +24,7 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 # -- helpers ---------------------------------------------------------------------------------------------
 
 def token_for(web, subscriber_id: int, delivery_id: int | None = None) -> str:
-    return web.app.state.ctx.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=delivery_id)
+    return recipient_token(engine_of(web), web.app.state.ctx.signer, subscriber_id, delivery_id)
 
 
 def csrf_of(html: str) -> str:

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from itsdangerous import BadData, URLSafeSerializer
 
-from digest.links import RECIPIENT_SALT, Signer, _CurrentKey
+from digest.links import RECIPIENT_SALT, BadToken, RecipientRef, Signer, _CurrentKey
 from digest.web import create_app
 from storage.db import make_engine
 from storage.models import SubscriberStatus
-from tests.factories import RecordingTransport, add_subscribers
+from tests.factories import RecordingTransport, add_subscribers, link_tags, recipient_token
 from tests.fixtures_web import web_settings
 from tests.test_web_subscriber import engine_of, subscriber, token_for
 
@@ -29,11 +29,17 @@ def flip(text: str, index: int) -> str:
 
 def bad_tokens(web, subscriber_id: int) -> dict[str, str]:
     good = token_for(web, subscriber_id)
+    tag = link_tags(engine_of(web), [subscriber_id])[subscriber_id]
     payload, signature = good.split(".")
     gone, = add_subscribers(engine_of(web), 1)
     return {
         "forged (another key)": Signer("someone-elses-secret-key-000").recipient_token(
-            subscriber_id=subscriber_id, delivery_id=None),
+            subscriber_id=subscriber_id, delivery_id=None, tag=tag),
+        # What a deleted subscriber's link carries once their id is someone else's (a restored backup).
+        "the id with another row's tag": Signer(SECRET).recipient_token(
+            subscriber_id=subscriber_id, delivery_id=None, tag=tag ^ 1),
+        "a link from before tags, for a row stored since": URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).dumps(
+            [subscriber_id, None]),
         # The middle of each part: the last base64 character may only carry padding bits.
         "altered signature": f"{payload}.{flip(signature, len(signature) // 2)}",
         "altered payload": f"{flip(payload, len(payload) // 2)}.{signature}",
@@ -71,12 +77,27 @@ def test_every_bad_token_gets_the_same_404(web, method):
     assert subscriber(web, sid).status == SubscriberStatus.active
 
 
+def test_a_token_reads_back_its_id_delivery_and_tag_and_only_those_shapes():
+    "[id, delivery, tag] reads as itself, [id, delivery] as a link from before tags; every other shape is refused"
+    signer, sign = Signer(SECRET), URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).dumps
+    ref = signer.read_recipient_token(signer.recipient_token(subscriber_id=3, delivery_id=9, tag=2**48 - 1))
+    assert ref == RecipientRef(3, 9, 2**48 - 1)
+    assert ref.fits(link_tag=2**48 - 1, accepts_untagged_links=False)
+    assert not ref.fits(link_tag=2**48 - 2, accepts_untagged_links=True)  # a tag is never waved through
+    untagged = signer.read_recipient_token(sign([3, None]))
+    assert untagged == RecipientRef(3, None, None)
+    assert untagged.fits(link_tag=5, accepts_untagged_links=True) and not untagged.fits(link_tag=5, accepts_untagged_links=False)
+    for payload in ([3, None, None], [3, None, "5"], [3, None, True], [3, 9, 5, 1], [3], [True, None, 5], {"3": 5}):
+        with pytest.raises(BadToken):
+            signer.read_recipient_token(sign(payload))
+
+
 def test_old_key_still_works_after_rotation_unknown_key_does_not(db_url):
     """After rotating DIGEST_SECRET_KEY (old one in old_secret_keys), last year's links work; others' do not."""
     engine = make_engine(db_url)
     sid, = add_subscribers(engine, 1)
-    old_token = Signer("the-old-secret-key-0123456789").recipient_token(subscriber_id=sid, delivery_id=None)
-    unknown = Signer("never-configured-key-012345678").recipient_token(subscriber_id=sid, delivery_id=None)
+    old_token = recipient_token(engine, Signer("the-old-secret-key-0123456789"), sid)
+    unknown = recipient_token(engine, Signer("never-configured-key-012345678"), sid)
     settings = web_settings(db_url, secret_key="the-new-secret-key-0123456789",
                             old_secret_keys=["the-old-secret-key-0123456789"])
     app = create_app(settings, engine=engine, transport=RecordingTransport())
@@ -86,7 +107,7 @@ def test_old_key_still_works_after_rotation_unknown_key_does_not(db_url):
             assert client.get(f"/u/{old_token}").status_code == 200
             assert client.get(f"/p/{unknown}").status_code == 404
             assert client.post(f"/u/{unknown}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
-            new_token = app.state.ctx.signer.recipient_token(subscriber_id=sid, delivery_id=None)
+            new_token = recipient_token(engine, app.state.ctx.signer, sid)
             # New links are signed with the new key alone: the old key cannot read them.
             Signer("the-new-secret-key-0123456789").read_recipient_token(new_token)
             assert new_token != old_token
@@ -101,9 +122,10 @@ def test_tokens_carry_no_time_and_work_a_year_later(web):
     token = token_for(web, sid)
     payload, signature = token.split(".")  # itsdangerous' timed tokens have a third, timestamp part
 
-    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) == [sid, None]
-    assert URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).loads(token) == [sid, None]
-    assert Signer(SECRET).recipient_token(subscriber_id=sid, delivery_id=None) == token
+    tag = link_tags(engine_of(web), [sid])[sid]
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) == [sid, None, tag]
+    assert URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).loads(token) == [sid, None, tag]
+    assert Signer(SECRET).recipient_token(subscriber_id=sid, delivery_id=None, tag=tag) == token
 
     ctx = web.app.state.ctx
     a_year_later = ctx.clock() + timedelta(days=366)
@@ -115,7 +137,8 @@ def test_tokens_carry_no_time_and_work_a_year_later(web):
 
 KEYS = ["the-old-secret-key-0123456789", "the-current-secret-key-0123"]
 _payloads = st.one_of(
-    st.tuples(st.integers(), st.one_of(st.none(), st.integers())).map(list),
+    st.tuples(st.integers(), st.one_of(st.none(), st.integers())).map(list),  # a token from before tags
+    st.tuples(st.integers(), st.one_of(st.none(), st.integers()), st.integers(0, 2**48 - 1)).map(list),
     st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
                  lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                  max_leaves=6),

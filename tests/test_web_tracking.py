@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from digest.web import create_app
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber
-from tests.factories import RecordingTransport
+from tests.factories import RecordingTransport, recipient_token
 from tests.fixtures_web import web_settings
 
 GIF_HEADER = b"GIF89a\x01\x00\x01\x00"
@@ -67,7 +67,7 @@ def settle_opens(web) -> None:
 
 
 def token_for(web, delivery: Sent) -> str:
-    return web.app.state.ctx.signer.recipient_token(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id)
+    return recipient_token(web.app.state.ctx.engine, web.app.state.ctx.signer, delivery.subscriber_id, delivery.id)
 
 
 def assert_pixel(response) -> None:
@@ -149,7 +149,7 @@ def test_an_unreachable_database_still_returns_the_gif(caplog):
     url = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere?connect_timeout=2"
     engine = make_engine(url, pool_pre_ping=False)
     app = create_app(web_settings(url), engine=engine, transport=RecordingTransport())
-    token = app.state.ctx.signer.recipient_token(subscriber_id=1, delivery_id=1)
+    token = app.state.ctx.signer.recipient_token(subscriber_id=1, delivery_id=1, tag=1)
     with TestClient(app) as client, caplog.at_level("ERROR", logger="digest.web"):
         assert_pixel(client.get(f"/o/{token}.gif"))
     assert any("could not record 1 opens" in record.message for record in caplog.records)

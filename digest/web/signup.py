@@ -234,9 +234,9 @@ def confirm(token: str, ctx: WebContext = Depends(get_context)) -> Response:
     if ref is not None:
         with session_scope(ctx.engine) as session:
             subscriber = confirmation.confirm(session=session, ref=ref, now=ctx.clock())
-            subscriber_id = subscriber.id if subscriber is not None else None
-        if subscriber_id is not None:
-            recipient = ctx.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=None)
+            row = (subscriber.id, subscriber.link_tag) if subscriber is not None else None
+        if row is not None:
+            recipient = ctx.signer.recipient_token(subscriber_id=row[0], delivery_id=None, tag=row[1])
             return ctx.page("confirm_done.html", token_page=True, preferences_url=f"/p/{recipient}")
     return _invalid(ctx)
 

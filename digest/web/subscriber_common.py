@@ -15,12 +15,24 @@ from storage.models import Delivery, Subscriber
 
 
 def subscriber_for(session: Session, ctx: WebContext, token: str) -> tuple[Subscriber, RecipientRef] | None:
-    """The subscriber a recipient token names, or None for any bad token or a subscriber since deleted."""
+    """The subscriber a recipient token was made for, or None for any bad token or a subscriber since deleted.
+
+    The id alone is not enough: the row must have the token's tag (`RecipientRef.fits`), so a deleted
+    subscriber's link never opens whoever holds the id later. A token from before tags is honoured only
+    by a row stored then and, when it names a delivery, only if that delivery is the row's own: on SQLite
+    an id could already have changed hands before migration 0007, and the deliveries of its first owner
+    were deleted with them.
+    """
     ref = ctx.recipient(token)
     if ref is None:
         return None
     subscriber = session.get(Subscriber, ref.subscriber_id)
-    return None if subscriber is None else (subscriber, ref)
+    if subscriber is None or not ref.fits(link_tag=subscriber.link_tag,
+                                          accepts_untagged_links=subscriber.accepts_untagged_links):
+        return None
+    if ref.tag is None and ref.delivery_id is not None and delivery_of(session, subscriber, ref) is None:
+        return None
+    return subscriber, ref
 
 
 def delivery_of(session: Session, subscriber: Subscriber, ref: RecipientRef) -> Delivery | None:

@@ -43,8 +43,9 @@ async def answer_pixel(ctx: WebContext, scope, token: str, send) -> None:
 
     The pixel is the one URL fetched once per opened email; through the full FastAPI stack (a threadpool
     hop, a transaction per fetch) it managed ~550 requests/s under 32 connections. Here the open is handed
-    to the process's writer (`digest.open_writer`: a child process, group commits) and the GIF goes out at
-    once. Security headers are in `_RAW_PIXEL_HEADERS`, as the middleware would have added them.
+    to the process's writer (`digest.open_writer`: a child process, group commits), and the GIF goes out
+    once the open is in the pipe to it, where a `kill -9` of this process cannot lose it. Security headers
+    are in `_RAW_PIXEL_HEADERS`, as the middleware would have added them.
     """
     try:
         recipient = ctx.recipient(token)
