@@ -9,29 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from dataclasses import astuple
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import anyio.from_thread
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 
 import digest.open_writer as open_writer
 from digest.links import RecipientRef, Signer
 from digest.open_writer import OpenWriter
 from digest.web import create_app
 from storage.db import make_engine, session_scope
-from storage.models import Event
+from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber, SubscriberStatus
 from tests.factories import RecordingTransport, link_tags, recipient_token
 from tests.fixtures_web import web_settings
-from tests.test_tracking_load import SECRET, _free_port, _serve
+from tests.test_tracking_load import REPO, SECRET, _free_port, _serve
 from tests.test_web_tracking import GIF_HEADER, HUMAN_UA, an_hour_ago, assert_pixel, sent_delivery, settle_opens
 
 
@@ -84,6 +88,33 @@ def exited(pid: int) -> bool:
         return True
 
 
+def sent_deliveries(engine, *, count: int) -> list[RecipientRef]:
+    """One issue sent two hours ago to ``count`` new subscribers, in bulk (a load needs tens of thousands)."""
+    now = datetime.now(timezone.utc)
+    sent_at = now - timedelta(hours=2)
+    with session_scope(engine) as session:
+        issue = Issue(week="2026-W48", created_at=sent_at)
+        session.add(issue)
+        session.flush()
+        segment = Segment(issue_id=issue.id, key="k", comparison_ids="")
+        session.add(segment)
+        session.flush()
+        issue_id, segment_id = issue.id, segment.id
+    with engine.begin() as connection:
+        connection.execute(insert(Subscriber), [
+            {"email": f"reader{n}@example.com", "email_key": f"reader{n}@example.com", "name": "",
+             "status": SubscriberStatus.active, "categories": "", "created_at": now, "updated_at": now}
+            for n in range(count)])
+        subscribers = connection.execute(select(Subscriber.id)).scalars().all()
+        connection.execute(insert(Delivery), [
+            {"issue_id": issue_id, "subscriber_id": subscriber_id, "segment_id": segment_id,
+             "status": DeliveryStatus.sent, "attempts": 1, "ambiguous_resends": 0, "created_at": sent_at,
+             "sent_at": sent_at, "message_id": "m"} for subscriber_id in subscribers])
+        rows = connection.execute(select(Delivery.subscriber_id, Delivery.id, Subscriber.link_tag)
+                                  .join(Subscriber, Subscriber.id == Delivery.subscriber_id)).all()
+    return [RecipientRef(subscriber_id, delivery_id, tag) for subscriber_id, delivery_id, tag in rows]
+
+
 def test_answered_opens_survive_the_web_process_being_killed(db_url, tmp_path):
     "20 fetches answered while the store is locked, then `digest serve` is SIGKILLed: the writer still commits all 20"
     engine = make_engine(db_url)
@@ -107,6 +138,41 @@ def test_answered_opens_survive_the_web_process_being_killed(db_url, tmp_path):
     finally:
         if server.poll() is None:
             server.kill()
+    engine.dispose()
+
+
+# A web process in miniature: hands the opens of the deliveries named on stdin to a writer, says its pid, dies.
+_DYING_PARENT = """
+import asyncio, json, os, signal, sys
+from datetime import datetime, timedelta, timezone
+from digest.links import RecipientRef
+from digest.open_writer import OpenWriter
+
+async def main():
+    writer = OpenWriter(database_url=sys.argv[1], window_seconds=10)
+    for fields in json.load(sys.stdin):
+        await writer.record(RecipientRef(*fields), "Thunderbird", datetime.now(timezone.utc))
+    print(writer.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def test_a_writer_whose_web_process_died_commits_its_whole_input(db_url, tmp_path):
+    "2,500 opens handed over, store locked, the web process SIGKILLed: the writer commits all 2,500 with nobody to confirm to"
+    engine = make_engine(db_url)
+    recipients = sent_deliveries(engine, count=2_500)  # MAX_BATCH 1000: three transactions, all after the death
+    errors = tmp_path / "stderr"  # a file: the writer inherits it, and a pipe would be read until the writer exits
+    with write_lock(db_url), errors.open("w") as stderr:
+        parent = subprocess.run([sys.executable, "-c", _DYING_PARENT, db_url], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True, input=json.dumps([astuple(r) for r in recipients]),
+                                timeout=60)
+        assert parent.returncode == -signal.SIGKILL, errors.read_text()
+        writer = int(parent.stdout)
+        assert opens_stored(engine) == 0
+    wait_for(lambda: exited(writer), seconds=60, what="the writer commits its input and exits")
+    assert opens_stored(engine) == 2_500
     engine.dispose()
 
 
@@ -186,6 +252,34 @@ def test_a_stalled_database_holds_back_fetches_beyond_the_unconfirmed_limit(db_u
     # On a loop in a thread of its own: the session's Playwright keeps a loop running in this thread.
     with anyio.from_thread.start_blocking_portal() as portal:
         portal.call(scenario)
+    engine.dispose()
+
+
+def test_a_full_pipe_holds_fetches_back_until_their_open_is_in_it(db_url):
+    "store locked, 6,000 opens with 512-character agents: ~1 MiB of pipe fills, the rest wait; the lock goes: all 6,000 stored"
+    engine = make_engine(db_url)
+    recipients = sent_deliveries(engine, count=6_000)
+    writer = OpenWriter(database_url=db_url, window_seconds=10)  # 10,000 unconfirmed allowed: only the pipe holds
+    lock = write_lock(db_url)
+
+    async def scenario() -> None:
+        lock.__enter__()
+        try:
+            now, agent = datetime.now(timezone.utc), "Thunderbird " * 60
+            fetches = [asyncio.ensure_future(writer.record(recipient, agent, now)) for recipient in recipients]
+            await asyncio.sleep(2.0)  # the writer starts, reads its first transaction's worth, and waits for the lock
+            answered = sum(fetch.done() for fetch in fetches)
+            assert 1_000 < answered < 6_000, answered  # ~1 MiB / ~600 bytes per open in the pipe, + 1,000 read
+            assert opens_stored(engine) == 0
+        finally:
+            lock.__exit__(None, None, None)
+        await asyncio.wait_for(asyncio.gather(*fetches), 60)
+        await writer.settled()
+        await writer.close()
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        portal.call(scenario)
+    assert opens_stored(engine) == 6_000
     engine.dispose()
 
 
