@@ -146,7 +146,8 @@ def reuse_ids(engine, *, subscriber: int, delivery: int) -> None:
     """Make the next subscriber and delivery get these ids, as restoring an older backup of the counters can."""
     with engine.begin() as connection:
         if connection.dialect.name == "sqlite":  # without its sqlite_sequence row a table starts again at max(id) + 1
-            connection.execute(text("DELETE FROM sqlite_sequence WHERE name IN ('subscriber', 'delivery')"))
+            if connection.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'")).first():
+                connection.execute(text("DELETE FROM sqlite_sequence WHERE name IN ('subscriber', 'delivery')"))
             return
         for table, next_id in (("subscriber", subscriber), ("delivery", delivery)):
             connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {next_id}, false)"))
