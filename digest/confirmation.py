@@ -13,9 +13,9 @@ the owner of the address confirms, so nobody can change a known subscriber's set
 their `To:` and greeting, by typing their address into the form: a signup stores no name on any row, and
 the email it sends carries no name at all (whoever typed one may not own the address).
 
-`plan_signup` does the same work for every address (the same queries, both kinds of link made) and always
-returns one letter — kind "none" for an address that gets nothing — which the web process hands to
-digest.signup_mailer; the rendering and the send happen there, outside the request path.
+None of this runs in the request: the web process counts the signup and hands it to digest.signup_mailer,
+whose own process calls `answer` — record it (`plan_signup`), render the letter and send it unless its kind
+is "none" — so whatever the address, the request does the same work and its timing tells nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from datetime import datetime, timedelta, timezone
 import jinja2
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 from mjml import mjml2html
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from digest import subscriptions
@@ -39,6 +40,7 @@ from digest.config import Settings
 from digest.links import BadToken, Links, tag_fits
 from digest.render import RenderedEmail, RenderError, one_line
 from digest.transports.base import Batch, Recipient, TransientError, Transport
+from storage.db import in_transaction
 from storage.models import Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
@@ -142,11 +144,11 @@ def is_suppressed(*, session: Session, email_key: str) -> bool:
 
 def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmTokens, links: Links,
                 now: datetime) -> Outgoing:
-    """Record a signup and say which letter to hand over. The caller serialises signups of one address.
+    """Record a signup and say which letter to send.
 
     An unknown address becomes a pending row with no name (the name travels in the link); a known row of
-    any status is left as it is. Whatever the address, the same queries run and both links are made, so the
-    time this takes does not say whether an email will go out (benchmarks/signup_timing.py).
+    any status is left as it is. Whatever the address, the same queries run and both links are made: the
+    signup mailer's load on the machine does not depend on who owns the address either.
     """
     suppressed = is_suppressed(session=session, email_key=signup.email_key)
     subscriber = session.execute(select(Subscriber).where(Subscriber.email_key == signup.email_key)).scalars().first()
@@ -238,10 +240,25 @@ def batch_for(*, settings: Settings, email: RenderedEmail, outgoing: Outgoing) -
                  categories=[kind], custom_args={"kind": kind})
 
 
+def answer(*, engine: Engine, settings: Settings, links: Links, env: jinja2.Environment, transport: Transport,
+           signup: SignupRequest, now: datetime) -> bool:
+    """All a signup leads to, outside the request path (digest.signup_mailer): record it and send the one email
+    it calls for, if any; ``now`` is when the request came. True when an email was sent."""
+    tokens = ConfirmTokens.for_settings(settings, clock=lambda: now)
+
+    def plan(session: Session) -> Outgoing:
+        return plan_signup(session=session, signup=signup, tokens=tokens, links=links, now=now)
+
+    try:
+        outgoing = in_transaction(engine, plan, budget=60.0)
+    except IntegrityError:  # another web process stored the same new address a moment ago: it is known now
+        outgoing = in_transaction(engine, plan, budget=60.0)
+    return deliver(transport=transport, env=env, settings=settings, outgoing=outgoing)
+
+
 def deliver(*, transport: Transport, env: jinja2.Environment, settings: Settings, outgoing: Outgoing,
             sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Render, and send unless the letter is "none" (digest.signup_mailer, outside the request path):
-    failures are logged, never raised. True when sent."""
+    """Render, and send unless the letter is "none": failures are logged, never raised. True when sent."""
     try:
         batch = batch_for(settings=settings, email=render_email(env=env, settings=settings, outgoing=outgoing),
                           outgoing=outgoing)

@@ -1,13 +1,14 @@
 """The signup emails' own process, so that nothing the web process does tells who owns an address.
 
-The web process used to send a signup's email in a background task after answering. On a keep-alive
-connection the next request waited for that send, so a stranger could tell an active subscriber (an email
-goes out) from a bounced one (none) by timing the request after a signup: right 86 % of the time
-(benchmarks/signup_timing.py, docs/reliability.md). Now every accepted signup hands exactly one letter to
-`SignupMailer.hand_over` — kind "none" when the address gets nothing — and that is all the web process
-does: one put on a queue, the same for every kind. A child process takes each letter, renders it (every
-kind, "none" included), waits until a random moment within SPREAD_SECONDS, and sends it unless it is
-"none". The wait keeps the send's own load on the machine away from the requests that follow the signup.
+The web process used to look the address up, store a new one and send the email in a background task after
+answering. On a keep-alive connection the next request waited for that send, so a stranger could tell an
+active subscriber (an email goes out) from a bounced one (none) by timing the request after a signup: right
+86 % of the time; and the signup itself took longer for an address never seen (benchmarks/signup_timing.py,
+docs/reliability.md). Now the request only counts the signup and hands its `Letter` (what was typed, and
+when) to `SignupMailer.hand_over`: one put on a queue, the same whoever owns the address. A child process
+waits until a random moment within SPREAD_SECONDS, then does the rest (digest.confirmation.answer): look
+the address up, store it if new, render the email — "none" included — and send it unless it is "none".
+The wait keeps that work's load on the machine away from the requests that follow the signup.
 
 What a signup can count on:
 - the letter is in the mailer's hands when `hand_over` returns, unless MAX_WAITING letters are already
@@ -16,10 +17,10 @@ What a signup can count on:
 - a web process killed outright loses the letters not yet written to the child's pipe (microseconds'
   worth); the child sends what it has and exits when its input ends;
 - a child that died loses its waiting letters; the next signup logs how many and starts a new one.
+A lost letter is a signup to make again: nothing was stored for it, not even a pending row.
 
 Wire format, down the child's stdin: frames of a 4-byte big-endian length and a pickle — first
-(settings, spread), then one digest.confirmation.Outgoing per letter (pickle: both ends are this package,
-on this machine). Up its stdout: one byte per letter dealt with. The child ignores SIGINT and SIGTERM (a
+(settings, spread), then one `Letter` per signup (pickle: both ends are this package, on this machine). Up its stdout: one byte per letter dealt with. The child ignores SIGINT and SIGTERM (a
 Ctrl-C or a process manager's stop reaches the whole process group) and ends when its input does.
 
 A transport handed to the web app (tests of other pages) is used by a thread in this process instead:
@@ -43,9 +44,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from digest.config import Settings
+from digest.confirmation import SignupRequest
 from digest.transports.base import Transport
 
 log = logging.getLogger("digest.web")
@@ -53,14 +57,22 @@ log = logging.getLogger("digest.web")
 # Up to 2 s: the confirmation still arrives while the person looks at "check your inbox", and the send's
 # few milliseconds of work land on one of ~2,000 possible milliseconds instead of on the next request.
 SPREAD_SECONDS = 2.0
-MAX_WAITING = 1000  # letters handed over and not yet sent (~300 bytes each): a flood costs memory, not a stall
+MAX_WAITING = 1000  # letters not yet written to the child (~400 bytes each): a stuck child costs 400 KB, no stall
 RESTART_AFTER = 1.0  # seconds: a mailer that cannot start (a broken install) is not restarted per signup
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
 _FRAME = struct.Struct(">I")
 
 
+@dataclass(frozen=True)
+class Letter:
+    """One accepted signup, as the web process hands it over: what was typed (validated) and when."""
+
+    signup: SignupRequest
+    now: datetime
+
+
 class SignupMailer:
-    """``hand_over(outgoing)`` from the request path; ``wait_idle`` (tests, benchmarks); ``close`` at shutdown.
+    """``hand_over(letter)`` from the request path; ``wait_idle`` (tests, benchmarks); ``close`` at shutdown.
 
     With ``transport=None`` the child process builds its own from ``settings`` (production); with a
     transport, a thread of this process uses it (tests of other pages, which pass a recording transport).
@@ -80,21 +92,22 @@ class SignupMailer:
         """The child's process id while one runs (for an operator's `ps`, and tests); None for a thread."""
         return self._worker.pid if self._worker is not None else None
 
-    def hand_over(self, outgoing) -> None:
-        """Queue one letter (a digest.confirmation.Outgoing); never waits for the send."""
+    def hand_over(self, letter: Letter) -> None:
+        """Queue one letter; never waits for what it leads to."""
         with self._lock:
             if self._worker is None or not self._worker.alive():
                 if self._worker is not None and self._worker.unsent():
                     log.error("signup mailer died with %d letters unsent", self._worker.unsent())
                 if time.monotonic() - self._started_at < RESTART_AFTER:
-                    log.error("signup email dropped: the signup mailer died less than %.0f s after it started",
-                              RESTART_AFTER)
+                    log.error("signup dropped (no email, nothing stored): the signup mailer died less than "
+                              "%.0f s after it started", RESTART_AFTER)
                     return
                 self._started_at = time.monotonic()
                 self._worker = _Thread(self._transport, self._settings, self._spread) if self._transport \
                     else _Child(self._settings, self._spread)
-            if not self._worker.put(outgoing):
-                log.error("signup email dropped: %d letters already wait to be sent", MAX_WAITING)
+            if not self._worker.put(letter):
+                log.error("signup dropped (no email, nothing stored): %d letters already wait for the signup "
+                          "mailer", MAX_WAITING)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """True once every letter handed over has been dealt with (False after ``timeout`` seconds)."""
@@ -123,9 +136,9 @@ class _Worker:
         self.handled = 0
         self._letters: queue.Queue = queue.Queue(MAX_WAITING)  # this process's side: never blocks a request
 
-    def put(self, outgoing) -> bool:
+    def put(self, letter: Letter) -> bool:
         try:
-            self._letters.put_nowait(outgoing)
+            self._letters.put_nowait(letter)
         except queue.Full:
             return False
         self.handed += 1
@@ -147,8 +160,9 @@ class _Worker:
 class _Thread(_Worker):
     def __init__(self, transport: Transport, settings: Settings, spread: float):
         super().__init__()
-        self._thread = threading.Thread(target=run, name="signup-mailer", daemon=True,
-                                        args=(self._letters.get, self.done, spread, settings, transport))
+        self._thread = threading.Thread(target=lambda: run(self._letters.get, self.done, spread,
+                                                           answerer(settings, transport)),
+                                        name="signup-mailer", daemon=True)
         self._thread.start()
 
     def alive(self) -> bool:
@@ -210,22 +224,30 @@ class _Child(_Worker):
 
 # -- the worker's side ---------------------------------------------------------------------------------------
 
-def run(get: Callable, done: Callable[[], None], spread: float, settings: Settings, transport: Transport) -> None:
-    """Take letters from ``get(timeout=…)``; deal with each at a random moment within ``spread`` seconds,
-    calling ``done()`` after each; a None deals with the rest at once and ends."""
+def answerer(settings: Settings, transport: Transport) -> Callable[[Letter], object]:
+    """What the worker does with a letter: digest.confirmation.answer, with its own engine and templates."""
     from digest import confirmation
+    from digest.app import links_for
     from digest.render import make_environment
+    from storage.db import make_engine
 
-    env = make_environment()
+    engine, links, env = make_engine(settings.database_url), links_for(settings), make_environment()
+    return lambda letter: confirmation.answer(engine=engine, settings=settings, links=links, env=env,
+                                              transport=transport, signup=letter.signup, now=letter.now)
+
+
+def run(get: Callable, done: Callable[[], None], spread: float, answer: Callable[[Letter], object]) -> None:
+    """Take letters from ``get(timeout=…)``; answer each at a random moment within ``spread`` seconds,
+    calling ``done()`` after each; a None answers the rest at once and ends."""
     rng = random.SystemRandom()
-    waiting: list[tuple[float, int, object]] = []  # (when, arrival number, letter): a heap
+    waiting: list[tuple[float, int, Letter]] = []  # (when, arrival number, letter): a heap
     arrived = 0
 
-    def deliver(letter) -> None:
+    def deliver(letter: Letter) -> None:
         try:
-            confirmation.deliver(transport=transport, env=env, settings=settings, outgoing=letter)
-        except Exception:  # noqa: BLE001 — nobody to raise to
-            log.exception("signup email failed")
+            answer(letter)
+        except Exception:  # noqa: BLE001 — nobody to raise to; the database stayed down for a minute
+            log.exception("signup not answered")
         done()
 
     while True:
@@ -275,7 +297,7 @@ def main() -> None:
         stdout.write(b".")
         stdout.flush()
 
-    run(letters.get, done, spread, settings, make_transport(settings))
+    run(letters.get, done, spread, answerer(settings, make_transport(settings)))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def post_json(web, email: str, **fields):
 
 
 def subscriber(web, email: str) -> Subscriber | None:
+    """The row, once the signup mailer has answered every signup so far (it stores new addresses)."""
+    assert web.app.state.signup_mailer.wait_idle(timeout=60)
     with session_scope(web.app.state.ctx.engine) as session:
         return session.execute(select(Subscriber).where(Subscriber.email_key == email.lower())).scalars().first()
 

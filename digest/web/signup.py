@@ -1,10 +1,10 @@
 """Signup with double opt-in: `GET/POST /subscribe` (form and JSON), `GET/POST /confirm/{token}`.
 
 No enumeration: every accepted signup gets the same answer, byte for byte, whether the address is new,
-pending, active, unsubscribed or suppressed, and the same work behind it: the same queries, then one letter
-handed to the signup mailer's own process (digest.signup_mailer), which renders it and sends it — or not,
-for an address that gets nothing — at a random moment within two seconds. Neither the body nor the timing
-of this request or the next tells who owns the address. The rate limits count per mailbox and per client,
+pending, active, unsubscribed or suppressed, and the same work behind it: the rate limits' queries, then one
+letter handed to the signup mailer's own process (digest.signup_mailer), which at a random moment within two
+seconds looks the address up, stores it if new and sends the email it calls for, if any. Neither the body
+nor the timing of this request or the next tells who owns the address, or whether it was known. The rate limits count per mailbox and per client,
 whoever owns the address, so a 429 tells nothing either (digest.web.signup_limits).
 
 Nothing typed at the form is stored on a known row, and a new row gets no name: the name and categories
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from digest import confirmation
-from digest.confirmation import SignupRequest
+from digest.confirmation import ConfirmTokens, SignupRequest
 from digest.importing import InvalidAddress, normalize_address
 from digest.links import BadToken
 from digest.names import name_problem
@@ -31,7 +31,8 @@ from digest.selection import canonical_categories, category_key
 from digest.send import clean_name
 from digest.web.context import WebContext, get_context
 from digest.web.security import CSRF_FIELD, csrf_field, csrf_ok
-from digest.web.signup_limits import RATE_WINDOW, confirm_tokens, record_signup
+from digest.signup_mailer import Letter
+from digest.web.signup_limits import RATE_WINDOW, count_signup
 from storage.db import session_scope
 from storage.models import Comparison
 
@@ -114,15 +115,16 @@ async def subscribe(request: Request, ctx: WebContext = Depends(get_context)) ->
             return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status, headers=NO_STORE)
         return _form_page(request, ctx, status_code=exc.status, error=exc, values=submitted)
     client = request.client.host if request.client else "unknown"
-    outgoing = record_signup(ctx, signup, client)
-    if outgoing is None:
+    now = ctx.clock()
+    if not count_signup(ctx, signup, client, now=now):
         headers = {**NO_STORE, "Retry-After": str(int(RATE_WINDOW.total_seconds()))}
         if submitted.is_json:
             return JSONResponse({"error": LIMITED_MESSAGE}, status_code=429, headers=headers)
         return _with(ctx.page("subscribe_limited.html", status_code=429, message=LIMITED_MESSAGE), headers)
-    # One letter for every accepted signup, "none" included: the mailer's process renders and sends it, so
-    # this request and the ones after it do the same work whoever owns the address (digest.signup_mailer).
-    request.app.state.signup_mailer.hand_over(outgoing)
+    # Everything else happens in the signup mailer's process, within two seconds: looking the address up,
+    # storing it if new, the email if any. This request and the ones after it do the same work whoever owns
+    # the address (digest.signup_mailer).
+    request.app.state.signup_mailer.hand_over(Letter(signup=signup, now=now))
     if submitted.is_json:
         return JSONResponse({"status": "ok", "message": SENT_MESSAGE}, status_code=202, headers=NO_STORE)
     return _with(ctx.page("subscribe_sent.html", message=SENT_MESSAGE), NO_STORE)
@@ -243,7 +245,7 @@ def confirm(token: str, ctx: WebContext = Depends(get_context)) -> Response:
 
 def _read_token(ctx: WebContext, token: str):
     try:
-        return confirm_tokens(ctx).read(token)
+        return ConfirmTokens.for_settings(ctx.settings, clock=ctx.clock).read(token)
     except BadToken:
         return None
 

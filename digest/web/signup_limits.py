@@ -1,4 +1,4 @@
-"""The signup rate limits, per mailbox and per client, and the one transaction that counts and records a signup.
+"""The signup rate limits, per mailbox and per client: all the database work a signup request does.
 
 The counts are Event rows (kind "signup") so they hold across processes. Their detail is an HMAC of the
 mailbox or client IP under the secret key, never the value itself: a plain SHA-256 of an IPv4 address is
@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text
 from sqlmodel import Session
 
-from digest import confirmation
-from digest.confirmation import ConfirmTokens, Outgoing, SignupRequest
+from digest.confirmation import SignupRequest
 from digest.subscriptions import record_event
 from digest.web.context import WebContext
 from storage.db import session_scope
@@ -38,12 +37,10 @@ def mailbox_key(email_key: str) -> str:
     return f"{base}@{domain}"
 
 
-def record_signup(ctx: WebContext, signup: SignupRequest, client: str) -> Outgoing | None:
-    """Count the signup against both limits and, if within them, record it: one transaction.
-
-    None when a limit is reached (nothing recorded); otherwise the letter to hand to the signup mailer.
-    """
-    now = ctx.clock()
+def count_signup(ctx: WebContext, signup: SignupRequest, client: str, *, now: datetime) -> bool:
+    """Count the signup against both limits: False when one is reached (nothing recorded), else True with the
+    signup counted. One transaction, the same queries whoever owns the address: what the signup leads to is
+    the signup mailer's business (digest.signup_mailer), outside the request."""
     keys = {"address": _hashed(ctx, "address", mailbox_key(signup.email_key)),
             "client": _hashed(ctx, "client", client)}
     limits = {"address": ctx.settings.signup_per_address_per_hour, "client": ctx.settings.signup_per_client_per_hour}
@@ -51,16 +48,10 @@ def record_signup(ctx: WebContext, signup: SignupRequest, client: str) -> Outgoi
         _serialise(session, sorted(keys.values()))
         for kind, detail in keys.items():
             if _recent(session, detail, since=now - RATE_WINDOW) >= limits[kind]:
-                return None
-        outgoing = confirmation.plan_signup(session=session, signup=signup, tokens=confirm_tokens(ctx),
-                                            links=ctx.links, now=now)
+                return False
         for detail in keys.values():
             record_event(session=session, kind="signup", source="web", now=now, detail=detail)
-    return outgoing
-
-
-def confirm_tokens(ctx: WebContext) -> ConfirmTokens:
-    return ConfirmTokens.for_settings(ctx.settings, clock=ctx.clock)
+    return True
 
 
 def _hashed(ctx: WebContext, kind: str, value: str) -> str:
