@@ -38,6 +38,7 @@ from sqlmodel import Session
 from digest import subscriptions
 from digest.config import Settings
 from digest.links import BadToken, Links, tag_fits
+from digest.names import name_problem
 from digest.render import RenderedEmail, RenderError, one_line
 from digest.transports.base import Batch, Recipient, TransientError, Transport
 from storage.db import in_transaction
@@ -186,6 +187,11 @@ def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
     return subscriber
 
 
+def confirmed_name(ref: ConfirmRef) -> str:
+    """The name a link stores: "" for one digest.names refuses (a link signed before signups refused them)."""
+    return "" if name_problem(ref.name) else ref.name
+
+
 def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber | None:
     """Activate the subscriber with what they chose at the form. Idempotent: an active one stays as it is
     (an old link never overwrites preferences changed since).
@@ -203,7 +209,7 @@ def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber |
     subscriber.unsubscribed_at = None
     subscriber.paused_until = None
     subscriber.categories = ref.categories
-    subscriber.name = ref.name or kept
+    subscriber.name = confirmed_name(ref) or kept
     subscriber.updated_at = now
     subscriptions.record_event(session=session, kind="confirm", source="web", now=now, subscriber_id=subscriber.id)
     return subscriber

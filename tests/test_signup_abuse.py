@@ -75,6 +75,25 @@ def test_only_the_confirming_owner_sets_the_name_and_an_old_strangers_name_is_dr
     assert stored(web, "owner@example.com").name == "Grace Hopper"
 
 
+def test_a_link_signed_before_names_were_checked_cannot_store_a_link_like_name(web, sent):
+    """a still-valid confirmation link carrying "https://…" as the name: the page omits it, confirming stores none"""
+    from digest.confirmation import ConfirmTokens
+
+    ctx = web.app.state.ctx
+    [pending] = add_subscribers(ctx.engine, 1, prefix="early", status=SubscriberStatus.pending)
+    with session_scope(ctx.engine) as session:
+        row = session.get(Subscriber, pending)
+        email, key, tag = row.email, row.email_key, row.link_tag
+    token = ConfirmTokens.for_settings(ctx.settings, clock=ctx.clock).dumps(
+        subscriber_id=pending, email_key=key, name="Verify at https://evil.example", categories="", tag=tag)
+
+    page = web.get(f"/confirm/{token}")
+    done = web.post(f"/confirm/{token}")
+
+    assert page.status_code == 200 and "evil" not in page.text and "without a name" in page.text
+    assert done.status_code == 200 and stored(web, key).name == "" and stored(web, key).email == email
+
+
 @pytest.mark.parametrize("name", ["Support: verify at https://evil.example", "evil.example", "help@evil.example",
                                   "www.evil"])
 def test_a_name_with_a_link_is_refused_on_the_form_next_to_the_field_and_in_json(web, sent, name):

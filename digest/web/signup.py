@@ -225,7 +225,7 @@ def confirm_page(token: str, ctx: WebContext = Depends(get_context)) -> Response
         with session_scope(ctx.engine) as session:
             if confirmation.confirmable(session=session, ref=ref) is not None:
                 # What the button will store, shown first: whoever filled in the form may not be this reader.
-                return ctx.page("confirm.html", token_page=True, token=token, reader_name=ref.name,
+                return ctx.page("confirm.html", token_page=True, token=token, reader_name=confirmation.confirmed_name(ref),
                                 categories=[c for c in ref.categories.split(";") if c])
     return _invalid(ctx)
 
