@@ -169,3 +169,24 @@ def test_deleting_the_newest_row_never_gives_its_id_to_the_next(engine, table):
     with engine.begin() as connection:
         new = connection.execute(text(insert + " RETURNING id"), {"n": 3, "e": "r3@example.com"}).scalar_one()
     assert new > ids[-1]
+
+
+def test_every_way_of_storing_a_subscriber_draws_a_tag_of_its_own(engine, tmp_path):
+    "a CSV import, `subscribers add`, the ORM and raw SQL: each row gets its own random tag and needs it in its links"
+    from digest.importing.subscribers import add_subscriber, import_subscribers
+    from tests.factories import add_subscribers
+
+    now = datetime.now(timezone.utc)
+    csv = tmp_path / "list.csv"
+    csv.write_text("email\n" + "".join(f"imported{n}@example.com\n" for n in range(200)))
+    import_subscribers(engine=engine, path=csv, now=now)
+    add_subscriber(engine=engine, email="added@example.com", now=now)
+    add_subscribers(engine, 5)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO subscriber (email, email_key, name, status, categories, created_at, "
+                                "updated_at) VALUES ('raw@example.com', 'raw@example.com', '', 'active', '', :t, :t)"),
+                           {"t": now.replace(tzinfo=None)})
+        rows = connection.execute(text("SELECT link_tag, accepts_untagged_links FROM subscriber")).all()
+    tags = [tag for tag, _ in rows]
+    assert len(rows) == 207 and len(set(tags)) == 207  # 48 random bits each: a repeat here is 1 in 10^10
+    assert all(0 <= tag < 2**48 for tag in tags) and not any(untagged for _, untagged in rows)
