@@ -126,6 +126,8 @@ def bad_token(rng: random.Random, good: str, others: list[str]) -> tuple[str, st
         token = quote(raw.replace(b"/", b"").replace(b"\\", b""), safe="") or "x"
     else:
         token = good + rng.choice(URLSAFE)
+    if token in (".", ".."):  # a dot segment: the client resolves it away (RFC 3986 5.2.4), leaving /confirm/
+        token = "x"
     return kind, token
 
 
