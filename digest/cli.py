@@ -447,14 +447,17 @@ def serve(
     """Run the web app: open pixel, click redirects, unsubscribe, preferences, signup, webhook, archive.
 
     Put it behind a TLS-terminating proxy at DIGEST_BASE_URL; every link in the emails points there.
+    Request bodies are capped as they arrive (webhook 5 MB, forms 16 KB, anything else 4 KB): 413 past
+    the cap, 408 for a body still arriving after 10 s (webhook 30 s). No `server:` header is sent.
 
     Example: digest serve --host 0.0.0.0 --port 8000 --workers 2
     """
     import uvicorn
 
+    from digest.web.server import uvicorn_options
+
     settings_for_run()  # refuse placeholder secrets before listening
-    uvicorn.run("digest.web.main:app", host=host, port=port, workers=workers, proxy_headers=True,
-                log_level="info")
+    uvicorn.run("digest.web.main:app", **uvicorn_options(host=host, port=port, workers=workers))
 
 
 # -- demo ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from digest.config import Settings
 from digest.web import create_app
+from digest.web.server import uvicorn_options
 from storage.db import make_engine
 from tests.factories import RecordingTransport
 
@@ -58,7 +59,9 @@ class LiveServer:
         self.app = app
         self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        # What `digest serve` runs (its protocol, no server banner), on an app built here.
+        config = uvicorn.Config(app, **uvicorn_options(host="127.0.0.1", port=self.port, log_level="warning"),
+                                lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

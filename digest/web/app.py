@@ -17,6 +17,7 @@ from digest.config import Settings
 from digest.signup_mailer import SignupMailer
 from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
+from digest.web.limits import BodyLimits
 from digest.web.security import SecurityHeaders
 from digest.web.tracking import answer_pixel, pixel_token
 from storage.db import make_engine
@@ -24,14 +25,20 @@ from storage.types import utcnow
 
 
 class DigestApp(FastAPI):
-    """FastAPI, with a GET of the open pixel answered before the middleware stack (`answer_pixel`)."""
+    """FastAPI, wrapped. A GET of the open pixel is answered before anything else (`answer_pixel`); every
+    other request passes SecurityHeaders, then BodyLimits, then FastAPI's own stack, so that the headers
+    reach even Starlette's last-resort 500 and no body reaches a route past its limit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._guarded = SecurityHeaders(BodyLimits(super().__call__))
 
     async def __call__(self, scope, receive, send) -> None:
         token = pixel_token(scope)
         if token:
             await answer_pixel(self.state.ctx, scope, token, send)
         else:
-            await super().__call__(scope, receive, send)
+            await self._guarded(scope, receive, send)
 
 
 def create_app(
@@ -53,7 +60,6 @@ def create_app(
     # Signup emails go out from a process of their own (digest.signup_mailer); a transport passed in here
     # (tests) is used by a thread instead.
     app.state.signup_mailer = SignupMailer(settings, transport=transport)
-    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -64,6 +70,12 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):
         return app.state.ctx.page("error.html", status_code=400, message="That request was not understood.")
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception):
+        # Starlette logs nothing itself: the exception goes on to uvicorn, which logs its traceback.
+        return app.state.ctx.page("error.html", status_code=500,
+                                  message="Something went wrong on our side. Please try again in a few minutes.")
 
     for router in _routers():
         app.include_router(router)
