@@ -24,10 +24,7 @@ child rebuilds nothing but ints, strings and floats). Down, one frame per open, 
 or None, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, None or
 the text of the error that rolled it back).
 
-The child ignores SIGINT and SIGTERM (a Ctrl-C or a process manager's stop reaches the whole process
-group) and exits when its input ends.
-
-    python -m digest.open_writer   # started only by OpenWriter; reads DIGEST_OPEN_WRITER_URL
+The child, `python -m digest.open_writer_child`, ignores SIGINT and SIGTERM and exits when its input ends.
 """
 
 from __future__ import annotations
@@ -40,14 +37,12 @@ import logging
 import marshal
 import operator
 import os
-import select
-import signal
 import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from digest.links import RecipientRef
@@ -158,7 +153,7 @@ class OpenWriter:
             self._dropped = 0
         env = {**os.environ, URL_VARIABLE: self._url, WINDOW_VARIABLE: repr(self._window),
                "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-        self._process = subprocess.Popen([sys.executable, "-m", "digest.open_writer"], stdin=subprocess.PIPE,
+        self._process = subprocess.Popen([sys.executable, "-m", "digest.open_writer_child"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, env=env)
         down = self._process.stdin.fileno()
         if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux; elsewhere the pipe keeps its size, fetches wait sooner
@@ -217,7 +212,7 @@ class OpenWriter:
                       process.wait(), lost)
             return
         self._received += chunk
-        for frame in _frames(self._received):
+        for frame in frames(self._received):
             count, error = marshal.loads(frame)
             self._unconfirmed -= count
             if error is not None:
@@ -257,7 +252,7 @@ class OpenWriter:
         if self._unsent:  # a loop that is gone could not send these yet
             os.set_blocking(process.stdin.fileno(), True)
             try:
-                _write_all(process.stdin.fileno(), self._unsent)
+                write_all(process.stdin.fileno(), self._unsent)
             except OSError:
                 pass
         self._unsent.clear()
@@ -284,7 +279,7 @@ def _done(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-def _frames(buffer: bytearray) -> Iterator[bytes]:
+def frames(buffer: bytearray) -> Iterator[bytes]:
     """Take the complete frames off the front of ``buffer`` (in place); a partial one stays."""
     start = 0
     while len(buffer) - start >= 4:
@@ -296,61 +291,7 @@ def _frames(buffer: bytearray) -> Iterator[bytes]:
     del buffer[:start]
 
 
-# -- the child ----------------------------------------------------------------------------------------------
-
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    up, down = os.dup(1), 0
-    os.dup2(2, 1)  # the pipe up is ours alone: anything a library prints goes to stderr
-
-    from digest.tracking import record_opens
-    from storage.db import make_engine
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s open writer: %(message)s")
-    engine = make_engine(os.environ[URL_VARIABLE])
-    window = float(os.environ[WINDOW_VARIABLE])
-    buffer, ended = bytearray(), False
-    while True:
-        opens = [marshal.loads(frame) for frame in _frames(buffer)]
-        # Whatever else has arrived joins this transaction (group commit), without waiting for more.
-        while not ended and len(opens) < MAX_BATCH and (not opens or select.select([down], [], [], 0)[0]):
-            chunk = os.read(down, 1 << 16)
-            ended = not chunk
-            buffer += chunk
-            opens += [marshal.loads(frame) for frame in _frames(buffer)]
-        if not opens:
-            break  # input ended, everything committed and confirmed
-        for start in range(0, len(opens), MAX_BATCH):
-            batch = [(RecipientRef(*fields), agent, datetime.fromtimestamp(now, timezone.utc))
-                     for fields, agent, now in opens[start:start + MAX_BATCH]]
-            try:
-                record_opens(engine=engine, opens=batch, window_seconds=window)
-                answer = (len(batch), None)
-            except Exception as exc:  # noqa: BLE001 — the web process logs it; the writer carries on
-                answer = (len(batch), f"{type(exc).__name__}: {exc}")
-            up = _confirm(up, answer)
-    engine.dispose()
-
-
-def _confirm(up: int | None, answer: tuple) -> int | None:
-    """Send ``answer`` up; None once the web process is gone (killed): what is still in the pipe down
-    was answered to someone, so the writer goes on committing it to the end, confirming to nobody."""
-    if up is not None:
-        frame = marshal.dumps(answer)
-        try:
-            _write_all(up, len(frame).to_bytes(4, "big") + frame)
-        except OSError:  # BrokenPipeError: Python ignores SIGPIPE, so the write fails instead of killing us
-            os.close(up)
-            return None
-    return up
-
-
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-if __name__ == "__main__":
-    main()
