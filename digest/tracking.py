@@ -166,26 +166,26 @@ class Reading:
 def read_provider_event(item: dict) -> Reading:
     """Pure: a SendGrid event object → what to record and do."""
     name = item.get("event")
-    reason = " ".join(str(item[key]) for key in ("status", "reason") if item.get(key))
+    reason = " ".join(_text(item[key]) for key in ("status", "reason") if item.get(key))
     if name == "open":
-        return Reading("open", detail=str(item.get("useragent", ""))[:USER_AGENT_CHARS],
+        return Reading("open", detail=_text(item.get("useragent", ""), USER_AGENT_CHARS),
                        machine=bool(item.get("sg_machine_open")))
     if name == "click":
-        return Reading("click", detail=str(item.get("url", "")))
+        return Reading("click", detail=_text(item.get("url", "")))
     if name == "bounce":
         # type "blocked" is a soft bounce (the receiving server refused for now); "bounce" is hard.
         if item.get("type") == "blocked":
             return Reading("blocked", detail=reason)
         return Reading("bounce", detail=reason, status=SubscriberStatus.bounced)
     if name == "dropped":
-        return Reading("dropped", detail=reason, status=_dropped_status(str(item.get("reason", ""))))
+        return Reading("dropped", detail=reason, status=_dropped_status(_text(item.get("reason", ""))))
     if name == "spamreport":
         return Reading("spamreport", status=SubscriberStatus.complained)
     if name in ("unsubscribe", "group_unsubscribe"):
         return Reading(name, status=SubscriberStatus.unsubscribed)
     if name == "deferred":
-        return Reading("deferred", detail=str(item.get("response", "")))
-    return Reading(str(name))
+        return Reading("deferred", detail=_text(item.get("response", "")))
+    return Reading(_text(name, 50))
 
 
 def _dropped_status(reason: str) -> SubscriberStatus | None:
@@ -211,7 +211,7 @@ def apply_provider_events(*, engine: Engine, events: list[dict], now: datetime) 
     with session_scope(engine) as session:
         targets = _Targets(session, events)
         for item in events:
-            target = targets.find(item) if item.get("event") in PROVIDER_EVENTS else None
+            target = targets.find(item) if _text(item.get("event"), 50) in PROVIDER_EVENTS else None
             if target is None:
                 summary.ignored += 1
                 continue
@@ -250,7 +250,7 @@ def _insert_once(session: Session, row: dict) -> bool:
 
 def _event_id(item: dict) -> str | None:
     value = item.get("sg_event_id")
-    return str(value)[:100] if value else None
+    return (_text(value, 100) or None) if value else None
 
 
 def _occurred_at(item: dict, now: datetime) -> datetime:
@@ -260,11 +260,36 @@ def _occurred_at(item: dict, now: datetime) -> datetime:
         return now
 
 
+# Ids are INTEGER columns: 32-bit signed on PostgreSQL (64 on SQLite). A larger number in a query is an error
+# there, not an empty result (10**30 was a 500, and so was 2**63 - 1 on PostgreSQL), so an id outside
+# 1 … 2**31 - 1 names nothing and never reaches the database.
+MAX_ID = 2**31 - 1
+
+
 def _as_int(value) -> int | None:
+    """The id a provider echoes back (we send delivery_id as a string custom arg): digits, or an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None  # a float, a list, an object: nothing we sent
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except ValueError:
         return None
+    return number if 0 < number <= MAX_ID else None
+
+
+# PostgreSQL refuses NUL in text, and no driver encodes a lone surrogate (JSON's "\\ud800" decodes to one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text(value, limit: int = 2000) -> str:
+    """A provider's value as text either database can store. What it cannot store becomes U+FFFD, not
+    nothing: "a@x.com\\u0000" must not become a@x.com, someone else's address."""
+    if not isinstance(value, str):
+        try:
+            value = str(value)
+        except (ValueError, RecursionError):  # an int over Python's 4,300-digit limit; absurd nesting
+            return ""
+    return _UNSTORABLE.sub("\ufffd", value[:limit])
 
 
 class _Targets:
@@ -290,4 +315,4 @@ class _Targets:
 
 
 def _email(item: dict) -> str:
-    return str(item.get("email") or "").strip().lower()
+    return _text(item.get("email") or "").strip().lower()

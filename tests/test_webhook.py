@@ -193,6 +193,33 @@ def test_a_body_that_is_not_an_event_array_is_a_400(hook):
     assert event_count(hook.app.state.ctx.engine) == 0
 
 
+def test_a_body_nested_past_pythons_recursion_limit_is_a_400(hook):
+    "a signed body of arrays nested 5,000 deep (json.loads raises RecursionError, not ValueError): 400"
+    body = "[" * 5000 + "]" * 5000
+    response = hook.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    assert response.status_code == 400 and event_count(hook.app.state.ctx.engine) == 0
+
+
+def test_values_no_delivery_id_or_address_can_hold_are_ignored_not_a_500(hook):
+    "ids past the INTEGER column (10**30, 2**31), negative, float, text, a list; NUL and lone surrogates: ignored"
+    engine = hook.app.state.ctx.engine
+    delivery = sent_delivery(engine, sent_at=ago(2))
+    odd_ids = [10**30, 2**63 - 1, 2**31, -1, 0, 1.5, 1e300, "abc", [delivery.id], {"id": 1}, True, str(10**30)]
+    items = [{"event": "delivered", "sg_event_id": f"odd-{n}", "delivery_id": value, "email": "nobody@example.com"}
+             for n, value in enumerate(odd_ids)]
+    items += [{"event": "bounce", "sg_event_id": "nul", "email": delivery.email + "\x00"},
+              {"event": "bounce", "sg_event_id": "surrogate\ud800", "email": "\udc00" + delivery.email},
+              {"event": ["bounce"], "sg_event_id": "list", "email": delivery.email},
+              {"event": "open", "sg_event_id": "ua\x00", "useragent": "Mail\x00\ud800", "delivery_id": str(delivery.id)}]
+    response = post(hook, items)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"applied": 1, "duplicates": 0, "ignored": len(items) - 1}
+    assert status_of(engine, delivery.subscriber_id) == "active"
+    with session_scope(engine) as session:
+        event = session.scalars(select(Event).where(Event.kind == "open")).one()
+    assert (event.provider_event_id, event.detail, event.delivery_id) == ("ua\ufffd", "Mail\ufffd\ufffd", delivery.id)
+
+
 def test_after_a_bounce_the_next_issue_leaves_the_subscriber_out(hook):
     "a hard bounce from week 1's email: week 2's fan-out creates no delivery for that address, others still get it"
     engine = hook.app.state.ctx.engine
