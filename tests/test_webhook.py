@@ -210,7 +210,8 @@ def test_values_no_delivery_id_or_address_can_hold_are_ignored_not_a_500(hook):
     items += [{"event": "bounce", "sg_event_id": "nul", "email": delivery.email + "\x00"},
               {"event": "bounce", "sg_event_id": "surrogate\ud800", "email": "\udc00" + delivery.email},
               {"event": ["bounce"], "sg_event_id": "list", "email": delivery.email},
-              {"event": "open", "sg_event_id": "ua\x00", "useragent": "Mail\x00\ud800", "delivery_id": str(delivery.id)}]
+              {"event": "open", "sg_event_id": "ua\x00", "useragent": "Mail\x00\ud800",
+               "delivery_id": str(delivery.id)}]
     response = post(hook, items)
     assert response.status_code == 200, response.text
     assert response.json() == {"applied": 1, "duplicates": 0, "ignored": len(items) - 1}

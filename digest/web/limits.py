@@ -64,9 +64,10 @@ class BodyLimits:
         try:
             await self.app(scope, body.receive, body.send)
         except Exception:
-            if body.refused is None:
+            if body.refused is None and not body.gone:
                 raise
-            # The app was told the client left (Starlette's ClientDisconnect) after our 413 or 408: expected.
+            # The app was told the client left (Starlette's ClientDisconnect): after our 413 or 408, or
+            # because it did leave mid-body. Expected, and nobody to answer: no traceback in the log.
 
 
 class _CappedBody:
@@ -79,6 +80,7 @@ class _CappedBody:
         self.complete = False
         self.started = False
         self.refused: int | None = None  # the status we answered with
+        self.gone = False  # the client left before its body was complete
 
     async def receive(self) -> dict:
         if self.refused is not None:
@@ -93,7 +95,9 @@ class _CappedBody:
         except TimeoutError:
             return await self._stop(408, f"The request body did not arrive within {self.limit.seconds:g} s. "
                                          "Send it again in one go.")
-        if message["type"] == "http.request":
+        if message["type"] == "http.disconnect":
+            self.gone = True
+        elif message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             if self.received > self.limit.bytes:
                 return await self._stop(413, _too_large(self.path, self.limit))

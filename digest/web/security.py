@@ -66,8 +66,8 @@ class SecurityHeaders:
         except Exception:
             if not started:
                 await send_with_headers({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(_SERVER_ERROR)).encode()),
-                    (b"cache-control", b"no-store")]})
+                    (b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"),
+                    (b"content-length", str(len(_SERVER_ERROR)).encode())]})
                 await send_with_headers({"type": "http.response.body", "body": _SERVER_ERROR})
             raise
 
