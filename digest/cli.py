@@ -448,7 +448,7 @@ def serve(
 
     Put it behind a TLS-terminating proxy at DIGEST_BASE_URL; every link in the emails points there.
     Request bodies are capped as they arrive (webhook 5 MB, forms 16 KB, anything else 4 KB): 413 past
-    the cap, 408 for a body still arriving after 10 s (webhook 30 s). No `server:` header is sent.
+    the cap, 408 for a body still arriving after 10 s (webhook 30 s) or headers after 10 s. No `server:` header.
 
     Example: digest serve --host 0.0.0.0 --port 8000 --workers 2
     """
