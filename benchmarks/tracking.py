@@ -1,6 +1,7 @@
 """Tracking: the open pixel under `wrk` (32 connections, 1 uvicorn worker) against a bare Starlette endpoint
 returning the same GIF, same settings, same run. Targets: ≥ 50% of the bare endpoint's requests/s, p99 ≤ 25 ms,
-and after a clean shutdown every completed request is in the store.
+and after a clean shutdown every completed request is in the store. Also printed: the CPU time each server
+spent per request, which a busy machine disturbs far less than the rate.
 
     python benchmarks/tracking.py --seconds 10 --db sqlite
 
@@ -94,9 +95,13 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=60)
 
 
-def wrk(port: int, script: Path, seconds: int) -> dict:
+def wrk(port: int, script: Path, seconds: int, server: subprocess.Popen) -> dict:
+    """wrk's figures, and the CPU time the server (and, apart, its children: the pixel writer) spent per
+    request: on a machine shared with other work the rate varies by tens of percent, CPU per request little."""
+    before = cpu_seconds(server.pid)
     done = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script),
                            f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=seconds + 60)
+    after = cpu_seconds(server.pid)
     out = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
     completed = int(re.search(r"(\d+) requests in", out)[1])
@@ -104,7 +109,22 @@ def wrk(port: int, script: Path, seconds: int) -> dict:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
     return {"rate": rate, "completed": completed, "p99": p99, "non2xx": int(errors[1]) if errors else 0,
-            "socket_errors": socket_errors[1] if socket_errors else "none"}
+            "socket_errors": socket_errors[1] if socket_errors else "none",
+            "cpu_us": [(a - b) / completed * 1e6 for a, b in zip(after, before)]}
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of ``pid``, and of its children together (Linux /proc)."""
+    children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    times = []
+    for process in [pid, *children]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # exited meanwhile
+            fields = ["0"] * 13
+        times.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return times[0], sum(times[1:])
 
 
 def _ms(value: str) -> float:
@@ -141,14 +161,14 @@ def main() -> int:
         port = free_port()
         bare = serve("benchmarks.bare_pixel:app", port, env)
         try:
-            base = wrk(port, script, args.seconds)
+            base = wrk(port, script, args.seconds, bare)
         finally:
             stop(bare)
         port = free_port()
         app = serve("digest.web.main:app", port, env)
         warm = count_opens(url)
         try:
-            pixel = wrk(port, script, args.seconds)
+            pixel = wrk(port, script, args.seconds, app)
         finally:
             stop(app)
         stored = count_opens(url) - warm
@@ -162,6 +182,8 @@ def main() -> int:
     print(f"  bare Starlette endpoint: {base['rate']:,.0f} req/s, p99 {base['p99']:.1f} ms (baseline)")
     print(f"  open pixel (records each open): {pixel['rate']:,.0f} req/s, p99 {pixel['p99']:.1f} ms, "
           f"non-2xx {pixel['non2xx']}, socket errors {pixel['socket_errors']}")
+    print(f"  CPU per request: web process {pixel['cpu_us'][0]:.1f} µs (bare {base['cpu_us'][0]:.1f} µs), "
+          f"its pixel writer {pixel['cpu_us'][1]:.1f} µs")
     print(f"  share of the bare rate: {share:.0%} (target ≥ {TARGET_SHARE:.0%}) {share_mark}")
     print(f"  p99: {pixel['p99']:.1f} ms (target ≤ {TARGET_P99_MS:.0f} ms) {p99_mark}")
     print(f"  after a clean shutdown: {stored:,} opens stored, wrk completed {pixel['completed']:,} "
