@@ -1,23 +1,14 @@
-"""Request bodies capped while they stream (issue 13, item 3), and uvicorn's own answers (item 4).
+"""Request bodies capped while they stream (issue 13, item 3), in process.
 
-In process: every route refuses a body past its limit with 413 before the route runs, whether the
-Content-Length says so or a chunked body only shows it on the way; the webhook pulls no more than its
-limit off the wire; a dripping body gets 408. On a real `digest serve`: four concurrent 250 MB posts to the
-webhook (chunked, declared, lying), large posts to /subscribe and a slow drip leave its memory flat; and
-the 400s uvicorn writes itself for malformed requests carry the security headers, with no `server:` banner.
+Every route refuses a body past its limit with 413 before the route runs, whether the Content-Length says
+so or a chunked body only shows it on the way; the webhook pulls no more than its limit off the wire; a
+dripping body gets 408; an unexpected exception is a plain 500 with the security headers. The same on a
+real `digest serve`, under attack, is in test_web_serve.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import select
-import socket
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,13 +20,11 @@ from starlette.routing import Route
 
 from digest.web.limits import FORM, OTHER, WEBHOOK, BodyLimits, Limit, limit_for
 from digest.web.security import SECURITY_HEADERS, SecurityHeaders
-from digest.web.server import HEAD_SECONDS
 from tests.test_reliability_crash import record
 from tests.test_security_pages import Site
 from tests.test_web_fuzz import all_routes
 from tests.test_webhook import PUBLIC_KEY
 
-REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 PIECE = 64 * 1024
 
@@ -151,204 +140,3 @@ def test_an_unexpected_exception_is_a_plain_500_page_with_the_security_headers(s
     assert response.status_code == 500 and "secret detail" not in response.text
     assert "Something went wrong on our side" in response.text
     assert_secure(response.headers, "500")
-
-
-# -- a real `digest serve` --------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def served(sqlite_url, tmp_path):
-    """`digest serve` (one worker: the process we measure is the one that answers): its port, pid and log."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
-    env.update(DIGEST_DATABASE_URL=sqlite_url, DIGEST_SECRET_KEY="limits-test-secret-key-0123456789",
-               DIGEST_BASE_URL=f"http://127.0.0.1:{port}", DIGEST_TRANSPORT="outbox",
-               DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY=PUBLIC_KEY, PYTHONPATH=str(REPO))
-    log = tmp_path / "serve.log"
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port)], env=env,
-                               cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"digest serve did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
-        yield port, process.pid, log
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def answer(sock: socket.socket) -> tuple[int | None, dict[str, str]]:
-    """The status and headers of the server's answer, or (None, {}) if it closed without one."""
-    data = b""
-    try:
-        while b"\r\n\r\n" not in data:
-            piece = sock.recv(65536)
-            if not piece:
-                break
-            data += piece
-    except (ConnectionResetError, socket.timeout):
-        pass
-    if not data.startswith(b"HTTP/1.1 "):
-        return None, {}
-    head = data.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
-    return int(head[0].split()[1]), {k.lower(): v for k, v in headers.items()}
-
-
-def send_until_answered(port: int, head: bytes, pieces, *, pause: float = 0.0) -> tuple[int | None, int]:
-    """Send HEAD, then body PIECES until the server answers (or stops reading); (status, body bytes sent)."""
-    sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head)
-        try:
-            for piece in pieces:
-                if select.select([sock], [], [], pause)[0]:
-                    break  # the answer is here: a client that listens stops sending
-                sock.settimeout(5)
-                sock.sendall(piece)
-                sent += len(piece)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            pass
-        sock.settimeout(30)
-        return answer(sock)[0], sent
-
-
-def chunked(total: int):
-    for _ in range(total // PIECE):
-        yield b"%x\r\n" % PIECE + b"[" * PIECE + b"\r\n"
-
-
-def raw(total: int):
-    for _ in range(total // PIECE):
-        yield b"[" * PIECE
-
-
-def post_head(path: str, *headers: str) -> bytes:
-    return "\r\n".join([f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *headers, "", ""]).encode()
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (the peak since the process started), in KB, from /proc."""
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {line.split(":")[0]: int(line.split()[1]) for line in lines if line.startswith(("VmRSS", "VmHWM"))}
-
-
-def test_concurrent_oversized_posts_and_a_slow_drip_leave_memory_flat(served):
-    "4 × 250 MB to the webhook (chunked, declared, lying), 2 × 250 MB to /subscribe, a drip: 413/408, RSS +<50 MB"
-    port, pid, log = served
-    for _ in range(3):  # warm up every code path the attack touches, so its first use is not counted
-        httpx.post(f"http://127.0.0.1:{port}/webhooks/sendgrid", content=b"[]")
-        httpx.post(f"http://127.0.0.1:{port}/subscribe", json={"email": "warm@example.com"})
-        send_until_answered(port, post_head("/webhooks/sendgrid", "Transfer-Encoding: chunked"), chunked(6 * MB))
-    before = memory(pid)
-    big = 250 * MB
-    attacks = {
-        "webhook chunked 1": (post_head("/webhooks/sendgrid", "Transfer-Encoding: chunked"), chunked(big), {413}),
-        "webhook chunked 2": (post_head("/webhooks/sendgrid", "Transfer-Encoding: chunked"), chunked(big), {413}),
-        "webhook declared": (post_head("/webhooks/sendgrid", f"Content-Length: {big}"), raw(big), {413}),
-        # Content-Length says 100: the rest is read as a next request, which is no request (403, then 400).
-        "webhook lying": (post_head("/webhooks/sendgrid", "Content-Length: 100"), raw(big), {403, 400}),
-        "subscribe chunked": (post_head("/subscribe", "Transfer-Encoding: chunked",
-                                        "Content-Type: application/x-www-form-urlencoded"), chunked(big), {413}),
-        "subscribe declared": (post_head("/subscribe", f"Content-Length: {big}", "Content-Type: application/json"),
-                               raw(big), {413}),
-        "subscribe drip": (post_head("/subscribe", "Content-Length: 1000", "Content-Type: application/json"),
-                           (b"[" for _ in range(1000)), {408}),
-    }
-    results: dict[str, tuple] = {}
-    peak = [before["VmRSS"]]
-
-    def attack(name, head, pieces):
-        results[name] = send_until_answered(port, head, pieces, pause=0.5 if name.endswith("drip") else 0.0)
-
-    threads = [threading.Thread(target=attack, args=(name, head, pieces))
-               for name, (head, pieces, _) in attacks.items()]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    while any(thread.is_alive() for thread in threads):
-        peak.append(memory(pid)["VmRSS"])
-        time.sleep(0.05)
-    elapsed = time.monotonic() - started
-    after = memory(pid)
-    for name, (_, _, expected) in attacks.items():
-        assert results[name][0] in expected, (name, results[name])
-    growth_mb = (max(peak) - before["VmRSS"]) / 1024
-    assert growth_mb < 50, f"RSS grew by {growth_mb:.0f} MB"
-    assert results["subscribe drip"][1] < 1000 and FORM.seconds - 0.5 <= elapsed < FORM.seconds + 15
-    assert "Traceback" not in log.read_text(), "a client cut off, or gone mid-body, is not an error to log"
-    record("body limits under attack", rss_before_mb=round(before["VmRSS"] / 1024, 1),
-           rss_peak_mb=round(max(peak) / 1024, 1), rss_after_mb=round(after["VmRSS"] / 1024, 1),
-           growth_mb=round(growth_mb, 1), seconds=round(elapsed, 1),
-           answers={name: status for name, (status, _) in results.items()},
-           body_mb_sent_before_answer={name: round(sent / MB, 2) for name, (_, sent) in results.items()})
-
-
-MALFORMED = {
-    "not HTTP": b"GARBAGE\r\n\r\n",
-    "header without a colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
-    "control byte in the path": b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
-    "non-ASCII byte in the path": b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n",
-    "Content-Length not a number": b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-    "Content-Length and chunked": (b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
-                                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    "bad chunk size": b"POST /subscribe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-    "100 KB header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
-    "100 KB path": b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-}
-
-
-def slow_head(port: int, pieces: list[bytes], results: dict, name: str) -> None:
-    """Open a connection and send PIECES a second apart (none: stay silent); the answer and when it came."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=HEAD_SECONDS + 10) as sock:
-        try:
-            for piece in pieces:
-                if select.select([sock], [], [], 1.0)[0]:
-                    break
-                sock.sendall(piece)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        results[name] = (*answer(sock), time.monotonic() - started)
-
-
-def test_uvicorns_own_answers_carry_the_security_headers_and_no_server_banner(served):
-    "malformed request lines and headers, a silent connection, headers a byte a second: 4xx with every header"
-    port, _, _ = served
-    slow: dict[str, tuple] = {}
-    drips = {"a connection that says nothing": [],
-             "headers a byte a second": [bytes([c]) for c in b"GET /healthz HTTP/1.1\r\nX-A: b\r\n" * 2]}
-    threads = [threading.Thread(target=slow_head, args=(port, pieces, slow, name))
-               for name, pieces in drips.items()]
-    for thread in threads:
-        thread.start()
-    statuses = {}
-    for name, request in {"a good request": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", **MALFORMED}.items():
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(request)
-            status, headers = answer(sock)
-        statuses[name] = status
-        assert status is not None and status < 500, (name, status)
-        assert_secure(headers, name)
-        assert "server" not in headers and "date" in headers, (name, headers)
-    assert statuses["a good request"] == 200 and statuses["not HTTP"] == 400
-    assert statuses["100 KB header"] == statuses["100 KB path"] == 431
-    for thread in threads:
-        thread.join()
-    for name, (status, headers, seconds) in slow.items():
-        assert status == 408 and HEAD_SECONDS - 0.5 <= seconds < HEAD_SECONDS + 5, (name, status, seconds)
-        assert_secure(headers, name)
-        statuses[name] = status
-    record("uvicorn's own answers", statuses=statuses, missing_headers=0, server_banner=0,
-           slow_head_answered_after_s={name: round(seconds, 1) for name, (_, _, seconds) in slow.items()})
