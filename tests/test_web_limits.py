@@ -9,6 +9,7 @@ real `digest serve`, under attack, is in test_web_serve.py.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -43,6 +44,13 @@ def site(sqlite_url):
 
 # -- in process -------------------------------------------------------------------------------------------
 
+def run_apart(coroutine):
+    """asyncio.run on a thread of its own: the session's Playwright (tests/fixtures_web.py) keeps an event
+    loop running in the main thread once a browser test has run, and asyncio.run refuses to nest in it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 async def post_counted(app, method: str, url: str, *, declared: int | None, total: int) -> tuple[httpx.Response, int]:
     """Send TOTAL bytes in 64 KB pieces, chunked or under a Content-Length of DECLARED: the answer, and how
     many bytes the app pulled."""
@@ -72,7 +80,7 @@ def test_every_route_refuses_a_body_past_its_limit_before_the_route_runs(site):
         limit = limit_for(filled)
         for method in methods:
             for declared in (limit.bytes + 1, None):
-                response, pulled = asyncio.run(post_counted(site.app, method, filled, declared=declared,
+                response, pulled = run_apart(post_counted(site.app, method, filled, declared=declared,
                                                             total=limit.bytes + 2 * PIECE))
                 what = (method, path, "declared" if declared else "chunked", response.status_code)
                 assert pulled <= limit.bytes + PIECE, what
@@ -94,7 +102,7 @@ def test_every_route_refuses_a_body_past_its_limit_before_the_route_runs(site):
 
 def test_the_webhook_pulls_no_more_than_its_limit_off_the_wire(site):
     "an unsigned 250 MB chunked post to the webhook: 413 after at most 5 MB + one 64 KB piece was read"
-    response, pulled = asyncio.run(post_counted(site.app, "POST", "/webhooks/sendgrid", declared=None, total=250 * MB))
+    response, pulled = run_apart(post_counted(site.app, "POST", "/webhooks/sendgrid", declared=None, total=250 * MB))
     assert response.status_code == 413 and "(5 MB)" in response.text
     assert_secure(response.headers, "413")
     assert pulled <= WEBHOOK.bytes + PIECE, pulled
@@ -122,10 +130,10 @@ def test_a_body_that_drips_gets_408_and_one_in_time_goes_through():
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return await client.post("/", content=drip(pause))
 
-    slow = asyncio.run(post(0.1))
+    slow = run_apart(post(0.1))
     assert slow.status_code == 408 and "did not arrive within 0.3 s" in slow.text
     assert_secure(slow.headers, "408")
-    fast = asyncio.run(post(0.001))
+    fast = run_apart(post(0.001))
     assert fast.status_code == 200 and fast.text == "10 bytes"
 
 
