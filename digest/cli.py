@@ -297,8 +297,9 @@ def preview(
                          "every subscriber's address and personal links (unsubscribe, preferences). Prefer "
                          "127.0.0.1 and an SSH tunnel.", highlight=False, markup=False, soft_wrap=True)
         console.print(f"preview at {page_url(host, port)} (Ctrl-C to stop)")
-        uvicorn.run(create_editor_app(sender, bind=host), host=host, port=port, log_level="warning",
-                    server_header=False)
+        from digest.web.server import uvicorn_options
+
+        uvicorn.run(create_editor_app(sender, bind=host), **uvicorn_options(host=host, port=port, log_level="warning"))
         return
     try:
         if format == "eml":

@@ -6,6 +6,7 @@ import http.client
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from digest.app import build_sender
 from digest.config import Settings
 from digest.editor import EMAIL_CSP, create_editor_app
 from digest.render import Renderer, make_environment, templates_dir
+from digest.web.security import SECURITY_HEADERS
 from tests.factories import add_comparison, add_subscribers
 from tests.fixtures_web import LiveServer, _free_port
 
@@ -199,11 +201,16 @@ def stop(process: subprocess.Popen) -> tuple[str, str]:
 
 
 def test_the_preview_command_listens_on_loopback_only(sender, tmp_path):
-    "`digest preview --serve` listens on 127.0.0.1 alone, says so, and warns about nothing"
+    "`digest preview --serve` listens on 127.0.0.1 alone, says so, and warns about nothing; uvicorn's own 400 is ours"
     port = _free_port()
     process = serve_preview(tmp_path, sender, "--port", str(port))
     try:
         assert wait_for_listener(port, process) == ["0100007F"]  # 127.0.0.1, little-endian hex
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
+            head = raw.recv(65536).decode("latin-1").lower()
+        assert head.startswith("http/1.1 400") and "\r\nserver:" not in head
+        assert all(f"\r\n{name.lower()}:" in head for name in SECURITY_HEADERS)
     finally:
         out, err = stop(process)
     assert f"preview at http://127.0.0.1:{port}/" in out and "warning" not in err
