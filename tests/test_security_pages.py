@@ -178,8 +178,8 @@ def test_ten_thousand_bad_tokens_get_one_answer_per_route_and_change_nothing(sit
 
 # -- no state change on any GET -----------------------------------------------------------------------------
 
-def get_routes(app) -> list[str]:
-    """Every GET path of the app, however deeply its routers are included."""
+def all_routes(app) -> list[tuple[str, tuple[str, ...]]]:
+    """Every (path, methods) of the app, however deeply its routers are included."""
     found = []
 
     def walk(routes):
@@ -187,11 +187,16 @@ def get_routes(app) -> list[str]:
             inner = getattr(route, "original_router", None) or getattr(route, "router", None)
             if inner is not None and not hasattr(route, "path"):
                 walk(inner.routes)
-            elif "GET" in (getattr(route, "methods", None) or ()):
-                found.append(route.path)
+            elif hasattr(route, "path"):
+                found.append((route.path, tuple(sorted(getattr(route, "methods", None) or ("GET",)))))
 
     walk(app.routes)
     return found
+
+
+def get_routes(app) -> list[str]:
+    """Every GET path of the app, once each."""
+    return list(dict.fromkeys(path for path, methods in all_routes(app) if "GET" in methods))
 
 
 def test_crawling_every_get_route_with_valid_tokens_changes_nothing_but_tracking(site):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from digest.web.limits import limit_for
 from digest.web.security import SECURITY_HEADERS
 from tests.test_reliability_crash import record
-from tests.test_security_pages import Site
+from tests.test_security_pages import Site, all_routes
 from tests.test_webhook import PUBLIC_KEY, signed
 
 EXAMPLES = 10  # per route, method and kind of body, per database: ~1,200 requests in ~20 s on 2 cores
@@ -38,22 +38,6 @@ EVENT_KEYS = ("event", "email", "timestamp", "sg_event_id", "delivery_id", "type
               "useragent", "url", "response", "sg_machine_open")
 EVENT_NAMES = ("processed", "deferred", "delivered", "open", "click", "bounce", "dropped", "spamreport",
                "unsubscribe", "group_unsubscribe", "group_resubscribe", "blocked", "", "OPEN")
-
-
-def all_routes(app) -> list[tuple[str, tuple[str, ...]]]:
-    """Every (path, methods) of the app, however deeply its routers are included."""
-    found = []
-
-    def walk(routes):
-        for route in routes:
-            inner = getattr(route, "original_router", None) or getattr(route, "router", None)
-            if inner is not None and not hasattr(route, "path"):
-                walk(inner.routes)
-            elif hasattr(route, "path"):
-                found.append((route.path, tuple(sorted(getattr(route, "methods", None) or ("GET",)))))
-
-    walk(app.routes)
-    return found
 
 
 # -- values -----------------------------------------------------------------------------------------------

@@ -22,8 +22,7 @@ from starlette.routing import Route
 from digest.web.limits import FORM, OTHER, WEBHOOK, BodyLimits, Limit, limit_for
 from digest.web.security import SECURITY_HEADERS, SecurityHeaders
 from tests.test_reliability_crash import record
-from tests.test_security_pages import Site
-from tests.test_web_fuzz import all_routes
+from tests.test_security_pages import Site, all_routes
 from tests.test_webhook import PUBLIC_KEY
 
 MB = 1024 * 1024
