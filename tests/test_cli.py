@@ -73,9 +73,8 @@ def test_preview_writes_mjml_text_and_html_of_the_coming_issue(tmp_path):
     db = f"sqlite:///{tmp_path / 'p.db'}"
     env = {"DIGEST_DATABASE_URL": db}
     assert run("db", "upgrade", cwd=tmp_path, env_extra=env).returncode == 0
-    example = REPO.parent / "shared" / "contracts" / "example.json"
-    source = example if example.exists() else REPO / "digest" / "demo_data" / "comparisons.json"
-    imported = run("comparisons", "import", str(source), cwd=tmp_path, env_extra=env)
+    example = REPO / "tests" / "data" / "import" / "example.json"  # the contract's example (.ci/run checks the copy)
+    imported = run("comparisons", "import", str(example), cwd=tmp_path, env_extra=env)
     assert imported.returncode == 0, imported.stderr
     for fmt in ("mjml", "html", "text"):
         done = run("preview", "--format", fmt, "--out", f"issue.{fmt}", cwd=tmp_path, env_extra=env)

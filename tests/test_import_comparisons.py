@@ -19,7 +19,6 @@ from digest.importing.comparisons import SCHEMA
 from storage.db import session_scope
 from storage.models import Comparison, Review, Tool
 
-SHARED_CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "contracts"
 PACKAGED_SCHEMA = resources.files("digest") / "contracts" / "comparison.schema.json"
 DATA = Path(__file__).parent / "data" / "import"
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
@@ -58,20 +57,6 @@ def stored(engine, slug: str) -> Comparison:
 
 
 # -- the contract ------------------------------------------------------------------------------------------
-
-def test_packaged_schema_equals_the_shared_contract():
-    "the schema shipped with the package is the shared contract, byte for byte in meaning"
-    shared = SHARED_CONTRACTS / "comparison.schema.json"
-    assert shared.exists(), f"the shared contract should sit beside the checkout, at {shared}"
-    assert json.loads(PACKAGED_SCHEMA.read_text("utf-8")) == json.loads(shared.read_text("utf-8"))
-
-
-def test_test_copy_of_the_example_equals_the_shared_example():
-    "the example this suite imports is the shared contract's example.json"
-    shared = SHARED_CONTRACTS / "example.json"
-    assert shared.exists(), f"the shared example should sit beside the checkout, at {shared}"
-    assert json.loads(shared.read_text("utf-8")) == example()
-
 
 def test_shared_example_imports(engine, tmp_path):
     "the contract's example.json imports: one comparison, two tools, four reviews each, in file order"
