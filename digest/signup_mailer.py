@@ -31,6 +31,7 @@ the same letters and the same loop, without the protection of a separate process
 
 from __future__ import annotations
 
+import abc
 import heapq
 import logging
 import os
@@ -126,7 +127,7 @@ class SignupMailer:
             worker.stop(timeout)
 
 
-class _Worker:
+class _Worker(abc.ABC):
     """What SignupMailer needs of a worker: the letters go in; a count of those dealt with comes back."""
 
     pid: int | None = None
@@ -150,11 +151,13 @@ class _Worker:
     def done(self, count: int = 1) -> None:
         self.handled += count  # one thread adds: the child's reader, or the mailer thread
 
+    @abc.abstractmethod
     def alive(self) -> bool:
-        raise NotImplementedError
+        """Still able to take letters (the thread runs, the child has not exited)."""
 
+    @abc.abstractmethod
     def stop(self, timeout: float) -> None:
-        raise NotImplementedError
+        """Deal with every waiting letter at once, then end; waits up to ``timeout`` seconds."""
 
 
 class _Thread(_Worker):
