@@ -35,6 +35,23 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _checked_week(value: Optional[str]) -> Optional[str]:
+    """--week as the store names weeks ("2026-w9" is 2026-W09); "banana" or 2026-W54 is one line, exit 2."""
+    if value is None:
+        return None
+    from digest.weekly import BadWeek, parse_week
+
+    try:
+        return parse_week(value, today=utcnow().date())
+    except BadWeek as exc:
+        raise fail(exc.for_option(), 2)
+
+
+def week_option(help: str):
+    """The --week option of every command that takes one: checked before the command runs."""
+    return typer.Option("--week", help=help, callback=_checked_week)
+
+
 def settings_for_run(*, need_secrets: bool = True) -> Settings:
     try:
         settings = Settings()
@@ -174,7 +191,7 @@ def progress_bar(total: int, label: str):
 
 @app.command("send")
 def send(
-    week: Annotated[Optional[str], typer.Option(help="ISO week to send, e.g. 2026-W48 (default: this week)")] = None,
+    week: Annotated[Optional[str], week_option("ISO week to send, e.g. 2026-W48 (default: this week)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; send and write nothing")] = False,
     test_to: Annotated[Optional[str], typer.Option("--test-to", help="send the issue only to these comma-separated addresses, marked as a test")] = None,
     as_email: Annotated[Optional[str], typer.Option("--as", help="with --test-to: the segment this subscriber gets (default: all categories)")] = None,
@@ -192,14 +209,9 @@ def send(
     """
     from digest.app import build_sender, settle_heap
     from digest.send import SendAborted
-    from digest.weekly import BadWeek, run, week_monday
+    from digest.weekly import run
 
     settings = settings_for_run(need_secrets=not dry_run)
-    if week:
-        try:
-            week_monday(week)
-        except BadWeek as exc:
-            raise fail(str(exc), 2)
     now = utcnow()
     if test_to:
         _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
@@ -260,7 +272,7 @@ def _current_week(settings: Settings, now) -> str:
 
 @app.command("preview")
 def preview(
-    week: Annotated[Optional[str], typer.Option(help="ISO week, e.g. 2026-W48 (default: this week)")] = None,
+    week: Annotated[Optional[str], week_option("ISO week, e.g. 2026-W48 (default: this week)")] = None,
     as_email: Annotated[Optional[str], typer.Option("--as", help="render as this subscriber gets it (default: a sample reader of all categories)")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="html, text, mjml, subject or eml (the whole message with headers)")] = "html",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: standard output)")] = None,
@@ -321,7 +333,7 @@ def preview(
 
 @app.command("stats")
 def stats(
-    week: Annotated[Optional[str], typer.Option(help="only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
+    week: Annotated[Optional[str], week_option("only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
     last: Annotated[int, typer.Option(help="the table shows this many latest issues (0: all)")] = 6,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", help="write a page with a chart of the rates over the issues to this file")] = None,
@@ -340,13 +352,7 @@ def stats(
     import json
 
     from digest.stats import issue_stats
-    from digest.weekly import BadWeek, week_monday
 
-    if week:
-        try:
-            week_monday(week)
-        except BadWeek as exc:
-            raise fail(str(exc), 2)
     settings = settings_for_run(need_secrets=False)
     rows = issue_stats(engine=engine_for(settings), week=week)
     if week and not rows:
