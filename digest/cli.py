@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
+# Only typer and rich at import time: `digest --help` must answer at once (issue 14: 2 s with the store,
+# pydantic and the web stack imported here). Each command imports what it uses; tests/test_cli_help.py checks.
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from digest.config import ConfigError, Settings
-from storage.types import utcnow
+from digest.cli_help import Typer
 
-app = typer.Typer(help="Weekly AI Tool Verdicts: claim, render and send the weekly digest.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-db_app = typer.Typer(help="Create or upgrade the database.", no_args_is_help=True)
-comparisons_app = typer.Typer(help="Import the comparisons the site published.", no_args_is_help=True)
-subscribers_app = typer.Typer(help="Add and import subscribers.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from digest.config import Settings
+
+app = Typer(help="Weekly AI Tool Verdicts: claim, render and send the weekly digest.",
+            no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = Typer(help="Create or upgrade the database.", no_args_is_help=True)
+comparisons_app = Typer(help="Import the comparisons the site published.", no_args_is_help=True)
+subscribers_app = Typer(help="Add and import subscribers.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(comparisons_app, name="comparisons")
 app.add_typer(subscribers_app, name="subscribers")
@@ -47,12 +48,39 @@ def _checked_week(value: Optional[str]) -> Optional[str]:
         raise fail(exc.for_option(), 2)
 
 
+def reports_template_errors(command):
+    """A template that fails to render is one line, "templates/email/digest.mjml.j2:12: message", exit 2."""
+    import functools
+
+    @functools.wraps(command)
+    def checked(*args, **kwargs):
+        from digest.render import RenderError
+
+        try:
+            return command(*args, **kwargs)
+        except RenderError as exc:
+            from digest.template_errors import template_error
+
+            raise fail(template_error(exc), 2) from None
+
+    return checked
+
+
 def week_option(help: str):
     """The --week option of every command that takes one: checked before the command runs."""
     return typer.Option("--week", help=help, callback=_checked_week)
 
 
-def settings_for_run(*, need_secrets: bool = True) -> Settings:
+def utcnow():
+    from storage.types import utcnow
+
+    return utcnow()
+
+
+def settings_for_run(*, need_secrets: bool = True, store: bool = True) -> Settings:
+    """The settings of a command; with ``store`` (every command that opens the database) it is checked too."""
+    from digest.config import ConfigError, Settings
+
     try:
         settings = Settings()
         if need_secrets:
@@ -61,7 +89,23 @@ def settings_for_run(*, need_secrets: bool = True) -> Settings:
         raise fail(str(exc), 2)
     except ValueError as exc:  # pydantic's validation error names the setting
         raise fail(f"bad setting: {exc}", 2)
+    if store:
+        check_store(settings)
     return settings
+
+
+def check_store(settings: Settings, *, upgrading: bool = False) -> str | None:
+    """storage.migrate.ready: a missing SQLite file is created (said on stderr); anything else unusable is
+    one line and exit 2, before the command does anything."""
+    from storage.migrate import StoreUnusable, ready
+
+    try:
+        note = ready(settings.database_url, upgrading=upgrading)
+    except StoreUnusable as exc:
+        raise fail(str(exc), 2) from None
+    if note and not upgrading:
+        errors.print(note, highlight=False, markup=False, soft_wrap=True)
+    return note
 
 
 def engine_for(settings: Settings):
@@ -76,13 +120,17 @@ def engine_for(settings: Settings):
 def db_upgrade() -> None:
     """Create the database, or bring it to the latest schema (DIGEST_DATABASE_URL).
 
-    Example: DIGEST_DATABASE_URL=postgresql+psycopg://digest@db/digest digest db upgrade
+    \b
+    Examples:
+      digest db upgrade
+      DIGEST_DATABASE_URL=postgresql+psycopg://db/digest digest db upgrade
     """
-    from storage.migrate import current, upgrade
+    from storage.faults import shown_url
+    from storage.migrate import head
 
-    settings = settings_for_run(need_secrets=False)
-    upgrade(settings.database_url)
-    console.print(f"database at revision {current(settings.database_url)}")
+    settings = settings_for_run(need_secrets=False, store=False)
+    note = check_store(settings, upgrading=True)
+    console.print(note or f"database at {shown_url(settings.database_url)}: at revision {head()}, nothing to do")
 
 
 # -- comparisons ---------------------------------------------------------------------------------------
@@ -95,7 +143,9 @@ def comparisons_import(file: Annotated[Path, typer.Argument(help="JSON file in t
     from imports before it forbade them): nobody can follow those on their own until they are imported
     again with a good name.
 
-    Example: digest comparisons import published.json
+    \b
+    Example:
+      digest comparisons import published.json
     """
     from digest.importing import InvalidImport, import_comparisons
     from digest.importing.comparisons import refused_categories
@@ -104,7 +154,7 @@ def comparisons_import(file: Annotated[Path, typer.Argument(help="JSON file in t
     settings = settings_for_run(need_secrets=False)
     engine = engine_for(settings)
     try:
-        result = import_comparisons(engine=engine, path=file, now=utcnow())
+        result = import_comparisons(engine=engine, path=file, now=utcnow(), progress=progress_shown(settings))
     except InvalidImport as exc:
         raise fail(f"{exc}\nnothing was imported")
     except OSError as exc:
@@ -128,7 +178,10 @@ def subscribers_add(
 ) -> None:
     """Add a subscriber, or update the name and categories of an existing one (never their status).
 
-    Example: digest subscribers add ada@example.com --name Ada -c "Developer Tools" -c Writing
+    \b
+    Examples:
+      digest subscribers add ada@example.com --name Ada
+      digest subscribers add ada@example.com -c "Developer Tools" -c Writing
     """
     from digest.importing import InvalidAddress, add_subscriber
 
@@ -151,13 +204,16 @@ def subscribers_import(file: Annotated[Path, typer.Argument(help="CSV with a hea
     its end (a quote never closed, bytes that are not UTF-8) stops there: the rows before it are
     imported, the message says how many, and importing the fixed file again is safe.
 
-    Example: digest subscribers import list.csv
+    \b
+    Example:
+      digest subscribers import list.csv
     """
     from digest.importing import ImportStopped, InvalidImport, import_subscribers
 
     settings = settings_for_run(need_secrets=False)
     try:
-        result = import_subscribers(engine=engine_for(settings), path=file, now=utcnow())
+        result = import_subscribers(engine=engine_for(settings), path=file, now=utcnow(),
+                                    progress=progress_shown(settings))
     except ImportStopped as exc:
         print_row_errors(file, exc.result)
         raise fail(str(exc))
@@ -179,22 +235,21 @@ def print_row_errors(file: Path, result) -> None:
 
 # -- send ------------------------------------------------------------------------------------------------
 
-@contextmanager
-def progress_bar(total: int, label: str):
-    """A progress bar on a terminal; nothing when the output is a file or a pipe."""
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, disable=not console.is_terminal, transient=True)
-    with progress:
-        task = progress.add_task(label, total=total or None)
-        yield lambda n: progress.advance(task, n)
+def progress_shown(settings: Settings, *, write=None):
+    """Progress on stderr, never stdout: a bar on a terminal, else a line every DIGEST_PROGRESS_SECONDS
+    through ``write`` (default: plain lines on stderr). See digest.progress."""
+    from digest.progress import progress_for
+
+    return progress_for(errors, interval=settings.progress_seconds, write=write)
 
 
 @app.command("send")
+@reports_template_errors
 def send(
     week: Annotated[Optional[str], week_option("ISO week to send, e.g. 2026-W48 (default: this week)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; send and write nothing")] = False,
-    test_to: Annotated[Optional[str], typer.Option("--test-to", help="send the issue only to these comma-separated addresses, marked as a test")] = None,
-    as_email: Annotated[Optional[str], typer.Option("--as", help="with --test-to: the segment this subscriber gets (default: all categories)")] = None,
+    test_to: Annotated[Optional[str], typer.Option("--test-to", metavar="EMAIL,…", help="send the issue only to these comma-separated addresses, marked as a test")] = None,
+    as_email: Annotated[Optional[str], typer.Option("--as", metavar="EMAIL", help="with --test-to: the segment this subscriber gets (default: all categories)")] = None,
 ) -> None:
     """Open and send this week's issue (or --week), or resume one that was interrupted.
 
@@ -205,7 +260,11 @@ def send(
     --test-to sends the real rendered issue to those addresses only, through the configured transport,
     with "[TEST]" in the subject; it opens no issue and touches no delivery or statistic.
 
-    Example: digest send --dry-run; digest send --test-to me@example.com; digest send
+    \b
+    Examples:
+      digest send --dry-run
+      digest send --test-to me@example.com
+      digest send
     """
     from digest.app import build_sender, settle_heap
     from digest.send import SendAborted
@@ -224,15 +283,13 @@ def send(
         return
     from digest.reporting import print_run
 
-    sender = build_sender(settings)
+    sender = build_sender(settings, progress=progress_shown(settings))
     settle_heap()
-    with progress_bar(0, "sending") as advance:
-        sender.on_progress = advance
-        try:
-            result = run(sender=sender, now=now, week=week or _current_week(settings, now))
-        except SendAborted as exc:
-            print_run(console, None, [exc.report])
-            raise fail(str(exc))
+    try:
+        result = run(sender=sender, now=now, week=week or _current_week(settings, now))
+    except SendAborted as exc:
+        print_run(console, None, [exc.report])
+        raise fail(str(exc))
     print_run(console, result, result.reports)
     if any(report.failed for report in result.reports):
         raise typer.Exit(1)
@@ -271,11 +328,12 @@ def _current_week(settings: Settings, now) -> str:
 # -- preview --------------------------------------------------------------------------------------------
 
 @app.command("preview")
+@reports_template_errors
 def preview(
     week: Annotated[Optional[str], week_option("ISO week, e.g. 2026-W48 (default: this week)")] = None,
-    as_email: Annotated[Optional[str], typer.Option("--as", help="render as this subscriber gets it (default: a sample reader of all categories)")] = None,
+    as_email: Annotated[Optional[str], typer.Option("--as", metavar="EMAIL", help="render as this subscriber gets it (default: a sample reader of all categories)")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="html, text, mjml, subject or eml (the whole message with headers)")] = "html",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="file to write (default: standard output)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE", help="file to write (default: standard output)")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="serve a live preview page on 127.0.0.1 instead (desktop, phone, text; reloads on change)")] = False,
     port: Annotated[int, typer.Option(help="with --serve: the port")] = 8001,
     host: Annotated[str, typer.Option(help="with --serve: the address to listen on; anything but loopback lets others on the network see every subscriber's address and personal links")] = "127.0.0.1",
@@ -289,11 +347,13 @@ def preview(
     otherwise; a DNS-rebinding page cannot read it). --host listens elsewhere, with a warning; the page
     then also answers to that address (a wildcard such as 0.0.0.0 adds no name: use a tunnel).
 
-    Example: digest preview --as ada@example.com --format html --out issue.html; digest preview --serve
+    \b
+    Examples:
+      digest preview --as ada@example.com --format html --out issue.html
+      digest preview --serve
     """
     from digest.app import build_sender
     from digest.preview import NothingToPreview, as_eml, preview as render_preview, render_for
-    from digest.weekly import BadWeek
 
     if format not in ("html", "text", "mjml", "subject", "eml"):
         raise fail(f"--format must be html, text, mjml, subject or eml, not {format!r}", 2)
@@ -315,13 +375,16 @@ def preview(
         return
     try:
         if format == "eml":
-            rendered = render_for(sender=sender, week=week, now=utcnow(), as_email=as_email)
-            body, reader, issue_week = as_eml(sender=sender, rendered=rendered), rendered.reader, rendered.week
+            result = render_for(sender=sender, week=week, now=utcnow(), as_email=as_email)
+            body = as_eml(sender=sender, rendered=result)
         else:
             result = render_preview(sender=sender, week=week, now=utcnow(), as_email=as_email)
-            body, reader, issue_week = getattr(result.email, format).encode(), result.reader, result.week
-    except (NothingToPreview, BadWeek) as exc:
+            body = getattr(result.email, format).encode()
+        reader, issue_week = result.reader, result.week
+    except NothingToPreview as exc:
         raise fail(str(exc))
+    if result.showing:  # a week with no issue: say it is not that week's content
+        errors.print(result.showing, highlight=False, markup=False, soft_wrap=True)
     if out is None:
         sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
         return
@@ -334,9 +397,9 @@ def preview(
 @app.command("stats")
 def stats(
     week: Annotated[Optional[str], week_option("only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
-    last: Annotated[int, typer.Option(help="the table shows this many latest issues (0: all)")] = 6,
+    last: Annotated[int, typer.Option(metavar="N", help="the table shows this many latest issues (0: all)")] = 6,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
-    html: Annotated[Optional[Path], typer.Option("--html", help="write a page with a chart of the rates over the issues to this file")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="write a page with a chart of the rates over the issues to this file")] = None,
 ) -> None:
     """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, unsubscribes.
 
@@ -347,7 +410,10 @@ def stats(
     --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
     issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
 
-    Example: digest stats --week 2026-W48; digest stats --html stats.html
+    \b
+    Examples:
+      digest stats --week 2026-W48
+      digest stats --html stats.html
     """
     import json
 
@@ -374,6 +440,8 @@ def stats(
 
 def _stats_table(rows) -> Table:
     """One column per issue, one row per figure: readable on an 80-column terminal."""
+    from rich.table import Table
+
     def pct(rate: float | None) -> str:
         return "" if rate is None else f" · {rate:.1%}"
 
@@ -405,7 +473,7 @@ def _stats_table(rows) -> Table:
 
 @app.command("worker")
 def worker(
-    batch_size: Annotated[Optional[int], typer.Option(min=1, max=1000, help="recipients per request (default: DIGEST_BATCH_SIZE, 1000)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=1000, metavar="N", help="recipients per request (default: DIGEST_BATCH_SIZE, 1000)")] = None,
     once: Annotated[bool, typer.Option("--once", help="send what can be taken now, then exit (for a timer or a test)")] = False,
 ) -> None:
     """Send the pending deliveries of every unfinished issue; run as many as you like, side by side.
@@ -415,7 +483,9 @@ def worker(
     twice; a worker that dies loses its batch to the others when its lease (DIGEST_LEASE_SECONDS) ends.
     A 429 from SendGrid makes every worker wait. SIGTERM: finish the batch in flight, then exit.
 
-    Example: digest worker --batch-size 1000
+    \b
+    Example:
+      digest worker --batch-size 1000
     """
     import logging
     import signal
@@ -427,7 +497,8 @@ def worker(
     if batch_size is not None:
         settings.batch_size = batch_size
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runner = Worker(build_sender(settings), idle_seconds=settings.worker_idle_seconds)
+    progress = progress_shown(settings, write=logging.getLogger("digest.progress").info)  # log lines, timestamped
+    runner = Worker(build_sender(settings, progress=progress), idle_seconds=settings.worker_idle_seconds)
     settle_heap()
     logging.getLogger("digest.worker").info("worker started: batches of %d, lease %.0f s%s", settings.batch_size,
                                             settings.lease_seconds, ", once" if once else "")
@@ -449,7 +520,7 @@ def worker(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[int, typer.Option(metavar="N", help="uvicorn worker processes")] = 1,
 ) -> None:
     """Run the web app: open pixel, click redirects, unsubscribe, preferences, signup, webhook, archive.
 
@@ -457,7 +528,9 @@ def serve(
     Request bodies are capped as they arrive (webhook 5 MB, forms 16 KB, anything else 4 KB): 413 past
     the cap, 408 for a body still arriving after 10 s (webhook 30 s) or headers after 10 s. No `server:` header.
 
-    Example: digest serve --host 0.0.0.0 --port 8000 --workers 2
+    \b
+    Example:
+      digest serve --host 0.0.0.0 --port 8000 --workers 2
     """
     import uvicorn
 
@@ -470,8 +543,9 @@ def serve(
 # -- demo ------------------------------------------------------------------------------------------------
 
 @app.command("demo")
+@reports_template_errors
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="where the demo writes its database, outbox and previews")] = Path("digest-demo"),
+    directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="where the demo writes its database, outbox and previews")] = Path("digest-demo"),
 ) -> None:
     """Run the whole weekly flow on demo data: SQLite, a local outbox, no network, no keys.
 
@@ -479,7 +553,9 @@ def demo(
     (catching up the week the scheduler "missed") and this week's, writes every email to an outbox
     and an HTML preview per segment. Starts afresh each time.
 
-    Example: digest demo --dir /tmp/verdicts-demo
+    \b
+    Example:
+      digest demo --dir /tmp/verdicts-demo
     """
     from digest.demo import run_demo
 

@@ -41,10 +41,12 @@ def run(*args, cwd: Path, env_extra: dict | None = None) -> subprocess.Completed
 
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_every_command_has_help_with_an_example(path):
-    "each command answers --help with what it does and an example, and the README names it"
-    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+    "each command answers --help with what it does and examples on lines of their own, and the README names it"
+    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=80)
     assert result.exit_code == 0, result.output
-    assert "Example" in result.output
+    examples = result.output.split("Example", 1)[1].split("\n\n")[0].splitlines()
+    assert examples[0] in (":", "s:") and examples[1:], result.output
+    assert all(line.strip().startswith(("digest ", "DIGEST_")) for line in examples[1:]), examples
     assert f"digest {' '.join(path)}" in (REPO / "README.md").read_text()
 
 
