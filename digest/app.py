@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
 
 from digest.config import Settings
 from digest.links import Links, Signer
+from digest.progress import Progress
 from digest.ratelimit import SharedRateLimit
 from digest.render import Renderer
 from digest.send import Sender
@@ -23,8 +23,7 @@ def links_for(settings: Settings) -> Links:
 
 
 def build_sender(
-    settings: Settings, *, transport: Transport | None = None, on_progress: Callable[[int], None] | None = None,
-    **overrides,
+    settings: Settings, *, transport: Transport | None = None, progress: Progress | None = None, **overrides,
 ) -> Sender:
     links = links_for(settings)
     engine = make_engine(settings.database_url)
@@ -38,7 +37,7 @@ def build_sender(
         renderer=Renderer(settings=settings, links=links),
         signer=links.signer,
         links=links,
-        on_progress=on_progress,
+        progress=progress,
         **overrides,
     )
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=600.0, gt=0)
     # `digest worker` with nothing to send looks again after this long.
     worker_idle_seconds: float = Field(default=2.0, gt=0)
+    # Off a terminal, `digest send`, `digest worker` and the imports log their progress this often.
+    progress_seconds: float = Field(default=5.0, gt=0)
     # How long a send waits out an unavailable database (locked SQLite, restarting PostgreSQL) before failing.
     db_retry_seconds: float = Field(default=120.0, ge=0)
     demo: bool = False

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
+from digest.progress import Progress
 from digest.render import RenderedEmail, Renderer
 from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, TransientError, Transport
 from storage import queries
@@ -86,7 +87,8 @@ class Sender:
     sleep: Callable[[float], None] = time.sleep
     jitter: Callable[[], float] = random.random
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-    on_progress: Callable[[int], None] | None = None
+    # Told the issue's deliveries still to send, then each batch as the provider takes it (digest.progress).
+    progress: Progress | None = None
     # Asked between batches: True makes send_issue return after the batch in flight (a worker's SIGTERM).
     should_stop: Callable[[], bool] = lambda: False
     # Rendered segments, kept for the life of the process: a segment's content is fixed when its issue
@@ -103,10 +105,15 @@ class Sender:
 
         def survey(session):
             report.segments = len(queries.issue_segments(session=session, issue_id=issue.id))
-            report.recipients = sum(queries.status_counts(session=session, issue_id=issue.id).values())
-            return [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
+            counts = queries.status_counts(session=session, issue_id=issue.id)
+            report.recipients = sum(counts.values())
+            dead = [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
+            return dead, counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
 
-        dead = self.transaction(survey)
+        dead, to_send = self.transaction(survey)
+        progress = self.progress if to_send else None
+        if progress is not None:
+            progress.begin(issue.week, total=to_send, unit="sent")
         # One transaction per batch: it records the batch before as sent, then leases this one.
         record = None  # records the last accepted batch as sent, with the next claim
         position = None  # where our last batch ended (see queries.claim_batch)
@@ -133,14 +140,16 @@ class Sender:
                 position = claimed.position
                 if claimed.rows:
                     record = self._send_batch(self._batch(issue, claimed), report)
-                    if self.on_progress:
-                        self.on_progress(len(claimed.rows))
+                    if progress is not None and record is not None:  # once per batch: no cost per recipient
+                        progress.advance(len(claimed.rows))
         finally:
             try:
                 if record is not None:  # every accepted batch is recorded before we report or return
                     self.transaction(record)
             finally:
                 report.seconds = time.monotonic() - started
+                if progress is not None:
+                    progress.end()
                 self._finish(issue, report)
         return report
 

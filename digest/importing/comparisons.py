@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from digest.categories import category_problem
 from digest.importing.errors import InvalidImport
+from digest.progress import NullProgress, Progress
 from digest.quoting import quoted
 from storage.db import session_scope
 from storage.models import Comparison, Review, Tool
@@ -35,6 +36,7 @@ from storage.models import Comparison, Review, Tool
 # and json.loads would hold several times its size in memory.
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_REPORTED = 20  # problems listed in full; the rest are counted
+PROGRESS_ITEMS = 100  # items per progress report: reports go per batch, never per item (digest.progress)
 
 SCHEMA = json.loads((resources.files("digest") / "contracts" / "comparison.schema.json").read_text("utf-8"))
 _VALIDATOR = Draft202012Validator(SCHEMA)
@@ -59,18 +61,30 @@ class ComparisonImport:
     unchanged: int = 0
 
 
-def import_comparisons(*, engine: Engine, path: Path, now: datetime) -> ComparisonImport:
+def import_comparisons(*, engine: Engine, path: Path, now: datetime,
+                       progress: Progress | None = None) -> ComparisonImport:
     """Upsert the comparisons of ``path`` by slug, in one transaction; raises InvalidImport, writing nothing.
 
     A known slug gets the file's title, url, category, published_at and community_votes, and its tools
     and reviews are replaced; ``created_at`` stays, ``updated_at`` becomes ``now``. An item identical to
-    what is stored is left alone (counted as unchanged).
+    what is stored is left alone (counted as unchanged). ``progress`` hears of the items written, once
+    every PROGRESS_ITEMS, after the file passed every check.
     """
     items = load_comparisons(path)
+    progress = progress or NullProgress()
+    progress.begin(path.name, total=len(items), unit="imported")
+    try:
+        counts = _upsert(engine=engine, items=items, now=now, progress=progress)
+    finally:
+        progress.end()
+    return ComparisonImport(**counts)
+
+
+def _upsert(*, engine: Engine, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
     counts: Counter[str] = Counter()
     with session_scope(engine) as session:
         stored = _stored(session, [item["slug"] for item in items])
-        for item in items:
+        for done, item in enumerate(items, 1):
             columns, tools = _columns(item), _tools(item)
             current = stored.get(item["slug"])
             if current is None:
@@ -85,7 +99,10 @@ def import_comparisons(*, engine: Engine, path: Path, now: datetime) -> Comparis
                 current.tools = _new_tools(tools)  # delete-orphan: the old tools and reviews go
                 current.updated_at = now
                 counts["updated"] += 1
-    return ComparisonImport(**counts)
+            if done % PROGRESS_ITEMS == 0:
+                progress.advance(PROGRESS_ITEMS)
+    progress.advance(len(items) % PROGRESS_ITEMS)  # the rest, once they are committed
+    return counts
 
 
 def load_comparisons(path: Path) -> list[dict]:

@@ -27,6 +27,7 @@ from digest.importing.csv_rows import Record, Unreadable, records
 from digest.importing.errors import InvalidImport
 from digest.importing.outcome import ImportStopped, RowError, SubscriberImport
 from digest.names import name_problem
+from digest.progress import NullProgress, Progress
 from digest.subscriptions import suppressed_keys
 from storage.models import Subscriber, SubscriberStatus
 from storage.types import UTCDateTime
@@ -83,7 +84,8 @@ def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: It
     return AddResult(email=address.email, created=address.key not in known, subscriber_id=subscriber_id)
 
 
-def import_subscribers(*, engine: Engine, path: Path, now: datetime) -> SubscriberImport:
+def import_subscribers(*, engine: Engine, path: Path, now: datetime,
+                       progress: Progress | None = None) -> SubscriberImport:
     """Import a CSV of subscribers: good rows are upserted, bad rows reported by line and skipped.
 
     The header row names the columns, in any order and letter case: ``email`` (required), ``name`` and
@@ -93,11 +95,24 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime) -> Subscrib
     streamed and written in chunks of CHUNK_ROWS, each its own transaction, so a problem that stops the
     file halfway (a quote never closed, bytes that are not UTF-8) raises ImportStopped after every row
     before it was imported, saying how many; importing the fixed file again is safe, every row is an upsert.
+    ``progress`` hears of the file's lines after the header as they are read, once per chunk.
     """
+    if progress is None:
+        return _import(engine=engine, path=path, now=now, progress=NullProgress(), total=0)
+    total = _data_lines(path)
+    progress.begin(path.name, total=total, unit="lines read")
+    try:
+        return _import(engine=engine, path=path, now=now, progress=progress, total=total)
+    finally:
+        progress.end()
+
+
+def _import(*, engine: Engine, path: Path, now: datetime, progress: Progress, total: int) -> SubscriberImport:
     result = SubscriberImport()
     seen: set[str] = set()  # addresses of the good rows so far
     refused: set[str] = set()  # of these, the suppressed: a later row of one is only a duplicate
     chunk = _Chunk()
+    read = 0  # lines after the header reported to ``progress``
     with path.open("rb") as file:
         try:
             for line, values, problem in _rows(records(file), path):
@@ -117,11 +132,23 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime) -> Subscrib
                 if len(chunk.rows) >= CHUNK_ROWS:
                     refused |= _write(engine, chunk, now, result)
                     chunk = _Chunk()
+                    progress.advance(line - 1 - read)  # through this row's line; the header is line 1
+                    read = line - 1
         except Unreadable as stop:
             _write(engine, chunk, now, result)  # every row before the problem: the count reported is exact
             raise ImportStopped(path, stop, result) from None
         _write(engine, chunk, now, result)
+    progress.advance(max(0, total - read))  # blank lines at the end, a record's last lines
     return result
+
+
+def _data_lines(path: Path) -> int:
+    """Lines after the header, counted in 1 MB blocks (~0.05 s for a million rows): the progress total."""
+    lines, last = 0, b"\n"
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    return max(0, lines + (last != b"\n") - 1)
 
 
 @dataclass
