@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from digest.app import build_sender, settle_heap
     from digest.config import ConfigError, Settings
+    from storage.migrate import StoreUnusable, ready
 
     parser = argparse.ArgumentParser(
         prog="python scheduler.py",
@@ -83,7 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sender = build_sender(settings)
+    try:
+        note = ready(settings.database_url)  # the start-up check every entry point makes (storage.migrate)
+    except StoreUnusable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(note, file=sys.stderr)
+    from digest.progress import LogProgress
+
+    # A send's progress in the scheduler's log every DIGEST_PROGRESS_SECONDS: a daemon has no terminal for a bar.
+    progress = LogProgress(write=logging.getLogger("digest.progress").info, interval=settings.progress_seconds)
+    sender = build_sender(settings, progress=progress)
     settle_heap()
     if args.once:
         return 0 if weekly_job(sender) else 1

@@ -18,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
+from storage.faults import is_transient
+
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # a send waits up to 30 s for a lock held by another process
@@ -69,8 +71,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-# Errors that mean "the database is unavailable for now", not "this statement is wrong": a locked SQLite
-# file past its busy timeout, a PostgreSQL server restarting, a connection dropped mid-transaction.
+# Errors that may mean "the database is unavailable for now", not "this statement is wrong": a locked
+# SQLite file past its busy timeout, a PostgreSQL server restarting, a connection dropped mid-transaction.
+# storage.faults.is_transient tells those from the permanent ones of the same classes (a wrong password,
+# an unknown database, a missing table), which fail at once.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 log = logging.getLogger("digest.db")
 
@@ -95,14 +99,15 @@ def in_transaction(
 def retrying(work: Callable[[], T], *, budget: float = 120.0, sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``work()``; on a transient database error wait (0.2 s doubling to 5 s) and call it again.
 
-    Gives up (raises the error) once ``budget`` seconds have been spent waiting.
+    Gives up (raises the error) once ``budget`` seconds have been spent waiting; a permanent error (see
+    `storage.faults.is_transient`) is raised at once.
     """
     waited, delay = 0.0, 0.2
     while True:
         try:
             return work()
         except TRANSIENT_DB_ERRORS as exc:
-            if waited >= budget:
+            if waited >= budget or not is_transient(exc):
                 raise
             log.warning("database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0][:200], delay)
             sleep(delay)
