@@ -18,11 +18,9 @@ import hashlib
 import html
 import ipaddress
 import re
-import traceback
 from pathlib import Path
 from urllib.parse import urlencode
 
-import jinja2
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.datastructures import MutableHeaders
@@ -31,6 +29,7 @@ from sqlalchemy import func, select
 from digest.preview import NothingToPreview, dry_run, preview
 from digest.render import RenderError, templates_dir
 from digest.send import Sender
+from digest.template_errors import template_error
 from storage.db import session_scope
 from storage.models import Comparison, Issue, Subscriber
 from storage.types import utcnow
@@ -123,23 +122,6 @@ def fingerprint(sender: Sender, root: Path | None = None) -> str:
         parts.append(str(session.execute(select(func.max(Subscriber.updated_at), func.count(Subscriber.id))).one()))
         parts.append(str(session.execute(select(func.count(Issue.id))).one()))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def template_error(exc: BaseException) -> str:
-    """Where a template went wrong, in words: "email/partials/tools.mjml.j2, line 12: 'x' is undefined"."""
-    cause = exc.__cause__ or exc
-    if isinstance(cause, jinja2.TemplateSyntaxError):
-        return f"{cause.filename or cause.name}, line {cause.lineno}: {cause.message}"
-    frames = [f for f in traceback.extract_tb(cause.__traceback__) if f.filename.endswith(".j2")]
-    if frames:
-        where = frames[-1]
-        name = Path(where.filename)
-        try:
-            name = name.relative_to(templates_dir())
-        except ValueError:
-            pass
-        return f"{name}, line {where.lineno}: {cause}"
-    return str(exc)
 
 
 def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bind: str = "127.0.0.1") -> FastAPI:

@@ -29,6 +29,7 @@ class Preview:
     reader: str  # who it is rendered for, in words
     email: RenderedEmail  # with the reader's substitutions filled in
     exists: bool  # the issue is already opened (else: what opening it now would claim)
+    showing: str = ""  # when the issue does not exist: what is shown instead, in words
 
 
 def _issue_and_ranked(session, *, week: str, now: datetime) -> tuple[Issue | None, list[ComparisonFacts]]:
@@ -47,6 +48,7 @@ class Rendered:
     email: RenderedEmail  # substitution tags not filled
     person: Recipient  # the reader's substitutions and headers
     exists: bool  # the issue is already opened (else: what opening it now would claim)
+    showing: str = ""  # when the issue does not exist: what is shown instead, in words
 
 
 def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Rendered:
@@ -77,7 +79,16 @@ def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str
     address = subscriber.email if subscriber else "sample.reader@example.com"
     person = recipient(delivery_id, address, name, token, sender.links, settings)
     return Rendered(week=week, reader=f"{address} ({audience_label(ranked, categories)})", email=email,
-                    person=person, exists=issue is not None)
+                    person=person, exists=issue is not None,
+                    showing="" if issue else _showing(week, this_week=iso_week(now.astimezone(settings.tz)), claimable=len(ranked)))
+
+
+def _showing(week: str, *, this_week: str, claimable: int) -> str:
+    """What a preview of a week with no issue shows: not that week's content, which does not exist yet."""
+    what = f"{claimable} comparison{'s' if claimable != 1 else ''} published and in no issue"
+    if week < this_week:  # labels sort as weeks do: "2026-W09" < "2026-W10"
+        return f"no issue was opened for {week}: showing what an issue opened now would claim ({what})"
+    return f"no issue for {week} yet: showing what it would claim now ({what})"
 
 
 def preview(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Preview:
@@ -86,7 +97,8 @@ def preview(*, sender: Sender, week: str | None, now: datetime, as_email: str | 
     subs = rendered.person.substitutions
     filled = RenderedEmail(subject=fill(rendered.email.subject, subs), html=fill(rendered.email.html, subs),
                            text=fill(rendered.email.text, subs), mjml=fill(rendered.email.mjml, subs))
-    return Preview(week=rendered.week, reader=rendered.reader, email=filled, exists=rendered.exists)
+    return Preview(week=rendered.week, reader=rendered.reader, email=filled, exists=rendered.exists,
+                   showing=rendered.showing)
 
 
 def as_eml(*, sender: Sender, rendered: Rendered) -> bytes:

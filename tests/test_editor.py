@@ -60,7 +60,7 @@ def test_a_broken_template_shows_its_file_and_line_on_the_page(sender, tmp_path)
     sender.renderer = Renderer(settings=sender.settings, links=sender.links, env=make_environment(copy))
     page = TestClient(create_editor_app(sender, templates_root=copy), base_url=LOCAL).get("/")
     assert page.status_code == 200
-    assert "Template error" in page.text and "header.mjml.j2, line 3" in page.text
+    assert "Template error" in page.text and "header.mjml.j2:3: " in page.text
 
 
 def test_the_page_reloads_by_itself_when_the_data_changes(sender, page):
