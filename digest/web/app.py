@@ -79,7 +79,23 @@ def create_app(
 
     for router in _routers():
         app.include_router(router)
+    answer_head_like_get(app.routes)
     return app
+
+
+def answer_head_like_get(routes) -> None:
+    """HEAD wherever GET, on every route however deeply its router is included, without a route saying so.
+
+    Link checkers, uptime monitors and mail scanners send HEAD; FastAPI answered them 405. A HEAD runs
+    the GET's handler (uvicorn sends its status and headers, never its body), so a handler that records
+    something on GET checks the method: the click redirect does; the pixel's GET never reaches its route.
+    """
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            answer_head_like_get(included.routes)
+        elif "GET" in (getattr(route, "methods", None) or ()):
+            route.methods.add("HEAD")
 
 
 @asynccontextmanager
@@ -97,4 +113,4 @@ def _routers():
     import importlib
 
     return [importlib.import_module(f"digest.web.{name}").router
-            for name in ("tracking", "subscriber", "signup", "webhook", "archive", "static")]
+            for name in ("home", "tracking", "subscriber", "signup", "webhook", "archive", "static")]

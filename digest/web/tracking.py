@@ -78,12 +78,13 @@ def open_pixel(token: str, request: Request, ctx: WebContext = Depends(get_conte
 @router.get("/c/{link_token}", include_in_schema=False)
 def click(link_token: str, request: Request, r: str | None = None,
           ctx: WebContext = Depends(get_context)) -> Response:
-    """302 to the signed target; record the click when ``r`` names a recipient. An altered token is a 404."""
+    """302 to the signed target; record the click when ``r`` names a recipient (GET only). An altered token is a 404."""
     try:
         url = ctx.signer.read_link_token(link_token)
     except BadToken:
         return ctx.not_found()
-    recipient = ctx.recipient(r) if r else None
+    # A HEAD is a scanner checking the link (digest.web.app.answer_head_like_get): it is not a click.
+    recipient = ctx.recipient(r) if r and request.method == "GET" else None
     if recipient is not None:
         try:
             record_click(engine=ctx.engine, recipient=recipient, url=url,
