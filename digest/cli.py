@@ -363,7 +363,10 @@ def preview(
         import uvicorn
 
         from digest.editor import create_editor_app, is_loopback, page_url
+        from digest.ports import listen_problem
 
+        if problem := listen_problem(host, port):  # before the URL: it would lead to the other server
+            raise fail(problem, 2)
         if not is_loopback(host):
             errors.print(f"warning: --host {host} listens beyond this machine: whoever reaches port {port} sees "
                          "every subscriber's address and personal links (unsubscribe, preferences). Prefer "
@@ -534,9 +537,12 @@ def serve(
     """
     import uvicorn
 
+    from digest.ports import listen_problem
     from digest.web.server import uvicorn_options
 
     settings_for_run()  # refuse placeholder secrets before listening
+    if problem := listen_problem(host, port):  # one line, not uvicorn's log and exit 1
+        raise fail(problem, 2)
     uvicorn.run("digest.web.main:app", **uvicorn_options(host=host, port=port, workers=workers))
 
 
