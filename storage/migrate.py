@@ -7,6 +7,11 @@ later with a traceback — a URL that names no database, a server that refuses, 
 a database that is empty or at a revision other than this code's — raises `StoreUnusable`, one line that
 names the URL (password hidden), what is wrong and what to do. Nothing here waits: the connection errors
 it meets are reported the moment the driver gives them.
+
+An SQLite file at an older revision is not upgraded behind anyone's back, though creating one is: it holds
+someone's subscribers, an upgrade is one-way (the previous version then refuses the file, so rolling
+back the code means restoring a copy) and some migrations rebuild whole tables under the write lock while
+a send waits. The line names the one command that does it, `digest db upgrade`.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
+# Alembic is imported where it is used: a URL that does not connect is answered without it (0.2 s of imports).
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPGRADE = "run `digest db upgrade`"
 
@@ -22,8 +27,6 @@ UPGRADE = "run `digest db upgrade`"
 class StoreUnusable(Exception):
     """The database cannot be used as it is; the message is one line that says why and what to do."""
 
-
-# Alembic is imported where it is used: a URL that does not connect is answered without it (0.2 s of imports).
 
 def alembic_config(url: str):
     from alembic.config import Config
