@@ -18,8 +18,9 @@ from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, Ope
 # 57P01-57P05 shutdown, restart and idle timeouts, 58 I/O error.
 TRANSIENT_SQLSTATES = ("08", "40", "53", "55P03", "57P0", "58")
 
-# Causes of a connection that never opened, by the words libpq, psycopg or SQLite use: (pattern, what a
-# person reads, transient). The first match wins; the text of an unknown one is shown as it is.
+# Errors without a SQLSTATE (a connection that never opened, any SQLite error), by the words libpq, psycopg
+# or SQLite use: (pattern, what a person reads, transient). The first match wins; an unknown one is shown
+# as the driver worded it, and waited out (a dropped connection has many wordings).
 CAUSES: tuple[tuple[str, str, bool], ...] = (
     (r'database "([^"]*)" does not exist', 'database "{0}" does not exist: create it (createdb {0}) '
      "or correct the name", False),
