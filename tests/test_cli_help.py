@@ -88,3 +88,36 @@ def test_help_paragraphs_flow_to_the_terminal_width(path):
         if lines[0].strip().startswith("Example"):
             continue
         assert all(len(line) > 150 for line in lines[:-1]), f"broken mid-sentence:\n{paragraph}"
+
+
+def documented_commands():
+    """Each `digest …` the README and docs/ show in backticks: (file, the text)."""
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for text in re.findall(r"`(digest [^`]+)`", doc.read_text(encoding="utf-8")):
+            yield doc.name, text
+
+
+def test_every_command_the_docs_show_exists_with_those_options():
+    "a command or option the README or docs/ name is one the CLI has (renamed or dropped ones are listed)"
+    wrong = []
+    for doc, text in documented_commands():
+        command, words = get_command(app), text.split()[1:]
+        while words and words[0] in getattr(command, "commands", {}):
+            command = command.commands[words.pop(0)]
+        if hasattr(command, "commands"):
+            wrong.append(f"{doc}: `{text}`: no such command")
+            continue
+        known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)} | {"--help"}
+        used = re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", " ".join(words))
+        wrong += [f"{doc}: `{text}`: no option {opt}" for opt in used if opt not in known]
+    assert wrong == []
+
+
+def test_the_settings_the_readme_writes_to_env_are_settings():
+    "every NAME= line in the README's .env example is a setting digest reads (a typo would be ignored)"
+    from digest.config import Settings
+
+    names = {f"DIGEST_{name.upper()}" for name in Settings.model_fields} | {"SENDGRID_API_KEY"}
+    block = (REPO / "README.md").read_text(encoding="utf-8").split("cat > .env) <<EOF\n", 1)[1].split("EOF", 1)[0]
+    written = re.findall(r"^\s*([A-Z_]+)=", block, re.M)
+    assert written and [name for name in written if name not in names] == []
