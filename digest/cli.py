@@ -191,6 +191,7 @@ def subscribers_add(
     except (InvalidAddress, ValueError) as exc:  # ValueError: a name digest.names refuses
         raise fail(str(exc))
     console.print(f"{result.email}: {'added' if result.created else 'updated'}")
+    warn_unchecked(result.unchecked)
 
 
 @subscribers_app.command("import")
@@ -223,6 +224,18 @@ def subscribers_import(file: Annotated[Path, typer.Argument(help="CSV with a hea
         raise fail(f"cannot read {file}: {exc.strerror or exc}")
     print_row_errors(file, result)
     console.print(f"{file}: {result.summary()}", highlight=False, markup=False)
+    warn_unchecked(result.unchecked_categories)
+
+
+def warn_unchecked(categories) -> None:
+    """Categories stored without a check, because no comparison is in the store yet to check them against."""
+    if categories:
+        from digest.quoting import quoted
+
+        names = ", ".join(quoted(name, 60) for name in categories[:5]) + (", …" if len(categories) > 5 else "")
+        errors.print(f"warning: no comparison is in the store yet, so no category could be checked; stored as "
+                     f"written: {names}. Import the comparisons first (digest comparisons import FILE) to have "
+                     "typos caught.", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_row_errors(file: Path, result) -> None:

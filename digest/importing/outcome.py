@@ -29,6 +29,7 @@ class SubscriberImport:
     duplicates: int = 0  # rows repeating an address met earlier in the file (any letter case): the later row wins
     bad_rows: int = 0  # rows skipped; ``errors`` lists the first MAX_ROW_ERRORS of them
     suppressed: int = 0  # of the bad rows, addresses that asked to be forgotten: never re-created
+    unchecked_categories: list[str] = field(default_factory=list)  # stored unchecked: no comparison in the store yet
     errors: list[RowError] = field(default_factory=list)
 
     @property

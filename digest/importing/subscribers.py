@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import ARRAY, Connection, Engine, any_, bindparam, func, literal, select
@@ -25,6 +24,7 @@ from digest.categories import category_list, stored_categories
 from digest.importing.addresses import InvalidAddress, normalize_address
 from digest.importing.csv_rows import Record, Unreadable, records
 from digest.importing.errors import InvalidImport
+from digest.importing.known_categories import CellCheck, KnownCategories
 from digest.importing.outcome import ImportStopped, RowError, SubscriberImport
 from digest.names import name_problem
 from digest.progress import NullProgress, Progress
@@ -59,6 +59,7 @@ class AddResult:
     email: str  # normalized
     created: bool  # False: the address was known; its name and categories were updated
     subscriber_id: int
+    unchecked: tuple[str, ...] = ()  # categories stored without a check: no comparison in the store yet
 
 
 def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: Iterable[str] = (),
@@ -68,20 +69,25 @@ def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: It
     ``categories`` are names as a person writes them ("Developer Tools"), or ``;``-separated lists of
     them; none means every category. Raises InvalidAddress with email-validator's reason,
     SuppressedAddress (an InvalidAddress) for an address that asked to be forgotten, InvalidCategory (a
-    ValueError, digest.categories) for a category the comparison contract refuses, ValueError for a name
-    that cannot be stored (digest.names). The status of a known address never changes.
+    ValueError, digest.categories) for a category the comparison contract refuses, UnknownCategory (an
+    InvalidCategory) for one no comparison in the store uses, ValueError for a name that cannot be
+    stored (digest.names). The status of a known address never changes.
     """
     address = normalize_address(email.strip())
     names = [categories] if isinstance(categories, str) else categories
-    row = _row(address.email, address.key, _name(name),
-               stored_categories(part for each in names for part in category_list(each)))
+    chosen = [part for each in names for part in category_list(each)]
+    row = _row(address.email, address.key, _name(name), stored_categories(chosen))
     with engine.begin() as connection:
+        known = KnownCategories.in_store(connection)
+        for category in chosen:
+            known.check(category)
         if suppressed_keys(connection, [address.key]):
             raise SuppressedAddress(address.email)
-        known = _known(connection, [address.key])
+        stored = _known(connection, [address.key])
         _upsert(connection, [row], now)
         subscriber_id = connection.execute(select(_TABLE.c.id).where(_TABLE.c.email_key == address.key)).scalar_one()
-    return AddResult(email=address.email, created=address.key not in known, subscriber_id=subscriber_id)
+    return AddResult(email=address.email, created=address.key not in stored, subscriber_id=subscriber_id,
+                     unchecked=() if known.names else tuple(chosen))
 
 
 def import_subscribers(*, engine: Engine, path: Path, now: datetime,
@@ -96,6 +102,7 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime,
     file halfway (a quote never closed, bytes that are not UTF-8) raises ImportStopped after every row
     before it was imported, saying how many; importing the fixed file again is safe, every row is an upsert.
     ``progress`` hears of the file's lines after the header as they are read, once per chunk.
+    A category no comparison in the store uses makes its row bad (digest.importing.known_categories).
     """
     if progress is None:
         return _import(engine=engine, path=path, now=now, progress=NullProgress(), total=0)
@@ -113,10 +120,12 @@ def _import(*, engine: Engine, path: Path, now: datetime, progress: Progress, to
     refused: set[str] = set()  # of these, the suppressed: a later row of one is only a duplicate
     chunk = _Chunk()
     read = 0  # lines after the header reported to ``progress``
+    with engine.connect() as connection:
+        check = CellCheck(KnownCategories.in_store(connection))
     with path.open("rb") as file:
         try:
             for line, values, problem in _rows(records(file), path):
-                row = _checked(line, values, problem, result)
+                row = _checked(line, values, problem, result, check)
                 if row is None:
                     continue
                 key = row["email_key"]
@@ -136,8 +145,10 @@ def _import(*, engine: Engine, path: Path, now: datetime, progress: Progress, to
                     read = line - 1
         except Unreadable as stop:
             _write(engine, chunk, now, result)  # every row before the problem: the count reported is exact
+            result.unchecked_categories = check.unchecked
             raise ImportStopped(path, stop, result) from None
         _write(engine, chunk, now, result)
+    result.unchecked_categories = check.unchecked
     progress.advance(max(0, total - read))  # blank lines at the end, a record's last lines
     return result
 
@@ -190,7 +201,8 @@ def _columns(header: list[str] | None, path: Path) -> list[str]:
     return columns
 
 
-def _checked(line: int, values: dict[str, str], problem: str | None, result: SubscriberImport) -> dict | None:
+def _checked(line: int, values: dict[str, str], problem: str | None, result: SubscriberImport,
+             categories_of: CellCheck) -> dict | None:
     """The row to store, or None after recording why the row is skipped."""
     written = values.get("email", "").strip()
     try:
@@ -200,7 +212,7 @@ def _checked(line: int, values: dict[str, str], problem: str | None, result: Sub
             raise ValueError("no email address")
         address = normalize_address(written)
         name = _name(values.get("name", ""))
-        categories = _categories(values.get("categories", ""))
+        categories = categories_of(values.get("categories", ""))
     except InvalidAddress as exc:
         result.reject(RowError(line=line, email=written, reason=exc.reason))
         return None
@@ -219,13 +231,6 @@ def _name(text: str) -> str:
     if problem := name_problem(name):
         raise ValueError(problem)
     return name
-
-
-@lru_cache(maxsize=10_000)  # a list repeats a few dozen category combinations a million times
-def _categories(text: str) -> str:
-    """A cell's ``;``-separated categories in the stored form; InvalidCategory (a ValueError) names the
-    first the comparison contract refuses."""
-    return stored_categories(category_list(text))
 
 
 def _row(email: str, key: str, name: str, categories: str) -> dict:
