@@ -73,9 +73,12 @@ def child_open(url: str, server: str, email_file: str) -> dict:
 def child_drain(url: str, server: str, profile: str | None) -> dict:
     """One `digest worker --once`: send what there is, then exit."""
     from digest.app import build_sender, settle_heap
+    from digest.progress import LogProgress
     from digest.worker import Worker
 
-    worker = Worker(build_sender(settings_for(url, server)), idle_seconds=0.05)
+    # Its progress, as `digest worker` off a terminal reports it: a line on stderr every 5 s (kept by run_child).
+    progress = LogProgress(write=lambda line: print(line, file=sys.stderr, flush=True))
+    worker = Worker(build_sender(settings_for(url, server), progress=progress), idle_seconds=0.05)
     settle_heap()  # as `digest worker` does
     started = time.time()
     if profile:
