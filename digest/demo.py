@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from datetime import datetime, timedelta
 from importlib import resources
@@ -11,8 +12,10 @@ from pathlib import Path
 from rich.console import Console
 
 from digest.app import build_sender
-from digest.config import demo_settings
+from digest.config import Settings, demo_settings
+from digest.demo_readers import a_week_of_reading, apple_prefetch
 from digest.importing import import_comparisons, import_subscribers
+from digest.render import issue_label
 from digest.reporting import print_run
 from digest.weekly import iso_week, run, slot, week_monday
 from storage.migrate import upgrade
@@ -47,52 +50,90 @@ def run_demo(*, directory: Path, console: Console, now: datetime | None = None) 
         shutil.rmtree(workdir / folder, ignore_errors=True)
     settings = demo_settings(workdir)
     upgrade(settings.database_url)
+    last_week = iso_week((now - timedelta(weeks=1)).astimezone(settings.tz))
+    last_slot = slot(last_week, schedule=settings.send_schedule, tz=settings.tz)
 
     comparisons_file = workdir / "comparisons.json"
     comparisons_file.write_text(json.dumps(rebased_comparisons(now), indent=2, ensure_ascii=False), encoding="utf-8")
-    sender = build_sender(settings)
+    # Each send is stamped with the moment it plays (last week's slot, then now), so the readers' opens
+    # come after it and the stats see a week of reading, not opens from before the email left.
+    sender = build_sender(settings, clock=lambda: last_slot)
     imported = import_comparisons(engine=sender.engine, path=comparisons_file, now=now)
     people = import_subscribers(engine=sender.engine, path=demo_file("subscribers.csv"), now=now)
     console.print(f"[bold]Weekly AI Tool Verdicts demo[/] in {workdir}")
     console.print(f"imported {imported.created} comparisons published over the two weeks before this one, "
                   f"and {people.created} subscribers")
 
-    last_week = iso_week((now - timedelta(weeks=1)).astimezone(settings.tz))
-    last_slot = slot(last_week, schedule=settings.send_schedule, tz=settings.tz)
     console.print(f"\n[bold]1. The scheduler wakes at last week's slot ({last_slot:%a %d %b %H:%M %Z}).[/] "
                   "It missed the week before, so that week's verdicts roll into this issue.")
     first = run(sender=sender, now=last_slot)
     print_run(console, first, first.reports)
 
+    console.print(f"\n[bold]2. Its readers, over the days after it went out[/] (simulated, recorded by the web "
+                  "app's own tracking): people open and click; Apple Mail Privacy Protection and Gmail's image "
+                  "proxy fetch the pixel too, counted apart; one reader unsubscribes.")
+    a_week_of_reading(engine=sender.engine, settings=settings, week=last_week, now=now)
+    console.print(reading_line(sender.engine, last_week), highlight=False)
+
     this_week = iso_week(now.astimezone(settings.tz))
-    console.print(f"\n[bold]2. An editor sends this week's issue ({this_week}) now.[/] "
-                  "It claims only what was published since the last issue.")
+    console.print(f"\n[bold]3. An editor sends this week's issue ({this_week}) now.[/] "
+                  "It claims only what was published since the last issue; the reader who left gets nothing.")
+    sender.clock = lambda: now
     second = run(sender=sender, now=now, week=this_week)
     print_run(console, second, second.reports)
+    apple_prefetch(engine=sender.engine, settings=settings, week=this_week)
+    console.print(f"{reading_line(sender.engine, this_week)}: Apple's proxy fetched the images within seconds "
+                  "of the send, before anyone read it", highlight=False)
 
     previews = write_previews(sender=sender, workdir=workdir, now=now, weeks=[last_week, this_week])
-    index = write_index(workdir / "preview", previews)
+    dates = {last_week: last_slot, this_week: now}
+    index = write_index(workdir / "preview", previews, settings=settings,
+                        labels={week: issue_label(week, at.astimezone(settings.tz).date()) for week, at in dates.items()})
+    chart = write_stats(workdir / "preview", engine=sender.engine)
     emails = sorted((workdir / "outbox").glob("*.eml"))
     console.print(f"\n[bold]Where to look[/]\n  outbox: {workdir / 'outbox'} ({len(emails)} .eml files, "
                   "one per recipient and issue)")
     console.print(f"  open in a browser: {previews[0][2].as_uri()} (this week, all categories)", highlight=False)
     console.print(f"  every segment of both issues: {index.as_uri()}", highlight=False)
+    console.print(f"  how they did: DIGEST_DATABASE_URL={shlex.quote(settings.database_url)} digest stats "
+                  f"(as a chart: {chart.as_uri()})", highlight=False)
 
 
-def write_index(folder: Path, previews: list[tuple[str, str, Path]]) -> Path:
-    """A page linking every preview, so the demo names one file instead of twenty."""
-    from html import escape
+def reading_line(engine, week: str) -> str:
+    """ "issue 2026-W48: 9 human openers, 8 machine-only, 14 opens in all; 4 clickers; 1 unsubscribe", as
+    `digest stats` counts them."""
+    from digest.stats import issue_stats
 
-    items = "\n".join(f'<li><a href="{escape(path.name)}">{escape(week)}: {escape(audience)}</a></li>'
-                      for week, audience, path in previews)
+    row, = issue_stats(engine=engine, week=week)
+    return (f"issue {week}: {row.human_openers} human openers, {row.machine_only_openers} machine-only, "
+            f"{row.opens} opens in all; {row.clickers} clickers; {row.unsubscribes} "
+            f"{'unsubscribe' if row.unsubscribes == 1 else 'unsubscribes'}")
+
+
+def write_index(folder: Path, previews: list[tuple[str, str, Path]], *, settings: Settings,
+                labels: dict[str, str]) -> Path:
+    """A page linking every preview and the stats, so the demo names one file instead of twenty. It is the
+    web app's kind of page (templates/web, autoescaped), with the site's stylesheet copied beside it."""
+    from digest.render import templates_dir
+    from digest.web.context import web_environment
+
+    issues = [(labels[week], [(audience, path.name) for w, audience, path in previews if w == week])
+              for week in dict.fromkeys(week for week, _, _ in previews)]
+    html = web_environment().get_template("demo_index.html").render(settings=settings, issues=issues)
+    shutil.copyfile(templates_dir() / "web" / "site.css", folder / "site.css")
     index = folder / "index.html"
-    index.write_text(
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Demo issues</title>"
-        "<body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\"><h1>Weekly AI Tool Verdicts: "
-        f"demo issues</h1><p>One email per segment, as its first reader gets it.</p><ul>{items}</ul></body></html>",
-        encoding="utf-8",
-    )
+    index.write_text(html, encoding="utf-8")
     return index
+
+
+def write_stats(folder: Path, *, engine) -> Path:
+    """What `digest stats --html` writes: the chart of the rates over the issues, and the table."""
+    from digest.stats import issue_stats
+    from digest.stats_page import stats_page
+
+    path = folder / "stats.html"
+    path.write_text(stats_page(issue_stats(engine=engine)), encoding="utf-8")
+    return path
 
 
 def write_previews(*, sender, workdir: Path, now: datetime, weeks: list[str]) -> list[tuple[str, str, Path]]:
