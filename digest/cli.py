@@ -136,7 +136,7 @@ def db_upgrade() -> None:
 # -- comparisons ---------------------------------------------------------------------------------------
 
 @comparisons_app.command("import")
-def comparisons_import(file: Annotated[Path, typer.Argument(help="JSON file in the comparison import format")]) -> None:
+def comparisons_import(file: Annotated[Path, typer.Argument(metavar="FILE", help="JSON file in the comparison import format")]) -> None:
     """Import comparisons (upsert by slug). A bad file is rejected whole, naming the item and field.
 
     Afterwards, warns about categories in the store that the contract refuses (a `;`, `,` or line break,
@@ -172,7 +172,7 @@ def comparisons_import(file: Annotated[Path, typer.Argument(help="JSON file in t
 
 @subscribers_app.command("add")
 def subscribers_add(
-    email: Annotated[str, typer.Argument(help="the subscriber's address")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="the subscriber's address")],
     name: Annotated[str, typer.Option(help="how to greet them")] = "",
     category: Annotated[Optional[list[str]], typer.Option("--category", "-c", help="a category to follow; repeat for more; none = all")] = None,
 ) -> None:
@@ -195,7 +195,7 @@ def subscribers_add(
 
 
 @subscribers_app.command("import")
-def subscribers_import(file: Annotated[Path, typer.Argument(help="CSV with a header row email,name,categories")]) -> None:
+def subscribers_import(file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV with a header row email,name,categories")]) -> None:
     """Import subscribers from CSV: header `email,name,categories`, categories separated by `;` (empty = all).
 
     Good rows are imported; each bad row is reported by the line where it starts, as an editor numbers
