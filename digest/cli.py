@@ -260,7 +260,8 @@ def progress_shown(settings: Settings, *, write=None):
 @reports_template_errors
 def send(
     week: Annotated[Optional[str], week_option("ISO week to send, e.g. 2026-W48 (default: this week)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what; send and write nothing")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show who would get what, and who gets nothing and why; send and write nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="with --dry-run: print JSON for scripts, naming everyone who gets nothing")] = False,
     test_to: Annotated[Optional[str], typer.Option("--test-to", metavar="EMAIL,…", help="send the issue only to these comma-separated addresses, marked as a test")] = None,
     as_email: Annotated[Optional[str], typer.Option("--as", metavar="EMAIL", help="with --test-to: the segment this subscriber gets (default: all categories)")] = None,
 ) -> None:
@@ -269,6 +270,11 @@ def send(
     The issue claims every comparison published and not yet in an issue. Safe to rerun: nobody gets
     the same issue twice (see docs/sending.md for the one ambiguous case). Nothing new to send is
     not an error.
+
+    --dry-run lists the comparisons the issue claims, its segments and their sizes, then the first 50
+    people who get nothing with the reason (no matching category, pending confirmation, paused,
+    unsubscribed, bounced, complained) and the count per reason; with --json, everyone. An issue that
+    already went out is only described.
 
     --test-to sends the real rendered issue to those addresses only, through the configured transport,
     with "[TEST]" in the subject; it opens no issue and touches no delivery or statistic.
@@ -283,16 +289,24 @@ def send(
     from digest.send import SendAborted
     from digest.weekly import run
 
+    if as_json and not dry_run:
+        raise fail("--json goes with --dry-run: digest send --dry-run --json", 2)
     settings = settings_for_run(need_secrets=not dry_run)
     now = utcnow()
     if test_to:
         _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
         return
     if dry_run:
-        from digest.preview import dry_run as plan
+        from digest.preview import LISTED, dry_run as plan
         from digest.reporting import print_dry_run
 
-        print_dry_run(console, plan(sender=build_sender(settings), week=week, now=now))
+        found = plan(sender=build_sender(settings), week=week, now=now, limit=None if as_json else LISTED)
+        if as_json:
+            import json
+
+            sys.stdout.write(json.dumps(found.as_dict(tz=settings.tz), indent=2, ensure_ascii=False) + "\n")
+        else:
+            print_dry_run(console, found, tz=settings.tz)
         return
     from digest.reporting import print_run
 

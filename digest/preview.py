@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -14,6 +14,7 @@ from digest.transports.base import Recipient, fill
 from digest.weekly import IssuePlan, iso_week, plan_issue
 from storage import queries
 from storage.db import session_scope
+from storage.left_out import PAUSED, LeftOut, SentIssue, left_out, sent_issue
 from storage.models import Issue, Subscriber
 
 HTML_BUDGET = 90 * 1024  # Gmail clips messages over ~102 KB; 90 KB leaves room for its own additions
@@ -80,7 +81,8 @@ def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str
     person = recipient(delivery_id, address, name, token, sender.links, settings)
     return Rendered(week=week, reader=f"{address} ({audience_label(ranked, categories)})", email=email,
                     person=person, exists=issue is not None,
-                    showing="" if issue else _showing(week, this_week=iso_week(now.astimezone(settings.tz)), claimable=len(ranked)))
+                    showing="" if issue else _showing(week, this_week=iso_week(now.astimezone(settings.tz)),
+                                                      claimable=len(ranked)))
 
 
 def _showing(week: str, *, this_week: str, claimable: int) -> str:
@@ -149,21 +151,57 @@ class SegmentSummary:
     html_bytes: int
 
 
+LISTED = 50  # people named in the dry run's "get nothing" list; --json names them all
+
+
 @dataclass(frozen=True)
 class DryRun:
     week: str
     exists: bool
     titles: list[str]
     segments: list[SegmentSummary]
-    nothing: dict[str, int]  # who gets nothing, by reason
+    nothing: dict[str, int]  # who gets nothing, by reason (storage.left_out.REASONS)
+    left_out: list[LeftOut] = field(default_factory=list)  # the first of them, by reason then address
+    sent: SentIssue | None = None  # the issue already went out: nothing else is filled in
+
+    def as_dict(self, *, tz) -> dict:
+        """For `digest send --dry-run --json`: plain JSON-ready data."""
+        if self.sent:
+            sent = self.sent
+            return {"week": self.week, "already_sent": {
+                "first_sent_at": _iso(sent.first_sent_at), "closed_at": _iso(sent.closed_at),
+                "readers": sent.readers, "still_to_send": sent.to_send}}
+        return {
+            "week": self.week, "exists": self.exists, "comparisons": self.titles,
+            "segments": [vars(segment) for segment in self.segments],
+            "recipients": sum(segment.recipients for segment in self.segments),
+            "get_nothing": {"counts": self.nothing,
+                            "people": [{"email": person.email, "reason": reason_text(person, tz=tz)}
+                                       for person in self.left_out]},
+        }
 
 
-def dry_run(*, sender: Sender, week: str | None, now: datetime) -> DryRun:
-    """Who would get what if the issue were sent now; for an opened issue, its fixed audience."""
+def reason_text(person: LeftOut, *, tz) -> str:
+    """Why ``person`` gets nothing, in words: "unsubscribed", "paused until 2026-12-14"."""
+    if person.reason == PAUSED and person.paused_until is not None:
+        return f"paused until {person.paused_until.astimezone(tz).date().isoformat()}"
+    return person.reason
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def dry_run(*, sender: Sender, week: str | None, now: datetime, limit: int | None = LISTED) -> DryRun:
+    """Who would get what if the issue were sent now, and who gets nothing and why (the first ``limit``
+    people, all with None). An issue that already went out, in part or in full, is only described."""
     settings = sender.settings
     week = week or iso_week(now.astimezone(settings.tz))
     with session_scope(sender.engine) as session:
         issue, ranked = _issue_and_ranked(session, week=week, now=now)
+        sent = sent_issue(session=session, issue=issue) if issue is not None else None
+        if sent is not None:
+            return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent)
         plan: IssuePlan = plan_issue(session=session, now=now, ranked=ranked)
         titles_by_id = _titles(session, [c.id for c in ranked])
         summaries = []
@@ -179,13 +217,10 @@ def dry_run(*, sender: Sender, week: str | None, now: datetime) -> DryRun:
                 titles=[titles_by_id[i] for i in segment.comparison_ids], shown=len(shown),
                 subject=email.subject, html_bytes=len(email.html.encode()),
             ))
-        nothing = queries.inactive_counts(session=session, now=now)
-        reached = {categories for segment in plan.segments for categories in segment.category_sets}
-        unmatched = sum(count for categories, count in plan.audience.items() if categories not in reached)
-        if unmatched and ranked:
-            nothing["no matching category"] = unmatched
+        reached = sorted({categories for segment in plan.segments for categories in segment.category_sets})
+        nothing, people = left_out(session=session, now=now, reached=reached if ranked else None, limit=limit)
     return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
-                  segments=summaries, nothing=nothing)
+                  segments=summaries, nothing=nothing, left_out=people)
 
 
 def _titles(session, ids: list[int]) -> dict[int, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from digest.preview import HTML_BUDGET, DryRun
+from digest.preview import HTML_BUDGET, DryRun, reason_text
 
 
 def print_run(console: Console, result, reports) -> None:
@@ -34,7 +34,10 @@ def print_run(console: Console, result, reports) -> None:
         console.print("nothing to send")
 
 
-def print_dry_run(console: Console, plan: DryRun) -> None:
+def print_dry_run(console: Console, plan: DryRun, *, tz) -> None:
+    if plan.sent:
+        console.print(sent_sentence(plan, tz=tz), highlight=False, markup=False)
+        return
     state = "already opened" if plan.exists else "not opened yet; sending now would claim"
     console.print(f"[bold]issue {plan.week}[/] ({state}): {len(plan.titles)} comparisons")
     if not plan.titles:
@@ -56,4 +59,29 @@ def print_dry_run(console: Console, plan: DryRun) -> None:
     total = sum(segment.recipients for segment in plan.segments)
     console.print(f"{total} recipients in {len(plan.segments)} segments")
     if plan.nothing:
-        console.print("get nothing: " + ", ".join(f"{count} {reason}" for reason, count in sorted(plan.nothing.items())))
+        _print_left_out(console, plan, tz=tz)
+
+
+def _print_left_out(console: Console, plan: DryRun, *, tz) -> None:
+    """The first people who get nothing, each with the reason, then the count per reason."""
+    total = sum(plan.nothing.values())
+    console.print(f"get nothing: {total}" + (f" (the first {len(plan.left_out)}; --json lists all)"
+                                              if total > len(plan.left_out) else ""), highlight=False)
+    for person in plan.left_out:
+        console.print(f"  {person.email}: {reason_text(person, tz=tz)}", highlight=False, markup=False)
+    console.print("  by reason: " + ", ".join(f"{count} {reason}" for reason, count in plan.nothing.items()),
+                  highlight=False, markup=False)
+
+
+def sent_sentence(plan: DryRun, *, tz) -> str:
+    """ "issue 2026-W48 was sent on Mon 23 Nov 2026 to 38 readers: nothing to dry-run; …" """
+    sent, week = plan.sent, plan.week
+    stats = f"`digest stats --week {week}` shows how it did"
+    if not sent.readers:
+        closed = sent.closed_at.astimezone(tz)
+        return f"issue {week} was closed on {closed:%a %d %b %Y} with nobody to send to: nothing to dry-run"
+    when = f"{(sent.first_sent_at or sent.closed_at).astimezone(tz):%a %d %b %Y}"
+    if sent.to_send:
+        return (f"issue {week} was sent on {when} to {sent.readers} readers and {sent.to_send} are still to send: "
+                f"nothing to dry-run; `digest send` finishes it, {stats}")
+    return f"issue {week} was sent on {when} to {sent.readers} readers: nothing to dry-run; {stats}"

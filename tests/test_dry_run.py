@@ -1,0 +1,122 @@
+"""`digest send --dry-run` names who gets nothing and why, and says so when the issue already went out."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from rich.console import Console
+from sqlalchemy import update
+from typer.testing import CliRunner
+
+from digest.app import build_sender
+from digest.cli import app
+from digest.config import Settings
+from digest.preview import dry_run
+from digest.reporting import print_dry_run
+from digest.weekly import iso_week, run
+from storage.db import session_scope
+from storage.models import Subscriber, SubscriberStatus
+from tests.factories import add_comparison, add_subscribers
+
+NOW = datetime.now(timezone.utc)
+WEEK = iso_week(NOW)
+
+
+@pytest.fixture
+def sender(db_url, tmp_path):
+    settings = Settings(database_url=db_url, secret_key="k" * 32, outbox_dir=tmp_path / "outbox", timezone="UTC")
+    sender = build_sender(settings)
+    add_comparison(sender.engine, published_at=NOW - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
+    yield sender
+    sender.engine.dispose()
+
+
+def emails(engine, ids) -> list[str]:
+    with session_scope(engine) as session:
+        return [session.get(Subscriber, i).email for i in ids]
+
+
+def printed(plan) -> list[str]:
+    console = Console(width=200, record=True, file=io.StringIO())
+    print_dry_run(console, plan, tz=timezone.utc)
+    return console.export_text().splitlines()
+
+
+def test_every_reason_for_getting_nothing_is_named_with_the_address(sender, db_url):
+    "a reader of each kind: the one who follows Writing gets it; the others are listed with their reason, then counted"
+    engine = sender.engine
+    add_subscribers(engine, 1, categories=["Writing"], prefix="reader")
+    [security] = add_subscribers(engine, 1, categories=["Security"], prefix="sec")
+    [pending] = add_subscribers(engine, 1, status=SubscriberStatus.pending, prefix="pend")
+    [paused] = add_subscribers(engine, 1, prefix="pause")
+    left = {status: add_subscribers(engine, 1, status=status, prefix=status.value)[0]
+            for status in (SubscriberStatus.unsubscribed, SubscriberStatus.bounced, SubscriberStatus.complained)}
+    until = NOW + timedelta(weeks=2)
+    with session_scope(engine) as session:
+        session.execute(update(Subscriber).where(Subscriber.id == paused).values(paused_until=until))
+
+    plan = dry_run(sender=sender, week=None, now=NOW)
+
+    assert plan.nothing == {"no matching category": 1, "pending confirmation": 1, "paused": 1, "unsubscribed": 1,
+                            "bounced": 1, "complained": 1}
+    [sec, pend, pau, unsub, bounced, complained] = emails(engine, [security, pending, paused, *left.values()])
+    assert printed(plan)[-8:] == [
+        "get nothing: 6",
+        f"  {sec}: no matching category",
+        f"  {pend}: pending confirmation",
+        f"  {pau}: paused until {until.date().isoformat()}",
+        f"  {unsub}: unsubscribed",
+        f"  {bounced}: bounced",
+        f"  {complained}: complained",
+        "  by reason: 1 no matching category, 1 pending confirmation, 1 paused, 1 unsubscribed, 1 bounced, 1 complained",
+    ]
+
+
+def test_the_list_stops_at_50_and_json_names_everyone(sender, db_url):
+    "60 unsubscribed and 5 following nothing in the issue: the text names the first 50 (unmatched first), --json all 65"
+    engine = sender.engine
+    add_subscribers(engine, 2, categories=["Writing"])
+    unmatched = add_subscribers(engine, 5, categories=["Security"], prefix="sec")
+    add_subscribers(engine, 60, status=SubscriberStatus.unsubscribed, prefix="gone")
+
+    lines = printed(dry_run(sender=sender, week=None, now=NOW))
+    start = lines.index("get nothing: 65 (the first 50; --json lists all)")
+    listed = lines[start + 1:-1]
+    assert len(listed) == 50
+    assert listed[:5] == [f"  {email}: no matching category" for email in sorted(emails(engine, unmatched))]
+    assert all(line.endswith(": unsubscribed") for line in listed[5:])
+    assert lines[-1] == "  by reason: 5 no matching category, 60 unsubscribed"
+
+    done = CliRunner().invoke(app, ["send", "--dry-run", "--json"], env={"DIGEST_DATABASE_URL": db_url})
+    assert done.exit_code == 0, done.output
+    found = json.loads(done.stdout)
+    assert found["get_nothing"]["counts"] == {"no matching category": 5, "unsubscribed": 60}
+    assert len(found["get_nothing"]["people"]) == 65
+    assert found["recipients"] == 2 and found["comparisons"] == ["Quill vs Inkwell"]
+
+
+def test_a_dry_run_of_an_issue_already_sent_says_so_instead_of_a_table(sender, db_url):
+    "this week's issue went out to 3 readers: the dry run says when and to how many, points to stats, exit 0"
+    add_subscribers(sender.engine, 3, categories=["Writing"])
+    add_subscribers(sender.engine, 1, status=SubscriberStatus.unsubscribed)
+    result = run(sender=sender, now=NOW, week=WEEK)
+    assert result.reports[0].sent == 3
+
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_TIMEZONE": "UTC"}
+    done = CliRunner().invoke(app, ["send", "--dry-run"], env=env)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines() == [
+        f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 3 readers: nothing to dry-run; "
+        f"`digest stats --week {WEEK}` shows how it did"]
+    as_json = CliRunner().invoke(app, ["send", "--dry-run", "--json", "--week", WEEK], env=env)
+    assert json.loads(as_json.stdout)["already_sent"]["readers"] == 3
+
+
+def test_json_without_dry_run_is_refused(db_url):
+    "--json alone would be ignored by a real send: one line, exit 2, nothing sent"
+    done = CliRunner().invoke(app, ["send", "--json"], env={"DIGEST_DATABASE_URL": db_url})
+    assert done.exit_code == 2
+    assert done.stderr.splitlines() == ["error: --json goes with --dry-run: digest send --dry-run --json"]
