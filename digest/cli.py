@@ -583,8 +583,9 @@ def demo(
     """Run the whole weekly flow on demo data: SQLite, a local outbox, no network, no keys.
 
     Imports a dozen comparisons over two weeks and a few dozen subscribers, sends last week's issue
-    (catching up the week the scheduler "missed") and this week's, writes every email to an outbox
-    and an HTML preview per segment. Starts afresh each time.
+    (catching up the week the scheduler "missed"), plays its readers (opens by people and by image
+    proxies, clicks, one unsubscribe), sends this week's, and writes every email to an outbox, an HTML
+    preview per segment and the stats chart. Starts afresh each time.
 
     \b
     Example:
