@@ -82,6 +82,6 @@ def sent_sentence(plan: DryRun, *, tz) -> str:
         return f"issue {week} was closed on {closed:%a %d %b %Y} with nobody to send to: nothing to dry-run"
     when = f"{(sent.first_sent_at or sent.closed_at).astimezone(tz):%a %d %b %Y}"
     if sent.to_send:
-        return (f"issue {week} was sent on {when} to {sent.readers} readers and {sent.to_send} are still to send: "
+        return (f"issue {week} was sent on {when} to {sent.readers} readers, {sent.to_send} still to send: "
                 f"nothing to dry-run; `digest send` finishes it, {stats}")
     return f"issue {week} was sent on {when} to {sent.readers} readers: nothing to dry-run; {stats}"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from rich.console import Console
-from sqlalchemy import update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from digest.app import build_sender
@@ -120,3 +120,24 @@ def test_json_without_dry_run_is_refused(db_url):
     done = CliRunner().invoke(app, ["send", "--json"], env={"DIGEST_DATABASE_URL": db_url})
     assert done.exit_code == 2
     assert done.stderr.splitlines() == ["error: --json goes with --dry-run: digest send --dry-run --json"]
+
+
+def test_an_issue_half_sent_or_closed_with_nobody_is_described_too(sender):
+    "interrupted after 2 of 3, or opened with nobody to send to: the dry run says which, not a table"
+    from storage.models import Delivery, DeliveryStatus, Issue
+
+    add_subscribers(sender.engine, 3, categories=["Writing"])
+    run(sender=sender, now=NOW, week=WEEK)
+    with session_scope(sender.engine) as session:
+        one = session.execute(select(Delivery.id).limit(1)).scalar_one()
+        session.execute(update(Delivery).where(Delivery.id == one).values(status=DeliveryStatus.pending.value))
+        session.execute(update(Issue).values(completed_at=None))
+    assert printed(dry_run(sender=sender, week=WEEK, now=NOW)) == [
+        f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 2 readers, 1 still to send: nothing to dry-run; "
+        f"`digest send` finishes it, `digest stats --week {WEEK}` shows how it did"]
+
+    add_comparison(sender.engine, published_at=NOW, title="Lens vs Prism", category="Image & Video")
+    later = NOW + timedelta(weeks=1)
+    run(sender=sender, now=later, week=iso_week(later))  # nobody follows Image & Video: closed at once
+    assert printed(dry_run(sender=sender, week=iso_week(later), now=later)) == [
+        f"issue {iso_week(later)} was closed on {later:%a %d %b %Y} with nobody to send to: nothing to dry-run"]
