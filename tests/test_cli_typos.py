@@ -134,3 +134,23 @@ def test_mjml_that_does_not_compile_names_the_template(tmp_path):
     assert done.stderr.splitlines()[0].startswith(
         "error: templates/email/digest.mjml.j2: the rendered MJML did not compile: ")
     assert "Traceback" not in done.stderr
+
+
+def test_every_command_with_a_week_option_checks_it():
+    "a command added later with --week gets the same check: banana is one line and exit 2 on each of them"
+    from typer.main import get_command
+
+    from tests.test_cli import COMMANDS
+
+    root = get_command(app)
+    checked = []
+    for path in COMMANDS:
+        command = root
+        for name in path:
+            command = command.commands[name]
+        if any("--week" in getattr(param, "opts", ()) for param in command.params):
+            done = CliRunner().invoke(app, [*path, "--week", "banana"])
+            assert (done.exit_code, done.stderr.splitlines()) == (
+                2, [f"error: --week 'banana' is not an ISO week: write it as {CURRENT}"]), path
+            checked.append(" ".join(path))
+    assert {"preview", "send", "stats"} <= set(checked)
