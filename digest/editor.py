@@ -179,6 +179,11 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
             plan = dry_run(sender=sender, week=week or None, now=utcnow())
         except RenderError:
             return ""
+        if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
+            from digest.reporting import sent_sentence
+
+            sentence = sent_sentence(plan, tz=sender.settings.tz)
+            return f"<h2>Who got {html.escape(plan.week)}</h2><p>{html.escape(sentence)}</p>"
         rows = "".join(
             f"<tr><td>{html.escape(s.audience)}</td><td>{s.recipients}</td><td>{s.shown}"
             f"{' + ' + str(len(s.titles) - s.shown) + ' more' if len(s.titles) > s.shown else ''}</td>"

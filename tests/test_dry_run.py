@@ -141,3 +141,17 @@ def test_an_issue_half_sent_or_closed_with_nobody_is_described_too(sender):
     run(sender=sender, now=later, week=iso_week(later))  # nobody follows Image & Video: closed at once
     assert printed(dry_run(sender=sender, week=iso_week(later), now=later)) == [
         f"issue {iso_week(later)} was closed on {later:%a %d %b %Y} with nobody to send to: nothing to dry-run"]
+
+
+def test_the_preview_page_of_a_sent_issue_says_it_went_out(sender):
+    "the editor's page for a week already sent: the dry run's sentence instead of an empty who-gets-what table"
+    from fastapi.testclient import TestClient
+
+    from digest.editor import create_editor_app
+
+    add_subscribers(sender.engine, 2, categories=["Writing"])
+    run(sender=sender, now=NOW, week=WEEK)
+    page = TestClient(create_editor_app(sender), base_url="http://127.0.0.1:8001").get(f"/?week={WEEK}")
+    assert page.status_code == 200
+    assert f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 2 readers: nothing to dry-run" in page.text
+    assert "Get nothing" not in page.text
