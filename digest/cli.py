@@ -521,12 +521,14 @@ def worker(
     import signal
 
     from digest.app import build_sender, settle_heap
+    from digest.progress import CurrentStderr
     from digest.worker import Worker
 
     settings = settings_for_run()
     if batch_size is not None:
         settings.batch_size = batch_size
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=CurrentStderr())  # above the progress bar on a terminal, not through it
     progress = progress_shown(settings, write=logging.getLogger("digest.progress").info)  # log lines, timestamped
     runner = Worker(build_sender(settings, progress=progress), idle_seconds=settings.worker_idle_seconds)
     settle_heap()

@@ -9,6 +9,7 @@ point chooses the display (`progress_for`): `BarProgress` when stderr is a termi
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,6 +152,17 @@ class BarProgress:
             self.bar.remove_task(self.task)  # nothing done (every row leased elsewhere): leave no empty bar
         self.bar.stop()
         self.bar = self.tally = None
+
+
+class CurrentStderr:
+    """``sys.stderr`` as it is at each write. A log handler streaming here writes above a live bar: rich
+    swaps ``sys.stderr`` while it draws, and a handler holding the original would write through the bar."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def progress_for(console, *, interval: float = DEFAULT_INTERVAL, write: Callable[[str], None] | None = None) -> Progress:

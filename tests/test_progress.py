@@ -261,3 +261,27 @@ def test_off_a_terminal_progress_is_plain_lines_on_the_consoles_file():
     progress.advance(10)
     progress.end()
     assert re.fullmatch(r"list\.csv: 10 of 10 lines read \(100 %\), [\d,]+/s, in [\d.]+ s\n", stream.getvalue())
+
+
+def test_a_log_line_written_while_the_bar_is_drawn_appears_above_it_whole():
+    "the worker's log handler streams to CurrentStderr: a rate-limit line lands above the bar, not inside it"
+    import logging
+
+    from digest.progress import CurrentStderr
+
+    screen = StringIO()
+    handler = logging.StreamHandler(CurrentStderr())
+    log = logging.getLogger("tests.progress.bar")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        bar = BarProgress(console=Console(force_terminal=True, file=screen, width=140), clock=FakeClock())
+        bar.begin(WEEK, total=1000, unit="sent")
+        log.warning("rate limited by the provider: waiting 1.0 s")
+        bar.advance(1000)
+        bar.end()
+    finally:
+        log.removeHandler(handler)
+    shown = screen.getvalue()
+    assert "rate limited by the provider: waiting 1.0 s\n" in shown
+    assert shown.index("rate limited by the provider") < shown.rindex("1,000 of 1,000 sent")
