@@ -210,7 +210,8 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
         result.reason = "no new comparison since the last issue: no issue, no email"
         return result
     if not result.opened.created and result.opened.issue.completed_at is not None:
-        result.reason = f"issue {result.week} was already sent"
+        if all(report.week != result.week for report in result.reports):  # not finished by this run's resume
+            result.reason = f"issue {result.week} was already sent"
         return result
     if all(report.week != result.week for report in result.reports):
         result.reports.append(sender.send_issue(result.opened.issue))

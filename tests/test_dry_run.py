@@ -155,3 +155,19 @@ def test_the_preview_page_of_a_sent_issue_says_it_went_out(sender):
     assert page.status_code == 200
     assert f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 2 readers: nothing to dry-run" in page.text
     assert "Get nothing" not in page.text
+
+
+def test_a_send_that_finishes_an_interrupted_issue_does_not_call_it_already_sent(sender):
+    "this week's issue was interrupted; `digest send` resumes and finishes it: its report, not 'was already sent'"
+    from storage.models import Delivery, DeliveryStatus, Issue
+
+    add_subscribers(sender.engine, 2, categories=["Writing"])
+    run(sender=sender, now=NOW, week=WEEK)
+    with session_scope(sender.engine) as session:
+        one = session.execute(select(Delivery.id).limit(1)).scalar_one()
+        session.execute(update(Delivery).where(Delivery.id == one).values(status=DeliveryStatus.pending.value))
+        session.execute(update(Issue).values(completed_at=None))
+    again = run(sender=sender, now=NOW, week=WEEK)
+    assert [(report.week, report.sent) for report in again.reports] == [(WEEK, 1)]
+    assert again.reason == ""
+    assert run(sender=sender, now=NOW, week=WEEK).reason == f"issue {WEEK} was already sent"
