@@ -177,7 +177,7 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
     def _who_gets_what(week: str | None) -> str:
         try:
             plan = dry_run(sender=sender, week=week or None, now=utcnow())
-        except RenderError:
+        except (RenderError, NothingToPreview):  # the page above shows why
             return ""
         if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
             from digest.reporting import sent_sentence

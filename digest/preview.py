@@ -11,7 +11,7 @@ from digest.render import RenderedEmail
 from digest.selection import ComparisonFacts, audience_label, cap, rank, visible_to
 from digest.send import Sender, recipient
 from digest.transports.base import Recipient, fill
-from digest.weekly import IssuePlan, iso_week, plan_issue
+from digest.weekly import BadWeek, IssuePlan, iso_week, parse_week, plan_issue
 from storage import queries
 from storage.db import session_scope
 from storage.left_out import PAUSED, LeftOut, SentIssue, left_out, sent_issue
@@ -40,6 +40,18 @@ def _issue_and_ranked(session, *, week: str, now: datetime) -> tuple[Issue | Non
     return None, rank(queries.claimable_comparisons(session=session, now=now))
 
 
+def _week(week: str | None, *, now: datetime, tz) -> str:
+    """The week asked for (default: this week) as the store names it: the editor's picker takes "2026-w9"
+    as the CLI does; NothingToPreview says what to write for something that is no week."""
+    today = now.astimezone(tz).date()
+    if not week:
+        return iso_week(today)
+    try:
+        return parse_week(week, today=today)
+    except BadWeek as exc:
+        raise NothingToPreview(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Rendered:
     """An issue rendered for one reader, per-recipient values still tags, and that reader's values."""
@@ -55,7 +67,7 @@ class Rendered:
 def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str | None) -> Rendered:
     """The issue of ``week`` (default: this week's) as ``as_email`` gets it — or a sample reader of every category."""
     settings = sender.settings
-    week = week or iso_week(now.astimezone(settings.tz))
+    week = _week(week, now=now, tz=settings.tz)
     with session_scope(sender.engine) as session:
         issue, ranked = _issue_and_ranked(session, week=week, now=now)
         if not ranked:
@@ -196,7 +208,7 @@ def dry_run(*, sender: Sender, week: str | None, now: datetime, limit: int | Non
     """Who would get what if the issue were sent now, and who gets nothing and why (the first ``limit``
     people, all with None). An issue that already went out, in part or in full, is only described."""
     settings = sender.settings
-    week = week or iso_week(now.astimezone(settings.tz))
+    week = _week(week, now=now, tz=settings.tz)
     with session_scope(sender.engine) as session:
         issue, ranked = _issue_and_ranked(session, week=week, now=now)
         sent = sent_issue(session=session, issue=issue) if issue is not None else None
