@@ -126,21 +126,6 @@ def audience_category_sets(*, session: Session, now: datetime) -> dict[str, int]
     return {categories: count for categories, count in rows}
 
 
-def inactive_counts(*, session: Session, now: datetime) -> dict[str, int]:
-    """Subscribers who get nothing whatever the content, by reason (for the dry run)."""
-    rows = session.execute(
-        select(Subscriber.status, func.count()).where(Subscriber.status != SubscriberStatus.active.value)
-        .group_by(Subscriber.status)
-    )
-    counts = {str(status): count for status, count in rows}
-    paused = session.execute(
-        select(func.count()).where(Subscriber.status == SubscriberStatus.active.value, Subscriber.paused_until > now)
-    ).scalar_one()
-    if paused:
-        counts["paused"] = paused
-    return counts
-
-
 def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime) -> int:
     """One pending delivery per active subscriber following one of ``category_sets``.
 
