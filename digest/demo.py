@@ -81,9 +81,9 @@ def run_demo(*, directory: Path, console: Console, now: datetime | None = None) 
     sender.clock = lambda: now
     second = run(sender=sender, now=now, week=this_week)
     print_run(console, second, second.reports)
-    apple_prefetch(engine=sender.engine, settings=settings, week=this_week)
-    console.print(f"{reading_line(sender.engine, this_week)}: Apple's proxy fetched the images within seconds "
-                  "of the send, before anyone read it", highlight=False)
+    fetched = apple_prefetch(engine=sender.engine, settings=settings, week=this_week)
+    console.print(f"issue {this_week}: {fetched.opens} machine opens within seconds of the send (Apple's proxy "
+                  "fetching the images for Apple Mail readers), no human opener yet", highlight=False)
 
     previews = write_previews(sender=sender, workdir=workdir, now=now, weeks=[last_week, this_week])
     dates = {last_week: last_slot, this_week: now}
@@ -115,7 +115,7 @@ def write_index(folder: Path, previews: list[tuple[str, str, Path]], *, settings
     """A page linking every preview and the stats, so the demo names one file instead of twenty. It is the
     web app's kind of page (templates/web, autoescaped), with the site's stylesheet copied beside it."""
     from digest.render import templates_dir
-    from digest.web.context import web_environment
+    from digest.web.pages import web_environment
 
     issues = [(labels[week], [(audience, path.name) for w, audience, path in previews if w == week])
               for week in dict.fromkeys(week for week, _, _ in previews)]

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from digest.config import Settings
 from digest.links import BadToken, Links, RecipientRef, Signer
 from digest.open_writer import OpenWriter
-from digest.render import templates_dir
 from digest.transports import Transport
+from digest.web.pages import web_environment  # noqa: F401 — where the app has always found it
 
 # Token pages (unsubscribe, preferences, confirm) must not leak the token to other sites or caches.
 TOKEN_PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -57,16 +57,6 @@ class WebContext:
             return self.signer.read_recipient_token(token)
         except BadToken:
             return None
-
-
-def web_environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir() / "web"),
-        autoescape=True,  # every page template, whatever its name
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 def get_context(request: Request) -> WebContext:
