@@ -212,14 +212,14 @@ _PREVIEW = """<p><strong>Subject:</strong> {subject}<br><span class="muted">Issu
 <div class="frames"><figure><figcaption>Desktop (600 px)</figcaption><iframe title="desktop" width="640" height="900" src="/email.html?{query}"></iframe></figure>
 <figure><figcaption>Plain text</figcaption><pre class="text">{text}</pre></figure>
 <figure><figcaption>Phone (375 px)</figcaption><iframe title="phone" width="375" height="900" src="/email.html?{query}"></iframe></figure></div>"""
-# The text part is laid out at 76 columns (digest.render): its pane is 78 columns (ch of its own 13px font) plus a
-# scrollbar, and never wraps, so each line shows as a plain-text reader gets it; a tracked link longer than that
+# The text part is laid out at 76 columns (digest.render): its pane is 78 columns (ch of its own 13px font) plus 24 px
+# for a scrollbar, and never wraps, so each line shows as a plain-text reader gets it; a tracked link longer than that
 # scrolls. Beside the desktop frame on a 1440 px laptop (640 + 16 + ~650 px); the phone frame follows, and all
 # three stand in a row from about 1700 px.
 
 _SHELL = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Digest preview</title>
 <style>body{font:15px/1.5 system-ui,sans-serif;margin:1rem;color:#1f2328}.frames{display:flex;gap:1rem;align-items:flex-start;flex-wrap:wrap}
-figure{margin:0}iframe{border:1px solid #d0d7de;background:#fff}pre.text{font:13px/1.45 ui-monospace,"DejaVu Sans Mono",monospace;width:calc(78ch + 16px);height:900px;overflow:auto;white-space:pre;border:1px solid #d0d7de;padding:.5rem;margin:0}
+figure{margin:0}iframe{border:1px solid #d0d7de;background:#fff}pre.text{font:13px/1.45 ui-monospace,"DejaVu Sans Mono",monospace;width:calc(78ch + 24px);height:900px;overflow:auto;white-space:pre;border:1px solid #d0d7de;padding:.5rem;margin:0}
 .error{background:#fff1f0;color:#a40e26;padding:1rem;border-left:4px solid #a40e26;white-space:pre-wrap}.muted{color:#59636e}
 table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left}</style></head>
 <body><h1>Weekly AI Tool Verdicts: preview</h1><p><a href="/stats">How past issues did</a></p>{picker}{body}
