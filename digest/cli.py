@@ -367,6 +367,8 @@ def preview(
 ) -> None:
     """Render the coming issue (or --week) as a subscriber would get it, to a file or standard output.
 
+    A week with no issue yet shows what an issue opened now would claim, and says so on standard error.
+
     With --serve, a page at http://127.0.0.1:PORT/ shows the email at desktop and phone widths side by
     side with its plain text, a picker for week and subscriber, and who gets what; it reloads by itself
     when a template or the data changes, and shows template errors with file and line. It is for this
