@@ -178,6 +178,9 @@ def subscribers_add(
 ) -> None:
     """Add a subscriber, or update the name and categories of an existing one (never their status).
 
+    A category must be one the imported comparisons use (any letter case): a typo is refused with the
+    closest match. Before any comparison is imported nothing can be checked, and a warning says so.
+
     \b
     Examples:
       digest subscribers add ada@example.com --name Ada
@@ -200,7 +203,8 @@ def subscribers_import(file: Annotated[Path, typer.Argument(metavar="FILE", help
 
     Good rows are imported; each bad row is reported by the line where it starts, as an editor numbers
     lines. The summary counts new addresses, addresses already in the store, rows repeating an address
-    met earlier in the file (any letter case; the later row wins) and bad rows. Existing subscribers
+    met earlier in the file (any letter case; the later row wins) and bad rows. A row naming a category
+    no imported comparison uses is bad, with the closest match. Existing subscribers
     keep their status (an import never re-subscribes someone who left). A file that cannot be read to
     its end (a quote never closed, bytes that are not UTF-8) stops there: the rows before it are
     imported, the message says how many, and importing the fixed file again is safe.
