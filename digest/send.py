@@ -139,7 +139,7 @@ class Sender:
                 report.ambiguous += claimed.resent
                 position = claimed.position
                 if claimed.rows:
-                    record = self._send_batch(self._batch(issue, claimed), report)
+                    record = self._send_batch(self._leased_batch(issue, claimed), report)
                     if progress is not None and record is not None:  # once per batch: no cost per recipient
                         progress.advance(len(claimed.rows))
         finally:
@@ -201,6 +201,17 @@ class Sender:
             sent_at, message_id = self.clock(), result.message_id
             return lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
                                                   status=DeliveryStatus.sent, now=sent_at, message_id=message_id)
+
+    def _leased_batch(self, issue: Issue, claimed) -> Batch:
+        """The batch of rows just leased; if it cannot be built (a template error), the rows go back to
+        pending at once: nothing was posted, so a rerun must not count them as possible duplicates."""
+        try:
+            return self._batch(issue, claimed)
+        except Exception as exc:
+            ids = [row.delivery_id for row in claimed.rows]
+            self.transaction(lambda session: queries.release(session=session, ids=ids, owner=self.owner,
+                                                             error=f"not rendered: {exc}"[:1000]))
+            raise
 
     def _batch(self, issue: Issue, claimed) -> Batch:
         if claimed.segment_id not in self.rendered:

@@ -196,3 +196,29 @@ def test_a_crash_before_the_post_loses_nobody(db_url, tmp_path, clock):
     report = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert sorted(rerun.recipients) == sorted(set(rerun.recipients)) and len(rerun.recipients) == 5
     assert statuses(sender.engine) == {"sent": 5}
+
+
+def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, tmp_path, clock):
+    "a template that fails to render: the batch just leased goes back to pending; the fixed rerun sends it once, no duplicate counted"
+    import shutil
+
+    from digest.render import Renderer, RenderError, make_environment, templates_dir
+
+    transport = RecordingTransport()
+    sender = make_sender(db_url, tmp_path, transport, clock, batch_size=10)
+    issue = issue_with(sender, 25)
+    broken = tmp_path / "templates"
+    shutil.copytree(templates_dir(), broken)
+    (broken / "email" / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
+    good = sender.renderer
+    sender.renderer = Renderer(settings=sender.settings, links=sender.links, env=make_environment(broken))
+
+    with pytest.raises(RenderError):
+        sender.send_issue(issue)
+    assert statuses(sender.engine) == {DeliveryStatus.pending.value: 25} and transport.batches == []
+
+    sender.renderer, sender.rendered = good, {}
+    report = sender.send_issue(issue)
+    assert statuses(sender.engine) == {DeliveryStatus.sent.value: 25}
+    assert report.ambiguous == 0 and sum(len(b.recipients) for b in transport.batches) == 25
+    sender.engine.dispose()
