@@ -190,13 +190,15 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
         result.reports.append(sender.send_issue(issue))
     if week is None:
         due_at = slot(result.week, schedule=settings.send_schedule, tz=settings.tz)
-        if due_at is None or due_at > now:
-            result.reason = f"issue {result.week} is not due yet (scheduled for {due_at:%a %d %b %H:%M %Z})" if due_at else \
-                f"the schedule {settings.send_schedule!r} does not fire in {result.week}"
-            return result
+
         def due_state(session) -> str:
+            # An issue opened by hand before its slot is the week's issue: say so, not "not due yet".
             if queries.find_issue(session=session, week=result.week) is not None:
                 return f"issue {result.week} already exists"
+            if due_at is None:
+                return f"the schedule {settings.send_schedule!r} does not fire in {result.week}"
+            if due_at > now:
+                return f"issue {result.week} is not due yet (scheduled for {due_at:%a %d %b %H:%M %Z})"
             if not queries.claimable_comparisons(session=session, now=due_at):
                 return f"nothing was published for {result.week} by its slot; it rolls into the next issue"
             return ""

@@ -88,6 +88,16 @@ def test_the_scheduler_waits_for_the_slot_and_something_published_by_then(sender
     assert later.opened is None and "already exists" in later.reason and len(transport.recipients) == 1
 
 
+def test_an_issue_sent_by_hand_before_its_slot_is_named_by_the_scheduler_not_called_not_due(sender, transport):
+    "an editor sends this week's issue on Monday: Tuesday's tick says the issue exists and sends nothing more"
+    add_comparison(sender.engine, published_at=MON)
+    add_subscribers(sender.engine, 1)
+    by_hand = run(sender=sender, now=MON + timedelta(hours=10), week="2026-W48")
+    assert by_hand.opened.created and len(transport.recipients) == 1
+    tick = run(sender=sender, now=MON + timedelta(days=1))
+    assert tick.opened is None and tick.reason == "issue 2026-W48 already exists" and len(transport.recipients) == 1
+
+
 def test_a_comparison_published_after_the_slot_waits_for_next_week(sender, transport):
     "the hourly tick does not open a mid-week issue for a verdict published after the slot"
     add_comparison(sender.engine, published_at=SLOT + timedelta(hours=3))
