@@ -30,6 +30,7 @@ from digest.preview import NothingToPreview, dry_run, preview
 from digest.render import RenderError, templates_dir
 from digest.send import Sender
 from digest.template_errors import template_error
+from digest.web.app import answer_head_like_get
 from storage.db import session_scope
 from storage.models import Comparison, Issue, Subscriber
 from storage.types import utcnow
@@ -205,6 +206,7 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
         page = _SHELL.replace("{picker}", picker).replace("{body}", body).replace("{fingerprint}", fingerprint(sender, templates_root))
         return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
 
+    answer_head_like_get(app.routes)  # HEAD wherever GET, as on the public app
     return app
 
 

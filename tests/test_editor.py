@@ -228,3 +228,13 @@ def test_listening_beyond_loopback_takes_an_option_and_warns(sender, tmp_path):
     finally:
         out, err = stop(process)
     assert "warning: --host 0.0.0.0 listens beyond this machine" in err and "personal links" in err
+
+
+def test_every_editor_page_answers_head_as_it_answers_get(sender):
+    "link checkers send HEAD: each GET page of the preview server answers it with the GET's status and no body"
+    client = TestClient(create_editor_app(sender), base_url="http://127.0.0.1:8001")
+    paths = [route.path for route in client.app.routes if "GET" in (getattr(route, "methods", None) or ())]
+    assert "/" in paths
+    for path in paths:
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
