@@ -38,13 +38,12 @@ import marshal
 import operator
 import os
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
+from digest.children import start_child
 from digest.links import RecipientRef
 
 log = logging.getLogger("digest.web")
@@ -62,7 +61,6 @@ AGENT_CHARS = 512
 # default) holds ~9,000: half a second of one web process at full speed, while its writer imports (1.3-2 s
 # on 2 busy cores; past that, fetches wait until the writer reads).
 PIPE_BYTES = 1 << 20
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
 # A recipient travels as its fields in order, whatever they are (attrgetter: 30x dataclasses.astuple's speed).
 _recipient_fields = operator.attrgetter(*(field.name for field in dataclasses.fields(RecipientRef)))
 
@@ -151,10 +149,8 @@ class OpenWriter:
         if self._dropped:
             log.error("open pixel: %d opens not recorded while the open writer was down", self._dropped)
             self._dropped = 0
-        env = {**os.environ, URL_VARIABLE: self._url, WINDOW_VARIABLE: repr(self._window),
-               "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-        self._process = subprocess.Popen([sys.executable, "-m", "digest.open_writer_child"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env=env)
+        self._process = start_child("digest.open_writer_child", **{URL_VARIABLE: self._url,
+                                                                   WINDOW_VARIABLE: repr(self._window)})
         down = self._process.stdin.fileno()
         if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux; elsewhere the pipe keeps its size, fetches wait sooner
             with contextlib.suppress(OSError):  # a lower fs.pipe-max-size: the same

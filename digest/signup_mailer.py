@@ -47,8 +47,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
+from digest.children import start_child
 from digest.config import Settings
 from digest.confirmation import SignupRequest
 from digest.transports.base import Transport
@@ -60,7 +60,6 @@ log = logging.getLogger("digest.web")
 SPREAD_SECONDS = 2.0
 MAX_WAITING = 1000  # letters not yet written to the child (~400 bytes each): a stuck child costs 400 KB, no stall
 RESTART_AFTER = 1.0  # seconds: a mailer that cannot start (a broken install) is not restarted per signup
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[1])  # the child imports the same `digest` as its parent
 _FRAME = struct.Struct(">I")
 
 
@@ -179,12 +178,7 @@ class _Thread(_Worker):
 class _Child(_Worker):
     def __init__(self, settings: Settings, spread: float):
         super().__init__()
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")]))}
-        # A new interpreter (not fork: the web process has threads; not multiprocessing's spawn, which runs
-        # the parent's main script again in the child).
-        self._process = subprocess.Popen([sys.executable, "-m", "digest.signup_mailer"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._process = start_child("digest.signup_mailer")
         self.pid = self._process.pid
         self._letters.put_nowait((settings, spread))  # the first frame: not a letter, not counted
         self._feeder = threading.Thread(target=self._feed, name="signup-mailer-feed", daemon=True)
