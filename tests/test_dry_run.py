@@ -122,16 +122,21 @@ def test_json_without_dry_run_is_refused(db_url):
     assert done.stderr.splitlines() == ["error: --json goes with --dry-run: digest send --dry-run --json"]
 
 
-def test_an_issue_half_sent_or_closed_with_nobody_is_described_too(sender):
-    "interrupted after 2 of 3, or opened with nobody to send to: the dry run says which, not a table"
+def interrupt_after_all_but_one(sender) -> None:
+    """Make the week's sent issue look interrupted: one delivery back to pending, the issue not closed."""
     from storage.models import Delivery, DeliveryStatus, Issue
 
-    add_subscribers(sender.engine, 3, categories=["Writing"])
-    run(sender=sender, now=NOW, week=WEEK)
     with session_scope(sender.engine) as session:
         one = session.execute(select(Delivery.id).limit(1)).scalar_one()
         session.execute(update(Delivery).where(Delivery.id == one).values(status=DeliveryStatus.pending.value))
         session.execute(update(Issue).values(completed_at=None))
+
+
+def test_an_issue_half_sent_or_closed_with_nobody_is_described_too(sender):
+    "interrupted after 2 of 3, or opened with nobody to send to: the dry run says which, not a table"
+    add_subscribers(sender.engine, 3, categories=["Writing"])
+    run(sender=sender, now=NOW, week=WEEK)
+    interrupt_after_all_but_one(sender)
     assert printed(dry_run(sender=sender, week=WEEK, now=NOW)) == [
         f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 2 readers, 1 still to send: nothing to dry-run; "
         f"`digest send` finishes it, `digest stats --week {WEEK}` shows how it did"]
@@ -159,14 +164,9 @@ def test_the_preview_page_of_a_sent_issue_says_it_went_out(sender):
 
 def test_a_send_that_finishes_an_interrupted_issue_does_not_call_it_already_sent(sender):
     "this week's issue was interrupted; `digest send` resumes and finishes it: its report, not 'was already sent'"
-    from storage.models import Delivery, DeliveryStatus, Issue
-
     add_subscribers(sender.engine, 2, categories=["Writing"])
     run(sender=sender, now=NOW, week=WEEK)
-    with session_scope(sender.engine) as session:
-        one = session.execute(select(Delivery.id).limit(1)).scalar_one()
-        session.execute(update(Delivery).where(Delivery.id == one).values(status=DeliveryStatus.pending.value))
-        session.execute(update(Issue).values(completed_at=None))
+    interrupt_after_all_but_one(sender)
     again = run(sender=sender, now=NOW, week=WEEK)
     assert [(report.week, report.sent) for report in again.reports] == [(WEEK, 1)]
     assert again.reason == ""
