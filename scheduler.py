@@ -26,7 +26,7 @@ def weekly_job(sender) -> bool:
 
     Never raises (the scheduler must keep its next appointment); returns False when the tick failed.
     """
-    from digest.send import SendAborted
+    from digest.send.loop import SendAborted
     from digest.weekly import run
     from storage.types import utcnow
 
@@ -62,7 +62,7 @@ def build_scheduler(sender) -> BlockingScheduler:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from digest.app import build_sender, settle_heap
+    from digest.services import build_sender, settle_heap
     from digest.config import ConfigError, Settings
     from storage.migrate import StoreUnusable, ready
 

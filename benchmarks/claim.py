@@ -32,7 +32,7 @@ def main() -> int:
     from sqlalchemy import bindparam, text
 
     from digest.weekly import open_issue
-    from storage import queries
+    from storage.comparisons import claimable_comparisons
     from storage.db import make_engine, session_scope
     from storage.types import UTCDateTime
 
@@ -68,7 +68,7 @@ def main() -> int:
         for _ in range(20):
             with session_scope(engine) as session:
                 began = time.perf_counter()
-                picked = queries.claimable_comparisons(session=session, now=NOW)
+                picked = claimable_comparisons(session=session, now=NOW)
                 picks.append((time.perf_counter() - began) * 1000)
                 began = time.perf_counter()
                 session.execute(text("SELECT id, category, published_at FROM comparison ORDER BY published_at DESC "

@@ -29,10 +29,10 @@ REPEATS = 30
 def main() -> int:
     from mjml import mjml2html
 
-    from digest.app import links_for
+    from digest.services import links_for
     from digest.config import Settings
-    from digest.render import Renderer
-    from storage import queries
+    from digest.render.email import Renderer
+    from storage.comparisons import load_comparisons
     from storage.db import make_engine, session_scope
 
     print(f"machine: {machine()}")
@@ -42,7 +42,7 @@ def main() -> int:
         settings = Settings(database_url=url, secret_key=SECRET_KEY, max_shown=PER_SEGMENT, transport="outbox")
         renderer = Renderer(settings=settings, links=links_for(settings))
         with session_scope(engine) as session:
-            every = queries.load_comparisons(session=session, ids=list(range(1, DISTINCT + PER_SEGMENT + 1)))
+            every = load_comparisons(session=session, ids=list(range(1, DISTINCT + PER_SEGMENT + 1)))
         engine.dispose()
 
     def render(offset: int):

@@ -49,10 +49,10 @@ def settings_for(url: str, server: str, batch_size: int = 1000):
 
 def child_open(url: str, server: str, email_file: str) -> dict:
     """Claim and fan out; then (untimed) write one rendered segment for the baseline to send."""
-    from digest.app import build_sender
-    from digest.send import render_segment
+    from digest.services import build_sender
+    from digest.send.loop import render_segment
     from digest.weekly import open_issue
-    from storage import queries
+    from storage.issues import issue_segments
     from storage.db import session_scope
 
     sender = build_sender(settings_for(url, server))
@@ -60,7 +60,7 @@ def child_open(url: str, server: str, email_file: str) -> dict:
     opened = open_issue(engine=sender.engine, week=WEEK, now=NOW)
     seconds = time.perf_counter() - started
     with session_scope(sender.engine) as session:
-        segments = queries.issue_segments(session=session, issue_id=opened.issue.id)
+        segments = issue_segments(session=session, issue_id=opened.issue.id)
         biggest = max(segments, key=lambda s: len(s.comparison_ids))
         email = render_segment(session=session, renderer=sender.renderer, settings=sender.settings,
                                issue=opened.issue, segment=biggest)
@@ -72,9 +72,9 @@ def child_open(url: str, server: str, email_file: str) -> dict:
 
 def child_drain(url: str, server: str, profile: str | None) -> dict:
     """One `digest worker --once`: send what there is, then exit."""
-    from digest.app import build_sender, settle_heap
+    from digest.services import build_sender, settle_heap
     from digest.progress import LogProgress
-    from digest.worker import Worker
+    from digest.send.worker import Worker
 
     # Its progress, as `digest worker` off a terminal reports it: a line on stderr every 5 s (kept by run_child).
     progress = LogProgress(write=lambda line: print(line, file=sys.stderr, flush=True))

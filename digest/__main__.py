@@ -1,5 +1,5 @@
 """`python -m digest`: the same as the `digest` command."""
 
-from digest.cli import app
+from digest.cli.commands import app
 
 app(prog_name="digest")

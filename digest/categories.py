@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from importlib import resources
 
 from digest.quoting import quoted
-from digest.selection import canonical_categories, parse_categories
+from digest.claim.selection import canonical_categories, parse_categories
 
 SEPARATOR = ";"  # between the categories of a CSV cell, a -c option and the stored form
 

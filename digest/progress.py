@@ -1,6 +1,6 @@
 """Progress of long work: a bar on a terminal, a line every few seconds in a log or a file.
 
-The work — a send (digest.send), a worker, an import — knows nothing of terminals. It reports through
+The work — a send (digest.send.loop), a worker, an import — knows nothing of terminals. It reports through
 `Progress`: ``begin`` once its total is known, ``advance`` once per batch, ``end`` when it stops, done
 or not. Per batch, never per row: a million-recipient send reports 1,000 times, and the log mode then
 costs one ``monotonic()`` and a comparison per batch (benchmarks/send.py shows no difference). The entry

@@ -14,8 +14,9 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from digest.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
-from storage import queries
+from digest.claim.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
+from storage.comparisons import claimable_comparisons, claimed_comparisons
+from storage.issues import audience_category_sets, claim_comparisons, fan_out, find_issue, refresh_delivery_statistics, set_ranks, unfinished_issues
 from storage.db import retrying, session_scope
 from storage.models import Issue, Segment
 
@@ -106,8 +107,8 @@ class IssuePlan:
 
 def plan_issue(*, session, now: datetime, ranked: list[ComparisonFacts] | None = None) -> IssuePlan:
     if ranked is None:
-        ranked = rank(queries.claimable_comparisons(session=session, now=now))
-    audience = queries.audience_category_sets(session=session, now=now)
+        ranked = rank(claimable_comparisons(session=session, now=now))
+    audience = audience_category_sets(session=session, now=now)
     return IssuePlan(ranked=ranked, segments=plan_segments(ranked, audience), audience=audience)
 
 
@@ -129,18 +130,18 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
     week_monday(week)  # validates the label
     try:
         with session_scope(engine) as session:
-            existing = queries.find_issue(session=session, week=week)
+            existing = find_issue(session=session, week=week)
             if existing is not None:
                 return Opened(issue=existing, created=False)
             issue = Issue(week=week, created_at=now)
             session.add(issue)
             session.flush()  # a racing process blocks here on the unique week, then fails below
-            claimed = queries.claim_comparisons(session=session, issue_id=issue.id, now=now)
+            claimed = claim_comparisons(session=session, issue_id=issue.id, now=now)
             if claimed == 0:
                 session.rollback()
                 return Opened(issue=None, created=False)
-            ranked = rank(queries.claimed_comparisons(session=session, issue_id=issue.id))
-            queries.set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
+            ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
+            set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
             plan = plan_issue(session=session, now=now, ranked=ranked)
             deliveries = 0
             for planned in plan.segments:
@@ -148,10 +149,10 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
                                   comparison_ids=",".join(map(str, planned.comparison_ids)))
                 session.add(segment)
                 session.flush()
-                segment.size = queries.fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
+                segment.size = fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
                                                category_sets=planned.category_sets, now=now)
                 deliveries += segment.size
-            queries.refresh_delivery_statistics(session=session)
+            refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now
             unmatched = sum(plan.audience.values()) - deliveries
             if deliveries == 0:
@@ -159,7 +160,7 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
             return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched)
     except IntegrityError:
         with session_scope(engine) as session:
-            existing = queries.find_issue(session=session, week=week)
+            existing = find_issue(session=session, week=week)
         if existing is None:
             raise
         return Opened(issue=existing, created=False)
@@ -185,7 +186,7 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
     result = RunResult(week=week or iso_week(now.astimezone(settings.tz)))
 
     # Every step waits out a database outage, as the sender's own transactions do.
-    unfinished = sender.transaction(lambda session: queries.unfinished_issues(session=session))
+    unfinished = sender.transaction(lambda session: unfinished_issues(session=session))
     for issue in unfinished:
         result.reports.append(sender.send_issue(issue))
     if week is None:
@@ -193,13 +194,13 @@ def run(*, sender, now: datetime, week: str | None = None) -> RunResult:
 
         def due_state(session) -> str:
             # An issue opened by hand before its slot is the week's issue: say so, not "not due yet".
-            if queries.find_issue(session=session, week=result.week) is not None:
+            if find_issue(session=session, week=result.week) is not None:
                 return f"issue {result.week} already exists"
             if due_at is None:
                 return f"the schedule {settings.send_schedule!r} does not fire in {result.week}"
             if due_at > now:
                 return f"issue {result.week} is not due yet (scheduled for {due_at:%a %d %b %H:%M %Z})"
-            if not queries.claimable_comparisons(session=session, now=due_at):
+            if not claimable_comparisons(session=session, now=due_at):
                 return f"nothing was published for {result.week} by its slot; it rolls into the next issue"
             return ""
 

@@ -1,6 +1,6 @@
 """The dry run's SQL: who gets nothing from an issue and why, and whether the issue already went out.
 
-Keyword-only functions over a Session, read-only, like storage.queries.
+Keyword-only functions over a Session, read-only, like storage.issues.
 """
 
 from __future__ import annotations

@@ -13,14 +13,14 @@ from digest.config import Settings
 from digest.importing.comparisons import COMPARISON_FIELDS, REVIEW_FIELDS, TOOL_FIELDS, load_comparisons
 from digest.importing.comparisons import parse_published_at
 from digest.links import Links, Signer
-from digest.render import RenderedEmail, Renderer
-from digest.send import Sender, recipient
+from digest.render.email import RenderedEmail, Renderer
+from digest.send.loop import Sender, recipient
 from digest.transports.base import Batch, Recipient, fill
 from storage.models import Comparison, Review, Tool
 
 SEATS = ("Builder", "Skeptic", "Futurist", "Founder")
 WEEK, ISSUE_DATE = "2026-W48", date(2026, 11, 26)
-DEMO_COMPARISONS = Path(__file__).resolve().parent.parent / "digest" / "demo_data" / "comparisons.json"
+DEMO_COMPARISONS = Path(__file__).resolve().parent.parent / "digest" / "demo" / "data" / "comparisons.json"
 SECRET = "x" * 32
 
 

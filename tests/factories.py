@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from digest.selection import canonical_categories
+from digest.claim.selection import canonical_categories
 from digest.transports.base import Batch, SendResult
 from storage.db import session_scope
 from storage.models import Comparison, Review, Subscriber, SubscriberStatus, Tool

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.signup_mailer import SignupMailer
+from digest.subscribers.signup_mailer import SignupMailer
 from digest.web import create_app
 from storage.db import make_engine
 from tests.fixtures_web import web_settings

@@ -13,7 +13,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from digest.cli import app
+from digest.cli.commands import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def test_a_bad_import_file_is_a_clear_error_and_changes_nothing(tmp_path):
     env = {"DIGEST_DATABASE_URL": db}
     run("db", "upgrade", cwd=tmp_path, env_extra=env)
     bad = tmp_path / "bad.json"
-    good = (REPO / "digest" / "demo_data" / "comparisons.json").read_text()
+    good = (REPO / "digest" / "demo" / "data" / "comparisons.json").read_text()
     bad.write_text(good.replace('"score": 85', '"score": 130', 1))
     done = run("comparisons", "import", str(bad), cwd=tmp_path, env_extra=env)
     assert done.returncode == 1
@@ -109,8 +109,8 @@ def test_send_dry_run_shows_who_gets_what_and_sends_nothing(tmp_path):
     db = f"sqlite:///{tmp_path / 'p.db'}"
     env = {"DIGEST_DATABASE_URL": db}
     run("db", "upgrade", cwd=tmp_path, env_extra=env)
-    run("comparisons", "import", str(REPO / "digest" / "demo_data" / "comparisons.json"), cwd=tmp_path, env_extra=env)
-    run("subscribers", "import", str(REPO / "digest" / "demo_data" / "subscribers.csv"), cwd=tmp_path, env_extra=env)
+    run("comparisons", "import", str(REPO / "digest" / "demo" / "data" / "comparisons.json"), cwd=tmp_path, env_extra=env)
+    run("subscribers", "import", str(REPO / "digest" / "demo" / "data" / "subscribers.csv"), cwd=tmp_path, env_extra=env)
     done = run("send", "--dry-run", cwd=tmp_path, env_extra=env)
     assert done.returncode == 0, done.stderr
     assert "segments" in done.stdout and "recipients" in done.stdout and "KB" in done.stdout
@@ -121,8 +121,8 @@ def _demo_store(tmp_path) -> dict:
     env = {"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}", "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
            "DIGEST_SECRET_KEY": "cli-test-secret-0123456789"}
     run("db", "upgrade", cwd=tmp_path, env_extra=env)
-    run("comparisons", "import", str(REPO / "digest" / "demo_data" / "comparisons.json"), cwd=tmp_path, env_extra=env)
-    run("subscribers", "import", str(REPO / "digest" / "demo_data" / "subscribers.csv"), cwd=tmp_path, env_extra=env)
+    run("comparisons", "import", str(REPO / "digest" / "demo" / "data" / "comparisons.json"), cwd=tmp_path, env_extra=env)
+    run("subscribers", "import", str(REPO / "digest" / "demo" / "data" / "subscribers.csv"), cwd=tmp_path, env_extra=env)
     return env
 
 

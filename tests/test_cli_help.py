@@ -12,7 +12,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from digest.cli import app
+from digest.cli.commands import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "jinja2", "mjml",
          "sendgrid", "python_http_client", "apscheduler", "pydantic_settings", "email_validator", "jsonschema",
          "dotenv", "itsdangerous", "rich.progress", "rich.table", "rich.markdown", "storage")
-LIGHT_DIGEST = {"digest", "digest.__main__", "digest.cli", "digest.cli_help"}
+LIGHT_DIGEST = {"digest", "digest.__main__", "digest.cli", "digest.cli.commands", "digest.cli.help"}
 
 
 def help_paths():
@@ -51,7 +51,7 @@ def test_help_imports_nothing_heavy():
     "`digest --help` and each `digest COMMAND --help`, in a fresh interpreter, import typer and rich only"
     script = f"""
 import json, sys
-from digest.cli import app
+from digest.cli.commands import app
 loaded = {{}}
 for path in {[list(p) for p in PATHS]!r}:
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest.cli import app
+from digest.cli.commands import app
 from digest.weekly import BadWeek, iso_week, parse_week
 from tests.test_cli import REPO, run
 
@@ -20,11 +20,11 @@ def _store(tmp_path: Path, *, cwd: Path | None = None, subscribers: bool = False
     env = {"DIGEST_DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}", "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
            "DIGEST_SECRET_KEY": "typo-test-secret-0123456789"}
     assert run("db", "upgrade", cwd=cwd or tmp_path, env_extra=env).returncode == 0
-    done = run("comparisons", "import", str(REPO / "digest" / "demo_data" / "comparisons.json"),
+    done = run("comparisons", "import", str(REPO / "digest" / "demo" / "data" / "comparisons.json"),
                cwd=cwd or tmp_path, env_extra=env)
     assert done.returncode == 0, done.stderr
     if subscribers:
-        done = run("subscribers", "import", str(REPO / "digest" / "demo_data" / "subscribers.csv"),
+        done = run("subscribers", "import", str(REPO / "digest" / "demo" / "data" / "subscribers.csv"),
                    cwd=cwd or tmp_path, env_extra=env)
         assert done.returncode == 0, done.stderr
     return env
@@ -160,9 +160,9 @@ def test_the_preview_page_reads_the_week_as_the_cli_does(sqlite_url, tmp_path):
     "the editor types banana in the week box: the page says what to write; 2026-w9 style is this week's label"
     from fastapi.testclient import TestClient
 
-    from digest.app import build_sender
+    from digest.services import build_sender
     from digest.config import Settings
-    from digest.editor import create_editor_app
+    from digest.editor.desk import create_editor_app
     from tests.factories import add_comparison, add_subscribers
 
     sender = build_sender(Settings(database_url=sqlite_url, secret_key="k" * 32, outbox_dir=tmp_path / "outbox"))

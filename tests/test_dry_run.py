@@ -11,11 +11,11 @@ from rich.console import Console
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from digest.app import build_sender
-from digest.cli import app
+from digest.services import build_sender
+from digest.cli.commands import app
 from digest.config import Settings
-from digest.preview import dry_run
-from digest.reporting import print_dry_run
+from digest.editor.preview import dry_run
+from digest.cli.reporting import print_dry_run
 from digest.weekly import iso_week, run
 from storage.db import session_scope
 from storage.models import Subscriber, SubscriberStatus
@@ -152,7 +152,7 @@ def test_the_preview_page_of_a_sent_issue_says_it_went_out(sender):
     "the editor's page for a week already sent: the dry run's sentence instead of an empty who-gets-what table"
     from fastapi.testclient import TestClient
 
-    from digest.editor import create_editor_app
+    from digest.editor.desk import create_editor_app
 
     add_subscribers(sender.engine, 2, categories=["Writing"])
     run(sender=sender, now=NOW, week=WEEK)

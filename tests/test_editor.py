@@ -16,10 +16,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.app import build_sender
+from digest.services import build_sender
 from digest.config import Settings
-from digest.editor import EMAIL_CSP, create_editor_app
-from digest.render import Renderer, make_environment, templates_dir
+from digest.editor.desk import EMAIL_CSP, create_editor_app
+from digest.render.email import Renderer, make_environment, templates_dir
 from digest.web.security import SECURITY_HEADERS
 from tests.factories import add_comparison, add_subscribers
 from tests.fixtures_web import LiveServer, _free_port

@@ -3,8 +3,8 @@ text stands beside the desktop frame, at least 78 columns wide, and not one of i
 
 from __future__ import annotations
 
-from digest.editor import create_editor_app
-from digest.preview import preview
+from digest.editor.desk import create_editor_app
+from digest.editor.preview import preview
 from storage.types import utcnow
 from tests.fixtures_web import LiveServer, _free_port
 from tests.test_editor import sender  # noqa: F401 — the fixture: a store with a comparison and two readers

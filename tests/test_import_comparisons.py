@@ -76,7 +76,7 @@ def test_shared_example_imports(engine, tmp_path):
 
 def test_demo_comparisons_are_valid():
     "the demo data shipped with the package passes every check of the import"
-    items = load_comparisons(Path(str(resources.files("digest") / "demo_data" / "comparisons.json")))
+    items = load_comparisons(Path(str(resources.files("digest.demo") / "data" / "comparisons.json")))
     assert len(items) >= 10
     assert len({item["category"] for item in items}) == 5
     for item in items:
@@ -358,7 +358,7 @@ def test_the_cli_warns_about_stored_categories_the_contract_now_refuses(tmp_path
     env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
     def import_example() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "digest.cli", "comparisons", "import", str(DATA / "example.json")],
+        return subprocess.run([sys.executable, "-m", "digest.cli.commands", "comparisons", "import", str(DATA / "example.json")],
                               env=env, capture_output=True, text=True, timeout=60)
 
     clean = import_example()

@@ -22,7 +22,7 @@ from storage.migrate import upgrade
 from storage.models import Subscriber, SubscriberStatus
 
 DATA = Path(__file__).parent / "data" / "import"
-DEMO = Path(__file__).parents[1] / "digest" / "demo_data" / "subscribers.csv"
+DEMO = Path(__file__).parents[1] / "digest" / "demo" / "data" / "subscribers.csv"
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 LATER = datetime(2026, 11, 26, 8, 0, tzinfo=timezone.utc)
 
@@ -241,7 +241,7 @@ def test_text_after_a_closing_quote_stops_the_file_instead_of_gluing_it_on(engin
 def test_the_summary_names_every_count_and_counts_each_row_once(engine, tmp_path, monkeypatch):
     "new, already stored (updated / unchanged), repeated in the file in another case, bad, suppressed: each row once"
     import digest.importing.subscribers as module
-    from digest.subscriptions import forget
+    from digest.subscribers.subscriptions import forget
 
     add_subscriber(engine=engine, email="known@example.com", name="Known", now=NOW)
     add_subscriber(engine=engine, email="same@example.com", name="Same", now=NOW)
@@ -329,7 +329,7 @@ def test_the_cli_quotes_a_refused_category_that_looks_like_markup(tmp_path):
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
     env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
            "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "digest.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "digest.cli.commands", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 # -- the fast path agrees with email-validator ---------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from digest.cli import app
+from digest.cli.commands import app
 from digest.importing import add_subscriber, import_subscribers
 from digest.importing.known_categories import KnownCategories, UnknownCategory
 from storage.db import session_scope

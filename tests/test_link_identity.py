@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from digest.app import build_sender
+from digest.services import build_sender
 from digest.links import TOKEN_TAG
 from digest.weekly import iso_week, run
 from tests.factories import RecordingTransport, add_comparison

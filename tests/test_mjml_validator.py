@@ -10,7 +10,7 @@ import pytest
 
 from digest.config import Settings
 from digest.links import Links, Signer
-from digest.render import Renderer
+from digest.render.email import Renderer
 from tests.test_render import long_comparison, make_comparison
 
 pytestmark = pytest.mark.mjml_validator

@@ -1,4 +1,4 @@
-"""Names that look like web or email addresses are refused by every path that stores a name (digest.names):
+"""Names that look like web or email addresses are refused by every path that stores a name (digest.subscribers.names):
 the rule itself, `digest subscribers add` and the CSV import. The signup form and JSON: test_signup_abuse.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from digest.importing import add_subscriber, import_subscribers
-from digest.names import link_in_name, name_problem
+from digest.subscribers.names import link_in_name, name_problem
 from storage.db import make_engine, session_scope
 from storage.models import Subscriber
 

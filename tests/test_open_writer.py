@@ -1,4 +1,4 @@
-"""The pixel's writer process (digest.open_writer): what an answered fetch can count on, on SQLite and
+"""The pixel's writer process (digest.track.open_writer): what an answered fetch can count on, on SQLite and
 PostgreSQL, with a real `digest serve` or the app in a test client, and the real child process.
 
 A fetch is answered when its open is handed to the writer; each test holds the database's write lock
@@ -27,9 +27,9 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select, text
 
-import digest.open_writer as open_writer
+import digest.track.open_writer as open_writer
 from digest.links import RecipientRef, Signer
-from digest.open_writer import OpenWriter
+from digest.track.open_writer import OpenWriter
 from digest.web import create_app
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber, SubscriberStatus
@@ -146,7 +146,7 @@ _DYING_PARENT = """
 import asyncio, json, os, signal, sys
 from datetime import datetime, timedelta, timezone
 from digest.links import RecipientRef
-from digest.open_writer import OpenWriter
+from digest.track.open_writer import OpenWriter
 
 async def main():
     writer = OpenWriter(database_url=sys.argv[1], window_seconds=10)

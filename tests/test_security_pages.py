@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from digest.confirmation import ConfirmTokens
+from digest.subscribers.confirmation import ConfirmTokens
 from digest.links import Signer
 from digest.web import create_app
 from digest.weekly import open_issue

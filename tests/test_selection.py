@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta, timezone
 
-from digest.selection import (
+from digest.claim.selection import (
     ComparisonFacts,
     audience_label,
     canonical_categories,

@@ -5,13 +5,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from digest.app import build_sender
+from digest.services import build_sender
 from digest.config import Settings
-from digest.ratelimit import SharedRateLimit
-from digest.send import SendAborted
+from digest.send.ratelimit import SharedRateLimit
+from digest.send.loop import SendAborted
 from digest.transports.base import PermanentError, RateLimited, TransientError
 from digest.weekly import open_issue
-from storage import queries
+from storage.throttle import block_sending
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
@@ -80,7 +80,7 @@ class BlockedByAnotherSender(RecordingTransport):
         result = super().send(batch)
         if self.calls == 1:
             with self.engine.begin() as connection:
-                queries.block_sending(connection=connection, until=self.until, reason="429 seen elsewhere")
+                block_sending(connection=connection, until=self.until, reason="429 seen elsewhere")
         return result
 
 
@@ -102,7 +102,7 @@ def test_a_reading_handed_to_the_rate_limit_stands_for_one_send_only(db_url, tmp
         limit.observe(connection)  # nothing recorded yet
         connection.rollback()
     with sender.engine.begin() as connection:
-        queries.block_sending(connection=connection, until=SLOT + timedelta(seconds=30), reason="429")
+        block_sending(connection=connection, until=SLOT + timedelta(seconds=30), reason="429")
     limit.wait_if_blocked()
     assert clock.slept == []  # the reading taken before the block
     limit.wait_if_blocked()
@@ -202,7 +202,7 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
     "a template that fails to render: the batch just leased goes back to pending; the fixed rerun sends it once, no duplicate counted"
     import shutil
 
-    from digest.render import Renderer, RenderError, make_environment, templates_dir
+    from digest.render.email import Renderer, RenderError, make_environment, templates_dir
 
     transport = RecordingTransport()
     sender = make_sender(db_url, tmp_path, transport, clock, batch_size=10)

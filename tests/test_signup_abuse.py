@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from digest.signup_mailer import RESTART_AFTER, SignupMailer
+from digest.subscribers.signup_mailer import RESTART_AFTER, SignupMailer
 from digest.web import create_app
 from storage.db import session_scope
 from storage.models import Subscriber, SubscriberStatus
@@ -77,7 +77,7 @@ def test_only_the_confirming_owner_sets_the_name_and_an_old_strangers_name_is_dr
 
 def test_a_link_signed_before_names_were_checked_cannot_store_a_link_like_name(web, sent):
     """a still-valid confirmation link carrying "https://…" as the name: the page omits it, confirming stores none"""
-    from digest.confirmation import ConfirmTokens
+    from digest.subscribers.confirmation import ConfirmTokens
 
     ctx = web.app.state.ctx
     [pending] = add_subscribers(ctx.engine, 1, prefix="early", status=SubscriberStatus.pending)

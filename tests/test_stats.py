@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from digest.cli import app
-from digest.stats import issue_stats
+from digest.cli.commands import app
+from digest.track.stats import issue_stats
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus, Event
 from tests.test_web_tracking import sent_delivery

@@ -2,8 +2,8 @@
 
 import re
 
-from digest.stats import IssueStats
-from digest.stats_page import SERIES, stats_page
+from digest.track.stats import IssueStats
+from digest.track.stats_page import SERIES, stats_page
 
 
 def issue(week, sent, human, machine, clickers, unsubscribes):

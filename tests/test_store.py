@@ -183,7 +183,7 @@ def test_delivery_without_foreign_keys_keeps_its_rows_and_one_delivery_per_subsc
 
 def test_a_batch_of_row_ids_goes_as_one_value_and_only_as_integers(engine):
     "the lease and the record pass a thousand ids as one array value: exactly those rows, and nothing but numbers"
-    from storage.queries import _Raw
+    from storage.raw import Raw as _Raw
 
     with engine.begin() as connection:
         connection.execute(text("INSERT INTO issue (id, week, created_at) VALUES "

@@ -10,7 +10,7 @@ from itertools import cycle
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from digest.render import Renderer
+from digest.render.email import Renderer
 from storage.models import Comparison, Review, Tool
 from tests.email_samples import ISSUE_DATE, WEEK, make_comparison, sample_renderer
 

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from digest.confirmation import ConfirmTokens, Outgoing, render_email
-from digest.render import make_environment
+from digest.subscribers.confirmation import ConfirmTokens, Outgoing, render_email
+from digest.render.email import make_environment
 from digest.web import create_app
 from storage.db import session_scope
 from storage.models import Event, Subscriber, SubscriberStatus
@@ -324,7 +324,7 @@ def test_signup_events_are_counted_in_the_store(web, sent):
 
 def test_an_address_that_asked_to_be_forgotten_gets_the_same_answer_and_nothing_else(web, sent):
     """a deleted (suppressed) address is answered like any other, gets no email and is not stored again"""
-    from digest import subscriptions
+    from digest.subscribers import subscriptions
 
     engine = web.app.state.ctx.engine
     [gone] = add_subscribers(engine, 1, prefix="forgotten")

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from digest.importing.subscribers import SuppressedAddress, add_subscriber, import_subscribers
-from digest.subscriptions import is_suppressed
+from digest.subscribers.subscriptions import is_suppressed
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber, SubscriberStatus, Suppression
 from tests.factories import add_comparison, add_subscribers, recipient_token

@@ -5,10 +5,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import delete, func, select
 
-from digest.app import build_sender
+from digest.services import build_sender
 from digest.config import Settings
 from digest.weekly import open_issue, run, slot
-from storage import queries
+from storage.deliveries import _PENDING, _candidates_sql
+from storage.raw import paramstyle
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus, Issue, IssueComparison, Subscriber, SubscriberStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
@@ -191,7 +192,7 @@ def delivery_owners(engine) -> dict[int, int]:
 
 def test_claimed_comparisons_are_flagged_and_the_rest_stay_pickable(db_url, engine):
     "opening an issue flags what it claimed (the pick's index); a comparison published later is still picked"
-    from storage import queries
+    from storage.comparisons import claimable_comparisons
     from storage.models import Comparison
 
     first = add_comparison(engine, published_at=SLOT - timedelta(days=2))
@@ -200,7 +201,7 @@ def test_claimed_comparisons_are_flagged_and_the_rest_stay_pickable(db_url, engi
     open_issue(engine=engine, week="2026-W48", now=SLOT)
     with session_scope(engine) as session:
         flags = {c.id: c.claimed for c in session.execute(select(Comparison)).scalars()}
-        picked = [f.id for f in queries.claimable_comparisons(session=session, now=SLOT + timedelta(days=2))]
+        picked = [f.id for f in claimable_comparisons(session=session, now=SLOT + timedelta(days=2))]
     assert flags == {first: True, later: False}
     assert picked == [later]
 
@@ -212,7 +213,7 @@ def test_after_a_fan_out_the_claim_walks_the_index_instead_of_sorting_the_issue(
     add_comparison(sender.engine, published_at=MON)
     add_subscribers(sender.engine, 5000)
     opened = open_issue(engine=sender.engine, week="2026-W48", now=SLOT)
-    claim = queries._paramstyle(queries._candidates_sql("postgresql", queries._PENDING), "postgresql")
+    claim = paramstyle(_candidates_sql("postgresql", _PENDING), "postgresql")
     raw = sender.engine.raw_connection()
     try:
         cursor = raw.cursor()

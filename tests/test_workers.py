@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from digest.weekly import open_issue
-from storage import queries
+from storage.throttle import sending_blocked_until
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, DeliveryStatus
 from tests.sendgrid_server import FakeSendGrid
@@ -35,7 +35,7 @@ def opened(db_url: str, subscribers: int) -> int:
 
 
 def start_worker(env, cwd: Path, name: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "digest.cli", "worker", *args], env=env, cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "worker", *args], env=env, cwd=cwd,
                             stdout=open(cwd / f"{name}.out", "w"), stderr=open(cwd / f"{name}.err", "w"), text=True)
 
 
@@ -168,5 +168,5 @@ def test_a_429_seen_by_one_worker_makes_the_other_wait(postgres_url, tmp_path):
     assert set(copies.values()) == {1} and len(copies) == 2000
     engine = make_engine(postgres_url)
     with engine.connect() as connection:
-        assert queries.sending_blocked_until(connection=connection).timestamp() == reset
+        assert sending_blocked_until(connection=connection).timestamp() == reset
     engine.dispose()

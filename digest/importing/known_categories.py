@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from digest.categories import InvalidCategory, category_list, followable, stored_categories
 from digest.quoting import quoted
-from digest.selection import category_key
+from digest.claim.selection import category_key
 from storage.models import Comparison
 
 LISTED = 20  # known categories named in a message; a site with more gets "… and N more"

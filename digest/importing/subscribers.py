@@ -5,7 +5,7 @@ asked for the digest, so new subscribers start ``active`` with ``confirmed_at = 
 double-opt-in email. Someone already known (the same address in any letter case) gets the new name and
 categories, but never a new status: an unsubscribed, bounced or complaining person stays so — an import
 must not re-subscribe anyone who left. An address that asked to be forgotten (a Suppression hash, see
-digest.subscriptions) is never added again: ``add_subscriber`` raises SuppressedAddress, an import
+digest.subscribers.subscriptions) is never added again: ``add_subscriber`` raises SuppressedAddress, an import
 skips the row and reports it.
 """
 
@@ -26,9 +26,9 @@ from digest.importing.csv_rows import Record, Unreadable, records
 from digest.importing.errors import InvalidImport
 from digest.importing.known_categories import CellCheck, KnownCategories
 from digest.importing.outcome import ImportStopped, RowError, SubscriberImport
-from digest.names import name_problem
+from digest.subscribers.names import name_problem
 from digest.progress import NullProgress, Progress
-from digest.subscriptions import suppressed_keys
+from digest.subscribers.subscriptions import suppressed_keys
 from storage.models import Subscriber, SubscriberStatus
 from storage.types import UTCDateTime
 
@@ -71,7 +71,7 @@ def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: It
     SuppressedAddress (an InvalidAddress) for an address that asked to be forgotten, InvalidCategory (a
     ValueError, digest.categories) for a category the comparison contract refuses, UnknownCategory (an
     InvalidCategory) for one no comparison in the store uses, ValueError for a name that cannot be
-    stored (digest.names). The status of a known address never changes.
+    stored (digest.subscribers.names). The status of a known address never changes.
     """
     address = normalize_address(email.strip())
     names = [categories] if isinstance(categories, str) else categories

@@ -1,4 +1,4 @@
-"""Ways to hand a batch of emails to the world. `digest.send` knows only the `Transport` protocol."""
+"""Ways to hand a batch of emails to the world. `digest.send.loop` knows only the `Transport` protocol."""
 
 from digest.transports.base import (
     Batch,

@@ -6,7 +6,7 @@ __all__ = ["create_app"]
 def __getattr__(name: str):
     # Lazy: importing a light module of this package (digest.web.pages) must not import FastAPI.
     if name == "create_app":
-        from digest.web.app import create_app
+        from digest.web.factory import create_app
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,10 +18,11 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlmodel import Session
 
-from digest.render import Renderer, issue_label, make_environment
-from digest.selection import cap
+from digest.render.email import Renderer, issue_label, make_environment
+from digest.claim.selection import cap
 from digest.web.context import WebContext, get_context
-from storage import queries
+from storage.comparisons import load_comparisons
+from storage.issues import find_issue
 from storage.db import session_scope
 from storage.models import Comparison, Issue, IssueComparison
 
@@ -58,11 +59,11 @@ def archive_issue(week: str, ctx: WebContext = Depends(get_context)) -> Response
     if not WEEK.fullmatch(week):
         return ctx.not_found()
     with session_scope(ctx.engine) as session:
-        issue = queries.find_issue(session=session, week=week)
+        issue = find_issue(session=session, week=week)
         if issue is None or issue.fanned_out_at is None:
             return ctx.not_found()
         shown, more = cap(_ranked_ids(session, issue.id), ctx.settings.max_shown)  # as many as the email shows
-        comparisons = queries.load_comparisons(session=session, ids=shown)
+        comparisons = load_comparisons(session=session, ids=shown)
         if not comparisons:
             return ctx.not_found()
         renderer = Renderer(settings=ctx.settings, links=ctx.links, env=_email_environment())

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from digest.config import Settings
 from digest.links import BadToken, Links, RecipientRef, Signer
-from digest.open_writer import OpenWriter
+from digest.track.open_writer import OpenWriter
 from digest.transports import Transport
 from digest.web.pages import web_environment  # noqa: F401 — where the app has always found it
 

@@ -1,6 +1,6 @@
 """Security headers on every response, and CSRF protection for the forms.
 
-`SecurityHeaders` wraps the whole app (`digest.web.app.DigestApp`), outside Starlette's own stack: the
+`SecurityHeaders` wraps the whole app (`digest.web.factory.DigestApp`), outside Starlette's own stack: the
 last-resort 500 that Starlette sends for an unexpected exception leaves from its outermost layer, past
 every middleware added with `add_middleware`, and would otherwise go out without these headers.
 

@@ -2,14 +2,14 @@
 
 No enumeration: every accepted signup gets the same answer, byte for byte, whether the address is new,
 pending, active, unsubscribed or suppressed, and the same work behind it: the rate limits' queries, then one
-letter handed to the signup mailer's own process (digest.signup_mailer), which at a random moment within two
+letter handed to the signup mailer's own process (digest.subscribers.signup_mailer), which at a random moment within two
 seconds looks the address up, stores it if new and sends the email it calls for, if any. Neither the body
 nor the timing of this request or the next tells who owns the address, or whether it was known. The rate limits count per mailbox and per client,
 whoever owns the address, so a 429 tells nothing either (digest.web.signup_limits).
 
 Nothing typed at the form is stored on a known row, and a new row gets no name: the name and categories
 travel inside the signed confirmation link and are stored when the owner of the address confirms (POST).
-A name that looks like a web or email address is refused (digest.names).
+A name that looks like a web or email address is refused (digest.subscribers.names).
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
-from digest import confirmation
-from digest.confirmation import ConfirmTokens, SignupRequest
+from digest.subscribers import confirmation
+from digest.subscribers.confirmation import ConfirmTokens, SignupRequest
 from digest.importing import InvalidAddress, normalize_address
 from digest.links import BadToken
-from digest.names import name_problem
+from digest.subscribers.names import name_problem
 from digest.categories import followable
-from digest.selection import canonical_categories, category_key
-from digest.send import clean_name
+from digest.claim.selection import canonical_categories, category_key
+from digest.send.loop import clean_name
 from digest.web.context import WebContext, get_context
 from digest.web.security import CSRF_FIELD, csrf_field, csrf_ok
-from digest.signup_mailer import Letter
+from digest.subscribers.signup_mailer import Letter
 from digest.web.signup_limits import RATE_WINDOW, count_signup
 from storage.db import session_scope
 from storage.models import Comparison
@@ -123,7 +123,7 @@ async def subscribe(request: Request, ctx: WebContext = Depends(get_context)) ->
         return _with(ctx.page("subscribe_limited.html", status_code=429, message=LIMITED_MESSAGE), headers)
     # Everything else happens in the signup mailer's process, within two seconds: looking the address up,
     # storing it if new, the email if any. This request and the ones after it do the same work whoever owns
-    # the address (digest.signup_mailer).
+    # the address (digest.subscribers.signup_mailer).
     request.app.state.signup_mailer.hand_over(Letter(signup=signup, now=now))
     if submitted.is_json:
         return JSONResponse({"status": "ok", "message": SENT_MESSAGE}, status_code=202, headers=NO_STORE)

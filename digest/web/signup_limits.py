@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text
 from sqlmodel import Session
 
-from digest.confirmation import SignupRequest
-from digest.subscriptions import record_event
+from digest.subscribers.confirmation import SignupRequest
+from digest.subscribers.subscriptions import record_event
 from digest.web.context import WebContext
 from storage.db import session_scope
 from storage.models import Event
@@ -40,7 +40,7 @@ def mailbox_key(email_key: str) -> str:
 def count_signup(ctx: WebContext, signup: SignupRequest, client: str, *, now: datetime) -> bool:
     """Count the signup against both limits: False when one is reached (nothing recorded), else True with the
     signup counted. One transaction, the same queries whoever owns the address: what the signup leads to is
-    the signup mailer's business (digest.signup_mailer), outside the request."""
+    the signup mailer's business (digest.subscribers.signup_mailer), outside the request."""
     keys = {"address": _hashed(ctx, "address", mailbox_key(signup.email_key)),
             "client": _hashed(ctx, "client", client)}
     limits = {"address": ctx.settings.signup_per_address_per_hour, "client": ctx.settings.signup_per_client_per_hour}

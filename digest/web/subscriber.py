@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from digest import subscriptions
+from digest.subscribers import subscriptions
 from digest.web import subscriber_preferences
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
 from digest.web.subscriber_common import (

@@ -17,9 +17,9 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from digest import subscriptions
+from digest.subscribers import subscriptions
 from digest.categories import followable, stored_categories
-from digest.selection import category_key, followed
+from digest.claim.selection import category_key, followed
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
 from digest.web.subscriber_common import (
     csrf_refused, csrf_valid, form_page, long_date, see_other, status_of, subscriber_for,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from digest.links import BadToken
-from digest.tracking import record_click, record_open
+from digest.track.tracking import record_click, record_open
 from digest.web.context import WebContext, get_context
 from digest.web.security import SECURITY_HEADERS
 
@@ -43,7 +43,7 @@ async def answer_pixel(ctx: WebContext, scope, token: str, send) -> None:
 
     The pixel is the one URL fetched once per opened email; through the full FastAPI stack (a threadpool
     hop, a transaction per fetch) it managed ~550 requests/s under 32 connections. Here the open is handed
-    to the process's writer (`digest.open_writer`: a child process, group commits), and the GIF goes out
+    to the process's writer (`digest.track.open_writer`: a child process, group commits), and the GIF goes out
     once the open is in the pipe to it, where a `kill -9` of this process cannot lose it. Security headers
     are in `_RAW_PIXEL_HEADERS`, as the middleware would have added them.
     """
@@ -83,7 +83,7 @@ def click(link_token: str, request: Request, r: str | None = None,
         url = ctx.signer.read_link_token(link_token)
     except BadToken:
         return ctx.not_found()
-    # A HEAD is a scanner checking the link (digest.web.app.answer_head_like_get): it is not a click.
+    # A HEAD is a scanner checking the link (digest.web.factory.answer_head_like_get): it is not a click.
     recipient = ctx.recipient(r) if r and request.method == "GET" else None
     if recipient is not None:
         try:

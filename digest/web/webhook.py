@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from sendgrid import EventWebhook
 
-from digest.tracking import apply_provider_events
+from digest.track.tracking import apply_provider_events
 from digest.web.context import WebContext, get_context
 
 router = APIRouter()

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Engine
 
 from digest.transports.base import Batch, RateLimited, SendResult, Transport
-from storage import queries
+from storage.throttle import block_sending, sending_blocked_until
 from storage.db import retrying
 from storage.types import utcnow
 
@@ -60,11 +60,11 @@ class SharedRateLimit:
 
     def _block(self, until: datetime, reason: str) -> None:
         with self._engine.begin() as connection:
-            queries.block_sending(connection=connection, until=until, reason=reason)
+            block_sending(connection=connection, until=until, reason=reason)
 
     def _blocked_until(self) -> datetime | None:
         with self._engine.connect().execution_options(read_only=True) as connection:  # no write lock
-            until = queries.sending_blocked_until(connection=connection)
+            until = sending_blocked_until(connection=connection)
             connection.rollback()
         return until
 
@@ -73,7 +73,7 @@ class SharedRateLimit:
 
     def observe(self, connection) -> None:
         """Read the shared limit on the caller's ``connection`` (its own transaction) for the next send only."""
-        self._observed = (queries.sending_blocked_until(connection=connection), time.monotonic())
+        self._observed = (sending_blocked_until(connection=connection), time.monotonic())
 
     def wait_if_blocked(self) -> None:
         observed, self._observed = self._observed, None

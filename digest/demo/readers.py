@@ -1,7 +1,7 @@
 """The demo's readers: what a small list does with an issue, so that `digest stats` and its chart show it.
 
 Recorded through the code the web app runs for the open pixel, the click redirect and the unsubscribe page
-(`digest.tracking.record_open` / `record_click`, `digest.subscriptions.unsubscribe`), with each moment
+(`digest.track.tracking.record_open` / `record_click`, `digest.subscribers.subscriptions.unsubscribe`), with each moment
 passed in: what the stats then count is what the real routes would have recorded. The readers' choices
 come from a random generator seeded with the week, so every run of the demo tells the same story.
 """
@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from digest import subscriptions
+from digest.subscribers import subscriptions
 from digest.config import Settings
 from digest.links import RecipientRef
-from digest.tracking import record_click, record_open
+from digest.track.tracking import record_click, record_open
 from storage.db import session_scope
 from storage.models import Comparison, Delivery, DeliveryStatus, Issue, IssueComparison, Subscriber
 

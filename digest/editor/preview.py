@@ -7,12 +7,13 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from digest.render import RenderedEmail
-from digest.selection import ComparisonFacts, audience_label, cap, rank, visible_to
-from digest.send import Sender, recipient
+from digest.render.email import RenderedEmail
+from digest.claim.selection import ComparisonFacts, audience_label, cap, rank, visible_to
+from digest.send.loop import Sender, recipient
 from digest.transports.base import Recipient, fill
 from digest.weekly import BadWeek, IssuePlan, iso_week, parse_week, plan_issue
-from storage import queries
+from storage.comparisons import claimable_comparisons, claimed_comparisons, load_comparisons
+from storage.issues import find_issue
 from storage.db import session_scope
 from storage.left_out import PAUSED, LeftOut, SentIssue, left_out, sent_issue
 from storage.models import Issue, Subscriber
@@ -34,10 +35,10 @@ class Preview:
 
 
 def _issue_and_ranked(session, *, week: str, now: datetime) -> tuple[Issue | None, list[ComparisonFacts]]:
-    issue = queries.find_issue(session=session, week=week)
+    issue = find_issue(session=session, week=week)
     if issue is not None:
-        return issue, rank(queries.claimed_comparisons(session=session, issue_id=issue.id))
-    return None, rank(queries.claimable_comparisons(session=session, now=now))
+        return issue, rank(claimed_comparisons(session=session, issue_id=issue.id))
+    return None, rank(claimable_comparisons(session=session, now=now))
 
 
 def _week(week: str | None, *, now: datetime, tz) -> str:
@@ -81,7 +82,7 @@ def render_for(*, sender: Sender, week: str | None, now: datetime, as_email: str
         email = sender.renderer.render_segment(
             week=week,
             issue_date=(issue.created_at if issue else now).astimezone(settings.tz).date(),
-            comparisons=queries.load_comparisons(session=session, ids=shown),
+            comparisons=load_comparisons(session=session, ids=shown),
             more_count=more,
             audience=audience_label(ranked, categories),
         )
@@ -221,7 +222,7 @@ def dry_run(*, sender: Sender, week: str | None, now: datetime, limit: int | Non
             shown, more = cap(segment.comparison_ids, settings.max_shown)
             email = sender.renderer.render_segment(
                 week=week, issue_date=(issue.created_at if issue else now).astimezone(settings.tz).date(),
-                comparisons=queries.load_comparisons(session=session, ids=shown), more_count=more,
+                comparisons=load_comparisons(session=session, ids=shown), more_count=more,
                 audience=segment.audience,
             )
             summaries.append(SegmentSummary(

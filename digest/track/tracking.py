@@ -22,8 +22,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from digest.links import RecipientRef
-from digest.subscriptions import suppress, unsubscribe
-from storage import queries
+from digest.subscribers.subscriptions import suppress, unsubscribe
+from storage.events import insert_events, open_targets
 from storage.db import session_scope
 from storage.models import Delivery, Event, Subscriber, SubscriberStatus
 
@@ -93,11 +93,11 @@ def record_opens(*, engine: Engine, opens: list[tuple[RecipientRef, str | None, 
                  window_seconds: float) -> list[bool]:
     """`record_open` for many fetches in one transaction: one SELECT for their deliveries, one INSERT.
 
-    The pixel's writer process (`digest.open_writer`) calls this once per group of opens."""
+    The pixel's writer process (`digest.track.open_writer`) calls this once per group of opens."""
     ids = {recipient.delivery_id for recipient, _, _ in opens if recipient.delivery_id is not None}
     with engine.begin() as connection:
-        # On the DB-API cursor (storage.queries): this runs for every group of pixel fetches.
-        found = queries.open_targets(connection=connection, ids=list(ids)) if ids else {}
+        # On the DB-API cursor (storage.raw): this runs for every group of pixel fetches.
+        found = open_targets(connection=connection, ids=list(ids)) if ids else {}
         rows, results = [], []
         for recipient, user_agent, now in opens:
             target = found.get(recipient.delivery_id)
@@ -111,7 +111,7 @@ def record_opens(*, engine: Engine, opens: list[tuple[RecipientRef, str | None, 
                                    issue_id=target.issue_id, detail=(user_agent or "")[:USER_AGENT_CHARS]))
             results.append(True)
         if rows:
-            queries.insert_events(connection=connection, rows=rows)
+            insert_events(connection=connection, rows=rows)
     return results
 
 

@@ -26,11 +26,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.datastructures import MutableHeaders
 from sqlalchemy import func, select
 
-from digest.preview import NothingToPreview, dry_run, preview
-from digest.render import RenderError, templates_dir
-from digest.send import Sender
-from digest.template_errors import template_error
-from digest.web.app import answer_head_like_get
+from digest.editor.preview import NothingToPreview, dry_run, preview
+from digest.render.email import RenderError, templates_dir
+from digest.send.loop import Sender
+from digest.render.template_errors import template_error
+from digest.web.factory import answer_head_like_get
 from storage.db import session_scope
 from storage.models import Comparison, Issue, Subscriber
 from storage.types import utcnow
@@ -165,8 +165,8 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
 
     @app.get("/stats", response_class=HTMLResponse)
     def stats() -> HTMLResponse:
-        from digest.stats import issue_stats
-        from digest.stats_page import stats_page
+        from digest.track.stats import issue_stats
+        from digest.track.stats_page import stats_page
 
         page = stats_page(issue_stats(engine=sender.engine))
         return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
@@ -181,7 +181,7 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
         except (RenderError, NothingToPreview):  # the page above shows why
             return ""
         if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
-            from digest.reporting import sent_sentence
+            from digest.cli.reporting import sent_sentence
 
             sentence = sent_sentence(plan, tz=sender.settings.tz)
             return f"<h2>Who got {html.escape(plan.week)}</h2><p>{html.escape(sentence)}</p>"
@@ -214,7 +214,7 @@ _PREVIEW = """<p><strong>Subject:</strong> {subject}<br><span class="muted">Issu
 <div class="frames"><figure><figcaption>Desktop (600 px)</figcaption><iframe title="desktop" width="640" height="900" src="/email.html?{query}"></iframe></figure>
 <figure><figcaption>Plain text</figcaption><pre class="text">{text}</pre></figure>
 <figure><figcaption>Phone (375 px)</figcaption><iframe title="phone" width="375" height="900" src="/email.html?{query}"></iframe></figure></div>"""
-# The text part is laid out at 76 columns (digest.render): its pane is 78 columns (ch of its own 13px font) plus 24 px
+# The text part is laid out at 76 columns (digest.render.email): its pane is 78 columns (ch of its own 13px font) plus 24 px
 # for a scrollbar, and never wraps, so each line shows as a plain-text reader gets it; a tracked link longer than that
 # scrolls. Beside the desktop frame on a 1440 px laptop (640 + 16 + ~650 px); the phone frame follows, and all
 # three stand in a row from about 1700 px.

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from digest.app import build_sender
+from digest.services import build_sender
 from digest.config import Settings, demo_settings
-from digest.demo_readers import a_week_of_reading, apple_prefetch
+from digest.demo.readers import a_week_of_reading, apple_prefetch
 from digest.importing import import_comparisons, import_subscribers
-from digest.render import issue_label
-from digest.reporting import print_run
+from digest.render.email import issue_label
+from digest.cli.reporting import print_run
 from digest.weekly import iso_week, run, slot, week_monday
 from storage.migrate import upgrade
 from storage.types import utcnow
@@ -27,7 +27,7 @@ DATA_FIRST_WEEK = "2026-W46"
 
 
 def demo_file(name: str) -> Path:
-    return Path(str(resources.files("digest") / "demo_data" / name))
+    return Path(str(resources.files("digest.demo") / "data" / name))
 
 
 def rebased_comparisons(now: datetime) -> list[dict]:
@@ -102,7 +102,7 @@ def run_demo(*, directory: Path, console: Console, now: datetime | None = None) 
 def reading_line(engine, week: str) -> str:
     """ "issue 2026-W48: 9 human openers, 8 machine-only, 14 opens in all; 4 clickers; 1 unsubscribe", as
     `digest stats` counts them."""
-    from digest.stats import issue_stats
+    from digest.track.stats import issue_stats
 
     row, = issue_stats(engine=engine, week=week)
     return (f"issue {week}: {row.human_openers} human openers, {row.machine_only_openers} machine-only, "
@@ -114,7 +114,7 @@ def write_index(folder: Path, previews: list[tuple[str, str, Path]], *, settings
                 labels: dict[str, str]) -> Path:
     """A page linking every preview and the stats, so the demo names one file instead of twenty. It is the
     web app's kind of page (templates/web, autoescaped), with the site's stylesheet copied beside it."""
-    from digest.render import templates_dir
+    from digest.render.email import templates_dir
     from digest.web.pages import web_environment
 
     issues = [(labels[week], [(audience, path.name) for w, audience, path in previews if w == week])
@@ -128,8 +128,8 @@ def write_index(folder: Path, previews: list[tuple[str, str, Path]], *, settings
 
 def write_stats(folder: Path, *, engine) -> Path:
     """What `digest stats --html` writes: the chart of the rates over the issues, and the table."""
-    from digest.stats import issue_stats
-    from digest.stats_page import stats_page
+    from digest.track.stats import issue_stats
+    from digest.track.stats_page import stats_page
 
     path = folder / "stats.html"
     path.write_text(stats_page(issue_stats(engine=engine)), encoding="utf-8")
@@ -140,7 +140,7 @@ def write_previews(*, sender, workdir: Path, now: datetime, weeks: list[str]) ->
     """One HTML file per segment of each issue, as its first recipient sees it."""
     from sqlalchemy import select
 
-    from digest.preview import preview
+    from digest.editor.preview import preview
     from storage.db import session_scope
     from storage.models import Delivery, Issue, Segment, Subscriber
 

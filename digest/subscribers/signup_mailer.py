@@ -6,7 +6,7 @@ active subscriber (an email goes out) from a bounced one (none) by timing the re
 86 % of the time; and the signup itself took longer for an address never seen (benchmarks/signup_timing.py,
 docs/reliability.md). Now the request only counts the signup and hands its `Letter` (what was typed, and
 when) to `SignupMailer.hand_over`: one put on a queue, the same whoever owns the address. A child process
-waits until a random moment within SPREAD_SECONDS, then does the rest (digest.confirmation.answer): look
+waits until a random moment within SPREAD_SECONDS, then does the rest (digest.subscribers.confirmation.answer): look
 the address up, store it if new, render the email — "none" included — and send it unless it is "none".
 The wait keeps that work's load on the machine away from the requests that follow the signup.
 
@@ -26,7 +26,7 @@ Ctrl-C or a process manager's stop reaches the whole process group) and ends whe
 A transport handed to the web app (tests of other pages) is used by a thread in this process instead:
 the same letters and the same loop, without the protection of a separate process.
 
-    python -m digest.signup_mailer   # started only by SignupMailer
+    python -m digest.subscribers.signup_mailer   # started only by SignupMailer
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from datetime import datetime
 
 from digest.children import start_child
 from digest.config import Settings
-from digest.confirmation import SignupRequest
+from digest.subscribers.confirmation import SignupRequest
 from digest.transports.base import Transport
 
 log = logging.getLogger("digest.web")
@@ -178,7 +178,7 @@ class _Thread(_Worker):
 class _Child(_Worker):
     def __init__(self, settings: Settings, spread: float):
         super().__init__()
-        self._process = start_child("digest.signup_mailer")
+        self._process = start_child("digest.subscribers.signup_mailer")
         self.pid = self._process.pid
         self._letters.put_nowait((settings, spread))  # the first frame: not a letter, not counted
         self._feeder = threading.Thread(target=self._feed, name="signup-mailer-feed", daemon=True)
@@ -222,10 +222,10 @@ class _Child(_Worker):
 # -- the worker's side ---------------------------------------------------------------------------------------
 
 def answerer(settings: Settings, transport: Transport) -> Callable[[Letter], object]:
-    """What the worker does with a letter: digest.confirmation.answer, with its own engine and templates."""
-    from digest import confirmation
-    from digest.app import links_for
-    from digest.render import make_environment
+    """What the worker does with a letter: digest.subscribers.confirmation.answer, with its own engine and templates."""
+    from digest.subscribers import confirmation
+    from digest.services import links_for
+    from digest.render.email import make_environment
     from storage.db import make_engine
 
     engine, links, env = make_engine(settings.database_url), links_for(settings), make_environment()

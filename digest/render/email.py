@@ -165,8 +165,8 @@ def issue_label(week: str, issue_date: date) -> str:
 
 def templates_dir() -> Path:
     """The templates: ``digest/_templates`` in an installed wheel (pyproject force-include), else the repo's."""
-    packaged = Path(__file__).parent / "_templates"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+    packaged = Path(__file__).resolve().parents[1] / "_templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "templates"
 
 
 def make_environment(path: Path | None = None) -> jinja2.Environment:

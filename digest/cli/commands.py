@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from digest.cli_help import Typer
+from digest.cli.help import Typer
 
 if TYPE_CHECKING:
     from digest.config import Settings
@@ -54,12 +54,12 @@ def reports_template_errors(command):
 
     @functools.wraps(command)
     def checked(*args, **kwargs):
-        from digest.render import RenderError
+        from digest.render.email import RenderError
 
         try:
             return command(*args, **kwargs)
         except RenderError as exc:
-            from digest.template_errors import template_error
+            from digest.render.template_errors import template_error
 
             raise fail(template_error(exc), 2) from None
 
@@ -191,7 +191,7 @@ def subscribers_add(
     settings = settings_for_run(need_secrets=False)
     try:
         result = add_subscriber(engine=engine_for(settings), email=email, name=name, categories=category or [], now=utcnow())
-    except (InvalidAddress, ValueError) as exc:  # ValueError: a name digest.names refuses
+    except (InvalidAddress, ValueError) as exc:  # ValueError: a name digest.subscribers.names refuses
         raise fail(str(exc))
     console.print(f"{result.email}: {'added' if result.created else 'updated'}")
     warn_unchecked(result.unchecked)
@@ -289,8 +289,8 @@ def send(
       digest send --test-to me@example.com
       digest send
     """
-    from digest.app import build_sender, settle_heap
-    from digest.send import SendAborted
+    from digest.services import build_sender, settle_heap
+    from digest.send.loop import SendAborted
     from digest.weekly import run
 
     if as_json and not dry_run:
@@ -301,8 +301,8 @@ def send(
         _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
         return
     if dry_run:
-        from digest.preview import LISTED, dry_run as plan
-        from digest.reporting import print_dry_run
+        from digest.editor.preview import LISTED, dry_run as plan
+        from digest.cli.reporting import print_dry_run
 
         found = plan(sender=build_sender(settings), week=week, now=now, limit=None if as_json else LISTED)
         if as_json:
@@ -312,7 +312,7 @@ def send(
         else:
             print_dry_run(console, found, tz=settings.tz)
         return
-    from digest.reporting import print_run
+    from digest.cli.reporting import print_run
 
     sender = build_sender(settings, progress=progress_shown(settings))
     settle_heap()
@@ -327,9 +327,9 @@ def send(
 
 
 def _test_send(settings: Settings, *, week, now, addresses: str, as_email) -> None:
-    from digest.app import build_sender
+    from digest.services import build_sender
     from digest.importing import InvalidAddress, normalize_address
-    from digest.preview import NothingToPreview, render_for, test_send
+    from digest.editor.preview import NothingToPreview, render_for, test_send
     from digest.transports import PermanentError, TransientError
 
     try:
@@ -385,8 +385,8 @@ def preview(
       digest preview --as ada@example.com --format html --out issue.html
       digest preview --serve
     """
-    from digest.app import build_sender
-    from digest.preview import NothingToPreview, as_eml, preview as render_preview, render_for
+    from digest.services import build_sender
+    from digest.editor.preview import NothingToPreview, as_eml, preview as render_preview, render_for
 
     if format not in ("html", "text", "mjml", "subject", "eml"):
         raise fail(f"--format must be html, text, mjml, subject or eml, not {format!r}", 2)
@@ -395,7 +395,7 @@ def preview(
     if serve:
         import uvicorn
 
-        from digest.editor import create_editor_app, is_loopback, page_url
+        from digest.editor.desk import create_editor_app, is_loopback, page_url
         from digest.ports import listen_problem
 
         if problem := listen_problem(host, port):  # before the URL: it would lead to the other server
@@ -453,7 +453,7 @@ def stats(
     """
     import json
 
-    from digest.stats import issue_stats
+    from digest.track.stats import issue_stats
 
     settings = settings_for_run(need_secrets=False)
     rows = issue_stats(engine=engine_for(settings), week=week)
@@ -463,7 +463,7 @@ def stats(
         sys.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
         return
     if html is not None:
-        from digest.stats_page import stats_page
+        from digest.track.stats_page import stats_page
 
         html.write_text(stats_page(rows), encoding="utf-8")
         console.print(f"wrote {html} ({len(rows)} issues): open it in a browser")
@@ -526,9 +526,9 @@ def worker(
     import logging
     import signal
 
-    from digest.app import build_sender, settle_heap
+    from digest.services import build_sender, settle_heap
     from digest.progress import CurrentStderr
-    from digest.worker import Worker
+    from digest.send.worker import Worker
 
     settings = settings_for_run()
     if batch_size is not None:
@@ -599,7 +599,7 @@ def demo(
     Example:
       digest demo --dir /tmp/verdicts-demo
     """
-    from digest.demo import run_demo
+    from digest.demo.run import run_demo
 
     run_demo(directory=directory, console=console)
 

@@ -1,11 +1,11 @@
-"""The pixel's writer process (the contract and the wire format: digest.open_writer): reads opens from its
+"""The pixel's writer process (the contract and the wire format: digest.track.open_writer): reads opens from its
 stdin until it ends, commits them in group commits, and confirms each transaction on its stdout for as long
 as the web process is there to read it.
 
 It ignores SIGINT and SIGTERM (a Ctrl-C or a process manager's stop reaches the whole process group) and
 exits when its input ends.
 
-    python -m digest.open_writer_child   # started only by OpenWriter; reads DIGEST_OPEN_WRITER_URL
+    python -m digest.track.open_writer_child   # started only by OpenWriter; reads DIGEST_OPEN_WRITER_URL
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 
 from digest.links import RecipientRef
-from digest.open_writer import MAX_BATCH, URL_VARIABLE, WINDOW_VARIABLE, frames, write_all
+from digest.track.open_writer import MAX_BATCH, URL_VARIABLE, WINDOW_VARIABLE, frames, write_all
 
 # An idle writer woken by one open waits this long for more before its transaction: the web process writes
 # each open down as it comes, and without the wait a writer faster than the traffic commits a few at a
@@ -34,7 +34,7 @@ def main() -> None:
     up, down = os.dup(1), 0
     os.dup2(2, 1)  # the pipe up is ours alone: anything a library prints goes to stderr
 
-    from digest.tracking import record_opens
+    from digest.track.tracking import record_opens
     from storage.db import make_engine
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s open writer: %(message)s")

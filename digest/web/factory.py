@@ -12,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digest.app import links_for
+from digest.services import links_for
 from digest.config import Settings
-from digest.signup_mailer import SignupMailer
+from digest.subscribers.signup_mailer import SignupMailer
 from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
 from digest.web.limits import BodyLimits
@@ -57,7 +57,7 @@ def create_app(
         pages=web_environment(),
         clock=clock,
     )
-    # Signup emails go out from a process of their own (digest.signup_mailer); a transport passed in here
+    # Signup emails go out from a process of their own (digest.subscribers.signup_mailer); a transport passed in here
     # (tests) is used by a thread instead.
     app.state.signup_mailer = SignupMailer(settings, transport=transport)
 

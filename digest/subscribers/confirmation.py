@@ -13,7 +13,7 @@ the owner of the address confirms, so nobody can change a known subscriber's set
 their `To:` and greeting, by typing their address into the form: a signup stores no name on any row, and
 the email it sends carries no name at all (whoever typed one may not own the address).
 
-None of this runs in the request: the web process counts the signup and hands it to digest.signup_mailer,
+None of this runs in the request: the web process counts the signup and hands it to digest.subscribers.signup_mailer,
 whose own process calls `answer` — record it (`plan_signup`), render the letter and send it unless its kind
 is "none" — so whatever the address, the request does the same work and its timing tells nothing.
 """
@@ -35,11 +35,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from digest import subscriptions
+from digest.subscribers import subscriptions
 from digest.config import Settings
 from digest.links import BadToken, Links, tag_fits
-from digest.names import name_problem
-from digest.render import RenderedEmail, RenderError, one_line
+from digest.subscribers.names import name_problem
+from digest.render.email import RenderedEmail, RenderError, one_line
 from digest.transports.base import Batch, Recipient, TransientError, Transport
 from storage.db import in_transaction
 from storage.models import Subscriber, SubscriberStatus
@@ -188,7 +188,7 @@ def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
 
 
 def confirmed_name(ref: ConfirmRef) -> str:
-    """The name a link stores: "" for one digest.names refuses (a link signed before signups refused them)."""
+    """The name a link stores: "" for one digest.subscribers.names refuses (a link signed before signups refused them)."""
     return "" if name_problem(ref.name) else ref.name
 
 
@@ -248,7 +248,7 @@ def batch_for(*, settings: Settings, email: RenderedEmail, outgoing: Outgoing) -
 
 def answer(*, engine: Engine, settings: Settings, links: Links, env: jinja2.Environment, transport: Transport,
            signup: SignupRequest, now: datetime) -> bool:
-    """All a signup leads to, outside the request path (digest.signup_mailer): record it and send the one email
+    """All a signup leads to, outside the request path (digest.subscribers.signup_mailer): record it and send the one email
     it calls for, if any; ``now`` is when the request came. True when an email was sent."""
     tokens = ConfirmTokens.for_settings(settings, clock=lambda: now)
 

@@ -1,7 +1,7 @@
 """Where a template went wrong, as one line a person can act on: "templates/email/digest.mjml.j2:12: unexpected '}'".
 
 The compiler's form (file:line: message) so an editor or a terminal can jump to it. Shared by the CLI
-(`preview`, `send`, `demo`) and the live preview page (`digest.editor`).
+(`preview`, `send`, `demo`) and the live preview page (`digest.editor.desk`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from digest.render import templates_dir
+from digest.render.email import templates_dir
 
 
 def template_error(exc: BaseException) -> str:

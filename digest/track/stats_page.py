@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from digest.stats import IssueStats
+from digest.track.stats import IssueStats
 
 # Series: (rate key, label, colour, dashed). Colours keep 4.5:1 against the white plot and differ in
 # dash as well as hue, so they read in greyscale and for colour-blind readers.

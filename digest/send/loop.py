@@ -33,9 +33,11 @@ from sqlalchemy import Engine
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
 from digest.progress import Progress
-from digest.render import RenderedEmail, Renderer
+from digest.render.email import RenderedEmail, Renderer
 from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, TransientError, Transport
-from storage import queries
+from storage.comparisons import load_comparisons
+from storage.deliveries import claim_batch, extend_lease, finish, release, sending_owners, status_counts
+from storage.issues import issue_segments
 from storage.db import in_transaction
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
@@ -104,10 +106,10 @@ class Sender:
         report = SendReport(week=issue.week)
 
         def survey(session):
-            report.segments = len(queries.issue_segments(session=session, issue_id=issue.id))
-            counts = queries.status_counts(session=session, issue_id=issue.id)
+            report.segments = len(issue_segments(session=session, issue_id=issue.id))
+            counts = status_counts(session=session, issue_id=issue.id)
             report.recipients = sum(counts.values())
-            dead = [o for o in queries.sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
+            dead = [o for o in sending_owners(session=session, issue_id=issue.id) if _is_dead_here(o)]
             return dead, counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
 
         dead, to_send = self.transaction(survey)
@@ -116,15 +118,15 @@ class Sender:
             progress.begin(issue.week, total=to_send, unit="sent")
         # One transaction per batch: it records the batch before as sent, then leases this one.
         record = None  # records the last accepted batch as sent, with the next claim
-        position = None  # where our last batch ended (see queries.claim_batch)
-        observe = getattr(self.transport, "observe", None)  # digest.ratelimit.SharedRateLimit
+        position = None  # where our last batch ended (see claim_batch)
+        observe = getattr(self.transport, "observe", None)  # digest.send.ratelimit.SharedRateLimit
         try:
             while not self.should_stop():
                 def work(session, record=record, after=position):
                     if record is not None:
                         record(session)
                     now = self.clock()
-                    claim = partial(queries.claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
+                    claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
                                     lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead)
                     # After our last batch when there is anything there, else from the start, stale leases first.
                     claimed = (after and claim(after=after)) or claim()
@@ -189,7 +191,7 @@ class Sender:
                 continue
             except PermanentError as exc:
                 message = str(exc)[:1000]
-                self.transaction(lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+                self.transaction(lambda session: finish(session=session, ids=ids, owner=self.owner,
                                                         status=DeliveryStatus.failed, now=self.clock(), error=message))
                 report.failed += len(ids)
                 report.errors.append(f"batch of {len(ids)} refused: {message}")
@@ -199,7 +201,7 @@ class Sender:
             report.sent += len(ids)
             report.batches += 1
             sent_at, message_id = self.clock(), result.message_id
-            return lambda session: queries.finish(session=session, ids=ids, owner=self.owner,
+            return lambda session: finish(session=session, ids=ids, owner=self.owner,
                                                   status=DeliveryStatus.sent, now=sent_at, message_id=message_id)
 
     def _leased_batch(self, issue: Issue, claimed) -> Batch:
@@ -209,7 +211,7 @@ class Sender:
             return self._batch(issue, claimed)
         except Exception as exc:
             ids = [row.delivery_id for row in claimed.rows]
-            self.transaction(lambda session: queries.release(session=session, ids=ids, owner=self.owner,
+            self.transaction(lambda session: release(session=session, ids=ids, owner=self.owner,
                                                              error=f"not rendered: {exc}"[:1000]))
             raise
 
@@ -253,12 +255,12 @@ class Sender:
         return max(0.0, delay) + 0.05 + self.jitter() * 0.5
 
     def _extend(self, ids: list[int], *, ambiguous: bool, extra: float) -> None:
-        self.transaction(lambda session: queries.extend_lease(
+        self.transaction(lambda session: extend_lease(
             session=session, ids=ids, owner=self.owner, lease_until=self.clock() + self.lease + timedelta(seconds=extra),
             ambiguous=ambiguous))
 
     def _give_up(self, ids: list[int], why: str, report: SendReport) -> None:
-        self.transaction(lambda session: queries.release(session=session, ids=ids, owner=self.owner, error=why[:1000]))
+        self.transaction(lambda session: release(session=session, ids=ids, owner=self.owner, error=why[:1000]))
         report.errors.append(why)
         raise SendAborted(f"sending stopped, {why}. Deliveries left pending; rerun `digest send` to resume.", report)
 
@@ -280,7 +282,7 @@ class Sender:
         self.transaction(lambda session: self._count_up(session, issue, report))
 
     def _count_up(self, session, issue: Issue, report: SendReport) -> None:
-        counts = queries.status_counts(session=session, issue_id=issue.id)
+        counts = status_counts(session=session, issue_id=issue.id)
         report.cancelled = counts.get(DeliveryStatus.cancelled.value, 0)
         report.remaining = counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
         if report.remaining == 0:
@@ -291,11 +293,11 @@ class Sender:
 
 def render_segment(*, session, renderer: Renderer, settings: Settings, issue: Issue, segment: Segment) -> RenderedEmail:
     """Render one segment of an issue: the first `max_shown` comparisons in full, the rest as "and K more"."""
-    from digest.selection import cap
+    from digest.claim.selection import cap
 
     ids = [int(i) for i in segment.comparison_ids.split(",") if i]
     shown, more = cap(ids, settings.max_shown)
-    comparisons = queries.load_comparisons(session=session, ids=shown)
+    comparisons = load_comparisons(session=session, ids=shown)
     return renderer.render_segment(
         week=issue.week,
         issue_date=issue.created_at.astimezone(settings.tz).date(),

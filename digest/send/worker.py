@@ -5,7 +5,7 @@ by side with any number of other workers and schedulers. What keeps them apart i
 - `claim_batch` leases rows with SELECT … FOR UPDATE SKIP LOCKED, so two workers never take the same row,
   and a leased row belongs to its worker until the lease (DIGEST_LEASE_SECONDS) runs out — a worker that
   dies or hangs loses its rows to the others then (at once when it died on this host);
-- a 429 is recorded in one row that every worker reads before posting (digest.ratelimit);
+- a 429 is recorded in one row that every worker reads before posting (digest.send.ratelimit);
 - each segment is rendered once per process (the sender's cache), not once per batch.
 
 SIGTERM or Ctrl-C: the batch in flight is finished and recorded, then the worker exits.
@@ -17,8 +17,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from digest.send import SendAborted, Sender, SendReport
-from storage import queries
+from digest.send.loop import SendAborted, Sender, SendReport
+from storage.issues import unfinished_issues
 
 log = logging.getLogger("digest.worker")
 
@@ -86,7 +86,7 @@ class Worker:
 
     def drain(self) -> bool:
         """One pass over every unfinished issue; True when this worker sent (or refused) something."""
-        issues = self.sender.transaction(lambda session: queries.unfinished_issues(session=session))
+        issues = self.sender.transaction(lambda session: unfinished_issues(session=session))
         before = self.report.sent + self.report.failed
         for issue in issues:
             if self.stopping:

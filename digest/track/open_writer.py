@@ -24,7 +24,7 @@ child rebuilds nothing but ints, strings and floats). Down, one frame per open, 
 or None, now as a POSIX timestamp: exact to the microsecond). Up, per transaction: (opens in it, None or
 the text of the error that rolled it back).
 
-The child, `python -m digest.open_writer_child`, ignores SIGINT and SIGTERM and exits when its input ends.
+The child, `python -m digest.track.open_writer_child`, ignores SIGINT and SIGTERM and exits when its input ends.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ MAX_BATCH = 1000  # opens per transaction: bounds one transaction's time after a
 MAX_UNCONFIRMED = 10_000  # opens handed over and not yet committed, before fetches wait (~3 MB)
 RESTART_AFTER = 1.0  # seconds between starts: a writer that cannot start is not restarted in a tight loop
 FAILURES_LOGGED_EVERY = 10.0  # seconds
-# More than the store keeps (digest.tracking: 300); keeps a frame (≤ ~1.1 KB) under PIPE_BUF, 4096 bytes,
+# More than the store keeps (digest.track.tracking: 300); keeps a frame (≤ ~1.1 KB) under PIPE_BUF, 4096 bytes,
 # so that one os.write puts it in the pipe whole or not at all, and bounds what a held-back fetch holds.
 AGENT_CHARS = 512
 # Linux's default pipe is 64 KiB (~550 opens of a typical agent, ~115 bytes each); 1 MiB (fs.pipe-max-size's
@@ -149,7 +149,7 @@ class OpenWriter:
         if self._dropped:
             log.error("open pixel: %d opens not recorded while the open writer was down", self._dropped)
             self._dropped = 0
-        self._process = start_child("digest.open_writer_child", **{URL_VARIABLE: self._url,
+        self._process = start_child("digest.track.open_writer_child", **{URL_VARIABLE: self._url,
                                                                    WINDOW_VARIABLE: repr(self._window)})
         down = self._process.stdin.fileno()
         if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux; elsewhere the pipe keeps its size, fetches wait sooner

@@ -7,9 +7,9 @@ import gc
 from digest.config import Settings
 from digest.links import Links, Signer
 from digest.progress import Progress
-from digest.ratelimit import SharedRateLimit
-from digest.render import Renderer
-from digest.send import Sender
+from digest.send.ratelimit import SharedRateLimit
+from digest.render.email import Renderer
+from digest.send.loop import Sender
 from digest.transports import Transport, make_transport
 from storage.db import make_engine
 
@@ -28,7 +28,7 @@ def build_sender(
     links = links_for(settings)
     engine = make_engine(settings.database_url)
     if transport is None:
-        # Every process that sends waits out a 429 that any of them was told about (digest.ratelimit).
+        # Every process that sends waits out a 429 that any of them was told about (digest.send.ratelimit).
         transport = SharedRateLimit(make_transport(settings), engine=engine, db_retry_seconds=settings.db_retry_seconds)
     return Sender(
         engine=engine,

@@ -1,0 +1,1 @@
+"""The editor's desk: previews, dry runs and test sends of an issue before it goes out."""

@@ -1,0 +1,59 @@
+"""Comparisons as the claim ranks them (plain facts) and as an email shows them (with tools and reviews)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import false, select
+from sqlalchemy.orm import selectinload
+from sqlmodel import Session
+
+from digest.claim.selection import ComparisonFacts
+from storage.models import Comparison, IssueComparison, Tool
+
+
+def _facts(session: Session, comparison_filter) -> list[ComparisonFacts]:
+    rows = session.execute(
+        select(Comparison.id, Comparison.category, Comparison.published_at, Comparison.community_votes)
+        .where(comparison_filter)
+    ).all()
+    ids = [row.id for row in rows]
+    pcts: dict[int, list[int]] = {comparison_id: [] for comparison_id in ids}
+    if ids:
+        for comparison_id, pct in session.execute(
+            select(Tool.comparison_id, Tool.panel_ship_pct).where(Tool.comparison_id.in_(ids)).order_by(Tool.position)
+        ):
+            pcts[comparison_id].append(pct or 0)
+    return [
+        ComparisonFacts(id=row.id, category=row.category, published_at=row.published_at,
+                        ship_pcts=tuple(pcts[row.id]), community_votes=row.community_votes or 0)
+        for row in rows
+    ]
+
+
+def _unclaimed(now: datetime):
+    # ``claimed`` narrows the search to an index range; issue_comparison stays the record.
+    claimed = select(IssueComparison.comparison_id).where(IssueComparison.comparison_id == Comparison.id)
+    return (Comparison.claimed == false()) & (Comparison.published_at <= now) & ~claimed.exists()
+
+
+def claimable_comparisons(*, session: Session, now: datetime) -> list[ComparisonFacts]:
+    """Published by ``now`` and in no issue yet: what an issue opened now would claim."""
+    return _facts(session, _unclaimed(now))
+
+
+def claimed_comparisons(*, session: Session, issue_id: int) -> list[ComparisonFacts]:
+    claimed = select(IssueComparison.comparison_id).where(IssueComparison.issue_id == issue_id)
+    return _facts(session, Comparison.id.in_(claimed))
+
+
+def load_comparisons(*, session: Session, ids: Sequence[int]) -> list[Comparison]:
+    """Comparisons with their tools and reviews, in the order of ``ids``."""
+    query = (
+        select(Comparison)
+        .where(Comparison.id.in_(list(ids)))
+        .options(selectinload(Comparison.tools).selectinload(Tool.reviews))
+    )
+    by_id = {c.id: c for c in session.execute(query).scalars()}
+    return [by_id[i] for i in ids if i in by_id]

@@ -1,0 +1,196 @@
+"""Deliveries while an issue is sent: lease a batch, close it (sent, failed, cancelled), give it back, count.
+
+The per-batch statements run on the DB-API cursor (`storage.raw.Raw`); the rest over the Session.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from storage.models import Delivery, DeliveryStatus, SubscriberStatus
+from storage.raw import Raw
+
+
+class BatchRow(NamedTuple):
+    """One recipient of a claimed batch (a tuple: a thousand are built per batch)."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    link_tag: int  # goes into the recipient's links (digest.links)
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    segment_id: int
+    rows: list[BatchRow]
+    resent: int  # rows taken over from a sender whose outcome is unknown (counted as ambiguous)
+    position: tuple[int, int] = (0, 0)  # (segment_id, id) of the last row leased: pass as ``after`` next time
+
+
+def claim_batch(
+    *, session: Session, issue_id: int, owner: str, now: datetime, lease_until: datetime, limit: int,
+    dead_owners: Sequence[str] = (), after: tuple[int, int] | None = None,
+) -> ClaimedBatch | None:
+    """Lease up to ``limit`` sendable deliveries of one segment (one content per request).
+
+    Sendable: pending, or 'sending' under a lease that ran out or belongs to a process known dead. Rows
+    taken over from 'sending' may already have been handed to the provider, so they are counted in
+    ``ambiguous_resends``. On PostgreSQL FOR UPDATE SKIP LOCKED lets several senders claim side by side;
+    SQLite serialises writers (BEGIN IMMEDIATE, see storage.db).
+
+    The statements run on the DB-API cursor (`Raw`): they run once per batch over a thousand rows, and
+    SQLAlchemy's statement and row handling cost more than the statements did (benchmarks/send.py).
+    """
+    raw = Raw(session)
+    params = {"issue_id": issue_id, "limit": limit, "owner": owner}
+    # Each query walks the issue's rows in the (issue_id, segment_id, id) index, in order, and stops at
+    # ``limit``; status is a filter, not part of the index, so that leasing and closing a row never touch
+    # an index (see Delivery). Stale rows first: they are older.
+    # ``after``: where this sender's last batch ended. Every row before it is sent or leased, so a claim
+    # from the start would step over all of them: a million rows half-way through a million. Starting
+    # after our last batch skips them; a row left behind (a batch given back, a row another sender
+    # skipped) is found by the scan from the start that follows when nothing is left after the position.
+    # The same holds for the 'sending' rows, so stale leases are looked for when a send starts and when
+    # nothing is left after the position, not before every batch: the caller asks again without ``after``.
+    if after is not None:  # only pending rows after the position: a caller resuming a send
+        # Two queries, not "(segment_id, id) > (:segment, :last)": SQLite bounds an index range by the
+        # first column of a row value only, so that one read the whole segment up to the position again
+        # for every batch (11 ms a claim at 200,000 recipients, growing with the list).
+        segment, last = after
+        candidates = raw.fetch(_candidates_sql(raw.dialect, _SAME_SEGMENT), {**params, "segment": segment, "last": last}) \
+            or raw.fetch(_candidates_sql(raw.dialect, _LATER_SEGMENTS), {**params, "segment": segment})
+    else:
+        # Stale: a lease that ran out, or belongs to a process known dead, or is ``owner``'s own, still
+        # open: a claim whose commit succeeded but whose answer was lost (the database went away at that
+        # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
+        # sender records its last batch in the same transaction, before this (Sender._send_in_turn).
+        stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
+        candidates = raw.fetch(_candidates_sql(raw.dialect, stale),
+                               {**params, "now": raw.time(now), "dead": raw.array(dead_owners)}) \
+            or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
+    if not candidates:
+        return None
+    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag
+    segment_id = candidates[0][1]
+    chosen = [row for row in candidates if row[1] == segment_id]
+    ids = [row[0] for row in chosen]
+    leased = DeliveryStatus.sending.value
+    resent = sum(1 for row in chosen if row[2] == leased and row[3] != owner)
+    raw.run(_LEASE_SQL.format(among=raw.among("ids")),
+            {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids(ids)})
+    active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
+    gone = [row for row in chosen if row[7] != active]
+    if gone:
+        erased = [row[0] for row in gone if row[4] is None]
+        if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
+            raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
+        left = [row[0] for row in gone if row[4] is not None]
+        if left:  # left between fan-out and now: they get nothing more from us
+            finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
+                   error="subscriber no longer active")
+    rows = [BatchRow(row[0], row[4], row[5], row[6], row[8]) for row in chosen if row[7] == active]
+    return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
+
+
+def finish(
+    *, session: Session, ids: Sequence[int], owner: str, status: DeliveryStatus, now: datetime,
+    message_id: str | None = None, error: str | None = None,
+) -> int:
+    """Close leased deliveries: sent (with the provider's message id), failed or cancelled."""
+    raw = Raw(session)
+    sent = ", message_id = :message_id, sent_at = :now" if status is DeliveryStatus.sent else ""
+    statement = (f"UPDATE delivery SET status = :status, lease_owner = NULL, leased_until = NULL, error = :error{sent} "
+                 f"WHERE id {raw.among('ids')} AND lease_owner = :owner")
+    values = {"status": status.value, "error": error, "owner": owner, "ids": raw.ids(ids)}
+    if sent:
+        values.update(message_id=message_id, now=raw.time(now))
+    return raw.run(statement, values)
+
+
+# The claim's candidates, with the subscriber each goes to: one statement. FOR UPDATE OF d SKIP LOCKED on
+# PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery
+# whose subscriber was erased is found too (s.id is NULL), and deleted.
+_CANDIDATES_SQL = (
+    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag "
+    "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
+    "WHERE d.issue_id = :issue_id AND {sendable} ORDER BY d.segment_id, d.id LIMIT :limit"
+)
+
+
+_SAME_SEGMENT = "d.status = 'pending' AND d.segment_id = :segment AND d.id > :last"
+
+
+_LATER_SEGMENTS = "d.status = 'pending' AND d.segment_id > :segment"
+
+
+_PENDING = "d.status = 'pending'"
+
+
+_STALE = "d.status = 'sending' AND (d.leased_until < :now OR d.lease_owner = :owner"
+
+
+# A lease in one statement. Rows taken over from another sender ('sending' under someone else's lease)
+# may already have been handed to the provider: counted in ambiguous_resends. (":previous" is the owner
+# again: PostgreSQL infers one type per parameter, varchar for the SET and text for the comparison.)
+_LEASE_SQL = (
+    "UPDATE delivery SET status = 'sending', lease_owner = :owner, leased_until = :until, "
+    "attempts = attempts + 1, ambiguous_resends = ambiguous_resends + "
+    "CASE WHEN status = 'sending' AND lease_owner <> :previous THEN 1 ELSE 0 END WHERE id {among}"
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _candidates_sql(dialect: str, sendable: str) -> str:
+    sql = _CANDIDATES_SQL.format(sendable=sendable)
+    return sql + " FOR UPDATE OF d SKIP LOCKED" if dialect == "postgresql" else sql
+
+
+def release(*, session: Session, ids: Sequence[int], owner: str, error: str) -> int:
+    """Give leased deliveries back as pending (the provider is down): a later run sends them."""
+    result = session.execute(
+        update(Delivery).where(Delivery.id.in_(list(ids)), Delivery.lease_owner == owner)
+        .values(status=DeliveryStatus.pending.value, lease_owner=None, leased_until=None, error=error)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def extend_lease(*, session: Session, ids: Sequence[int], owner: str, lease_until: datetime, ambiguous: bool) -> None:
+    """Before a retry: keep the lease, and count a possible duplicate when the last try was ambiguous."""
+    values: dict = dict(leased_until=lease_until)
+    if ambiguous:
+        values["ambiguous_resends"] = Delivery.ambiguous_resends + 1
+    session.execute(
+        update(Delivery).where(Delivery.id.in_(list(ids)), Delivery.lease_owner == owner).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def sending_owners(*, session: Session, issue_id: int) -> list[str]:
+    rows = session.execute(
+        select(Delivery.lease_owner).where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.sending.value)
+        .distinct()
+    )
+    return [owner for (owner,) in rows if owner]
+
+
+def status_counts(*, session: Session, issue_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.issue_id == issue_id).group_by(Delivery.status)
+    )
+    return {str(status): count for status, count in rows}
+
+
+def ambiguous_total(*, session: Session, issue_id: int) -> int:
+    return session.execute(
+        select(func.coalesce(func.sum(Delivery.ambiguous_resends), 0)).where(Delivery.issue_id == issue_id)
+    ).scalar_one()
