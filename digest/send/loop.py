@@ -19,7 +19,6 @@ from __future__ import annotations
 import html
 import os
 import random
-import re
 import socket
 import time
 import uuid
@@ -34,6 +33,7 @@ from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
 from digest.progress import Progress
 from digest.render.email import RenderedEmail, Renderer
+from digest.subscribers.names import clean_name
 from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, TransientError, Transport
 from storage.comparisons import load_comparisons
 from storage.deliveries import claim_batch, extend_lease, finish, release, sending_owners, status_counts
@@ -46,7 +46,6 @@ BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
 BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
 RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage, not a rate limit
 RATE_LIMIT_MAX_WAITS = 100  # consecutive 429s on one batch before we give up for this run
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f]|\[%|%\]")
 
 
 class SendAborted(Exception):
@@ -320,16 +319,6 @@ def recipient(delivery_id: int | None, email: str, name: str, token: str, links:
         substitutions={TOKEN_TAG: token, NAME_HTML_TAG: html.escape(name or "there"), NAME_TEXT_TAG: name or "there"},
         headers={"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
     )
-
-
-def clean_name(name: str) -> str:
-    """A subscriber's name as it may appear in a header or a greeting: one line, no tag look-alikes."""
-    if name and name.isprintable() and len(name) <= 100 and name == name.strip() and "  " not in name \
-            and "[%" not in name and "%]" not in name:
-        # Already clean (nearly every name), so the regex below would change nothing: skipped, since it
-        # runs once per recipient. isprintable() is False for every control character the regex removes.
-        return name
-    return " ".join(_UNSAFE_NAME.sub(" ", name or "").split())[:100]
 
 
 def _is_dead_here(owner: str) -> bool:

@@ -23,6 +23,8 @@ _LINK_LIKE = re.compile(
       | \d{1,3}(?:\.\d{1,3}){3}                            # a dotted IPv4 address
       | [^\W_]\.[^\W\d_]{2,}                               # host.tld: a letter or digit, a dot, 2+ letters
     """, re.IGNORECASE | re.VERBOSE)
+# What may not stand in a header or a greeting: control characters, and look-alikes of a substitution tag.
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f]|\[%|%\]")
 # What NFKC leaves alone but a reader or an IDNA-aware client still takes for a dot (U+3002, U+FF61).
 _OTHER_DOTS = str.maketrans({"\u3002": ".", "\uff61": "."})
 
@@ -46,3 +48,13 @@ def name_problem(name: str) -> str | None:
         return None
     return (f"a name cannot contain a web or email address (found {part!r}): write just the name, "
             "with a space after any dot (\"St. John\")")
+
+
+def clean_name(name: str) -> str:
+    """A subscriber's name as it may appear in a header or a greeting: one line, no tag look-alikes."""
+    if name and name.isprintable() and len(name) <= 100 and name == name.strip() and "  " not in name \
+            and "[%" not in name and "%]" not in name:
+        # Already clean (nearly every name), so the regex below would change nothing: skipped, since it
+        # runs once per recipient. isprintable() is False for every control character the regex removes.
+        return name
+    return " ".join(_UNSAFE_NAME.sub(" ", name or "").split())[:100]

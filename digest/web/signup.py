@@ -25,10 +25,9 @@ from digest.subscribers import confirmation
 from digest.subscribers.confirmation import ConfirmTokens, SignupRequest
 from digest.importing import InvalidAddress, normalize_address
 from digest.links import BadToken
-from digest.subscribers.names import name_problem
+from digest.subscribers.names import clean_name, name_problem
 from digest.categories import followable
 from digest.claim.selection import canonical_categories, category_key
-from digest.send.loop import clean_name
 from digest.web.context import WebContext, get_context
 from digest.web.security import CSRF_FIELD, csrf_field, csrf_ok
 from digest.subscribers.signup_mailer import Letter
