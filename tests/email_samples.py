@@ -13,7 +13,8 @@ from digest.config import Settings
 from digest.importing.comparisons import COMPARISON_FIELDS, REVIEW_FIELDS, TOOL_FIELDS, load_comparisons
 from digest.importing.comparisons import parse_published_at
 from digest.links import Links, Signer
-from digest.render.email import RenderedEmail, Renderer
+from digest.render.email import Renderer
+from digest.render.environment import RenderedEmail
 from digest.send.loop import Sender, recipient
 from digest.transports.base import Batch, Recipient, fill
 from storage.models import Comparison, Review, Tool

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from digest.services import build_sender
 from digest.config import Settings
 from digest.editor.desk import EMAIL_CSP, create_editor_app
-from digest.render.email import Renderer, make_environment, templates_dir
+from digest.render.email import Renderer
+from digest.render.environment import make_environment, templates_dir
 from digest.web.security import SECURITY_HEADERS
 from tests.factories import add_comparison, add_subscribers
 from tests.fixtures_web import LiveServer, _free_port

@@ -12,7 +12,9 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
-from digest.render.email import RenderedEmail, Renderer, make_environment, neutralize, strongest_opinion
+from digest.render.email import Renderer, strongest_opinion
+from digest.render.environment import RenderedEmail, make_environment
+from digest.render.text import neutralize
 from digest.transports.base import fill
 from tests.email_samples import SEATS, long_comparison, make_comparison  # the builders live in email_samples
 

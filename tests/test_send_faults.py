@@ -202,7 +202,8 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
     "a template that fails to render: the batch just leased goes back to pending; the fixed rerun sends it once, no duplicate counted"
     import shutil
 
-    from digest.render.email import Renderer, RenderError, make_environment, templates_dir
+    from digest.render.email import Renderer
+    from digest.render.environment import RenderError, make_environment, templates_dir
 
     transport = RecordingTransport()
     sender = make_sender(db_url, tmp_path, transport, clock, batch_size=10)

@@ -54,7 +54,7 @@ def reports_template_errors(command):
 
     @functools.wraps(command)
     def checked(*args, **kwargs):
-        from digest.render.email import RenderError
+        from digest.render.environment import RenderError
 
         try:
             return command(*args, **kwargs)

@@ -114,7 +114,7 @@ def write_index(folder: Path, previews: list[tuple[str, str, Path]], *, settings
                 labels: dict[str, str]) -> Path:
     """A page linking every preview and the stats, so the demo names one file instead of twenty. It is the
     web app's kind of page (templates/web, autoescaped), with the site's stylesheet copied beside it."""
-    from digest.render.email import templates_dir
+    from digest.render.environment import templates_dir
     from digest.web.pages import web_environment
 
     issues = [(labels[week], [(audience, path.name) for w, audience, path in previews if w == week])

@@ -27,7 +27,7 @@ from starlette.datastructures import MutableHeaders
 from sqlalchemy import func, select
 
 from digest.editor.preview import NothingToPreview, dry_run, preview
-from digest.render.email import RenderError, templates_dir
+from digest.render.environment import RenderError, templates_dir
 from digest.send.loop import Sender
 from digest.render.template_errors import template_error
 from digest.web.factory import answer_head_like_get

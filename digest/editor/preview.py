@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from digest.render.email import RenderedEmail
+from digest.render.environment import RenderedEmail
 from digest.claim.selection import ComparisonFacts, audience_label, cap, rank, visible_to
 from digest.send.loop import Sender, recipient
 from digest.transports.base import Recipient, fill

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from digest.render.email import templates_dir
+from digest.render.environment import templates_dir
 
 
 def template_error(exc: BaseException) -> str:

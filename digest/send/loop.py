@@ -32,7 +32,8 @@ from sqlalchemy import Engine
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
 from digest.progress import Progress
-from digest.render.email import RenderedEmail, Renderer
+from digest.render.email import Renderer
+from digest.render.environment import RenderedEmail
 from digest.subscribers.names import clean_name
 from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, TransientError, Transport
 from storage.comparisons import load_comparisons

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta, timezone
 
 import jinja2
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from mjml import mjml2html
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -39,7 +38,8 @@ from digest.subscribers import subscriptions
 from digest.config import Settings
 from digest.links import BadToken, Links, tag_fits
 from digest.subscribers.names import name_problem
-from digest.render.email import RenderedEmail, RenderError, one_line
+from digest.render.environment import RenderError, RenderedEmail, render_email
+from digest.render import mail
 from digest.transports.base import Batch, Recipient, TransientError, Transport
 from storage.db import in_transaction
 from storage.models import Subscriber, SubscriberStatus
@@ -217,33 +217,19 @@ def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber |
 
 # -- the email ------------------------------------------------------------------------------------------------
 
-def render_email(*, env: jinja2.Environment, settings: Settings, outgoing: Outgoing) -> RenderedEmail:
+def render_letter(*, env: jinja2.Environment, settings: Settings, outgoing: Outgoing) -> RenderedEmail:
     """The confirmation (or "already subscribed") email for one person, rendered for them alone: no tags, and
     no name — whoever typed the address may not own it, so nothing they typed but the choices in the link."""
     context = dict(already=outgoing.already, url=outgoing.url, settings=settings,
                    max_age_days=settings.confirm_max_age_days)
-    subject, text, mjml = (_render(env, name, context) for name in TEMPLATES)
-    try:
-        html = mjml2html(mjml)
-    except Exception as exc:  # mjml-python raises plain exceptions with a parser message
-        raise RenderError(f"{TEMPLATES[2]}: the rendered MJML did not compile: {exc}") from exc
-    return RenderedEmail(subject=one_line(subject), html=html, text=text, mjml=mjml)
-
-
-def _render(env: jinja2.Environment, name: str, context: dict) -> str:
-    try:
-        return env.get_template(name).render(context)
-    except jinja2.TemplateError as exc:
-        raise RenderError(f"{name}: {exc}") from exc
+    return render_email(env=env, templates=TEMPLATES, context=context)
 
 
 def batch_for(*, settings: Settings, email: RenderedEmail, outgoing: Outgoing) -> Batch:
     """One recipient, no substitutions and no List-Unsubscribe: a transactional email they asked for."""
     person = Recipient(delivery_id=None, email=outgoing.email, name="", substitutions={}, headers={})
     kind = "signup-already-subscribed" if outgoing.already else "signup-confirmation"
-    return Batch(from_email=settings.from_email, from_name=settings.from_name, reply_to=settings.reply_to,
-                 subject=email.subject, html=email.html, text=email.text, recipients=[person],
-                 categories=[kind], custom_args={"kind": kind})
+    return mail.batch(settings=settings, email=email, recipients=[person], categories=[kind], custom_args={"kind": kind})
 
 
 def answer(*, engine: Engine, settings: Settings, links: Links, env: jinja2.Environment, transport: Transport,
@@ -266,7 +252,7 @@ def deliver(*, transport: Transport, env: jinja2.Environment, settings: Settings
             sleep: Callable[[float], None] = time.sleep) -> bool:
     """Render, and send unless the letter is "none": failures are logged, never raised. True when sent."""
     try:
-        batch = batch_for(settings=settings, email=render_email(env=env, settings=settings, outgoing=outgoing),
+        batch = batch_for(settings=settings, email=render_letter(env=env, settings=settings, outgoing=outgoing),
                           outgoing=outgoing)
     except RenderError:
         log.exception("signup email did not render")

@@ -225,7 +225,7 @@ def answerer(settings: Settings, transport: Transport) -> Callable[[Letter], obj
     """What the worker does with a letter: digest.subscribers.confirmation.answer, with its own engine and templates."""
     from digest.subscribers import confirmation
     from digest.services import links_for
-    from digest.render.email import make_environment
+    from digest.render.environment import make_environment
     from storage.db import make_engine
 
     engine, links, env = make_engine(settings.database_url), links_for(settings), make_environment()

@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlmodel import Session
 
-from digest.render.email import Renderer, issue_label, make_environment
+from digest.render.email import Renderer, issue_label
+from digest.render.environment import make_environment
 from digest.claim.selection import cap
 from digest.web.context import WebContext, get_context
 from storage.comparisons import load_comparisons

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jinja2
 
-from digest.render.email import templates_dir
+from digest.render.environment import templates_dir
 
 
 def web_environment() -> jinja2.Environment:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
-from digest.render.email import templates_dir
+from digest.render.environment import templates_dir
 
 router = APIRouter()
 
