@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from digest.claim.selection import canonical_categories
-from digest.transports.base import Batch, SendResult
+from digest.transports.base import Alone, Batch, SendResult
 from storage.db import session_scope
 from storage.models import Comparison, Review, Subscriber, SubscriberStatus, Tool
 
@@ -63,7 +63,7 @@ def recipient_token(engine, signer, subscriber_id: int, delivery_id: int | None 
                                   tag=link_tags(engine, [subscriber_id]).get(subscriber_id, 0))
 
 
-class RecordingTransport:
+class RecordingTransport(Alone):
     """A transport that accepts everything and remembers it. `fail_with` raises once per queued error."""
 
     name = "recording"

@@ -119,7 +119,6 @@ class Sender:
         # One transaction per batch: it records the batch before as sent, then leases this one.
         record = None  # records the last accepted batch as sent, with the next claim
         position = None  # where our last batch ended (see claim_batch)
-        observe = getattr(self.transport, "observe", None)  # digest.send.ratelimit.SharedRateLimit
         try:
             while not self.should_stop():
                 def work(session, record=record, after=position):
@@ -130,8 +129,8 @@ class Sender:
                                     lease_until=now + self.lease, limit=self.settings.batch_size, dead_owners=dead)
                     # After our last batch when there is anything there, else from the start, stale leases first.
                     claimed = (after and claim(after=after)) or claim()
-                    if claimed is not None and observe is not None:
-                        observe(session.connection())  # the shared rate limit, read in this transaction
+                    if claimed is not None:
+                        self.transport.observe(session.connection())  # e.g. a shared rate limit, read in this transaction
                     return claimed
 
                 claimed = self.transaction(work)

@@ -80,8 +80,7 @@ class Worker:
                 break
             if not busy:
                 self._stop.wait(self.idle_seconds)
-        waits = getattr(self.sender.transport, "waits", 0)
-        self.report.shared_waits = waits
+        self.report.shared_waits = self.sender.transport.waits
         return self.report
 
     def drain(self) -> bool:

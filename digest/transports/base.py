@@ -67,6 +67,9 @@ class PermanentError(Exception):
 
 class Transport(Protocol):
     name: str
+    # Times this transport waited, before a request, for a provider limit another sender recorded
+    # (digest.send.ratelimit.SharedRateLimit); 0 for a transport that knows of no other sender.
+    waits: int
 
     def send(self, batch: Batch) -> SendResult:
         """Hand the batch to the provider once: no retries here (the sender owns retry policy).
@@ -76,9 +79,26 @@ class Transport(Protocol):
         """
         ...
 
+    def observe(self, connection) -> None:
+        """Read what other senders recorded about the provider (a shared rate limit) on ``connection``, inside
+        the transaction that leased the next batch, so the next `send` needs no query of its own."""
+        ...
+
     def close(self) -> None:
         """Release connections; a transport may be used again after."""
         ...
+
+
+class Alone:
+    """For a transport that shares nothing with other senders: nothing to observe, never waits for them."""
+
+    waits = 0
+
+    def observe(self, connection) -> None:
+        """See `Transport`."""
+
+    def close(self) -> None:
+        """See `Transport`."""
 
 
 def fill(text: str, substitutions: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import idna
 
-from digest.transports.base import Batch, Recipient, SendResult, fill
+from digest.transports.base import Alone, Batch, Recipient, SendResult, fill
 
 # Set by this transport from the batch's own fields: a header of the same name would duplicate them.
 OWN_HEADERS = frozenset(
@@ -32,7 +32,7 @@ OWN_HEADERS = frozenset(
 )
 
 
-class OutboxTransport:
+class OutboxTransport(Alone):
     """See `Transport`. Writes one `.eml` per recipient into ``directory`` (created when missing)."""
 
     name = "outbox"

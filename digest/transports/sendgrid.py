@@ -15,7 +15,7 @@ import urllib.error
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from digest.transports.base import Batch, PermanentError, RateLimited, Recipient, SendResult, TransientError
+from digest.transports.base import Alone, Batch, PermanentError, RateLimited, Recipient, SendResult, TransientError
 
 MAX_RECIPIENTS = 1000  # per request, to+cc+bcc over all personalizations
 MAX_CATEGORIES = 10
@@ -28,7 +28,7 @@ RESERVED_HEADERS = frozenset(
 )
 
 
-class SendGridTransport:
+class SendGridTransport(Alone):
     """See `Transport`. Sends through the official `sendgrid` client, with a timeout on every request."""
 
     name = "sendgrid"
