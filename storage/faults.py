@@ -11,7 +11,11 @@ from __future__ import annotations
 import re
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, NoSuchModuleError, OperationalError
+
+# A unique key refused a row: another process stored the same thing first (an issue's week, an address).
+# Named here so that the domain can catch it without knowing the database library.
+Conflict = IntegrityError
 
 # SQLSTATE classes and codes that a later attempt can get past (PostgreSQL, appendix A): 08 connection
 # exception, 40 serialization failure / deadlock, 53 insufficient resources, 55P03 lock not available,
