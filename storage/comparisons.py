@@ -1,4 +1,5 @@
-"""Comparisons as the claim ranks them (plain facts) and as an email shows them (with tools and reviews)."""
+"""Comparisons as the claim ranks them (plain facts) and as an email shows them (plain records with their tools
+and reviews, storage.records)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from sqlalchemy.orm import selectinload
 from sqlmodel import Session
 
 from digest.claim.selection import ComparisonFacts
-from storage.models import Comparison, IssueComparison, Tool
+from storage.models import Comparison, IssueComparison, Review, Tool
+from storage.records import ComparisonRecord, ReviewRecord, ToolRecord
 
 
 def _facts(session: Session, comparison_filter) -> list[ComparisonFacts]:
@@ -48,12 +50,33 @@ def claimed_comparisons(*, session: Session, issue_id: int) -> list[ComparisonFa
     return _facts(session, Comparison.id.in_(claimed))
 
 
-def load_comparisons(*, session: Session, ids: Sequence[int]) -> list[Comparison]:
-    """Comparisons with their tools and reviews, in the order of ``ids``."""
+def load_comparisons(*, session: Session, ids: Sequence[int]) -> list[ComparisonRecord]:
+    """Comparisons with their tools and reviews, in the order of ``ids``: plain records, read in this session."""
     query = (
         select(Comparison)
         .where(Comparison.id.in_(list(ids)))
         .options(selectinload(Comparison.tools).selectinload(Tool.reviews))
     )
     by_id = {c.id: c for c in session.execute(query).scalars()}
-    return [by_id[i] for i in ids if i in by_id]
+    return [_comparison_record(by_id[i]) for i in ids if i in by_id]
+
+
+def _comparison_record(row: Comparison) -> ComparisonRecord:
+    return ComparisonRecord(
+        id=row.id, slug=row.slug, title=row.title, url=row.url, category=row.category,
+        published_at=row.published_at, community_votes=row.community_votes,
+        tools=tuple(_tool_record(tool) for tool in row.tools),
+    )
+
+
+def _tool_record(row: Tool) -> ToolRecord:
+    return ToolRecord(
+        name=row.name, tagline=row.tagline, summary=row.summary, category=row.category, pricing=row.pricing,
+        entry_price=row.entry_price, panel_ship_pct=row.panel_ship_pct, community_ship_pct=row.community_ship_pct,
+        position=row.position, reviews=tuple(_review_record(review) for review in row.reviews),
+    )
+
+
+def _review_record(row: Review) -> ReviewRecord:
+    return ReviewRecord(persona=row.persona, score=row.score, verdict=row.verdict, text=row.text,
+                        position=row.position)

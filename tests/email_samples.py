@@ -3,11 +3,10 @@ three and four tools; and the digest as one recipient gets it (substitutions fil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine
 
 from digest.config import Settings
 from digest.importing.comparisons import COMPARISON_FIELDS, REVIEW_FIELDS, TOOL_FIELDS, load_comparisons
@@ -15,9 +14,9 @@ from digest.importing.comparisons import parse_published_at
 from digest.links import Links, Signer
 from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail
-from digest.send.loop import Sender, recipient
+from digest.render.mail import issue_batch, recipient
 from digest.transports.base import Batch, Recipient, fill
-from storage.models import Comparison, Review, Tool
+from storage.records import ComparisonRecord, ReviewRecord, ToolRecord
 
 SEATS = ("Builder", "Skeptic", "Futurist", "Founder")
 WEEK, ISSUE_DATE = "2026-W48", date(2026, 11, 26)
@@ -28,25 +27,43 @@ SECRET = "x" * 32
 # -- comparisons ----------------------------------------------------------------------------------------------
 
 def make_comparison(index: int = 0, *, title: str | None = None, tools: int = 2, url: str | None = None,
-                    scores=(85, 78, 82, 55), verdicts=("ship", "ship", "ship", "skip")) -> Comparison:
-    comparison = Comparison(
+                    scores=(85, 78, 82, 55), verdicts=("ship", "ship", "ship", "skip")) -> ComparisonRecord:
+    return ComparisonRecord(
+        id=None,
         slug=f"tool-a-{index}-vs-tool-b-{index}",
         title=title or f"Tool A{index} vs Tool B{index}",
         url=url or f"https://verdicts.example.com/compare/tool-a-{index}-vs-tool-b-{index}",
         category="Developer Tools",
         published_at=datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc),
+        tools=tuple(
+            ToolRecord(position=position, name=f"Tool {'ABCD'[position]}{index}",
+                       tagline=f"Tagline of tool {position}", entry_price="$20/mo", panel_ship_pct=75,
+                       reviews=tuple(
+                           ReviewRecord(position=seat, persona=SEATS[seat], score=scores[seat],
+                                        verdict=verdicts[seat],
+                                        text=f"{SEATS[seat]} take on tool {position}. A second sentence that is not quoted.")
+                           for seat in range(4)))
+            for position in range(tools)),
     )
-    comparison.tools = []
-    for position in range(tools):
-        tool = Tool(position=position, name=f"Tool {'ABCD'[position]}{index}", tagline=f"Tagline of tool {position}",
-                    entry_price="$20/mo", panel_ship_pct=75)
-        tool.reviews = [
-            Review(position=seat, persona=SEATS[seat], score=scores[seat], verdict=verdicts[seat],
-                   text=f"{SEATS[seat]} take on tool {position}. A second sentence that is not quoted.")
-            for seat in range(4)
-        ]
-        comparison.tools.append(tool)
-    return comparison
+
+
+def with_tools(comparison: ComparisonRecord, **changes) -> ComparisonRecord:
+    """``comparison`` with ``changes`` made to every tool (records are frozen: a changed copy)."""
+    return replace(comparison, tools=tuple(replace(tool, **changes) for tool in comparison.tools))
+
+
+def with_tool(comparison: ComparisonRecord, position: int, **changes) -> ComparisonRecord:
+    """``comparison`` with ``changes`` made to its tool at ``position``."""
+    tools = list(comparison.tools)
+    tools[position] = replace(tools[position], **changes)
+    return replace(comparison, tools=tuple(tools))
+
+
+def with_review(comparison: ComparisonRecord, position: int, seat: int, **changes) -> ComparisonRecord:
+    """``comparison`` with ``changes`` made to review ``seat`` of its tool at ``position``."""
+    reviews = list(comparison.tools[position].reviews)
+    reviews[seat] = replace(reviews[seat], **changes)
+    return with_tool(comparison, position, reviews=tuple(reviews))
 
 
 def words(length: int, seed: str = "Verdict") -> str:
@@ -54,37 +71,37 @@ def words(length: int, seed: str = "Verdict") -> str:
     return (text * (length // len(text) + 1))[:length]
 
 
-def long_comparison(index: int, *, tools: int) -> Comparison:
+def long_comparison(index: int, *, tools: int) -> ComparisonRecord:
     """Every text at the import schema's maximum length (contracts/comparison.schema.json)."""
-    comparison = Comparison(slug=f"long-{index}", title=words(300, f"T{index}"), category=words(100, "Cat"),
-                            url=f"https://verdicts.example.com/compare/long-{index}",
-                            published_at=datetime(2026, 11, 23, tzinfo=timezone.utc))
-    comparison.tools = []
-    for position in range(tools):
-        tool = Tool(position=position, name=words(200, f"Tool{position}"), tagline=words(500), summary=words(5000),
-                    pricing=words(500), entry_price=words(50), panel_ship_pct=100)
-        tool.reviews = [Review(position=seat, persona=words(50, "Persona"), score=100, verdict="ship",
-                               text=words(10000)) for seat in range(4)]
-        comparison.tools.append(tool)
-    return comparison
+    return ComparisonRecord(
+        id=None, slug=f"long-{index}", title=words(300, f"T{index}"), category=words(100, "Cat"),
+        url=f"https://verdicts.example.com/compare/long-{index}",
+        published_at=datetime(2026, 11, 23, tzinfo=timezone.utc),
+        tools=tuple(
+            ToolRecord(position=position, name=words(200, f"Tool{position}"), tagline=words(500),
+                       summary=words(5000), pricing=words(500), entry_price=words(50), panel_ship_pct=100,
+                       reviews=tuple(ReviewRecord(position=seat, persona=words(50, "Persona"), score=100,
+                                                  verdict="ship", text=words(10000)) for seat in range(4)))
+            for position in range(tools)),
+    )
 
 
-def demo_comparisons(count: int) -> list[Comparison]:
-    """The first ``count`` comparisons of the demo data (real-looking names and reviews), as loaded objects."""
+def demo_comparisons(count: int) -> list[ComparisonRecord]:
+    """The first ``count`` comparisons of the demo data (real-looking names and reviews), as loaded records."""
     return [_from_item(item) for item in load_comparisons(DEMO_COMPARISONS)[:count]]
 
 
-def _from_item(item: dict) -> Comparison:
+def _from_item(item: dict) -> ComparisonRecord:
     columns = {name: item.get(name, default) for name, default in COMPARISON_FIELDS.items()}
     columns["published_at"] = parse_published_at(item["published_at"])
-    comparison = Comparison(slug=item["slug"], **columns)
-    comparison.tools = [
-        Tool(position=position, **{name: tool.get(name, default) for name, default in TOOL_FIELDS.items()},
-             reviews=[Review(position=seat, **{name: review[name] for name in REVIEW_FIELDS})
-                      for seat, review in enumerate(tool["reviews"])])
-        for position, tool in enumerate(item["tools"])
-    ]
-    return comparison
+    return ComparisonRecord(
+        id=None, slug=item["slug"], **columns,
+        tools=tuple(
+            ToolRecord(position=position, **{name: tool.get(name, default) for name, default in TOOL_FIELDS.items()},
+                       reviews=tuple(ReviewRecord(position=seat, **{name: review[name] for name in REVIEW_FIELDS})
+                                     for seat, review in enumerate(tool["reviews"])))
+            for position, tool in enumerate(item["tools"])),
+    )
 
 
 # -- issues ---------------------------------------------------------------------------------------------------
@@ -92,7 +109,7 @@ def _from_item(item: dict) -> Comparison:
 @dataclass(frozen=True)
 class SampleIssue:
     name: str
-    comparisons: list[Comparison]
+    comparisons: list[ComparisonRecord]
     more_count: int = 0
     audience: str = "all categories"
     tool_names: list[list[str]] = field(init=False)
@@ -146,10 +163,7 @@ def filled_html(issue: SampleIssue) -> str:
 
 
 def sample_batch(issue: SampleIssue) -> Batch:
-    """One recipient's batch with the list headers and tags the sender puts on every batch (`Sender.batch`)."""
+    """One recipient's batch with the list headers and tags the sender puts on every batch (`issue_batch`)."""
     renderer = sample_renderer()
-    # Sender.batch touches no database: an in-memory engine that is never connected stands in.
-    sender = Sender(engine=create_engine("sqlite://"), settings=renderer.settings, transport=None,
-                    renderer=renderer, signer=renderer.links.signer, links=renderer.links)
-    return sender.batch(week=WEEK, segment_id=1, email=render_issue(issue, renderer),
-                        recipients=[sample_recipient(renderer)])
+    return issue_batch(settings=renderer.settings, week=WEEK, segment_id=1, email=render_issue(issue, renderer),
+                       recipients=[sample_recipient(renderer)])

@@ -18,17 +18,18 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import func, select
 
 from digest.importing import InvalidImport, import_comparisons
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG
-from digest.send.loop import Sender
+from digest.render.mail import issue_batch
 from digest.transports.base import fill
 from digest.transports.outbox import message_for
+from storage.comparisons import load_comparisons
 from storage.db import make_engine, session_scope
 from storage.migrate import upgrade
 from storage.models import Comparison, Review, Tool
+from storage.records import ComparisonRecord, ReviewRecord, ToolRecord
 from tests.email_samples import ISSUE_DATE, WEEK, sample_recipient, sample_renderer
 from tests.test_reliability_crash import record
 
@@ -63,11 +64,11 @@ def snapshot(engine) -> tuple:
     return counts, sorted(map(tuple, rows)), sorted(map(tuple, texts))
 
 
-def loaded(engine, slugs: list[str]) -> list[Comparison]:
+def loaded(engine, slugs: list[str]) -> list[ComparisonRecord]:
+    """The stored comparisons named by ``slugs`` as the sender reads them (storage.comparisons.load_comparisons)."""
     with session_scope(engine) as session:
-        query = (select(Comparison).where(Comparison.slug.in_(slugs))
-                 .options(selectinload(Comparison.tools).selectinload(Tool.reviews)))
-        return list(session.execute(query).scalars())
+        ids = session.execute(select(Comparison.id).where(Comparison.slug.in_(slugs)).order_by(Comparison.id)).scalars()
+        return load_comparisons(session=session, ids=list(ids))
 
 
 class Tags(HTMLParser):
@@ -98,19 +99,19 @@ def tag_counts(*parts: str) -> tuple:
     return tuple(joined.count(tag) for tag in OUR_TAGS), len(re.findall(r"\[%|<%", joined))
 
 
-def plain_twin(comparison: Comparison) -> Comparison:
+def plain_twin(comparison: ComparisonRecord) -> ComparisonRecord:
     """The same comparison with every text of the file replaced by a harmless one: the tag count baseline."""
-    twin = Comparison(slug=comparison.slug, title="Plain A vs Plain B", url="https://verdicts.example.com/x",
-                      category="Plain", published_at=comparison.published_at, community_votes=0)
-    twin.tools = [Tool(position=t.position, name=f"Plain {t.position}", tagline="Plain", summary="", category="",
-                       pricing="Plain", entry_price="Free", panel_ship_pct=t.panel_ship_pct,
-                       reviews=[Review(position=r.position, persona="Builder", score=r.score, verdict=r.verdict,
-                                       text="Plain words.") for r in t.reviews])
-                  for t in comparison.tools]
-    return twin
+    tools = tuple(ToolRecord(position=t.position, name=f"Plain {t.position}", tagline="Plain", summary="", category="",
+                             pricing="Plain", entry_price="Free", panel_ship_pct=t.panel_ship_pct,
+                             reviews=tuple(ReviewRecord(position=r.position, persona="Builder", score=r.score,
+                                                        verdict=r.verdict, text="Plain words.") for r in t.reviews))
+                  for t in comparison.tools)
+    return ComparisonRecord(id=comparison.id, slug=comparison.slug, title="Plain A vs Plain B",
+                            url="https://verdicts.example.com/x", category="Plain",
+                            published_at=comparison.published_at, community_votes=0, tools=tools)
 
 
-def render_checks(comparisons: list[Comparison], shows: list[str]) -> int:
+def render_checks(comparisons: list[ComparisonRecord], shows: list[str]) -> int:
     """Render as the sender does, one recipient's .eml as the outbox writes it; every safety check. The HTML size."""
     renderer = sample_renderer()
     rendered = renderer.render_segment(week=WEEK, issue_date=ISSUE_DATE, comparisons=comparisons, more_count=0,
@@ -129,10 +130,9 @@ def render_checks(comparisons: list[Comparison], shows: list[str]) -> int:
     size = len(rendered.html.encode("utf-8"))
     assert size <= GMAIL_BUDGET, f"{size} bytes of HTML, over the 90 KB budget"
 
-    # The batch exactly as the sender builds it (Sender.batch touches no database), written as the outbox does.
-    sender = Sender(engine=create_engine("sqlite://"), settings=renderer.settings, transport=None, renderer=renderer,
-                    signer=renderer.links.signer, links=renderer.links)
-    batch = sender.batch(week=WEEK, segment_id=1, email=rendered, recipients=[sample_recipient(renderer)])
+    # The batch exactly as the sender builds it (digest.render.mail), written as the outbox does.
+    batch = issue_batch(settings=renderer.settings, week=WEEK, segment_id=1, email=rendered,
+                        recipients=[sample_recipient(renderer)])
     raw = message_for(batch, batch.recipients[0]).as_bytes()
     head = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
     names = {line.split(b":", 1)[0].decode() for line in re.split(rb"\r?\n", head) if line and not line[:1].isspace()}

@@ -11,6 +11,7 @@ import pytest
 from digest.config import Settings
 from digest.links import Links, Signer
 from digest.render.email import Renderer
+from tests.email_samples import with_tools
 from tests.test_render import long_comparison, make_comparison
 
 pytestmark = pytest.mark.mjml_validator
@@ -20,9 +21,7 @@ MISSING = "reference MJML validator missing: run `npm install --prefix tools/nod
 
 
 def minimal():
-    comparison = make_comparison()
-    for tool in comparison.tools:
-        tool.tagline, tool.summary, tool.entry_price, tool.panel_ship_pct, tool.reviews = "", "", "", None, []
+    comparison = with_tools(make_comparison(), tagline="", summary="", entry_price="", panel_ship_pct=None, reviews=())
     return [comparison], 0
 
 

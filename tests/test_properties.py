@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import string
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -97,13 +98,10 @@ def check_rendering(comparisons):
 @given(title=text, tagline=text, review_text=text, persona=text, category=text)
 def test_any_text_in_any_field_renders_inert(title, tagline, review_text, persona, category):
     "any text (NUL and control characters included) in title, tagline, review, persona, category: inert output"
-    from tests.email_samples import make_comparison
+    from tests.email_samples import make_comparison, with_review, with_tool
 
-    comparison = make_comparison(title=title or "x")
-    comparison.category = category
-    comparison.tools[0].tagline = tagline
-    comparison.tools[1].reviews[0].text = review_text
-    comparison.tools[1].reviews[0].persona = persona
+    comparison = replace(make_comparison(title=title or "x"), category=category)
+    comparison = with_review(with_tool(comparison, 0, tagline=tagline), 1, 0, text=review_text, persona=persona)
     check_rendering([comparison])
 
 

@@ -16,7 +16,7 @@ from digest.render.email import Renderer, strongest_opinion
 from digest.render.environment import RenderedEmail, make_environment
 from digest.render.text import neutralize
 from digest.transports.base import fill
-from tests.email_samples import SEATS, long_comparison, make_comparison  # the builders live in email_samples
+from tests.email_samples import SEATS, long_comparison, make_comparison, with_review, with_tools  # the builders live in email_samples
 
 GMAIL_BUDGET = 92160  # 90 KB: Gmail clips HTML past ~102 KB
 
@@ -145,8 +145,7 @@ def test_strongest_opinion_is_the_most_divergent_seat_cut_to_one_sentence(render
 
 def test_strongest_opinion_of_a_long_review_is_clipped_with_an_ellipsis():
     """a review of one endless sentence is quoted in at most 160 characters ending with an ellipsis"""
-    comparison = make_comparison()
-    comparison.tools[0].reviews[3].text = "word " * 3000
+    comparison = with_review(make_comparison(), 0, 3, text="word " * 3000)
     quote = strongest_opinion(comparison).quote
     assert len(quote) <= 160 and quote.endswith("…")
 
@@ -163,9 +162,7 @@ def test_three_and_four_tools_each_get_a_column(renderer, tools):
 
 def test_minimal_comparison_without_prices_or_reviews_renders(renderer):
     """a comparison with no tagline, price, ship % or reviews renders without 'None' or empty tables"""
-    comparison = make_comparison()
-    for tool in comparison.tools:
-        tool.tagline, tool.entry_price, tool.panel_ship_pct, tool.reviews = "", "", None, []
+    comparison = with_tools(make_comparison(), tagline="", entry_price="", panel_ship_pct=None, reviews=())
     email = render(renderer, [comparison])
     assert "None" not in email.html and "None" not in email.text
     assert "Price not listed" in email.html and "No panel reviews yet." in email.html

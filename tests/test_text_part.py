@@ -5,13 +5,14 @@ line breaks (CR, LF, CRLF, VT, FF, NEL, U+2028/2029…) or wrapping it brings.""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from itertools import cycle
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from digest.render.email import Renderer
-from storage.models import Comparison, Review, Tool
+from storage.records import ComparisonRecord, ToolRecord
 from tests.email_samples import ISSUE_DATE, WEEK, make_comparison, sample_renderer
 
 # Every boundary str.splitlines() knows, and the words a forger needs.
@@ -28,29 +29,29 @@ def column0(text: str) -> list[str]:
     return [line for line in text.split("\n") if line.strip() and not line[:1].isspace()]
 
 
-def render_text(renderer: Renderer, comparisons: list[Comparison], *, audience: str, more_count: int) -> str:
+def render_text(renderer: Renderer, comparisons: list[ComparisonRecord], *, audience: str, more_count: int) -> str:
     return renderer.render_segment(week=WEEK, issue_date=ISSUE_DATE, comparisons=comparisons, more_count=more_count,
                                    audience=audience).text
 
 
-def filled_with(texts, comparisons: list[Comparison]) -> list[Comparison]:
+def filled_with(texts, comparisons: list[ComparisonRecord]) -> list[ComparisonRecord]:
     """Every imported text of ``comparisons`` (titles, categories, names, taglines, prices, seats, verdicts,
     reviews, summaries) taken from ``texts`` in turn; the URLs stay."""
-    for comparison in comparisons:
-        comparison.title, comparison.category = next(texts) or "t", next(texts)
-        for tool in comparison.tools:
-            tool.name, tool.tagline, tool.entry_price, tool.summary = next(texts) or "n", next(texts), next(texts), next(texts)
-            for review in tool.reviews:
-                review.persona, review.verdict, review.text = next(texts), next(texts), next(texts)
-    return comparisons
+    return [replace(comparison, title=next(texts) or "t", category=next(texts),
+                    tools=tuple(_filled_tool(texts, tool) for tool in comparison.tools))
+            for comparison in comparisons]
 
 
-def issue(count: int, tools: int, reviews: int) -> list[Comparison]:
+def _filled_tool(texts, tool: ToolRecord) -> ToolRecord:
+    return replace(tool, name=next(texts) or "n", tagline=next(texts), entry_price=next(texts), summary=next(texts),
+                   reviews=tuple(replace(review, persona=next(texts), verdict=next(texts), text=next(texts))
+                                 for review in tool.reviews))
+
+
+def issue(count: int, tools: int, reviews: int) -> list[ComparisonRecord]:
     comparisons = [make_comparison(index, tools=tools) for index in range(count)]
-    for comparison in comparisons:
-        for tool in comparison.tools:
-            tool.reviews = tool.reviews[:reviews]
-    return comparisons
+    return [replace(comparison, tools=tuple(replace(tool, reviews=tool.reviews[:reviews]) for tool in comparison.tools))
+            for comparison in comparisons]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

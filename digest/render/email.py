@@ -23,7 +23,7 @@ from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
-from storage.models import Comparison, Review
+from storage.records import ComparisonRecord, ReviewRecord
 
 MJML_TEMPLATE = "email/digest.mjml.j2"
 
@@ -47,20 +47,20 @@ class Opinion:
     """One review quoted as "the strongest opinion" of a comparison."""
 
     tool: str
-    review: Review
+    review: ReviewRecord
     quote: str
 
 
 @dataclass(frozen=True)
 class Shown:
-    """A comparison as the templates show it: the stored object, its tracked link, its quoted opinion."""
+    """A comparison as the templates show it: the stored record, its tracked link, its quoted opinion."""
 
-    comparison: Comparison
+    comparison: ComparisonRecord
     link: Tagged
     opinion: Opinion | None
 
 
-def strongest_opinion(comparison: Comparison) -> Opinion | None:
+def strongest_opinion(comparison: ComparisonRecord) -> Opinion | None:
     """The review furthest from the comparison's mean score.
 
     Not simply the highest score: panels mostly agree, and a 90 among 85s says little, while the one seat
@@ -88,7 +88,7 @@ class Renderer:
         self.env = env or email_environment()
 
     def render_segment(
-        self, *, week: str, issue_date: date, comparisons: Sequence[Comparison], more_count: int, audience: str,
+        self, *, week: str, issue_date: date, comparisons: Sequence[ComparisonRecord], more_count: int, audience: str,
         web: bool = False,
     ) -> RenderedEmail:
         """Render what every recipient of one segment gets, with their per-recipient values as tags.
@@ -129,7 +129,7 @@ class Renderer:
             web=False,
         )
 
-    def _web_context(self, comparisons: Sequence[Comparison]) -> dict:
+    def _web_context(self, comparisons: Sequence[ComparisonRecord]) -> dict:
         """What changes for the web version: plain links, a neutral greeting, a subscribe link."""
         shown = [Shown(comparison=c, link=Tagged(self._direct(c.url)), opinion=strongest_opinion(c))
                  for c in comparisons]
