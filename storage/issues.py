@@ -6,12 +6,13 @@ Keyword-only functions over a Session; each runs inside the caller's transaction
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlmodel import Session
 
-from storage.models import Issue, IssueComparison, Segment, Subscriber, SubscriberStatus
+from storage.models import Comparison, Issue, IssueComparison, Segment, Subscriber, SubscriberStatus
 from storage.types import UTCDateTime
 
 
@@ -108,3 +109,42 @@ def refresh_delivery_statistics(*, session: Session) -> None:
 
 def issue_segments(*, session: Session, issue_id: int) -> list[Segment]:
     return list(session.execute(select(Segment).where(Segment.issue_id == issue_id).order_by(Segment.id)).scalars())
+
+
+# -- the archive's reads ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PublishedIssue:
+    """An issue that went out, as the archive lists it."""
+
+    week: str
+    opened_at: datetime
+    titles: tuple[str, ...]  # its comparisons' titles, in rank order
+
+
+def published_issues(*, session: Session) -> list[PublishedIssue]:
+    """Fanned-out issues (an issue is public once it went out), newest first, each with its comparisons' titles
+    in rank order."""
+    issues = session.execute(
+        select(Issue.id, Issue.week, Issue.created_at).where(Issue.fanned_out_at.is_not(None)).order_by(Issue.week.desc())
+    ).all()
+    titles: dict[int, list[str]] = {issue.id: [] for issue in issues}
+    if titles:
+        rows = session.execute(
+            select(IssueComparison.issue_id, Comparison.title)
+            .join(Comparison, Comparison.id == IssueComparison.comparison_id)
+            .where(IssueComparison.issue_id.in_(list(titles)))
+            .order_by(IssueComparison.issue_id, IssueComparison.rank, IssueComparison.id)
+        )
+        for issue_id, title in rows:
+            titles[issue_id].append(title)
+    return [PublishedIssue(week=issue.week, opened_at=issue.created_at, titles=tuple(titles[issue.id]))
+            for issue in issues]
+
+
+def ranked_comparison_ids(*, session: Session, issue_id: int) -> list[int]:
+    """The issue's comparisons, best first (`set_ranks`; claim order breaks a tie)."""
+    return list(session.execute(
+        select(IssueComparison.comparison_id).where(IssueComparison.issue_id == issue_id)
+        .order_by(IssueComparison.rank, IssueComparison.id)
+    ).scalars())

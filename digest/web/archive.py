@@ -9,23 +9,17 @@ its own that allows them and still allows no script, no framing and no foreign f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
-from sqlmodel import Session
 
 from digest.render.email import Renderer, issue_label
-from digest.render.environment import make_environment
-from digest.claim.selection import cap
+from digest.render.mail import render_segment
 from digest.web.context import WebContext, get_context
-from storage.comparisons import load_comparisons
-from storage.issues import find_issue
 from storage.db import session_scope
-from storage.models import Comparison, Issue, IssueComparison
+from storage.issues import PublishedIssue, find_issue, published_issues, ranked_comparison_ids
 
 router = APIRouter()
 
@@ -38,18 +32,18 @@ ARCHIVE_CSP = (
 CACHE = {"Cache-Control": "public, max-age=300"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class PastIssue:
     week: str
     label: str  # "Week 48 · 26 November 2026"
     published: date
-    titles: list[str] = field(default_factory=list)  # in rank order
+    titles: tuple[str, ...]  # in rank order
 
 
 @router.get("/archive")
 def archive_index(ctx: WebContext = Depends(get_context)) -> Response:
     with session_scope(ctx.engine) as session:
-        issues = _past_issues(session, ctx)
+        issues = [_past_issue(issue, ctx) for issue in published_issues(session=session)]
     page = ctx.page("archive.html", issues=issues)
     page.headers.update(CACHE)
     return page
@@ -63,47 +57,20 @@ def archive_issue(week: str, ctx: WebContext = Depends(get_context)) -> Response
         issue = find_issue(session=session, week=week)
         if issue is None or issue.fanned_out_at is None:
             return ctx.not_found()
-        shown, more = cap(_ranked_ids(session, issue.id), ctx.settings.max_shown)  # as many as the email shows
-        comparisons = load_comparisons(session=session, ids=shown)
-        if not comparisons:
+        ranked = ranked_comparison_ids(session=session, issue_id=issue.id)
+        if not ranked:
             return ctx.not_found()
-        renderer = Renderer(settings=ctx.settings, links=ctx.links, env=_email_environment())
-        email = renderer.render_segment(week=issue.week, issue_date=_published(issue, ctx), comparisons=comparisons,
-                                        more_count=more, audience="all categories", web=True)
+        # Capped to max_shown with "and K more", dated by the issue's opening: as the email shows it.
+        # Renderer's default is the one email environment of the process (email_environment()).
+        email = render_segment(session=session, renderer=Renderer(settings=ctx.settings, links=ctx.links),
+                               settings=ctx.settings, week=issue.week, opened_at=issue.created_at,
+                               comparison_ids=ranked, audience="all categories", web=True)
     return HTMLResponse(email.html, headers={"Content-Security-Policy": ARCHIVE_CSP, **CACHE})
 
 
-def _past_issues(session: Session, ctx: WebContext) -> list[PastIssue]:
-    """Fanned-out issues, newest first, each with its comparisons' titles in rank order."""
-    issues = session.execute(
-        select(Issue).where(Issue.fanned_out_at.is_not(None)).order_by(Issue.week.desc())
-    ).scalars().all()
-    past = {issue.id: PastIssue(week=issue.week, label=issue_label(issue.week, _published(issue, ctx)),
-                                published=_published(issue, ctx)) for issue in issues}
-    if past:
-        rows = session.execute(
-            select(IssueComparison.issue_id, Comparison.title)
-            .join(Comparison, Comparison.id == IssueComparison.comparison_id)
-            .where(IssueComparison.issue_id.in_(list(past)))
-            .order_by(IssueComparison.issue_id, IssueComparison.rank, IssueComparison.id)
-        )
-        for issue_id, title in rows:
-            past[issue_id].titles.append(title)
-    return list(past.values())
-
-
-def _ranked_ids(session: Session, issue_id: int) -> list[int]:
-    return list(session.execute(
-        select(IssueComparison.comparison_id).where(IssueComparison.issue_id == issue_id)
-        .order_by(IssueComparison.rank, IssueComparison.id)
-    ).scalars())
-
-
-def _published(issue: Issue, ctx: WebContext) -> date:
-    """The issue's date as the email shows it (send.render_segment): its opening, in the configured zone."""
-    return issue.created_at.astimezone(ctx.settings.tz).date()
-
-
-@lru_cache(maxsize=1)
-def _email_environment():
-    return make_environment()
+def _past_issue(issue: PublishedIssue, ctx: WebContext) -> PastIssue:
+    """The issue as the index lists it, dated as the email shows it (render.mail.render_segment): its opening,
+    in the configured zone."""
+    published = issue.opened_at.astimezone(ctx.settings.tz).date()
+    return PastIssue(week=issue.week, label=issue_label(issue.week, published), published=published,
+                     titles=issue.titles)
