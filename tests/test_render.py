@@ -13,7 +13,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links, Signer
 from digest.render.email import Renderer, strongest_opinion
-from digest.render.environment import RenderedEmail, make_environment
+from digest.render.environment import RenderedEmail, email_environment
 from digest.render.text import neutralize
 from digest.transports.base import fill
 from tests.email_samples import SEATS, long_comparison, make_comparison, with_review, with_tools  # the builders live in email_samples
@@ -333,7 +333,7 @@ def test_a_javascript_url_never_reaches_an_href(renderer):
        indent=st.sampled_from(["", "  "]))
 def test_the_text_parts_short_paragraph_shortcut_equals_full_wrapping(value, indent):
     "para() skips wrapping a short single line; for any text it gives what wordwrap + indent of the neutralized text would"
-    env = make_environment()
+    env = email_environment()
     full = jinja2.filters.do_indent(
         jinja2.filters.do_wordwrap(env, neutralize(value), 76 - len(indent), break_long_words=False, break_on_hyphens=False),
         indent, first=True)

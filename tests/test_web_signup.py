@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from digest.subscribers.confirmation import ConfirmTokens, Outgoing, render_letter
-from digest.render.environment import make_environment
+from digest.render.environment import email_environment
 from digest.web import create_app
 from storage.db import session_scope
 from storage.models import Event, Subscriber, SubscriberStatus
@@ -301,7 +301,7 @@ def test_the_signup_emails_pass_strict_mjml_validation(already, tmp_path):
         pytest.fail("reference MJML validator missing: run `npm install --prefix tools/node --no-package-lock`")
     outgoing = Outgoing(kind="already" if already else "confirm", email="a@example.com",
                         url="https://news.example.com/x?a=1&b=2")
-    email = render_letter(env=make_environment(), settings=web_settings("sqlite://"), outgoing=outgoing)
+    email = render_letter(env=email_environment(), settings=web_settings("sqlite://"), outgoing=outgoing)
     path = tmp_path / "confirm.mjml"
     path.write_text(email.mjml, encoding="utf-8")
 
