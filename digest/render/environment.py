@@ -15,6 +15,7 @@ from mjml import mjml2html
 
 from digest.render.text import Laid, clip, neutralize, one_line
 
+
 class RenderError(Exception):
     """A template did not render or its MJML did not compile; the message names the template."""
 
@@ -52,6 +53,12 @@ def make_environment(path: Path | None = None) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["clip"] = clip
+    env.globals["para"] = _para(env)
+    return env
+
+
+def _para(env: jinja2.Environment):
+    """The text part's `para` for ``env`` (the wrapping writes the environment's newline sequence)."""
 
     def para(value, indent: str = "") -> Laid:
         """The text part's paragraph: one line of text wrapped at 76 columns, never inside a word or a URL,
@@ -72,8 +79,7 @@ def make_environment(path: Path | None = None) -> jinja2.Environment:
         wrapped = jinja2.filters.do_wordwrap(env, value, width, break_long_words=False, break_on_hyphens=False)
         return Laid(jinja2.filters.do_indent(wrapped, indent, first=True))
 
-    env.globals["para"] = para
-    return env
+    return para
 
 
 @lru_cache(maxsize=1)
