@@ -93,8 +93,9 @@ class Renderer:
     ) -> RenderedEmail:
         """Render what every recipient of one segment gets, with their per-recipient values as tags.
 
-        ``comparisons`` are ranked and capped by the caller, tools and reviews loaded; ``more_count`` is how
-        many more comparisons the issue has for these readers; ``audience`` says why they get it.
+        ``comparisons`` are plain records (`storage.comparisons.load_comparisons`), ranked and capped by the
+        caller; ``more_count`` is how many more comparisons the issue has for these readers; ``audience`` says
+        why they get it.
         ``web``: the page for anyone (the archive), with no tag and nothing per recipient; its ``text`` is
         empty, since the text part exists for mail clients only.
         """
