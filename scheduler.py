@@ -15,13 +15,18 @@ import sys
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from digest.send.loop import Sender
+    from digest.services import Services
 
 log = logging.getLogger("digest.scheduler")
 
 CATCH_UP_EVERY_HOURS = 1  # a send interrupted by a crash or an outage resumes within the hour
 
 
-def weekly_job(sender) -> bool:
+def weekly_job(services: Services, sender: Sender) -> bool:
     """One tick: resume what is unfinished, open and send this week's issue when due.
 
     Never raises (the scheduler must keep its next appointment); returns False when the tick failed.
@@ -31,7 +36,7 @@ def weekly_job(sender) -> bool:
     from storage.types import utcnow
 
     try:
-        result = run(sender=sender, now=utcnow())
+        result = run(services=services, sender=sender, now=utcnow())
     except SendAborted as exc:
         log.error("%s", exc)
         return False
@@ -46,13 +51,13 @@ def weekly_job(sender) -> bool:
     return all(report.failed == 0 for report in result.reports)
 
 
-def build_scheduler(sender) -> BlockingScheduler:
-    from digest.weekly import cron_trigger
+def build_scheduler(services: Services, sender: Sender) -> BlockingScheduler:
+    from digest.claim.weeks import cron_trigger
 
-    settings = sender.settings
+    settings = services.settings
     scheduler = BlockingScheduler(timezone=settings.tz)
     # coalesce + max_instances=1: a tick that comes while the last one still runs is skipped, not queued.
-    common = dict(args=[sender], coalesce=True, max_instances=1, misfire_grace_time=3600)
+    common = dict(args=[services, sender], coalesce=True, max_instances=1, misfire_grace_time=3600)
     scheduler.add_job(weekly_job, cron_trigger(settings.send_schedule, settings.tz), id="weekly", **common)
     scheduler.add_job(weekly_job, IntervalTrigger(hours=CATCH_UP_EVERY_HOURS, timezone=settings.tz),
                       id="catch-up", **common)
@@ -62,8 +67,9 @@ def build_scheduler(sender) -> BlockingScheduler:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from digest.services import build_sender, settle_heap
     from digest.config import ConfigError, Settings
+    from digest.send.loop import Sender
+    from digest.services import build_services, settle_heap
     from storage.migrate import StoreUnusable, ready
 
     parser = argparse.ArgumentParser(
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         settings.check_secrets()
-        from digest.weekly import cron_trigger
+        from digest.claim.weeks import cron_trigger
 
         cron_trigger(settings.send_schedule, settings.tz)
     except (ConfigError, ValueError) as exc:
@@ -95,15 +101,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # A send's progress in the scheduler's log every DIGEST_PROGRESS_SECONDS: a daemon has no terminal for a bar.
     progress = LogProgress(write=logging.getLogger("digest.progress").info, interval=settings.progress_seconds)
-    sender = build_sender(settings, progress=progress)
+    services = build_services(settings)
+    sender = Sender(services=services, progress=progress)
     settle_heap()
     if args.once:
-        return 0 if weekly_job(sender) else 1
-    scheduler = build_scheduler(sender)
+        return 0 if weekly_job(services, sender) else 1
+    scheduler = build_scheduler(services, sender)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     log.info("schedule %r in %s; catch-up now and every %d h", settings.send_schedule, settings.timezone,
              CATCH_UP_EVERY_HOURS)
-    weekly_job(sender)  # the catch-up at start
+    weekly_job(services, sender)  # the catch-up at start
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

@@ -31,7 +31,7 @@ NEW = 10
 def main() -> int:
     from sqlalchemy import bindparam, text
 
-    from digest.weekly import open_issue
+    from digest.claim.opening import open_issue
     from storage.comparisons import claimable_comparisons
     from storage.db import make_engine, session_scope
     from storage.types import UTCDateTime

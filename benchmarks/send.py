@@ -49,21 +49,23 @@ def settings_for(url: str, server: str, batch_size: int = 1000):
 
 def child_open(url: str, server: str, email_file: str) -> dict:
     """Claim and fan out; then (untimed) write one rendered segment for the baseline to send."""
-    from digest.services import build_sender
-    from digest.send.loop import render_segment
-    from digest.weekly import open_issue
-    from storage.issues import issue_segments
+    from digest.claim.opening import open_issue
+    from digest.render.mail import render_segment
+    from digest.services import build_services
     from storage.db import session_scope
+    from storage.issues import issue_segments
 
-    sender = build_sender(settings_for(url, server))
+    services = build_services(settings_for(url, server))
     started = time.perf_counter()
-    opened = open_issue(engine=sender.engine, week=WEEK, now=NOW)
+    opened = open_issue(engine=services.engine, week=WEEK, now=NOW)
     seconds = time.perf_counter() - started
-    with session_scope(sender.engine) as session:
+    with session_scope(services.engine) as session:
         segments = issue_segments(session=session, issue_id=opened.issue.id)
         biggest = max(segments, key=lambda s: len(s.comparison_ids))
-        email = render_segment(session=session, renderer=sender.renderer, settings=sender.settings,
-                               issue=opened.issue, segment=biggest)
+        email = render_segment(session=session, renderer=services.renderer, settings=services.settings,
+                               week=opened.issue.week, opened_at=opened.issue.created_at,
+                               comparison_ids=[int(i) for i in biggest.comparison_ids.split(",") if i],
+                               audience=biggest.audience)
     Path(email_file).write_text(json.dumps({"subject": email.subject, "html": email.html, "text": email.text,
                                             "segment": biggest.id}))
     return {"seconds": seconds, "deliveries": opened.deliveries, "segments": len(segments),
@@ -72,13 +74,15 @@ def child_open(url: str, server: str, email_file: str) -> dict:
 
 def child_drain(url: str, server: str, profile: str | None) -> dict:
     """One `digest worker --once`: send what there is, then exit."""
-    from digest.services import build_sender, settle_heap
     from digest.progress import LogProgress
+    from digest.send.loop import Sender
     from digest.send.worker import Worker
+    from digest.services import build_services, settle_heap
 
     # Its progress, as `digest worker` off a terminal reports it: a line on stderr every 5 s (kept by run_child).
     progress = LogProgress(write=lambda line: print(line, file=sys.stderr, flush=True))
-    worker = Worker(build_sender(settings_for(url, server), progress=progress), idle_seconds=0.05)
+    services = build_services(settings_for(url, server))
+    worker = Worker(services=services, sender=Sender(services=services, progress=progress), idle_seconds=0.05)
     settle_heap()  # as `digest worker` does
     started = time.time()
     if profile:

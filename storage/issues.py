@@ -111,6 +111,32 @@ def issue_segments(*, session: Session, issue_id: int) -> list[Segment]:
     return list(session.execute(select(Segment).where(Segment.issue_id == issue_id).order_by(Segment.id)).scalars())
 
 
+def find_segment(*, session: Session, segment_id: int) -> Segment | None:
+    return session.get(Segment, segment_id)
+
+
+def complete_issue(*, session: Session, issue_id: int, now: datetime) -> None:
+    """Mark the issue finished (every delivery closed), once: a later call keeps the first time."""
+    issue = session.get(Issue, issue_id)
+    if issue.completed_at is None:
+        issue.completed_at = now
+
+
+def create_issue(*, session: Session, week: str, now: datetime) -> Issue:
+    """A new issue row, flushed: a process racing to open the same week blocks here on the unique week, then fails."""
+    issue = Issue(week=week, created_at=now)
+    session.add(issue)
+    session.flush()
+    return issue
+
+
+def add_segment(*, session: Session, issue_id: int, key: str, audience: str, comparison_ids: Sequence[int]) -> Segment:
+    segment = Segment(issue_id=issue_id, key=key, audience=audience, comparison_ids=",".join(map(str, comparison_ids)))
+    session.add(segment)
+    session.flush()
+    return segment
+
+
 # -- the archive's reads ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

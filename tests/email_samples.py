@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 from digest.config import Settings
-from digest.importing.comparisons import COMPARISON_FIELDS, REVIEW_FIELDS, TOOL_FIELDS, load_comparisons
-from digest.importing.comparisons import parse_published_at
+from digest.importing.comparison_file import load_comparisons, parse_published_at
+from digest.importing.comparisons import COMPARISON_FIELDS, REVIEW_FIELDS, TOOL_FIELDS
 from digest.links import Links, Signer
 from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail

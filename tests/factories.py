@@ -88,3 +88,13 @@ class RecordingTransport(Alone):
     @property
     def recipients(self) -> list[str]:
         return [r.email for batch in self.batches for r in batch.recipients]
+
+
+def build_sender(settings, *, transport=None, progress=None, sleep=None, **loop_options):
+    """A send loop over the services ``settings`` name (as `digest send` builds them), with a test's transport,
+    sleep and clock. The loop's services are ``sender.services``."""
+    from digest.send.loop import Sender
+    from digest.services import build_services
+
+    services = build_services(settings, transport=transport, **({"sleep": sleep} if sleep else {}))
+    return Sender(services=services, progress=progress, **loop_options)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from digest.cli.commands import app
-from digest.weekly import BadWeek, iso_week, parse_week
+from digest.claim.weeks import BadWeek, iso_week, parse_week
 from tests.test_cli import REPO, run
 
 CURRENT = iso_week(datetime.now(timezone.utc))
@@ -160,19 +160,19 @@ def test_the_preview_page_reads_the_week_as_the_cli_does(sqlite_url, tmp_path):
     "the editor types banana in the week box: the page says what to write; 2026-w9 style is this week's label"
     from fastapi.testclient import TestClient
 
-    from digest.services import build_sender
+    from tests.factories import build_sender
     from digest.config import Settings
     from digest.editor.desk import create_editor_app
     from tests.factories import add_comparison, add_subscribers
 
     sender = build_sender(Settings(database_url=sqlite_url, secret_key="k" * 32, outbox_dir=tmp_path / "outbox"))
     now = datetime.now(timezone.utc)
-    add_comparison(sender.engine, published_at=now - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
-    add_subscribers(sender.engine, 1, categories=["Writing"])
-    client = TestClient(create_editor_app(sender), base_url="http://127.0.0.1:8001")
+    add_comparison(sender.services.engine, published_at=now - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
+    add_subscribers(sender.services.engine, 1, categories=["Writing"])
+    client = TestClient(create_editor_app(sender.services), base_url="http://127.0.0.1:8001")
     bad = client.get("/?week=banana")
     assert bad.status_code == 200
     assert f"week &#x27;banana&#x27; is not an ISO week: write it as {CURRENT}" in bad.text
     loose = client.get(f"/?week={CURRENT.lower()}")
     assert f"Issue {CURRENT}," in loose.text and "Quill vs Inkwell" in loose.text
-    sender.engine.dispose()
+    sender.services.engine.dispose()

@@ -11,12 +11,13 @@ from rich.console import Console
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from digest.services import build_sender
+from tests.factories import build_sender
 from digest.cli.commands import app
 from digest.config import Settings
-from digest.editor.preview import dry_run
+from digest.editor.dry_run import dry_run
 from digest.cli.reporting import print_dry_run
-from digest.weekly import iso_week, run
+from digest.claim.weeks import iso_week
+from digest.weekly import run
 from storage.db import session_scope
 from storage.models import Subscriber, SubscriberStatus
 from tests.factories import add_comparison, add_subscribers
@@ -29,9 +30,9 @@ WEEK = iso_week(NOW)
 def sender(db_url, tmp_path):
     settings = Settings(database_url=db_url, secret_key="k" * 32, outbox_dir=tmp_path / "outbox", timezone="UTC")
     sender = build_sender(settings)
-    add_comparison(sender.engine, published_at=NOW - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
+    add_comparison(sender.services.engine, published_at=NOW - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
     yield sender
-    sender.engine.dispose()
+    sender.services.engine.dispose()
 
 
 def emails(engine, ids) -> list[str]:
@@ -47,7 +48,7 @@ def printed(plan) -> list[str]:
 
 def test_every_reason_for_getting_nothing_is_named_with_the_address(sender, db_url):
     "a reader of each kind: the one who follows Writing gets it; the others are listed with their reason, then counted"
-    engine = sender.engine
+    engine = sender.services.engine
     add_subscribers(engine, 1, categories=["Writing"], prefix="reader")
     [security] = add_subscribers(engine, 1, categories=["Security"], prefix="sec")
     [pending] = add_subscribers(engine, 1, status=SubscriberStatus.pending, prefix="pend")
@@ -58,7 +59,7 @@ def test_every_reason_for_getting_nothing_is_named_with_the_address(sender, db_u
     with session_scope(engine) as session:
         session.execute(update(Subscriber).where(Subscriber.id == paused).values(paused_until=until))
 
-    plan = dry_run(sender=sender, week=None, now=NOW)
+    plan = dry_run(services=sender.services, week=None, now=NOW)
 
     assert plan.nothing == {"no matching category": 1, "pending confirmation": 1, "paused": 1, "unsubscribed": 1,
                             "bounced": 1, "complained": 1}
@@ -77,12 +78,12 @@ def test_every_reason_for_getting_nothing_is_named_with_the_address(sender, db_u
 
 def test_the_list_stops_at_50_and_json_names_everyone(sender, db_url):
     "60 unsubscribed and 5 following nothing in the issue: the text names the first 50 (unmatched first), --json all 65"
-    engine = sender.engine
+    engine = sender.services.engine
     add_subscribers(engine, 2, categories=["Writing"])
     unmatched = add_subscribers(engine, 5, categories=["Security"], prefix="sec")
     add_subscribers(engine, 60, status=SubscriberStatus.unsubscribed, prefix="gone")
 
-    lines = printed(dry_run(sender=sender, week=None, now=NOW))
+    lines = printed(dry_run(services=sender.services, week=None, now=NOW))
     start = lines.index("get nothing: 65 (the first 50; --json lists all)")
     listed = lines[start + 1:-1]
     assert len(listed) == 50
@@ -100,9 +101,9 @@ def test_the_list_stops_at_50_and_json_names_everyone(sender, db_url):
 
 def test_a_dry_run_of_an_issue_already_sent_says_so_instead_of_a_table(sender, db_url):
     "this week's issue went out to 3 readers: the dry run says when and to how many, points to stats, exit 0"
-    add_subscribers(sender.engine, 3, categories=["Writing"])
-    add_subscribers(sender.engine, 1, status=SubscriberStatus.unsubscribed)
-    result = run(sender=sender, now=NOW, week=WEEK)
+    add_subscribers(sender.services.engine, 3, categories=["Writing"])
+    add_subscribers(sender.services.engine, 1, status=SubscriberStatus.unsubscribed)
+    result = run(services=sender.services, sender=sender, now=NOW, week=WEEK)
     assert result.reports[0].sent == 3
 
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_TIMEZONE": "UTC"}
@@ -126,7 +127,7 @@ def interrupt_after_all_but_one(sender) -> None:
     """Make the week's sent issue look interrupted: one delivery back to pending, the issue not closed."""
     from storage.models import Delivery, DeliveryStatus, Issue
 
-    with session_scope(sender.engine) as session:
+    with session_scope(sender.services.engine) as session:
         one = session.execute(select(Delivery.id).limit(1)).scalar_one()
         session.execute(update(Delivery).where(Delivery.id == one).values(status=DeliveryStatus.pending.value))
         session.execute(update(Issue).values(completed_at=None))
@@ -134,17 +135,17 @@ def interrupt_after_all_but_one(sender) -> None:
 
 def test_an_issue_half_sent_or_closed_with_nobody_is_described_too(sender):
     "interrupted after 2 of 3, or opened with nobody to send to: the dry run says which, not a table"
-    add_subscribers(sender.engine, 3, categories=["Writing"])
-    run(sender=sender, now=NOW, week=WEEK)
+    add_subscribers(sender.services.engine, 3, categories=["Writing"])
+    run(services=sender.services, sender=sender, now=NOW, week=WEEK)
     interrupt_after_all_but_one(sender)
-    assert printed(dry_run(sender=sender, week=WEEK, now=NOW)) == [
+    assert printed(dry_run(services=sender.services, week=WEEK, now=NOW)) == [
         f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 2 readers, 1 still to send: nothing to dry-run; "
         f"`digest send` finishes it, `digest stats --week {WEEK}` shows how it did"]
 
-    add_comparison(sender.engine, published_at=NOW, title="Lens vs Prism", category="Image & Video")
+    add_comparison(sender.services.engine, published_at=NOW, title="Lens vs Prism", category="Image & Video")
     later = NOW + timedelta(weeks=1)
-    run(sender=sender, now=later, week=iso_week(later))  # nobody follows Image & Video: closed at once
-    assert printed(dry_run(sender=sender, week=iso_week(later), now=later)) == [
+    run(services=sender.services, sender=sender, now=later, week=iso_week(later))  # nobody follows Image & Video: closed at once
+    assert printed(dry_run(services=sender.services, week=iso_week(later), now=later)) == [
         f"issue {iso_week(later)} was closed on {later:%a %d %b %Y} with nobody to send to: nothing to dry-run"]
 
 
@@ -154,9 +155,9 @@ def test_the_preview_page_of_a_sent_issue_says_it_went_out(sender):
 
     from digest.editor.desk import create_editor_app
 
-    add_subscribers(sender.engine, 2, categories=["Writing"])
-    run(sender=sender, now=NOW, week=WEEK)
-    page = TestClient(create_editor_app(sender), base_url="http://127.0.0.1:8001").get(f"/?week={WEEK}")
+    add_subscribers(sender.services.engine, 2, categories=["Writing"])
+    run(services=sender.services, sender=sender, now=NOW, week=WEEK)
+    page = TestClient(create_editor_app(sender.services), base_url="http://127.0.0.1:8001").get(f"/?week={WEEK}")
     assert page.status_code == 200
     assert f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 2 readers: nothing to dry-run" in page.text
     assert "Get nothing" not in page.text
@@ -164,10 +165,10 @@ def test_the_preview_page_of_a_sent_issue_says_it_went_out(sender):
 
 def test_a_send_that_finishes_an_interrupted_issue_does_not_call_it_already_sent(sender):
     "this week's issue was interrupted; `digest send` resumes and finishes it: its report, not 'was already sent'"
-    add_subscribers(sender.engine, 2, categories=["Writing"])
-    run(sender=sender, now=NOW, week=WEEK)
+    add_subscribers(sender.services.engine, 2, categories=["Writing"])
+    run(services=sender.services, sender=sender, now=NOW, week=WEEK)
     interrupt_after_all_but_one(sender)
-    again = run(sender=sender, now=NOW, week=WEEK)
+    again = run(services=sender.services, sender=sender, now=NOW, week=WEEK)
     assert [(report.week, report.sent) for report in again.reports] == [(WEEK, 1)]
     assert again.reason == ""
-    assert run(sender=sender, now=NOW, week=WEEK).reason == f"issue {WEEK} was already sent"
+    assert run(services=sender.services, sender=sender, now=NOW, week=WEEK).reason == f"issue {WEEK} was already sent"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import http.client
 import os
 import shutil
@@ -16,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.services import build_sender
+from tests.factories import build_sender
 from digest.config import Settings
 from digest.editor.desk import EMAIL_CSP, create_editor_app
 from digest.render.email import Renderer
@@ -33,15 +35,15 @@ LOCAL = "http://127.0.0.1:8001"  # what the browser on this machine sends as Hos
 def sender(sqlite_url, tmp_path):
     settings = Settings(database_url=sqlite_url, secret_key="k" * 32, outbox_dir=tmp_path / "outbox")
     sender = build_sender(settings)
-    add_comparison(sender.engine, published_at=NOW - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
-    add_subscribers(sender.engine, 2, categories=["Writing"])
+    add_comparison(sender.services.engine, published_at=NOW - timedelta(days=1), title="Quill vs Inkwell", category="Writing")
+    add_subscribers(sender.services.engine, 2, categories=["Writing"])
     yield sender
-    sender.engine.dispose()
+    sender.services.engine.dispose()
 
 
 def test_the_page_shows_desktop_phone_text_and_who_gets_what(sender):
     "the preview page frames the email at 640 and 375 px, shows the text part, the subject and the segments"
-    client = TestClient(create_editor_app(sender), base_url=LOCAL)
+    client = TestClient(create_editor_app(sender.services), base_url=LOCAL)
     page = client.get("/")
     assert page.status_code == 200
     assert 'width="640"' in page.text and 'width="375"' in page.text
@@ -58,25 +60,25 @@ def test_a_broken_template_shows_its_file_and_line_on_the_page(sender, tmp_path)
     lines = partial.read_text().splitlines()
     lines.insert(2, "{{ no_such_value.attribute }}")
     partial.write_text("\n".join(lines) + "\n")
-    sender.renderer = Renderer(settings=sender.settings, links=sender.links, env=make_environment(copy))
-    page = TestClient(create_editor_app(sender, templates_root=copy), base_url=LOCAL).get("/")
+    sender.services = dataclasses.replace(sender.services, renderer=Renderer(settings=sender.services.settings, links=sender.services.links, env=make_environment(copy)))
+    page = TestClient(create_editor_app(sender.services, templates_root=copy), base_url=LOCAL).get("/")
     assert page.status_code == 200
     assert "Template error" in page.text and "header.mjml.j2:3: " in page.text
 
 
 def test_the_page_reloads_by_itself_when_the_data_changes(sender, page):
     "an editor watches the preview; a new comparison is imported; the page shows it without a click"
-    with LiveServer(create_editor_app(sender), _free_port()) as server:
+    with LiveServer(create_editor_app(sender.services), _free_port()) as server:
         page.goto(server.url + "/")
         assert "Quill vs Inkwell" in page.content()
-        add_comparison(sender.engine, published_at=NOW - timedelta(hours=1), title="Lathe vs Chisel",
+        add_comparison(sender.services.engine, published_at=NOW - timedelta(hours=1), title="Lathe vs Chisel",
                        category="Writing", pcts=(100, 0))
         page.get_by_text("Lathe vs Chisel").first.wait_for(timeout=10_000)
 
 
 def test_the_preview_server_shows_the_stats_page(sender):
     "the editor's server links to /stats, which charts the rates and tabulates the figures"
-    client = TestClient(create_editor_app(sender), base_url=LOCAL)
+    client = TestClient(create_editor_app(sender.services), base_url=LOCAL)
     assert 'href="/stats"' in client.get("/").text
     page = client.get("/stats")
     assert page.status_code == 200 and "How the issues did" in page.text
@@ -96,14 +98,14 @@ def subscriber_address(sender) -> str:
     from storage.db import session_scope
     from storage.models import Subscriber
 
-    with session_scope(sender.engine) as session:
+    with session_scope(sender.services.engine) as session:
         return session.execute(select(Subscriber.email).limit(1)).scalar_one()
 
 
 @pytest.mark.parametrize("host", FOREIGN)
 def test_a_request_for_another_host_name_gets_421_and_nothing_else(sender, host):
     "a DNS-rebinding page asks the preview with its own Host: 421 on every page, no address, no title, no link"
-    client = TestClient(create_editor_app(sender), base_url=LOCAL)
+    client = TestClient(create_editor_app(sender.services), base_url=LOCAL)
     address = subscriber_address(sender)
     for path in PAGES + [f"/?as={address}", f"/email.html?as={address}"]:
         answer = client.get(path, headers={"Host": host})
@@ -116,14 +118,14 @@ def test_a_request_for_another_host_name_gets_421_and_nothing_else(sender, host)
                                   "[::1]:8001"])
 def test_the_loopback_names_are_answered(sender, host):
     "the browser on this machine, at 127.0.0.1, localhost or [::1] with or without a port, sees the preview"
-    client = TestClient(create_editor_app(sender), base_url=LOCAL)
+    client = TestClient(create_editor_app(sender.services), base_url=LOCAL)
     page = client.get("/", headers={"Host": host})
     assert page.status_code == 200 and "Quill vs Inkwell" in page.text
 
 
 def test_every_editor_answer_carries_the_security_headers(sender):
     "page, framed email, stats, fingerprint, 404: CSP, nosniff, no referrer, no-store; the email runs no script"
-    client = TestClient(create_editor_app(sender), base_url=LOCAL)
+    client = TestClient(create_editor_app(sender.services), base_url=LOCAL)
     for path in PAGES:
         headers = client.get(path).headers
         assert headers["X-Content-Type-Options"] == "nosniff", path
@@ -140,16 +142,16 @@ def test_an_unexpected_error_still_carries_the_security_headers(sender):
     "the store loses its subscriber table under the preview: a plain 500 with the headers, no traceback"
     from sqlalchemy import text
 
-    with sender.engine.begin() as connection:
+    with sender.services.engine.begin() as connection:
         connection.execute(text("DROP TABLE subscriber"))
-    answer = TestClient(create_editor_app(sender), base_url=LOCAL, raise_server_exceptions=False).get("/")
+    answer = TestClient(create_editor_app(sender.services), base_url=LOCAL, raise_server_exceptions=False).get("/")
     assert answer.status_code == 500 and "Traceback" not in answer.text and "subscriber" not in answer.text
     assert answer.headers["X-Content-Type-Options"] == "nosniff" and answer.headers["Referrer-Policy"] == "no-referrer"
 
 
 def test_a_real_server_refuses_a_rebound_host_name(sender):
     "over a real socket, as a rebinding browser would send it: Host evil.example gets 421, 127.0.0.1 the page"
-    with LiveServer(create_editor_app(sender), _free_port()) as server:
+    with LiveServer(create_editor_app(sender.services), _free_port()) as server:
         answers = {}
         for host in ("evil.example", f"127.0.0.1:{server.port}"):
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
@@ -165,7 +167,7 @@ def test_a_real_server_refuses_a_rebound_host_name(sender):
 
 def serve_preview(tmp_path, sender, *args) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
-    env.update(DIGEST_DATABASE_URL=str(sender.engine.url), DIGEST_SECRET_KEY="k" * 32,
+    env.update(DIGEST_DATABASE_URL=str(sender.services.engine.url), DIGEST_SECRET_KEY="k" * 32,
                DIGEST_OUTBOX_DIR=str(tmp_path / "outbox"))
     return subprocess.Popen([sys.executable, "-m", "digest", "preview", "--serve", *args], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -233,7 +235,7 @@ def test_listening_beyond_loopback_takes_an_option_and_warns(sender, tmp_path):
 
 def test_every_editor_page_answers_head_as_it_answers_get(sender):
     "link checkers send HEAD: each GET page of the preview server answers it with the GET's status and no body"
-    client = TestClient(create_editor_app(sender), base_url="http://127.0.0.1:8001")
+    client = TestClient(create_editor_app(sender.services), base_url="http://127.0.0.1:8001")
     paths = [route.path for route in client.app.routes if "GET" in (getattr(route, "methods", None) or ())]
     assert "/" in paths
     for path in paths:

@@ -30,9 +30,9 @@ MEASURE = """pane => {
 def test_the_text_pane_is_78_columns_beside_the_desktop_frame_and_wraps_no_line(sender, page):  # noqa: F811
     """at 1440 px: the text pane starts level with the desktop frame, right of it, fits 78 columns, and holds
     exactly as many line boxes as the text part has lines"""
-    text = preview(sender=sender, week=None, now=utcnow(), as_email=None).email.text
+    text = preview(services=sender.services, week=None, now=utcnow(), as_email=None).email.text
     page.set_viewport_size(LAPTOP)
-    with LiveServer(create_editor_app(sender), _free_port()) as server:
+    with LiveServer(create_editor_app(sender.services), _free_port()) as server:
         page.goto(server.url + "/")
         pane = page.eval_on_selector("pre.text", MEASURE)
         desktop = page.eval_on_selector("iframe[title=desktop]", "e => e.getBoundingClientRect().toJSON()")

@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from digest.services import build_sender
+from tests.factories import build_sender
 from digest.links import TOKEN_TAG
-from digest.weekly import iso_week, run
+from digest.claim.weeks import iso_week
+from digest.weekly import run
 from tests.factories import RecordingTransport, add_comparison
 from tests.fixtures_signup import sent, web  # noqa: F401 — fixtures: signup emails sent as in production
 from tests.fixtures_web import web_settings
@@ -60,9 +61,9 @@ class Story:
     def send_issue(self, email: str) -> tuple[int, str, str]:
         """A new comparison, the next week's issue sent: (delivery id, recipient token, click token) of EMAIL."""
         add_comparison(self.engine, published_at=self.now - timedelta(hours=1))
-        transport = self.sender.transport
+        transport = self.sender.services.transport
         transport.batches.clear()
-        run(sender=self.sender, now=self.now, week=iso_week(self.now))
+        run(services=self.sender.services, sender=self.sender, now=self.now, week=iso_week(self.now))
         self.now += timedelta(days=7)
         [batch] = transport.batches
         [person] = [r for r in batch.recipients if r.email == email]
@@ -77,7 +78,7 @@ class Story:
             return {table: connection.execute(text(f"SELECT * FROM {table} ORDER BY id")).all() for table in TABLES}
 
     def close(self) -> None:
-        self.sender.engine.dispose()
+        self.sender.services.engine.dispose()
 
 
 def answers(web, links: Links) -> dict[str, tuple]:

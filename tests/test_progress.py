@@ -17,12 +17,12 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
-from digest.services import build_sender
+from tests.factories import build_sender
 from digest.config import Settings
 from digest.importing import import_comparisons, import_subscribers
 from digest.progress import BarProgress, LogProgress, duration, progress_for
 from digest.transports.base import PermanentError
-from digest.weekly import open_issue
+from digest.claim.opening import open_issue
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
 from tests.sendgrid_server import FakeSendGrid
 from tests.test_import_comparisons import another
@@ -116,20 +116,20 @@ def sender(db_url, tmp_path):
                         outbox_dir=tmp_path / "outbox", transport="outbox", timezone="UTC", batch_size=100)
     sender = build_sender(settings, transport=RecordingTransport(), sleep=lambda s: None)
     yield sender
-    sender.engine.dispose()
+    sender.services.engine.dispose()
 
 
 def _opened(sender, subscribers: int):
-    add_comparison(sender.engine, published_at=MONDAY - timedelta(days=1))
-    add_subscribers(sender.engine, subscribers)
-    return open_issue(engine=sender.engine, week=WEEK, now=NOW).issue
+    add_comparison(sender.services.engine, published_at=MONDAY - timedelta(days=1))
+    add_subscribers(sender.services.engine, subscribers)
+    return open_issue(engine=sender.services.engine, week=WEEK, now=NOW).issue
 
 
 def test_a_send_reports_its_total_once_then_each_accepted_batch_and_a_resumed_send_only_what_is_left(sender):
     "250 deliveries in batches of 100, stopped after one: the rerun's total is the 150 still to send"
     issue = _opened(sender, 250)
     first, rest = RecordingProgress(), RecordingProgress()
-    sender.progress, sender.should_stop = first, lambda: len(sender.transport.batches) >= 1
+    sender.progress, sender.should_stop = first, lambda: len(sender.services.transport.batches) >= 1
     sender.send_issue(issue)
     sender.progress, sender.should_stop = rest, lambda: False
     sender.send_issue(issue)
@@ -143,7 +143,7 @@ def test_a_send_reports_its_total_once_then_each_accepted_batch_and_a_resumed_se
 def test_a_batch_the_provider_refuses_for_good_is_not_counted_as_sent(sender):
     "the first of three batches refused (400): progress counts the 150 that went, of 250"
     issue = _opened(sender, 250)
-    sender.transport.errors = [PermanentError("400 bad request")]
+    sender.services.transport.errors = [PermanentError("400 bad request")]
     sender.progress = progress = RecordingProgress()
     report = sender.send_issue(issue)
     assert report.failed == 100

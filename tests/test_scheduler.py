@@ -7,10 +7,10 @@ import pytest
 
 import scheduler
 from digest.config import Settings
-from digest.weekly import slot
+from digest.claim.weeks import slot
 
 
-class StubSender:
+class StubServices:
     def __init__(self, settings):
         self.settings = settings
 
@@ -18,7 +18,7 @@ class StubSender:
 def test_the_weekly_job_fires_at_the_schedule_in_the_configured_zone():
     "Thursday 09:00 Berlin time: the cron job's next fire time is the week's slot; a catch-up job ticks hourly"
     settings = Settings(send_schedule="0 9 * * thu", timezone="Europe/Berlin", secret_key="k" * 32)
-    jobs = {job.id: job for job in scheduler.build_scheduler(StubSender(settings)).get_jobs()}
+    jobs = {job.id: job for job in scheduler.build_scheduler(StubServices(settings), sender=None).get_jobs()}
     assert set(jobs) == {"weekly", "catch-up"}
     berlin = ZoneInfo("Europe/Berlin")
     monday = datetime(2026, 11, 23, tzinfo=berlin)

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, text
 from digest.subscribers.confirmation import ConfirmTokens
 from digest.links import Signer
 from digest.web import create_app
-from digest.weekly import open_issue
+from digest.claim.opening import open_issue
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, Event, Subscriber, SubscriberStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers, recipient_token

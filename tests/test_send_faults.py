@@ -1,16 +1,18 @@
 """The sender's retry policy and crash recovery, on both databases, through the Transport protocol."""
 
+import dataclasses
+
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
-from digest.services import build_sender
+from tests.factories import build_sender
 from digest.config import Settings
 from digest.send.ratelimit import SharedRateLimit
 from digest.send.loop import SendAborted
 from digest.transports.base import PermanentError, RateLimited, TransientError
-from digest.weekly import open_issue
+from digest.claim.opening import open_issue
 from storage.throttle import block_sending
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus
@@ -47,9 +49,9 @@ def make_sender(db_url, tmp_path, transport, clock, **settings):
 
 
 def issue_with(sender, subscribers: int):
-    add_comparison(sender.engine, published_at=SLOT - timedelta(days=2))
-    add_subscribers(sender.engine, subscribers)
-    return open_issue(engine=sender.engine, week="2026-W48", now=SLOT).issue
+    add_comparison(sender.services.engine, published_at=SLOT - timedelta(days=2))
+    add_subscribers(sender.services.engine, subscribers)
+    return open_issue(engine=sender.services.engine, week="2026-W48", now=SLOT).issue
 
 
 def statuses(engine) -> dict[str, int]:
@@ -87,21 +89,21 @@ class BlockedByAnotherSender(RecordingTransport):
 def test_a_limit_another_sender_records_between_two_batches_holds_the_second(db_url, tmp_path, clock):
     "the shared limit is read with every claim: the next batch waits for a reset recorded after the last one"
     sender = make_sender(db_url, tmp_path, None, clock, batch_size=2)
-    inner = BlockedByAnotherSender(sender.engine, until=SLOT + timedelta(seconds=60))
-    sender.transport = SharedRateLimit(inner, engine=sender.engine, clock=clock, sleep=clock.sleep)
+    inner = BlockedByAnotherSender(sender.services.engine, until=SLOT + timedelta(seconds=60))
+    sender.services = dataclasses.replace(sender.services, transport=SharedRateLimit(inner, engine=sender.services.engine, clock=clock, sleep=clock.sleep))
     report = sender.send_issue(issue_with(sender, 4))
     assert report.sent == 4 and inner.calls == 2
-    assert clock.slept == [60.0] and sender.transport.waits == 1
+    assert clock.slept == [60.0] and sender.services.transport.waits == 1
 
 
 def test_a_reading_handed_to_the_rate_limit_stands_for_one_send_only(db_url, tmp_path, clock):
     "observe() spares the next send its own read; the send after that reads the row again"
     sender = make_sender(db_url, tmp_path, None, clock)
-    limit = SharedRateLimit(RecordingTransport(), engine=sender.engine, clock=clock, sleep=clock.sleep)
-    with sender.engine.connect() as connection:
+    limit = SharedRateLimit(RecordingTransport(), engine=sender.services.engine, clock=clock, sleep=clock.sleep)
+    with sender.services.engine.connect() as connection:
         limit.observe(connection)  # nothing recorded yet
         connection.rollback()
-    with sender.engine.begin() as connection:
+    with sender.services.engine.begin() as connection:
         block_sending(connection=connection, until=SLOT + timedelta(seconds=30), reason="429")
     limit.wait_if_blocked()
     assert clock.slept == []  # the reading taken before the block
@@ -116,7 +118,7 @@ def test_server_errors_retry_with_growing_capped_backoff(db_url, tmp_path, clock
     report = sender.send_issue(issue_with(sender, 2))
     assert report.sent == 2 and report.retries == 2 and report.ambiguous == 0
     assert clock.slept[1] == pytest.approx(2 * clock.slept[0])
-    assert statuses(sender.engine) == {"sent": 2}
+    assert statuses(sender.services.engine) == {"sent": 2}
 
 
 def test_a_permanent_error_fails_the_batch_with_the_providers_message_and_does_not_loop(db_url, tmp_path, clock):
@@ -125,7 +127,7 @@ def test_a_permanent_error_fails_the_batch_with_the_providers_message_and_does_n
     sender = make_sender(db_url, tmp_path, transport, clock)
     report = sender.send_issue(issue_with(sender, 2))
     assert transport.calls == 1 and report.failed == 2 and report.sent == 0
-    with session_scope(sender.engine) as session:
+    with session_scope(sender.services.engine) as session:
         errors = set(session.execute(select(Delivery.error)).scalars())
     assert errors == {"400: personalizations.0.to.0.email: Does not contain a valid address"}
 
@@ -137,7 +139,7 @@ def test_an_outage_stops_the_run_and_a_rerun_resumes_without_duplicates(db_url, 
     issue = issue_with(sender, 3)
     with pytest.raises(SendAborted, match="rerun `digest send`"):
         sender.send_issue(issue)
-    assert statuses(sender.engine) == {"pending": 3}
+    assert statuses(sender.services.engine) == {"pending": 3}
     healthy = RecordingTransport()
     report = make_sender(db_url, tmp_path, healthy, clock).send_issue(issue)
     assert report.sent == 3 and len(healthy.recipients) == 3 and report.ambiguous == 0
@@ -149,7 +151,7 @@ def test_a_timeout_after_the_request_went_out_resends_and_counts_the_possible_du
     sender = make_sender(db_url, tmp_path, transport, clock)
     report = sender.send_issue(issue_with(sender, 4))
     assert report.sent == 4 and report.ambiguous == 4
-    with session_scope(sender.engine) as session:
+    with session_scope(sender.services.engine) as session:
         counted = session.execute(select(Delivery.ambiguous_resends)).scalars().all()
     assert counted == [1, 1, 1, 1]
 
@@ -171,14 +173,14 @@ def test_a_crash_between_post_and_commit_is_resent_once_after_the_lease_and_coun
     issue = issue_with(sender, 3)
     with pytest.raises(Crash):
         sender.send_issue(issue)
-    assert statuses(sender.engine) == {"sending": 3}
+    assert statuses(sender.services.engine) == {"sending": 3}
     rerun = RecordingTransport()
     early = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert early.sent == 0 and early.remaining == 3, "a live lease is respected"
     clock.now += sender.lease + timedelta(seconds=1)
     late = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert late.sent == 3 and late.ambiguous == 3 and len(rerun.recipients) == 3
-    assert statuses(sender.engine) == {"sent": 3}
+    assert statuses(sender.services.engine) == {"sent": 3}
 
 
 def test_a_crash_before_the_post_loses_nobody(db_url, tmp_path, clock):
@@ -195,7 +197,7 @@ def test_a_crash_before_the_post_loses_nobody(db_url, tmp_path, clock):
     rerun = RecordingTransport()
     report = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert sorted(rerun.recipients) == sorted(set(rerun.recipients)) and len(rerun.recipients) == 5
-    assert statuses(sender.engine) == {"sent": 5}
+    assert statuses(sender.services.engine) == {"sent": 5}
 
 
 def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, tmp_path, clock):
@@ -211,15 +213,16 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
     broken = tmp_path / "templates"
     shutil.copytree(templates_dir(), broken)
     (broken / "email" / "digest.mjml.j2").write_text("{% if %}", encoding="utf-8")
-    good = sender.renderer
-    sender.renderer = Renderer(settings=sender.settings, links=sender.links, env=make_environment(broken))
+    good = sender.services.renderer
+    broken_renderer = Renderer(settings=sender.services.settings, links=sender.services.links, env=make_environment(broken))
+    sender.services = dataclasses.replace(sender.services, renderer=broken_renderer)
 
     with pytest.raises(RenderError):
         sender.send_issue(issue)
-    assert statuses(sender.engine) == {DeliveryStatus.pending.value: 25} and transport.batches == []
+    assert statuses(sender.services.engine) == {DeliveryStatus.pending.value: 25} and transport.batches == []
 
-    sender.renderer, sender.rendered = good, {}
+    sender.services, sender.rendered = dataclasses.replace(sender.services, renderer=good), {}
     report = sender.send_issue(issue)
-    assert statuses(sender.engine) == {DeliveryStatus.sent.value: 25}
+    assert statuses(sender.services.engine) == {DeliveryStatus.sent.value: 25}
     assert report.ambiguous == 0 and sum(len(b.recipients) for b in transport.batches) == 25
-    sender.engine.dispose()
+    sender.services.engine.dispose()

@@ -12,7 +12,7 @@ import pytest
 from digest.config import Settings
 from digest.links import TOKEN_TAG, Links, Signer
 from digest.render.email import Renderer
-from digest.weekly import open_issue
+from digest.claim.opening import open_issue
 from storage.db import session_scope
 from storage.models import Issue
 from tests.factories import add_comparison, add_subscribers

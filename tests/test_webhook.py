@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from digest.web import create_app
-from digest.weekly import open_issue
+from digest.claim.opening import open_issue
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, Event, Subscriber
 from tests.factories import RecordingTransport, add_comparison, add_subscribers

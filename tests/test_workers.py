@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from digest.weekly import open_issue
+from digest.claim.opening import open_issue
 from storage.throttle import sending_blocked_until
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, DeliveryStatus

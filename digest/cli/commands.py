@@ -40,7 +40,7 @@ def _checked_week(value: Optional[str]) -> Optional[str]:
     """--week as the store names weeks ("2026-w9" is 2026-W09); "banana" or 2026-W54 is one line, exit 2."""
     if value is None:
         return None
-    from digest.weekly import BadWeek, parse_week
+    from digest.claim.weeks import BadWeek, parse_week
 
     try:
         return parse_week(value, today=utcnow().date())
@@ -289,8 +289,8 @@ def send(
       digest send --test-to me@example.com
       digest send
     """
-    from digest.services import build_sender, settle_heap
-    from digest.send.loop import SendAborted
+    from digest.send.loop import SendAborted, Sender
+    from digest.services import build_services, settle_heap
     from digest.weekly import run
 
     if as_json and not dry_run:
@@ -301,10 +301,10 @@ def send(
         _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
         return
     if dry_run:
-        from digest.editor.preview import LISTED, dry_run as plan
+        from digest.editor.dry_run import LISTED, dry_run as plan
         from digest.cli.reporting import print_dry_run
 
-        found = plan(sender=build_sender(settings), week=week, now=now, limit=None if as_json else LISTED)
+        found = plan(services=build_services(settings), week=week, now=now, limit=None if as_json else LISTED)
         if as_json:
             import json
 
@@ -314,10 +314,11 @@ def send(
         return
     from digest.cli.reporting import print_run
 
-    sender = build_sender(settings, progress=progress_shown(settings))
+    services = build_services(settings)
+    sender = Sender(services=services, progress=progress_shown(settings))
     settle_heap()
     try:
-        result = run(sender=sender, now=now, week=week or _current_week(settings, now))
+        result = run(services=services, sender=sender, now=now, week=week or _current_week(settings, now))
     except SendAborted as exc:
         print_run(console, None, [exc.report])
         raise fail(str(exc))
@@ -327,8 +328,8 @@ def send(
 
 
 def _test_send(settings: Settings, *, week, now, addresses: str, as_email) -> None:
-    from digest.services import build_sender
     from digest.importing import InvalidAddress, normalize_address
+    from digest.services import build_services
     from digest.editor.preview import NothingToPreview, render_for, test_send
     from digest.transports import PermanentError, TransientError
 
@@ -338,10 +339,10 @@ def _test_send(settings: Settings, *, week, now, addresses: str, as_email) -> No
         raise fail(str(exc), 2)
     if not emails:
         raise fail("--test-to needs at least one address", 2)
-    sender = build_sender(settings)
+    services = build_services(settings)
     try:
-        rendered = render_for(sender=sender, week=week, now=now, as_email=as_email)
-        count = test_send(sender=sender, rendered=rendered, addresses=emails)
+        rendered = render_for(services=services, week=week, now=now, as_email=as_email)
+        count = test_send(services=services, rendered=rendered, addresses=emails)
     except NothingToPreview as exc:
         raise fail(str(exc))
     except (PermanentError, TransientError) as exc:
@@ -351,7 +352,7 @@ def _test_send(settings: Settings, *, week, now, addresses: str, as_email) -> No
 
 
 def _current_week(settings: Settings, now) -> str:
-    from digest.weekly import iso_week
+    from digest.claim.weeks import iso_week
 
     return iso_week(now.astimezone(settings.tz))
 
@@ -385,13 +386,13 @@ def preview(
       digest preview --as ada@example.com --format html --out issue.html
       digest preview --serve
     """
-    from digest.services import build_sender
     from digest.editor.preview import NothingToPreview, as_eml, preview as render_preview, render_for
+    from digest.services import build_services
 
     if format not in ("html", "text", "mjml", "subject", "eml"):
         raise fail(f"--format must be html, text, mjml, subject or eml, not {format!r}", 2)
     settings = settings_for_run(need_secrets=False)
-    sender = build_sender(settings)
+    services = build_services(settings)
     if serve:
         import uvicorn
 
@@ -407,14 +408,14 @@ def preview(
         console.print(f"preview at {page_url(host, port)} (Ctrl-C to stop)")
         from digest.web.server import uvicorn_options
 
-        uvicorn.run(create_editor_app(sender, bind=host), **uvicorn_options(host=host, port=port, log_level="warning"))
+        uvicorn.run(create_editor_app(services, bind=host), **uvicorn_options(host=host, port=port, log_level="warning"))
         return
     try:
         if format == "eml":
-            result = render_for(sender=sender, week=week, now=utcnow(), as_email=as_email)
-            body = as_eml(sender=sender, rendered=result)
+            result = render_for(services=services, week=week, now=utcnow(), as_email=as_email)
+            body = as_eml(services=services, rendered=result)
         else:
-            result = render_preview(sender=sender, week=week, now=utcnow(), as_email=as_email)
+            result = render_preview(services=services, week=week, now=utcnow(), as_email=as_email)
             body = getattr(result.email, format).encode()
         reader, issue_week = result.reader, result.week
     except NothingToPreview as exc:
@@ -526,9 +527,10 @@ def worker(
     import logging
     import signal
 
-    from digest.services import build_sender, settle_heap
     from digest.progress import CurrentStderr
+    from digest.send.loop import Sender
     from digest.send.worker import Worker
+    from digest.services import build_services, settle_heap
 
     settings = settings_for_run()
     if batch_size is not None:
@@ -536,7 +538,9 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=CurrentStderr())  # above the progress bar on a terminal, not through it
     progress = progress_shown(settings, write=logging.getLogger("digest.progress").info)  # log lines, timestamped
-    runner = Worker(build_sender(settings, progress=progress), idle_seconds=settings.worker_idle_seconds)
+    services = build_services(settings)
+    runner = Worker(services=services, sender=Sender(services=services, progress=progress),
+                    idle_seconds=settings.worker_idle_seconds)
     settle_heap()
     logging.getLogger("digest.worker").info("worker started: batches of %d, lease %.0f s%s", settings.batch_size,
                                             settings.lease_seconds, ", once" if once else "")

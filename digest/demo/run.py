@@ -11,13 +11,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from digest.services import build_sender
+from digest.send.loop import Sender
+from digest.services import Services, build_services
 from digest.config import Settings, demo_settings
 from digest.demo.readers import a_week_of_reading, apple_prefetch
 from digest.importing import import_comparisons, import_subscribers
 from digest.render.email import issue_label
 from digest.cli.reporting import print_run
-from digest.weekly import iso_week, run, slot, week_monday
+from digest.claim.weeks import iso_week, slot, week_monday
+from digest.weekly import run
 from storage.migrate import upgrade
 from storage.types import utcnow
 
@@ -57,39 +59,40 @@ def run_demo(*, directory: Path, console: Console, now: datetime | None = None) 
     comparisons_file.write_text(json.dumps(rebased_comparisons(now), indent=2, ensure_ascii=False), encoding="utf-8")
     # Each send is stamped with the moment it plays (last week's slot, then now), so the readers' opens
     # come after it and the stats see a week of reading, not opens from before the email left.
-    sender = build_sender(settings, clock=lambda: last_slot)
-    imported = import_comparisons(engine=sender.engine, path=comparisons_file, now=now)
-    people = import_subscribers(engine=sender.engine, path=demo_file("subscribers.csv"), now=now)
+    services = build_services(settings)
+    sender = Sender(services=services, clock=lambda: last_slot)
+    imported = import_comparisons(engine=services.engine, path=comparisons_file, now=now)
+    people = import_subscribers(engine=services.engine, path=demo_file("subscribers.csv"), now=now)
     console.print(f"[bold]Weekly AI Tool Verdicts demo[/] in {workdir}")
     console.print(f"imported {imported.created} comparisons published over the two weeks before this one, "
                   f"and {people.created} subscribers")
 
     console.print(f"\n[bold]1. The scheduler wakes at last week's slot ({last_slot:%a %d %b %H:%M %Z}).[/] "
                   "It missed the week before, so that week's verdicts roll into this issue.")
-    first = run(sender=sender, now=last_slot)
+    first = run(services=services, sender=sender, now=last_slot)
     print_run(console, first, first.reports)
 
     console.print(f"\n[bold]2. Its readers, over the days after it went out[/] (simulated, recorded by the web "
                   "app's own tracking): people open and click; Apple Mail Privacy Protection and Gmail's image "
                   "proxy fetch the pixel too, counted apart; one reader unsubscribes.")
-    a_week_of_reading(engine=sender.engine, settings=settings, week=last_week, now=now)
-    console.print(reading_line(sender.engine, last_week), highlight=False)
+    a_week_of_reading(engine=services.engine, settings=settings, week=last_week, now=now)
+    console.print(reading_line(services.engine, last_week), highlight=False)
 
     this_week = iso_week(now.astimezone(settings.tz))
     console.print(f"\n[bold]3. An editor sends this week's issue ({this_week}) now.[/] "
                   "It claims only what was published since the last issue; the reader who left gets nothing.")
     sender.clock = lambda: now
-    second = run(sender=sender, now=now, week=this_week)
+    second = run(services=services, sender=sender, now=now, week=this_week)
     print_run(console, second, second.reports)
-    fetched = apple_prefetch(engine=sender.engine, settings=settings, week=this_week)
+    fetched = apple_prefetch(engine=services.engine, settings=settings, week=this_week)
     console.print(f"issue {this_week}: {fetched.opens} machine opens within seconds of the send (Apple's proxy "
                   "fetching the images for Apple Mail readers), no human opener yet", highlight=False)
 
-    previews = write_previews(sender=sender, workdir=workdir, now=now, weeks=[last_week, this_week])
+    previews = write_previews(services=services, workdir=workdir, now=now, weeks=[last_week, this_week])
     dates = {last_week: last_slot, this_week: now}
     index = write_index(workdir / "preview", previews, settings=settings,
                         labels={week: issue_label(week, at.astimezone(settings.tz).date()) for week, at in dates.items()})
-    chart = write_stats(workdir / "preview", engine=sender.engine)
+    chart = write_stats(workdir / "preview", engine=services.engine)
     emails = sorted((workdir / "outbox").glob("*.eml"))
     console.print(f"\n[bold]Where to look[/]\n  outbox: {workdir / 'outbox'} ({len(emails)} .eml files, "
                   "one per recipient and issue)")
@@ -136,7 +139,7 @@ def write_stats(folder: Path, *, engine) -> Path:
     return path
 
 
-def write_previews(*, sender, workdir: Path, now: datetime, weeks: list[str]) -> list[tuple[str, str, Path]]:
+def write_previews(*, services: Services, workdir: Path, now: datetime, weeks: list[str]) -> list[tuple[str, str, Path]]:
     """One HTML file per segment of each issue, as its first recipient sees it."""
     from sqlalchemy import select
 
@@ -147,7 +150,7 @@ def write_previews(*, sender, workdir: Path, now: datetime, weeks: list[str]) ->
     folder = workdir / "preview"
     folder.mkdir(exist_ok=True)
     written = []
-    with session_scope(sender.engine) as session:
+    with session_scope(services.engine) as session:
         rows = session.execute(
             select(Issue.week, Segment.id, Segment.audience)
             .join(Segment, Segment.issue_id == Issue.id)
@@ -162,7 +165,7 @@ def write_previews(*, sender, workdir: Path, now: datetime, weeks: list[str]) ->
             ).scalars().first()
             readers.append((week, audience, email))
     for number, (week, audience, email) in enumerate(readers, 1):
-        result = preview(sender=sender, week=week, now=now, as_email=email)
+        result = preview(services=services, week=week, now=now, as_email=email)
         slug = "".join(ch if ch.isalnum() else "-" for ch in audience.lower()).strip("-")[:40]
         path = folder / f"{week}-{number:02d}-{slug}.html"
         path.write_text(result.email.html, encoding="utf-8")

@@ -26,9 +26,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.datastructures import MutableHeaders
 from sqlalchemy import func, select
 
-from digest.editor.preview import NothingToPreview, dry_run, preview
+from digest.editor.dry_run import dry_run
+from digest.editor.preview import NothingToPreview, preview
 from digest.render.environment import RenderError, templates_dir
-from digest.send.loop import Sender
+from digest.services import Services
 from digest.render.template_errors import template_error
 from digest.web.factory import answer_head_like_get
 from storage.db import session_scope
@@ -114,18 +115,18 @@ class LocalOnly:
         return match is not None and match[1].lower() in self.names
 
 
-def fingerprint(sender: Sender, root: Path | None = None) -> str:
+def fingerprint(services: Services, root: Path | None = None) -> str:
     """Changes whenever a template file or the store's content changes."""
     root = root or templates_dir()
     parts = [f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sorted(root.rglob("*")) if p.is_file()]
-    with session_scope(sender.engine) as session:
+    with session_scope(services.engine) as session:
         parts.append(str(session.execute(select(func.max(Comparison.updated_at), func.count(Comparison.id))).one()))
         parts.append(str(session.execute(select(func.max(Subscriber.updated_at), func.count(Subscriber.id))).one()))
         parts.append(str(session.execute(select(func.count(Issue.id))).one()))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bind: str = "127.0.0.1") -> FastAPI:
+def create_editor_app(services: Services, *, templates_root: Path | None = None, bind: str = "127.0.0.1") -> FastAPI:
     """``templates_root``: the directory watched for changes (default: the templates in use); ``bind``: the
     address the server listens on, which decides the Host names it answers to (`host_names`)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -136,7 +137,7 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
         status_code=500, headers=SECURITY_HEADERS))
 
     def render(week: str | None, reader: str | None):
-        return preview(sender=sender, week=week or None, now=utcnow(), as_email=reader or None)
+        return preview(services=services, week=week or None, now=utcnow(), as_email=reader or None)
 
     @app.get("/", response_class=HTMLResponse)
     def page(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
@@ -168,22 +169,22 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
         from digest.track.stats import issue_stats
         from digest.track.stats_page import stats_page
 
-        page = stats_page(issue_stats(engine=sender.engine))
+        page = stats_page(issue_stats(engine=services.engine))
         return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
 
     @app.get("/fingerprint")
     def current() -> JSONResponse:
-        return JSONResponse({"fingerprint": fingerprint(sender, templates_root)}, headers={"Cache-Control": "no-store"})
+        return JSONResponse({"fingerprint": fingerprint(services, templates_root)}, headers={"Cache-Control": "no-store"})
 
     def _who_gets_what(week: str | None) -> str:
         try:
-            plan = dry_run(sender=sender, week=week or None, now=utcnow())
+            plan = dry_run(services=services, week=week or None, now=utcnow())
         except (RenderError, NothingToPreview):  # the page above shows why
             return ""
         if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
             from digest.cli.reporting import sent_sentence
 
-            sentence = sent_sentence(plan, tz=sender.settings.tz)
+            sentence = sent_sentence(plan, tz=services.settings.tz)
             return f"<h2>Who got {html.escape(plan.week)}</h2><p>{html.escape(sentence)}</p>"
         rows = "".join(
             f"<tr><td>{html.escape(s.audience)}</td><td>{s.recipients}</td><td>{s.shown}"
@@ -195,7 +196,7 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
                 f"<p>Get nothing: {nothing or 'nobody'}</p>")
 
     def _page(body: str, *, week: str | None, reader: str | None) -> HTMLResponse:
-        with session_scope(sender.engine) as session:
+        with session_scope(services.engine) as session:
             people = session.execute(select(Subscriber.email).where(Subscriber.status == "active")
                                      .order_by(Subscriber.email).limit(500)).scalars().all()
         options = '<option value="">a sample reader of every category</option>' + "".join(
@@ -203,7 +204,7 @@ def create_editor_app(sender: Sender, *, templates_root: Path | None = None, bin
         picker = (f'<form method="get" action="/"><label>Week <input name="week" value="{html.escape(week or "")}" '
                   f'placeholder="this week" size="9"></label> <label>As <select name="as">{options}</select></label> '
                   f'<button>Show</button></form>')
-        page = _SHELL.replace("{picker}", picker).replace("{body}", body).replace("{fingerprint}", fingerprint(sender, templates_root))
+        page = _SHELL.replace("{picker}", picker).replace("{body}", body).replace("{fingerprint}", fingerprint(services, templates_root))
         return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
 
     answer_head_like_get(app.routes)  # HEAD wherever GET, as on the public app

@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 
 from digest.send.loop import SendAborted, Sender, SendReport
+from digest.services import Services
 from storage.issues import unfinished_issues
 
 log = logging.getLogger("digest.worker")
@@ -50,7 +51,8 @@ class WorkerReport:
 class Worker:
     """Drains unfinished issues through one `Sender` until stopped (or, with ``once``, until idle)."""
 
-    def __init__(self, sender: Sender, *, idle_seconds: float):
+    def __init__(self, *, services: Services, sender: Sender, idle_seconds: float):
+        self.services = services
         self.sender = sender
         self.idle_seconds = idle_seconds
         self.report = WorkerReport()
@@ -80,12 +82,12 @@ class Worker:
                 break
             if not busy:
                 self._stop.wait(self.idle_seconds)
-        self.report.shared_waits = self.sender.transport.waits
+        self.report.shared_waits = self.services.transport.waits
         return self.report
 
     def drain(self) -> bool:
         """One pass over every unfinished issue; True when this worker sent (or refused) something."""
-        issues = self.sender.transaction(lambda session: unfinished_issues(session=session))
+        issues = self.services.transaction(lambda session: unfinished_issues(session=session))
         before = self.report.sent + self.report.failed
         for issue in issues:
             if self.stopping:

@@ -223,14 +223,13 @@ class _Child(_Worker):
 
 def answerer(settings: Settings, transport: Transport) -> Callable[[Letter], object]:
     """What the worker does with a letter: digest.subscribers.confirmation.answer, with its own engine and templates."""
+    from digest.render.environment import email_environment
+    from digest.services import build_services
     from digest.subscribers import confirmation
-    from digest.services import links_for
-    from digest.render.environment import make_environment
-    from storage.db import make_engine
 
-    engine, links, env = make_engine(settings.database_url), links_for(settings), make_environment()
-    return lambda letter: confirmation.answer(engine=engine, settings=settings, links=links, env=env,
-                                              transport=transport, signup=letter.signup, now=letter.now)
+    services, env = build_services(settings, transport=transport), email_environment()
+    return lambda letter: confirmation.answer(engine=services.engine, settings=settings, links=services.links, env=env,
+                                              transport=services.transport, signup=letter.signup, now=letter.now)
 
 
 def run(get: Callable, done: Callable[[], None], spread: float, answer: Callable[[Letter], object]) -> None:

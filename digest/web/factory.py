@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digest.services import links_for
+from digest.services import build_services
 from digest.config import Settings
 from digest.subscribers.signup_mailer import SignupMailer
 from digest.transports import Transport, make_transport
@@ -20,7 +20,6 @@ from digest.web.context import WebContext, web_environment
 from digest.web.limits import BodyLimits
 from digest.web.security import SecurityHeaders
 from digest.web.tracking import answer_pixel, pixel_token
-from storage.db import make_engine
 from storage.types import utcnow
 
 
@@ -45,15 +44,17 @@ def create_app(
     settings: Settings, *, engine: Engine | None = None, transport: Transport | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
-    links = links_for(settings)
+    # The web app sends nothing in bulk, so its transport is the configured one without the senders' shared
+    # rate limit; signup mail goes out from the signup mailer's own process (below).
+    services = build_services(settings, engine=engine, transport=transport or make_transport(settings))
     app = DigestApp(title="Weekly AI Tool Verdicts", docs_url=None, redoc_url=None, openapi_url=None,
                     lifespan=_lifespan)
     app.state.ctx = WebContext(
-        settings=settings,
-        engine=engine or make_engine(settings.database_url),
-        signer=links.signer,
-        links=links,
-        transport=transport or make_transport(settings),
+        settings=services.settings,
+        engine=services.engine,
+        signer=services.signer,
+        links=services.links,
+        transport=services.transport,
         pages=web_environment(),
         clock=clock,
     )

@@ -1,0 +1,100 @@
+"""Open an issue: create it, claim what is published, rank it, plan its segments and fan out — one transaction.
+
+Idempotent: the database constraints, not the clock, make sure an issue is opened once (a unique week) and
+a comparison is claimed once (a unique comparison id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from digest.claim.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
+from digest.claim.weeks import week_monday
+from storage.comparisons import claimable_comparisons, claimed_comparisons
+from storage.db import session_scope
+from storage.faults import Conflict
+from storage.issues import (
+    add_segment,
+    audience_category_sets,
+    claim_comparisons,
+    create_issue,
+    fan_out,
+    find_issue,
+    refresh_delivery_statistics,
+    set_ranks,
+)
+from storage.models import Issue
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+@dataclass(frozen=True)
+class IssuePlan:
+    """What opening an issue now would do: read-only, for `--dry-run` and previews."""
+
+    ranked: list[ComparisonFacts]
+    segments: list[SegmentPlan]
+    audience: dict[str, int]  # subscribers by followed categories ("" = all)
+
+    def size(self, segment: SegmentPlan) -> int:
+        return sum(self.audience.get(categories, 0) for categories in segment.category_sets)
+
+
+def plan_issue(*, session, now: datetime, ranked: list[ComparisonFacts] | None = None) -> IssuePlan:
+    if ranked is None:
+        ranked = rank(claimable_comparisons(session=session, now=now))
+    audience = audience_category_sets(session=session, now=now)
+    return IssuePlan(ranked=ranked, segments=plan_segments(ranked, audience), audience=audience)
+
+
+@dataclass
+class Opened:
+    issue: Issue | None
+    created: bool
+    claimed: int = 0
+    deliveries: int = 0
+    unmatched: int = 0  # active subscribers who follow none of the claimed comparisons' categories
+
+
+def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
+    """Create issue ``week``, claim what is published, fan out: one transaction, all or nothing.
+
+    If the issue exists (a rerun, or another scheduler won the race) it is returned as it is: its
+    content and audience were fixed when it was opened. No claimable comparison: no issue.
+    """
+    week_monday(week)  # validates the label
+    try:
+        with session_scope(engine) as session:
+            existing = find_issue(session=session, week=week)
+            if existing is not None:
+                return Opened(issue=existing, created=False)
+            issue = create_issue(session=session, week=week, now=now)  # a racing process fails here or below
+            claimed = claim_comparisons(session=session, issue_id=issue.id, now=now)
+            if claimed == 0:
+                session.rollback()
+                return Opened(issue=None, created=False)
+            ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
+            set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
+            plan = plan_issue(session=session, now=now, ranked=ranked)
+            deliveries = 0
+            for planned in plan.segments:
+                segment = add_segment(session=session, issue_id=issue.id, key=planned.key, audience=planned.audience,
+                                      comparison_ids=planned.comparison_ids)
+                segment.size = fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
+                                               category_sets=planned.category_sets, now=now)
+                deliveries += segment.size
+            refresh_delivery_statistics(session=session)
+            issue.fanned_out_at = now
+            unmatched = sum(plan.audience.values()) - deliveries
+            if deliveries == 0:
+                issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
+            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched)
+    except Conflict:
+        with session_scope(engine) as session:
+            existing = find_issue(session=session, week=week)
+        if existing is None:
+            raise
+        return Opened(issue=existing, created=False)

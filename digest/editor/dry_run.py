@@ -1,0 +1,106 @@
+"""The dry run: who would get what if the issue were sent now, and who gets nothing and why. Read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+
+from digest.claim.opening import IssuePlan, plan_issue
+from digest.claim.selection import cap
+from digest.editor.preview import issue_and_ranked, week_asked
+from digest.render import mail
+from digest.services import Services
+from storage.db import session_scope
+from storage.left_out import PAUSED, LeftOut, SentIssue, left_out, sent_issue
+
+HTML_BUDGET = 90 * 1024  # Gmail clips messages over ~102 KB; 90 KB leaves room for its own additions
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    audience: str
+    recipients: int
+    titles: list[str]  # in rank order, all the segment sees
+    shown: int
+    subject: str
+    html_bytes: int
+
+
+LISTED = 50  # people named in the dry run's "get nothing" list; --json names them all
+
+
+@dataclass(frozen=True)
+class DryRun:
+    week: str
+    exists: bool
+    titles: list[str]
+    segments: list[SegmentSummary]
+    nothing: dict[str, int]  # who gets nothing, by reason (storage.left_out.REASONS)
+    left_out: list[LeftOut] = field(default_factory=list)  # the first of them, by reason then address
+    sent: SentIssue | None = None  # the issue already went out: nothing else is filled in
+
+    def as_dict(self, *, tz) -> dict:
+        """For `digest send --dry-run --json`: plain JSON-ready data."""
+        if self.sent:
+            sent = self.sent
+            return {"week": self.week, "already_sent": {
+                "first_sent_at": _iso(sent.first_sent_at), "closed_at": _iso(sent.closed_at),
+                "readers": sent.readers, "still_to_send": sent.to_send}}
+        return {
+            "week": self.week, "exists": self.exists, "comparisons": self.titles,
+            "segments": [vars(segment) for segment in self.segments],
+            "recipients": sum(segment.recipients for segment in self.segments),
+            "get_nothing": {"counts": self.nothing,
+                            "people": [{"email": person.email, "reason": reason_text(person, tz=tz)}
+                                       for person in self.left_out]},
+        }
+
+
+def reason_text(person: LeftOut, *, tz) -> str:
+    """Why ``person`` gets nothing, in words: "unsubscribed", "paused until 2026-12-14"."""
+    if person.reason == PAUSED and person.paused_until is not None:
+        return f"paused until {person.paused_until.astimezone(tz).date().isoformat()}"
+    return person.reason
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def dry_run(*, services: Services, week: str | None, now: datetime, limit: int | None = LISTED) -> DryRun:
+    """Who would get what if the issue were sent now, and who gets nothing and why (the first ``limit``
+    people, all with None). An issue that already went out, in part or in full, is only described."""
+    settings = services.settings
+    week = week_asked(week, now=now, tz=settings.tz)
+    with session_scope(services.engine) as session:
+        issue, ranked = issue_and_ranked(session, week=week, now=now)
+        sent = sent_issue(session=session, issue=issue) if issue is not None else None
+        if sent is not None:
+            return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent)
+        plan: IssuePlan = plan_issue(session=session, now=now, ranked=ranked)
+        titles_by_id = _titles(session, [c.id for c in ranked])
+        summaries = []
+        for segment in plan.segments:
+            shown = cap(segment.comparison_ids, settings.max_shown)[0]
+            email = mail.render_segment(session=session, renderer=services.renderer, settings=settings, week=week,
+                                        opened_at=issue.created_at if issue else now,
+                                        comparison_ids=segment.comparison_ids, audience=segment.audience)
+            summaries.append(SegmentSummary(
+                audience=segment.audience, recipients=plan.size(segment),
+                titles=[titles_by_id[i] for i in segment.comparison_ids], shown=len(shown),
+                subject=email.subject, html_bytes=len(email.html.encode()),
+            ))
+        reached = sorted({categories for segment in plan.segments for categories in segment.category_sets})
+        nothing, people = left_out(session=session, now=now, reached=reached if ranked else None, limit=limit)
+    return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
+                  segments=summaries, nothing=nothing, left_out=people)
+
+
+def _titles(session, ids: list[int]) -> dict[int, str]:
+    from storage.models import Comparison
+
+    if not ids:
+        return {}
+    return dict(session.execute(select(Comparison.id, Comparison.title).where(Comparison.id.in_(ids))).all())
