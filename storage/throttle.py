@@ -24,3 +24,17 @@ def block_sending(*, connection, until: datetime, reason: str) -> None:
 
 def sending_blocked_until(*, connection) -> datetime | None:
     return connection.execute(select(SendThrottle.blocked_until).where(SendThrottle.id == 1)).scalar()
+
+
+def record_block(*, engine, until: datetime, reason: str) -> None:
+    """`block_sending` in a transaction of its own (a 429 is recorded as soon as it is seen)."""
+    with engine.begin() as connection:
+        block_sending(connection=connection, until=until, reason=reason)
+
+
+def read_blocked_until(*, engine) -> datetime | None:
+    """`sending_blocked_until` on a read-only connection: reading the limit takes no write lock."""
+    with engine.connect().execution_options(read_only=True) as connection:
+        until = sending_blocked_until(connection=connection)
+        connection.rollback()
+    return until

@@ -16,13 +16,15 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from digest.transports.base import Batch, RateLimited, SendResult, Transport
-from storage.throttle import block_sending, sending_blocked_until
 from storage.db import retrying
+from storage.throttle import read_blocked_until, record_block, sending_blocked_until
 from storage.types import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("digest.ratelimit")
 
@@ -59,14 +61,10 @@ class SharedRateLimit:
             raise
 
     def _block(self, until: datetime, reason: str) -> None:
-        with self._engine.begin() as connection:
-            block_sending(connection=connection, until=until, reason=reason)
+        record_block(engine=self._engine, until=until, reason=reason)
 
     def _blocked_until(self) -> datetime | None:
-        with self._engine.connect().execution_options(read_only=True) as connection:  # no write lock
-            until = sending_blocked_until(connection=connection)
-            connection.rollback()
-        return until
+        return read_blocked_until(engine=self._engine)
 
     def _retrying(self, work):
         return retrying(work, budget=self._db_retry_seconds, sleep=self._sleep)

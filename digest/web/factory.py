@@ -6,14 +6,14 @@ import asyncio
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digest.services import build_services
 from digest.config import Settings
+from digest.services import build_services
 from digest.subscribers.signup_mailer import SignupMailer
 from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
@@ -21,6 +21,9 @@ from digest.web.limits import BodyLimits
 from digest.web.security import SecurityHeaders
 from digest.web.tracking import answer_pixel, pixel_token
 from storage.types import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 class DigestApp(FastAPI):
