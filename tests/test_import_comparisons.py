@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from digest.categories import MAX_LENGTH, category_problem
 from digest.importing import InvalidImport, import_comparisons, load_comparisons
-from digest.importing.comparisons import SCHEMA
+from digest.importing.comparison_file import SCHEMA
 from storage.db import session_scope
 from storage.models import Comparison, Review, Tool
 
@@ -234,9 +234,9 @@ def test_a_huge_text_is_refused_without_quoting_it(tmp_path):
 
 def test_a_file_over_the_size_limit_is_refused_before_reading(tmp_path, monkeypatch):
     "a file bigger than MAX_FILE_BYTES is refused up front with its size"
-    import digest.importing.comparisons as comparisons
+    import digest.importing.comparison_file as comparison_file
 
-    monkeypatch.setattr(comparisons, "MAX_FILE_BYTES", 1024)
+    monkeypatch.setattr(comparison_file, "MAX_FILE_BYTES", 1024)
     path = write(tmp_path, [another("big")] * 3)
     with pytest.raises(InvalidImport, match=r"comparisons.json: the file is \d+ MB, more than the 0 MB"):
         load_comparisons(path)
@@ -358,7 +358,7 @@ def test_the_cli_warns_about_stored_categories_the_contract_now_refuses(tmp_path
     env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
     def import_example() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "digest.cli.commands", "comparisons", "import", str(DATA / "example.json")],
+        return subprocess.run([sys.executable, "-m", "digest.cli", "comparisons", "import", str(DATA / "example.json")],
                               env=env, capture_output=True, text=True, timeout=60)
 
     clean = import_example()

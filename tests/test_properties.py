@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from digest.importing import import_comparisons
-from digest.importing.comparisons import _VALIDATOR
+from digest.importing.comparison_file import _VALIDATOR
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, BadToken, Signer
 from digest.transports.base import fill
 from storage.db import make_engine

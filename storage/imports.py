@@ -1,0 +1,136 @@
+"""What an import reads and writes: comparisons upserted by slug with their tools and reviews, subscribers
+upserted in bulk by email key, and the categories the comparisons in the store are filed under.
+
+The importers (digest.importing) decide what commits together: they open the transaction and pass its
+session or connection here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ARRAY, Connection, any_, bindparam, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import selectinload
+from sqlalchemy.types import DateTime, String
+from sqlmodel import Session
+
+from storage.models import Comparison, Review, Subscriber, SubscriberStatus, Tool
+from storage.types import UTCDateTime
+
+# A comparison's tools as the importer hands them over: (tool columns, [review columns, …]), in order.
+ToolColumns = list[tuple[dict, list[dict]]]
+
+IN_LIST = 500  # slugs per IN list: well under SQLite's 32,766 parameters
+
+_SUBSCRIBERS = Subscriber.__table__
+SUBSCRIBER_ROW = ("email", "email_key", "name", "categories")  # the keys of a subscriber row to upsert
+
+
+# -- comparisons -----------------------------------------------------------------------------------------
+
+def stored_comparisons(*, session: Session, slugs: Sequence[str]) -> dict[str, Comparison]:
+    """The stored comparisons among ``slugs``, by slug, with their tools and reviews loaded."""
+    found: dict[str, Comparison] = {}
+    for start in range(0, len(slugs), IN_LIST):
+        query = (select(Comparison).where(Comparison.slug.in_(slugs[start:start + IN_LIST]))
+                 .options(selectinload(Comparison.tools).selectinload(Tool.reviews)))
+        found.update((comparison.slug, comparison) for comparison in session.execute(query).scalars())
+    return found
+
+
+def create_comparison(*, session: Session, slug: str, columns: dict, tools: ToolColumns, now: datetime) -> None:
+    session.add(Comparison(slug=slug, **columns, tools=_new_tools(tools), created_at=now, updated_at=now))
+
+
+def update_comparison(*, comparison: Comparison, columns: dict, tools: ToolColumns, now: datetime) -> None:
+    """``comparison`` (from ``stored_comparisons``) takes ``columns`` and ``tools``; ``created_at`` stays."""
+    for field, value in columns.items():
+        setattr(comparison, field, value)
+    comparison.tools = _new_tools(tools)  # delete-orphan: the old tools and reviews go
+    comparison.updated_at = now
+
+
+def _new_tools(tools: ToolColumns) -> list[Tool]:
+    return [Tool(position=position, **columns,
+                 reviews=[Review(position=order, **review) for order, review in enumerate(reviews)])
+            for position, (columns, reviews) in enumerate(tools)]
+
+
+def comparisons_per_category(*, session: Session) -> dict[str, int]:
+    """Every category in the store, with how many comparisons are filed under it."""
+    rows = session.execute(select(Comparison.category, func.count()).group_by(Comparison.category)).all()
+    return {name: count for name, count in rows}
+
+
+def comparison_categories(*, connection: Connection | Session) -> list[str]:
+    """The distinct categories of the comparisons in the store, sorted. Takes a Connection or a Session."""
+    return sorted(connection.execute(select(Comparison.category).distinct()).scalars())
+
+
+# -- subscribers -----------------------------------------------------------------------------------------
+
+def stored_subscribers(*, connection: Connection, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """(name, categories) of the addresses already stored, by email_key."""
+    if connection.dialect.name == "postgresql":  # one array parameter: 10x faster than 5,000 IN parameters
+        match = _SUBSCRIBERS.c.email_key == any_(bindparam("keys", keys, type_=ARRAY(String())))
+    else:
+        match = _SUBSCRIBERS.c.email_key.in_(keys)
+    query = select(_SUBSCRIBERS.c.email_key, _SUBSCRIBERS.c.name, _SUBSCRIBERS.c.categories).where(match)
+    return {key: (name, categories) for key, name, categories in connection.execute(query)}
+
+
+def subscriber_id(*, connection: Connection, email_key: str) -> int:
+    query = select(_SUBSCRIBERS.c.id).where(_SUBSCRIBERS.c.email_key == email_key)
+    return connection.execute(query).scalar_one()
+
+
+def upsert_subscribers(*, connection: Connection, rows: list[dict], now: datetime) -> None:
+    """INSERT … ON CONFLICT (email_key) DO UPDATE name, categories — never status, never confirmed_at.
+
+    ``rows`` hold the SUBSCRIBER_ROW keys; a new address starts active and confirmed at ``now``. Rows
+    whose name and categories are already stored are not rewritten, so re-importing a list is a read,
+    and ``updated_at`` says when something really changed.
+    """
+    if connection.dialect.name == "postgresql":
+        statement, parameters = _from_arrays(rows, now), {}
+    else:
+        at = _bound_once(now, connection)
+        statement = sqlite.insert(_SUBSCRIBERS).values(
+            status=SubscriberStatus.active.value, created_at=at, updated_at=at, confirmed_at=at)
+        parameters = rows
+    new = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["email_key"],
+        set_={"name": new.name, "categories": new.categories, "updated_at": new.updated_at},
+        where=(_SUBSCRIBERS.c.name != new.name) | (_SUBSCRIBERS.c.categories != new.categories),
+    )
+    connection.execute(statement, parameters)
+
+
+def _from_arrays(rows: list[dict], now: datetime):
+    """PostgreSQL: the chunk as four arrays, unnested into one INSERT … SELECT.
+
+    psycopg's executemany runs one statement per row (~37 µs each: 37 s for a million); one statement
+    per chunk over arrays takes a few µs a row.
+    """
+    arrays = [bindparam(f"{column}_list", [row[column] for row in rows], type_=ARRAY(String()))
+              for column in SUBSCRIBER_ROW]
+    source = func.unnest(*arrays).table_valued(*SUBSCRIBER_ROW).render_derived()
+    at = literal(now, UTCDateTime())
+    return postgresql.insert(_SUBSCRIBERS).from_select(
+        [*SUBSCRIBER_ROW, "status", "created_at", "updated_at", "confirmed_at"],
+        select(*(source.c[column] for column in SUBSCRIBER_ROW), literal(SubscriberStatus.active.value), at, at, at))
+
+
+def _bound_once(now: datetime, connection: Connection):
+    """``now`` as the driver receives it for a UTCDateTime column, converted once per chunk.
+
+    A typed parameter is converted per row and per column: three datetimes a row cost about half the
+    import time. Converted here, it goes in as a constant the driver takes as is (naive UTC on
+    PostgreSQL, the ISO string SQLAlchemy writes on SQLite) — the same value UTCDateTime would store.
+    """
+    convert = UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
+    value = convert(now) if convert else now
+    return literal(value, String() if isinstance(value, str) else DateTime())
