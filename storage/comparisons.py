@@ -80,3 +80,17 @@ def _tool_record(row: Tool) -> ToolRecord:
 def _review_record(row: Review) -> ReviewRecord:
     return ReviewRecord(persona=row.persona, score=row.score, verdict=row.verdict, text=row.text,
                         position=row.position)
+
+
+def comparison_titles(*, session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """Each comparison's title by id (the dry run lists them); ids not in the store are left out."""
+    if not ids:
+        return {}
+    return dict(session.execute(select(Comparison.id, Comparison.title).where(Comparison.id.in_(list(ids)))).all())
+
+
+def comparisons_mark(*, session: Session) -> tuple:
+    """(latest update, count) of the comparisons: changes whenever one is imported, changed or removed."""
+    from sqlalchemy import func  # imported here: this read was appended (issue 15) below the imports above
+
+    return tuple(session.execute(select(func.max(Comparison.updated_at), func.count(Comparison.id))).one())

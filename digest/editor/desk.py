@@ -24,16 +24,16 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.datastructures import MutableHeaders
-from sqlalchemy import func, select
 
-from digest.editor.dry_run import dry_run
+from digest.editor.dry_run import SegmentSummary, dry_run
 from digest.editor.preview import NothingToPreview, preview
 from digest.render.environment import RenderError, templates_dir
 from digest.services import Services
 from digest.render.template_errors import template_error
 from digest.web.factory import answer_head_like_get
+from storage.audience import active_addresses, issues_mark, subscribers_mark
+from storage.comparisons import comparisons_mark
 from storage.db import session_scope
-from storage.models import Comparison, Issue, Subscriber
 from storage.types import utcnow
 
 # The editor's own pages: the reload script inline, the email framed from this server, nothing else.
@@ -120,9 +120,9 @@ def fingerprint(services: Services, root: Path | None = None) -> str:
     root = root or templates_dir()
     parts = [f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in sorted(root.rglob("*")) if p.is_file()]
     with session_scope(services.engine) as session:
-        parts.append(str(session.execute(select(func.max(Comparison.updated_at), func.count(Comparison.id))).one()))
-        parts.append(str(session.execute(select(func.max(Subscriber.updated_at), func.count(Subscriber.id))).one()))
-        parts.append(str(session.execute(select(func.count(Issue.id))).one()))
+        parts.append(str(comparisons_mark(session=session)))
+        parts.append(str(subscribers_mark(session=session)))
+        parts.append(str(issues_mark(session=session)))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -132,37 +132,49 @@ def create_editor_app(services: Services, *, templates_root: Path | None = None,
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(LocalOnly, names=host_names(bind))
     # Starlette answers an unexpected error outside every middleware: this answer carries the headers itself.
-    app.add_exception_handler(Exception, lambda request, exc: PlainTextResponse(
-        "The preview failed; the terminal running `digest preview --serve` has the traceback.\n",
-        status_code=500, headers=SECURITY_HEADERS))
+    app.add_exception_handler(Exception, _failed)
+    _add_preview_page(app, services, templates_root)
+    _add_email_frame(app, services)
+    _add_stats_page(app, services)
+    _add_fingerprint(app, services, templates_root)
+    answer_head_like_get(app.routes)  # HEAD wherever GET, as on the public app
+    return app
 
-    def render(week: str | None, reader: str | None):
-        return preview(services=services, week=week or None, now=utcnow(), as_email=reader or None)
+
+def _failed(request, exc) -> PlainTextResponse:
+    return PlainTextResponse("The preview failed; the terminal running `digest preview --serve` has the traceback.\n",
+                             status_code=500, headers=SECURITY_HEADERS)
+
+
+def _render(services: Services, week: str | None, reader: str | None):
+    return preview(services=services, week=week or None, now=utcnow(), as_email=reader or None)
+
+
+def _add_preview_page(app: FastAPI, services: Services, templates_root: Path | None) -> None:
+    """`/`: the issue as the chosen reader gets it, who gets what, the week and reader picker."""
 
     @app.get("/", response_class=HTMLResponse)
     def page(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
-        query = urlencode({k: v for k, v in (("week", week), ("as", reader)) if v})
-        try:
-            result = render(week, reader)
-            body = _PREVIEW.format(
-                subject=html.escape(result.email.subject), reader=html.escape(result.reader),
-                week=html.escape(result.week), query=html.escape(query), text=html.escape(result.email.text),
-                size=len(result.email.html.encode()) / 1024,
-            )
-        except RenderError as exc:
-            body = f'<h2>Template error</h2><pre class="error">{html.escape(template_error(exc))}</pre>'
-        except NothingToPreview as exc:
-            body = f"<p>{html.escape(str(exc))}</p>"
-        return _page(body + _who_gets_what(week), week=week, reader=reader)
+        body = _preview_body(services, week, reader)
+        return _page(services, templates_root, body + _who_gets_what(services, week), week=week, reader=reader)
+
+
+def _add_email_frame(app: FastAPI, services: Services) -> None:
+    """`/email.html`: the email's HTML alone, for the page's desktop and phone frames."""
 
     @app.get("/email.html", response_class=HTMLResponse)
     def email(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
         try:
-            return HTMLResponse(render(week, reader).email.html, headers={"Content-Security-Policy": EMAIL_CSP})
+            result = _render(services, week, reader)
+            return HTMLResponse(result.email.html, headers={"Content-Security-Policy": EMAIL_CSP})
         except NothingToPreview as exc:
             return HTMLResponse(f"<p>{html.escape(str(exc))}</p>", status_code=404)
         except RenderError as exc:
             return HTMLResponse(f"<pre>{html.escape(template_error(exc))}</pre>", status_code=500)
+
+
+def _add_stats_page(app: FastAPI, services: Services) -> None:
+    """`/stats`: how past issues did."""
 
     @app.get("/stats", response_class=HTMLResponse)
     def stats() -> HTMLResponse:
@@ -172,43 +184,71 @@ def create_editor_app(services: Services, *, templates_root: Path | None = None,
         page = stats_page(issue_stats(engine=services.engine))
         return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
 
+
+def _add_fingerprint(app: FastAPI, services: Services, templates_root: Path | None) -> None:
+    """`/fingerprint`: what the page asks every second to know when to reload."""
+
     @app.get("/fingerprint")
     def current() -> JSONResponse:
         return JSONResponse({"fingerprint": fingerprint(services, templates_root)}, headers={"Cache-Control": "no-store"})
 
-    def _who_gets_what(week: str | None) -> str:
-        try:
-            plan = dry_run(services=services, week=week or None, now=utcnow())
-        except (RenderError, NothingToPreview):  # the page above shows why
-            return ""
-        if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
-            from digest.cli.reporting import sent_sentence
 
-            sentence = sent_sentence(plan, tz=services.settings.tz)
-            return f"<h2>Who got {html.escape(plan.week)}</h2><p>{html.escape(sentence)}</p>"
-        rows = "".join(
-            f"<tr><td>{html.escape(s.audience)}</td><td>{s.recipients}</td><td>{s.shown}"
+def _preview_body(services: Services, week: str | None, reader: str | None) -> str:
+    """The subject, the frames and the plain text; or the template error, or why there is nothing to show."""
+    query = urlencode({k: v for k, v in (("week", week), ("as", reader)) if v})
+    try:
+        result = _render(services, week, reader)
+        return _PREVIEW.format(
+            subject=html.escape(result.email.subject), reader=html.escape(result.reader),
+            week=html.escape(result.week), query=html.escape(query), text=html.escape(result.email.text),
+            size=len(result.email.html.encode()) / 1024,
+        )
+    except RenderError as exc:
+        return f'<h2>Template error</h2><pre class="error">{html.escape(template_error(exc))}</pre>'
+    except NothingToPreview as exc:
+        return f"<p>{html.escape(str(exc))}</p>"
+
+
+def _who_gets_what(services: Services, week: str | None) -> str:
+    try:
+        plan = dry_run(services=services, week=week or None, now=utcnow())
+    except (RenderError, NothingToPreview):  # the page above shows why
+        return ""
+    if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
+        from digest.cli.reporting import sent_sentence
+
+        sentence = sent_sentence(plan, tz=services.settings.tz)
+        return f"<h2>Who got {html.escape(plan.week)}</h2><p>{html.escape(sentence)}</p>"
+    rows = "".join(_segment_row(s) for s in plan.segments)
+    nothing = ", ".join(f"{count} {html.escape(reason)}" for reason, count in sorted(plan.nothing.items()))
+    return (f"<h2>Who gets what in {html.escape(plan.week)}</h2><table><tr><th>audience</th><th>recipients</th>"
+            f"<th>comparisons</th><th>subject</th><th>HTML (budget 90 KB)</th></tr>{rows}</table>"
+            f"<p>Get nothing: {nothing or 'nobody'}</p>")
+
+
+def _segment_row(s: SegmentSummary) -> str:
+    return (f"<tr><td>{html.escape(s.audience)}</td><td>{s.recipients}</td><td>{s.shown}"
             f"{' + ' + str(len(s.titles) - s.shown) + ' more' if len(s.titles) > s.shown else ''}</td>"
-            f"<td>{html.escape(s.subject)}</td><td>{s.html_bytes / 1024:.1f} KB</td></tr>" for s in plan.segments)
-        nothing = ", ".join(f"{count} {html.escape(reason)}" for reason, count in sorted(plan.nothing.items()))
-        return (f"<h2>Who gets what in {html.escape(plan.week)}</h2><table><tr><th>audience</th><th>recipients</th>"
-                f"<th>comparisons</th><th>subject</th><th>HTML (budget 90 KB)</th></tr>{rows}</table>"
-                f"<p>Get nothing: {nothing or 'nobody'}</p>")
+            f"<td>{html.escape(s.subject)}</td><td>{s.html_bytes / 1024:.1f} KB</td></tr>")
 
-    def _page(body: str, *, week: str | None, reader: str | None) -> HTMLResponse:
-        with session_scope(services.engine) as session:
-            people = session.execute(select(Subscriber.email).where(Subscriber.status == "active")
-                                     .order_by(Subscriber.email).limit(500)).scalars().all()
-        options = '<option value="">a sample reader of every category</option>' + "".join(
-            f'<option{" selected" if p == reader else ""}>{html.escape(p)}</option>' for p in people)
-        picker = (f'<form method="get" action="/"><label>Week <input name="week" value="{html.escape(week or "")}" '
-                  f'placeholder="this week" size="9"></label> <label>As <select name="as">{options}</select></label> '
-                  f'<button>Show</button></form>')
-        page = _SHELL.replace("{picker}", picker).replace("{body}", body).replace("{fingerprint}", fingerprint(services, templates_root))
-        return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
 
-    answer_head_like_get(app.routes)  # HEAD wherever GET, as on the public app
-    return app
+def _page(services: Services, templates_root: Path | None, body: str, *, week: str | None,
+          reader: str | None) -> HTMLResponse:
+    """``body`` in the page shell, under the picker, with the fingerprint the reload script compares."""
+    with session_scope(services.engine) as session:
+        people = active_addresses(session=session, limit=500)
+    page = (_SHELL.replace("{picker}", _picker(people, week=week, reader=reader)).replace("{body}", body)
+            .replace("{fingerprint}", fingerprint(services, templates_root)))
+    return HTMLResponse(page, headers={"Content-Security-Policy": EDITOR_CSP, "Cache-Control": "no-store"})
+
+
+def _picker(people: list[str], *, week: str | None, reader: str | None) -> str:
+    """The week box and the reader list (a sample reader, then the first 500 active subscribers)."""
+    options = '<option value="">a sample reader of every category</option>' + "".join(
+        f'<option{" selected" if p == reader else ""}>{html.escape(p)}</option>' for p in people)
+    return (f'<form method="get" action="/"><label>Week <input name="week" value="{html.escape(week or "")}" '
+            f'placeholder="this week" size="9"></label> <label>As <select name="as">{options}</select></label> '
+            f'<button>Show</button></form>')
 
 
 _PREVIEW = """<p><strong>Subject:</strong> {subject}<br><span class="muted">Issue {week}, as {reader}; HTML {size:.1f} KB</span></p>

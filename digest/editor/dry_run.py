@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
-
 from digest.claim.opening import IssuePlan, plan_issue
 from digest.claim.selection import cap
 from digest.editor.preview import issue_and_ranked, week_asked
 from digest.render import mail
 from digest.services import Services
 from storage.db import session_scope
-from storage.left_out import PAUSED, LeftOut, SentIssue, left_out, sent_issue
+from storage.audience import PAUSED, LeftOut, SentIssue, left_out, sent_issue
+from storage.comparisons import comparison_titles
 
 HTML_BUDGET = 90 * 1024  # Gmail clips messages over ~102 KB; 90 KB leaves room for its own additions
 
@@ -37,7 +36,7 @@ class DryRun:
     exists: bool
     titles: list[str]
     segments: list[SegmentSummary]
-    nothing: dict[str, int]  # who gets nothing, by reason (storage.left_out.REASONS)
+    nothing: dict[str, int]  # who gets nothing, by reason (storage.audience.REASONS)
     left_out: list[LeftOut] = field(default_factory=list)  # the first of them, by reason then address
     sent: SentIssue | None = None  # the issue already went out: nothing else is filled in
 
@@ -80,7 +79,7 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
         if sent is not None:
             return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent)
         plan: IssuePlan = plan_issue(session=session, now=now, ranked=ranked)
-        titles_by_id = _titles(session, [c.id for c in ranked])
+        titles_by_id = comparison_titles(session=session, ids=[c.id for c in ranked])
         summaries = []
         for segment in plan.segments:
             shown = cap(segment.comparison_ids, settings.max_shown)[0]
@@ -96,11 +95,3 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
         nothing, people = left_out(session=session, now=now, reached=reached if ranked else None, limit=limit)
     return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
                   segments=summaries, nothing=nothing, left_out=people)
-
-
-def _titles(session, ids: list[int]) -> dict[int, str]:
-    from storage.models import Comparison
-
-    if not ids:
-        return {}
-    return dict(session.execute(select(Comparison.id, Comparison.title).where(Comparison.id.in_(ids))).all())

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-
 from digest.render.environment import RenderedEmail
 from digest.claim.selection import ComparisonFacts, audience_label, rank, visible_to
 from digest.render import mail
 from digest.services import Services
 from digest.transports.base import Recipient, fill
 from digest.claim.weeks import BadWeek, iso_week, parse_week
+from storage.audience import delivery_id_for, reader_by_address
 from storage.comparisons import claimable_comparisons, claimed_comparisons
 from storage.issues import find_issue
 from storage.db import session_scope
@@ -132,17 +131,13 @@ def test_send(*, services: Services, rendered: Rendered, addresses: list[str]) -
     return len(people)
 
 
-def _reader(session, as_email: str | None, issue: Issue | None):
+def _reader(session, as_email: str | None, issue: Issue | None) -> tuple[Subscriber | None, int | None]:
+    """The subscriber ``as_email`` names and their delivery of ``issue`` (None before it is fanned out to them)."""
     if as_email is None:
         return None, None
-    subscriber = session.execute(select(Subscriber).where(Subscriber.email_key == as_email.strip().lower())).scalars().first()
+    subscriber = reader_by_address(session=session, address=as_email)
     if subscriber is None:
         raise NothingToPreview(f"no subscriber with the address {as_email}")
-    delivery_id = None
-    if issue is not None:
-        from storage.models import Delivery
-
-        delivery_id = session.execute(
-            select(Delivery.id).where(Delivery.issue_id == issue.id, Delivery.subscriber_id == subscriber.id)
-        ).scalars().first()
-    return subscriber, delivery_id
+    if issue is None:
+        return subscriber, None
+    return subscriber, delivery_id_for(session=session, issue_id=issue.id, subscriber_id=subscriber.id)

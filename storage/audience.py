@@ -1,4 +1,6 @@
-"""The dry run's SQL: who gets nothing from an issue and why, and whether the issue already went out.
+"""Who an issue reaches, as the editor's desk asks (issue 15: the desk's SQL lives here): a reader by
+address and their delivery of an issue, the addresses the preview can be shown as, who gets nothing from an
+issue and why, whether the issue already went out, and what changed since the desk last looked.
 
 Keyword-only functions over a Session, read-only, like storage.issues.
 """
@@ -12,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
-from storage.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus
+from storage.models import Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus
 
 # The reasons, in the order the list shows them: first the people an editor can still do something
 # about (they follow nothing this issue covers, or never confirmed), then those who chose to leave.
@@ -87,3 +89,31 @@ def sent_issue(*, session: Session, issue) -> SentIssue | None:
     to_send = sum(by_status.get(status.value, (0, None))[0] for status in (DeliveryStatus.pending, DeliveryStatus.sending))
     return SentIssue(week=issue.week, first_sent_at=first_sent_at, closed_at=issue.completed_at, readers=readers,
                      to_send=to_send)
+
+
+def reader_by_address(*, session: Session, address: str) -> Subscriber | None:
+    """The subscriber at ``address`` (any case, surrounding spaces ignored), whatever their status."""
+    query = select(Subscriber).where(Subscriber.email_key == address.strip().lower())
+    return session.execute(query).scalars().first()
+
+
+def delivery_id_for(*, session: Session, issue_id: int, subscriber_id: int) -> int | None:
+    """The id of ``subscriber_id``'s delivery of the issue, or None when the issue was not fanned out to them."""
+    query = select(Delivery.id).where(Delivery.issue_id == issue_id, Delivery.subscriber_id == subscriber_id)
+    return session.execute(query).scalars().first()
+
+
+def active_addresses(*, session: Session, limit: int) -> list[str]:
+    """The first ``limit`` active subscribers' addresses, in order."""
+    query = select(Subscriber.email).where(Subscriber.status == "active").order_by(Subscriber.email).limit(limit)
+    return list(session.execute(query).scalars().all())
+
+
+def subscribers_mark(*, session: Session) -> tuple:
+    """(latest update, count) of the subscribers: changes whenever one is added, changed or removed."""
+    return tuple(session.execute(select(func.max(Subscriber.updated_at), func.count(Subscriber.id))).one())
+
+
+def issues_mark(*, session: Session) -> tuple:
+    """(count,) of the issues: changes when one is opened."""
+    return tuple(session.execute(select(func.count(Issue.id))).one())
