@@ -1,7 +1,7 @@
 """The demo's readers: what a small list does with an issue, so that `digest stats` and its chart show it.
 
 Recorded through the code the web app runs for the open pixel, the click redirect and the unsubscribe page
-(`digest.track.tracking.record_open` / `record_click`, `digest.subscribers.subscriptions.unsubscribe`), with each moment
+(`digest.track.opens.record_open` / `record_click`, `digest.subscribers.subscriptions.unsubscribe`), with each moment
 passed in: what the stats then count is what the real routes would have recorded. The readers' choices
 come from a random generator seeded with the week, so every run of the demo tells the same story.
 """
@@ -12,14 +12,18 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select
+from typing import TYPE_CHECKING
 
 from digest.subscribers import subscriptions
 from digest.config import Settings
 from digest.links import RecipientRef
-from digest.track.tracking import record_click, record_open
+from digest.track.opens import record_click, record_open
 from storage.db import session_scope
-from storage.models import Comparison, Delivery, DeliveryStatus, Issue, IssueComparison, Subscriber
+from storage.events import subscriber_by_id
+from storage.reading import comparison_urls, sent_deliveries
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # User agents as the pixel sees them. Apple Mail's is also what Apple's Privacy Protection proxy sends,
 # so only the timing tells its prefetch apart; Gmail's proxy names itself.
@@ -54,19 +58,11 @@ class Tally:
 def readers_of(engine: Engine, week: str) -> tuple[list[Reader], list[str]]:
     """The issue's sent deliveries in id order, and its comparisons' URLs in rank order."""
     with session_scope(engine) as session:
-        rows = session.execute(
-            select(Delivery.id, Delivery.subscriber_id, Delivery.issue_id, Delivery.sent_at, Subscriber.link_tag)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id).join(Issue, Issue.id == Delivery.issue_id)
-            .where(Issue.week == week, Delivery.status == DeliveryStatus.sent).order_by(Delivery.id)
-        ).all()
-        urls = session.execute(
-            select(Comparison.url).join(IssueComparison, IssueComparison.comparison_id == Comparison.id)
-            .join(Issue, Issue.id == IssueComparison.issue_id).where(Issue.week == week)
-            .order_by(IssueComparison.rank, IssueComparison.id)
-        ).scalars().all()
+        rows = sent_deliveries(session=session, week=week)
+        urls = comparison_urls(session=session, week=week)
     readers = [Reader(RecipientRef(subscriber_id=subscriber_id, delivery_id=delivery_id, tag=tag), issue_id, sent_at)
                for delivery_id, subscriber_id, issue_id, sent_at, tag in rows]
-    return readers, list(urls)
+    return readers, urls
 
 
 def a_week_of_reading(*, engine: Engine, settings: Settings, week: str, now: datetime) -> Tally:
@@ -122,7 +118,7 @@ def apple_prefetch(*, engine: Engine, settings: Settings, week: str) -> Tally:
 def unsubscribe(*, engine: Engine, reader: Reader, now: datetime) -> bool:
     """What the unsubscribe page's button does (digest.web.subscriber), for the delivery the link came in."""
     with session_scope(engine) as session:
-        subscriber = session.get(Subscriber, reader.ref.subscriber_id)
+        subscriber = subscriber_by_id(session=session, subscriber_id=reader.ref.subscriber_id)
         return subscriptions.unsubscribe(session=session, subscriber=subscriber, source="web", now=now,
                                          detail="unsubscribe page", delivery_id=reader.ref.delivery_id,
                                          issue_id=reader.issue_id)

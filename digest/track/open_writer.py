@@ -54,8 +54,9 @@ MAX_BATCH = 1000  # opens per transaction: bounds one transaction's time after a
 MAX_UNCONFIRMED = 10_000  # opens handed over and not yet committed, before fetches wait (~3 MB)
 RESTART_AFTER = 1.0  # seconds between starts: a writer that cannot start is not restarted in a tight loop
 FAILURES_LOGGED_EVERY = 10.0  # seconds
-# More than the store keeps (digest.track.tracking: 300); keeps a frame (≤ ~1.1 KB) under PIPE_BUF, 4096 bytes,
-# so that one os.write puts it in the pipe whole or not at all, and bounds what a held-back fetch holds.
+# More than the store keeps (digest.track.opens.USER_AGENT_CHARS: 300); keeps a frame (≤ ~1.1 KB) under
+# PIPE_BUF, 4096 bytes, so that one os.write puts it in the pipe whole or not at all, and bounds what a
+# held-back fetch holds.
 AGENT_CHARS = 512
 # Linux's default pipe is 64 KiB (~550 opens of a typical agent, ~115 bytes each); 1 MiB (fs.pipe-max-size's
 # default) holds ~9,000: half a second of one web process at full speed, while its writer imports (1.3-2 s

@@ -34,7 +34,7 @@ def main() -> None:
     up, down = os.dup(1), 0
     os.dup2(2, 1)  # the pipe up is ours alone: anything a library prints goes to stderr
 
-    from digest.track.tracking import record_opens
+    from digest.track.opens import record_opens
     from storage.db import make_engine
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s open writer: %(message)s")

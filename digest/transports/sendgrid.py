@@ -1,6 +1,6 @@
 """SendGrid's v3 Mail Send API: one `POST /v3/mail/send` per `Batch`, one personalization per recipient.
 
-The only module that knows SendGrid. Limits and reserved headers come from SendGrid's published schema
+With digest.transports.sendgrid_events (its Event Webhook), the only module that knows SendGrid. Limits and reserved headers come from SendGrid's published schema
 (tests/data/sendgrid/tsg_mail_v3.json) and its docs; a payload that breaks them is a programming error
 here (`ValueError`), raised before any request, rather than a 400 discovered mid-send.
 """

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from digest.links import BadToken
-from digest.track.tracking import record_click, record_open
+from digest.track.opens import record_click, record_open
 from digest.web.context import WebContext, get_context
 from digest.web.security import SECURITY_HEADERS
 

@@ -1,9 +1,5 @@
-"""`POST /webhooks/sendgrid`: SendGrid's signed Event Webhook.
-
-Trust nothing unsigned: the body must carry a valid ECDSA signature (P-256, SHA-256 over timestamp +
-raw body) under the public key SendGrid shows (DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY), and a timestamp of
-the last 10 minutes, so a captured post cannot be replayed later. Within that window a replay changes
-nothing either: each event is recorded once by its sg_event_id.
+"""`POST /webhooks/sendgrid`: SendGrid's signed Event Webhook (the signature and the event format:
+digest.transports.sendgrid_events). Verify, read, apply (digest.track.events).
 
 Answers: 200 {"applied", "duplicates", "ignored"}; 403 for any signature or timestamp problem (the same
 answer whatever was wrong); 503 when no key is configured (a 5xx makes SendGrid retry, so events wait
@@ -13,37 +9,23 @@ past 5 MB never gets here: `digest.web.limits` answers 413 while it streams, bef
 
 from __future__ import annotations
 
-import binascii
-import json
 import logging
-from functools import lru_cache
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from sendgrid import EventWebhook
 
-from digest.track.tracking import apply_provider_events
+from digest.track.events import WebhookSummary, apply_provider_events
+from digest.transports.sendgrid_events import Refused, event_items, key_usable, read_events, verified_body
 from digest.web.context import WebContext, get_context
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 router = APIRouter()
 log = logging.getLogger("digest.web")
-
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-MAX_FUTURE_SECONDS = 300  # clock skew we tolerate between SendGrid and us
-
-
-@lru_cache(maxsize=4)
-def _verifier(public_key: str) -> EventWebhook:
-    return EventWebhook(public_key)  # parses the key once per key, not once per post
-
-
-def signature_ok(*, public_key: str, body: str, signature: str, timestamp: str) -> bool:
-    try:
-        return _verifier(public_key).verify_signature(body, signature, timestamp)
-    except (ValueError, TypeError, binascii.Error):  # undecodable signature or malformed DER
-        return False
 
 
 def _forbidden() -> JSONResponse:
@@ -57,41 +39,26 @@ async def sendgrid_events(request: Request, ctx: WebContext = Depends(get_contex
         log.error("SendGrid webhook post refused: DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not set "
                   "(Mail Settings → Signed Event Webhook in SendGrid shows it)")
         return JSONResponse({"error": "webhook verification key not configured"}, status_code=503)
-    try:
-        _verifier(public_key)
-    except ValueError:
+    if not key_usable(public_key):
         log.error("SendGrid webhook post refused: DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY is not a base64 DER public key")
         return JSONResponse({"error": "webhook verification key unusable"}, status_code=503)
 
-    signature = request.headers.get(SIGNATURE_HEADER, "")
-    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
     raw = await request.body()  # at most limits.WEBHOOK.bytes: BodyLimits cut off anything longer
     try:
-        body = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _forbidden()
-    if not signature or not _fresh(timestamp, ctx.clock().timestamp(), ctx.settings.webhook_max_age_seconds):
-        log.warning("SendGrid webhook post refused: missing signature or stale timestamp %r", timestamp[:20])
-        return _forbidden()
-    if not signature_ok(public_key=public_key, body=body, signature=signature, timestamp=timestamp):
-        log.warning("SendGrid webhook post refused: bad signature")
+        body = verified_body(public_key=public_key, headers=request.headers, raw=raw, now=ctx.clock().timestamp(),
+                             max_age=ctx.settings.webhook_max_age_seconds)
+    except Refused as refused:
+        if refused.reason is not None:
+            log.warning("SendGrid webhook post refused: %s", refused.reason)
         return _forbidden()
 
-    try:
-        events = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: arrays nested ~1,000 deep
-        events = None
-    if not isinstance(events, list) or not all(isinstance(item, dict) for item in events):
+    items = event_items(body)
+    if items is None:
         return JSONResponse({"error": "expected a JSON array of event objects"}, status_code=400)
-    # The store is synchronous: keep it off the event loop.
-    summary = await run_in_threadpool(apply_provider_events, engine=ctx.engine, events=events, now=ctx.clock())
+    # The store is synchronous, and reading the events is per-event work too: both off the event loop.
+    summary = await run_in_threadpool(_apply, ctx.engine, items, ctx.clock())
     return JSONResponse({"applied": summary.applied, "duplicates": summary.duplicates, "ignored": summary.ignored})
 
 
-def _fresh(timestamp: str, now: float, max_age: int) -> bool:
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        return False
-    return now - max_age <= sent <= now + MAX_FUTURE_SECONDS
-
+def _apply(engine: Engine, items: list[dict], now: datetime) -> WebhookSummary:
+    return apply_provider_events(engine=engine, events=read_events(items, now=now), now=now)
