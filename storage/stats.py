@@ -1,0 +1,79 @@
+"""Per-issue counts for `digest stats` (digest.track.stats, which defines each figure): two GROUP BY queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, and_, case, func, select
+
+from storage.events import STORED_KIND
+from storage.models import Delivery, DeliveryStatus, Event, Issue
+
+UNSUBSCRIBE_KINDS = ("unsubscribe", "group_unsubscribe")
+# IssueStats field → the per-delivery column summed into it.
+EVENT_SUMS = {"delivered": "delivered", "bounced": "bounced", "soft_bounced": "soft_bounced", "dropped": "dropped",
+              "human_openers": "human_open", "opens": "opens", "machine_opens": "machine_opens",
+              "clickers": "clicked", "clicks": "clicks", "unsubscribes": "unsubscribed", "complaints": "complained"}
+EVENT_COUNTS = ("machine_only_openers", *EVENT_SUMS)
+
+
+def _flag(condition) -> object:
+    return func.max(case((condition, 1), else_=0))
+
+
+def _count(condition) -> object:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[str, int]]:
+    """week → {IssueStats field: count}, for every issue or for the issue of ``week`` (none if there is none)."""
+    issue_filter = [Issue.week == week] if week else []
+    with engine.connect() as connection:
+        counts = {row.week: {"recipients": row.recipients, "sent": int(row.sent or 0), "failed": int(row.failed or 0)}
+                  for row in connection.execute(_delivery_counts(issue_filter))}
+        for row in connection.execute(_event_counts(issue_filter)):
+            counts[row.week].update({name: int(getattr(row, name) or 0) for name in EVENT_COUNTS})
+    return counts
+
+
+def _delivery_counts(issue_filter: list):
+    is_sent = Delivery.status == DeliveryStatus.sent.value
+    is_failed = Delivery.status == DeliveryStatus.failed.value
+    return (
+        select(Issue.week, func.count(Delivery.id).label("recipients"), _count(is_sent).label("sent"),
+               _count(is_failed).label("failed"))
+        .select_from(Issue).outerjoin(Delivery, Delivery.issue_id == Issue.id)
+        .where(*issue_filter).group_by(Issue.id, Issue.week)
+    )
+
+
+def _event_counts(issue_filter: list):
+    human, machine = Event.machine.is_(False), Event.machine.is_(True)
+    # One row per delivery with events: what happened to it, as 0/1 flags and counts ...
+    per_delivery = (
+        select(
+            Delivery.issue_id,
+            _flag(Event.kind == "delivered").label("delivered"),
+            _flag(Event.kind == "bounce").label("bounced"),
+            _flag(Event.kind == STORED_KIND["soft_bounce"]).label("soft_bounced"),
+            _flag(Event.kind == "dropped").label("dropped"),
+            _flag(and_(Event.kind == "open", human)).label("human_open"),
+            _flag(and_(Event.kind == "open", machine)).label("machine_open"),
+            _count(Event.kind == "open").label("opens"),
+            _count(and_(Event.kind == "open", machine)).label("machine_opens"),
+            _flag(and_(Event.kind == "click", human)).label("clicked"),
+            _count(Event.kind == "click").label("clicks"),
+            _flag(Event.kind.in_(UNSUBSCRIBE_KINDS)).label("unsubscribed"),
+            _flag(Event.kind == STORED_KIND["complaint"]).label("complained"),
+        )
+        .select_from(Event).join(Delivery, Delivery.id == Event.delivery_id)
+        .join(Issue, Issue.id == Delivery.issue_id).where(*issue_filter)
+        .group_by(Delivery.issue_id, Event.delivery_id)
+        .subquery()
+    )
+    d = per_delivery.c
+    # ... summed per issue.
+    sums = [func.sum(getattr(d, column)).label(name) for name, column in EVENT_SUMS.items()]
+    machine_only = _count(and_(d.machine_open == 1, d.human_open == 0)).label("machine_only_openers")
+    return (
+        select(Issue.week, machine_only, *sums)
+        .select_from(per_delivery).join(Issue, Issue.id == d.issue_id).group_by(Issue.week)
+    )
