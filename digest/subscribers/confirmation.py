@@ -27,12 +27,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 import jinja2
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
 
 from digest.subscribers import subscriptions
 from digest.config import Settings
@@ -41,8 +39,15 @@ from digest.subscribers.names import name_problem
 from digest.render.environment import RenderError, RenderedEmail, render_email
 from digest.render import mail
 from digest.transports.base import Batch, Recipient, TransientError, Transport
+from storage import subscribers as rows
 from storage.db import in_transaction
-from storage.models import Subscriber, SubscriberStatus
+from storage.models import SubscriberStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlmodel import Session
+
+    from storage.models import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +140,8 @@ def _address_hash(email_key: str) -> str:
 
 
 def is_suppressed(*, session: Session, email_key: str) -> bool:
-    """Never mail this address: subscriptions.is_suppressed when present (it also knows deleted addresses)."""
-    check = getattr(subscriptions, "is_suppressed", None)
-    if check is not None:
-        return bool(check(session=session, email_key=email_key))
-    status = session.execute(select(Subscriber.status).where(Subscriber.email_key == email_key)).scalar()
-    return status is not None and SubscriberStatus(status) in subscriptions.SUPPRESSED
+    """Never mail this address: subscriptions.is_suppressed (it also knows deleted addresses)."""
+    return subscriptions.is_suppressed(session, email_key)
 
 
 def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmTokens, links: Links,
@@ -152,12 +153,10 @@ def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmToken
     signup mailer's load on the machine does not depend on who owns the address either.
     """
     suppressed = is_suppressed(session=session, email_key=signup.email_key)
-    subscriber = session.execute(select(Subscriber).where(Subscriber.email_key == signup.email_key)).scalars().first()
+    subscriber = rows.find_by_email_key(session=session, email_key=signup.email_key)
     if subscriber is None and not suppressed:
-        subscriber = Subscriber(email=signup.email, email_key=signup.email_key, name="", categories=signup.categories,
-                                status=SubscriberStatus.pending, created_at=now, updated_at=now)
-        session.add(subscriber)
-        session.flush()
+        subscriber = rows.add_pending(session=session, email=signup.email, email_key=signup.email_key,
+                                      categories=signup.categories, now=now)
     subscriber_id, tag = (subscriber.id, subscriber.link_tag) if subscriber is not None else (0, 0)
     confirm_url = f"{links.base_url}/confirm/" + tokens.dumps(
         subscriber_id=subscriber_id, email_key=signup.email_key, name=signup.name, categories=signup.categories,
@@ -173,7 +172,7 @@ def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmToken
 
 def confirmable(*, session: Session, ref: ConfirmRef) -> Subscriber | None:
     """The subscriber a valid link may confirm (or has confirmed), else None: the same None for every reason."""
-    subscriber = session.get(Subscriber, ref.subscriber_id)
+    subscriber = rows.find_subscriber(session=session, subscriber_id=ref.subscriber_id)
     if subscriber is None or not hmac.compare_digest(_address_hash(subscriber.email_key), ref.address_hash):
         return None
     if not tag_fits(ref.tag, link_tag=subscriber.link_tag, accepts_untagged_links=subscriber.accepts_untagged_links):
@@ -201,16 +200,17 @@ def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber |
     a returning subscriber who typed none keeps the name they confirmed before.
     """
     subscriber = confirmable(session=session, ref=ref)
-    if subscriber is None or subscriber.status == SubscriberStatus.active:
+    return activate(session=session, subscriber=subscriber, ref=ref, now=now) if subscriber is not None else None
+
+
+def activate(*, session: Session, subscriber: Subscriber, ref: ConfirmRef, now: datetime) -> Subscriber:
+    """`confirm` for the subscriber `confirmable` found for ``ref``: the page's dependency has looked it up."""
+    if subscriber.status == SubscriberStatus.active:
         return subscriber
     kept = subscriber.name if subscriber.status != SubscriberStatus.pending else ""
-    subscriber.status = SubscriberStatus.active
-    subscriber.confirmed_at = now
-    subscriber.unsubscribed_at = None
-    subscriber.paused_until = None
-    subscriber.categories = ref.categories
-    subscriber.name = confirmed_name(ref) or kept
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, status=SubscriberStatus.active, confirmed_at=now,
+                           unsubscribed_at=None, paused_until=None, categories=ref.categories,
+                           name=confirmed_name(ref) or kept)
     subscriptions.record_event(session=session, kind="confirm", source="web", now=now, subscriber_id=subscriber.id)
     return subscriber
 
@@ -243,7 +243,7 @@ def answer(*, engine: Engine, settings: Settings, links: Links, env: jinja2.Envi
 
     try:
         outgoing = in_transaction(engine, plan, budget=60.0)
-    except IntegrityError:  # another web process stored the same new address a moment ago: it is known now
+    except rows.AddressTaken:  # another web process stored the same new address a moment ago: it is known now
         outgoing = in_transaction(engine, plan, budget=60.0)
     return deliver(transport=transport, env=env, settings=settings, outgoing=outgoing)
 

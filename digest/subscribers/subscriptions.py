@@ -11,24 +11,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, or_, select
-from sqlmodel import Session
+from storage import subscribers as rows
+from storage.models import SubscriberStatus
+from storage.subscribers import record_event
 
-from storage.models import Delivery, Event, Issue, Subscriber, SubscriberStatus, Suppression
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from storage.models import Subscriber, Suppression
 
 SUPPRESSED = frozenset({SubscriberStatus.bounced, SubscriberStatus.complained})
-
-
-def record_event(
-    *, session: Session, kind: str, source: str, now: datetime, subscriber_id: int | None = None,
-    delivery_id: int | None = None, issue_id: int | None = None, machine: bool = False,
-    provider_event_id: str | None = None, detail: str = "",
-) -> Event:
-    event = Event(kind=kind, source=source, occurred_at=now, subscriber_id=subscriber_id, delivery_id=delivery_id,
-                  issue_id=issue_id, machine=machine, provider_event_id=provider_event_id, detail=detail[:2000])
-    session.add(event)
-    return event
 
 
 def unsubscribe(*, session: Session, subscriber: Subscriber, source: str, now: datetime,
@@ -36,9 +30,7 @@ def unsubscribe(*, session: Session, subscriber: Subscriber, source: str, now: d
     """Unsubscribe at once; True if this changed anything (a second call is a no-op, not an error)."""
     if subscriber.status in SUPPRESSED or subscriber.status == SubscriberStatus.unsubscribed:
         return False
-    subscriber.status = SubscriberStatus.unsubscribed
-    subscriber.unsubscribed_at = now
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, status=SubscriberStatus.unsubscribed, unsubscribed_at=now)
     record_event(session=session, kind="unsubscribe", source=source, now=now, subscriber_id=subscriber.id,
                  delivery_id=delivery_id, issue_id=issue_id, detail=detail)
     return True
@@ -48,10 +40,8 @@ def resubscribe(*, session: Session, subscriber: Subscriber, source: str, now: d
     """Come back after unsubscribing. Never lifts a bounce or a complaint: those addresses stay suppressed."""
     if subscriber.status != SubscriberStatus.unsubscribed:
         return False
-    subscriber.status = SubscriberStatus.active
-    subscriber.unsubscribed_at = None
-    subscriber.paused_until = None
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, status=SubscriberStatus.active, unsubscribed_at=None,
+                           paused_until=None)
     record_event(session=session, kind="resubscribe", source=source, now=now, subscriber_id=subscriber.id)
     return True
 
@@ -64,8 +54,7 @@ def suppress(*, session: Session, subscriber: Subscriber, status: SubscriberStat
         return False
     if subscriber.status == SubscriberStatus.complained:
         return False  # a complaint outranks a later bounce
-    subscriber.status = status
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, status=status)
     return True
 
 
@@ -78,8 +67,7 @@ def set_categories(*, session: Session, subscriber: Subscriber, categories: str,
     """Store the canonical categories string (see selection.canonical_categories); True if it changed."""
     if subscriber.categories == categories:
         return False
-    subscriber.categories = categories
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, categories=categories)
     return True
 
 
@@ -87,16 +75,14 @@ def pause(*, session: Session, subscriber: Subscriber, weeks: int, now: datetime
     """No issue for ``weeks`` weeks from now (the fan-out skips paused subscribers); returns the end."""
     if weeks not in PAUSE_WEEKS:
         raise ValueError(f"a pause is {', '.join(map(str, PAUSE_WEEKS))} weeks long, not {weeks}")
-    subscriber.paused_until = now + timedelta(weeks=weeks)
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, paused_until=now + timedelta(weeks=weeks))
     return subscriber.paused_until
 
 
 def resume(*, session: Session, subscriber: Subscriber, now: datetime) -> bool:
     if subscriber.paused_until is None:
         return False
-    subscriber.paused_until = None
-    subscriber.updated_at = now
+    rows.update_subscriber(subscriber=subscriber, now=now, paused_until=None)
     return True
 
 
@@ -112,8 +98,7 @@ def suppressed_keys(connection, keys: Iterable[str]) -> set[str]:
     by_hash = {email_hash(key): key for key in keys}
     if not by_hash:
         return set()
-    found = connection.execute(select(Suppression.email_hash).where(Suppression.email_hash.in_(list(by_hash))))
-    return {by_hash[row[0]] for row in found}
+    return {by_hash[found] for found in rows.suppressed_hashes(connection=connection, hashes=by_hash.keys())}
 
 
 def is_suppressed(session: Session, email_key: str) -> bool:
@@ -124,8 +109,7 @@ def is_suppressed(session: Session, email_key: str) -> bool:
     """
     if suppressed_keys(session, [email_key]):
         return True
-    status = session.execute(
-        select(Subscriber.status).where(Subscriber.email_key == email_key.strip().lower())).scalar_one_or_none()
+    status = rows.status_by_email_key(session=session, email_key=email_key.strip().lower())
     return status in {s.value for s in SUPPRESSED}
 
 
@@ -136,42 +120,17 @@ def forget(*, session: Session, subscriber: Subscriber, now: datetime) -> Suppre
     """
     reason = subscriber.status if subscriber.status in SUPPRESSED else "deleted"
     reason = getattr(reason, "value", reason)
-    digest = email_hash(subscriber.email_key)
-    deliveries = select(Delivery.id).where(Delivery.subscriber_id == subscriber.id)
-    session.flush()
-    session.execute(delete(Event).where(or_(Event.subscriber_id == subscriber.id, Event.delivery_id.in_(deliveries))))
-    session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
-    session.delete(subscriber)
-    suppression = session.execute(select(Suppression).where(Suppression.email_hash == digest)).scalar_one_or_none()
-    if suppression is None:
-        suppression = Suppression(email_hash=digest, reason=reason, created_at=now)
-        session.add(suppression)
-    session.flush()
-    return suppression
+    return rows.erase_subscriber(session=session, subscriber=subscriber, email_hash=email_hash(subscriber.email_key),
+                                 reason=reason, now=now)
 
 
 def export_data(*, session: Session, subscriber: Subscriber) -> dict:
     """Everything the store holds about one subscriber, as plain JSON-ready data."""
-    deliveries = session.execute(
-        select(Delivery, Issue.week).join(Issue, Issue.id == Delivery.issue_id)
-        .where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)).all()
-    delivery_ids = [delivery.id for delivery, _ in deliveries]
-    events = session.execute(
-        select(Event).where(or_(Event.subscriber_id == subscriber.id, Event.delivery_id.in_(delivery_ids)))
-        .order_by(Event.occurred_at, Event.id)).scalars().all()
+    deliveries = rows.deliveries_with_weeks(session=session, subscriber_id=subscriber.id)
+    events = rows.events_about(session=session, subscriber_id=subscriber.id,
+                               delivery_ids=[delivery.id for delivery, _ in deliveries])
     return {
-        "subscriber": {
-            "email": subscriber.email,
-            "name": subscriber.name,
-            "status": getattr(subscriber.status, "value", subscriber.status),
-            "categories": [part for part in subscriber.categories.split(";") if part],
-            "categories_note": "an empty list means every category",
-            "paused_until": _iso(subscriber.paused_until),
-            "created_at": _iso(subscriber.created_at),
-            "updated_at": _iso(subscriber.updated_at),
-            "confirmed_at": _iso(subscriber.confirmed_at),
-            "unsubscribed_at": _iso(subscriber.unsubscribed_at),
-        },
+        "subscriber": _about(subscriber),
         "deliveries": [
             {"issue": week, "status": getattr(d.status, "value", d.status), "created_at": _iso(d.created_at),
              "sent_at": _iso(d.sent_at)}
@@ -182,6 +141,21 @@ def export_data(*, session: Session, subscriber: Subscriber) -> dict:
              "detail": e.detail}
             for e in events
         ],
+    }
+
+
+def _about(subscriber: Subscriber) -> dict:
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "status": getattr(subscriber.status, "value", subscriber.status),
+        "categories": [part for part in subscriber.categories.split(";") if part],
+        "categories_note": "an empty list means every category",
+        "paused_until": _iso(subscriber.paused_until),
+        "created_at": _iso(subscriber.created_at),
+        "updated_at": _iso(subscriber.updated_at),
+        "confirmed_at": _iso(subscriber.confirmed_at),
+        "unsubscribed_at": _iso(subscriber.unsubscribed_at),
     }
 
 

@@ -15,14 +15,10 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text
-from sqlmodel import Session
-
 from digest.subscribers.confirmation import SignupRequest
-from digest.subscribers.subscriptions import record_event
 from digest.web.context import WebContext
 from storage.db import session_scope
-from storage.models import Event
+from storage.subscribers import count_signups, lock_signup_keys, record_event
 
 RATE_WINDOW = timedelta(hours=1)
 
@@ -45,9 +41,9 @@ def count_signup(ctx: WebContext, signup: SignupRequest, client: str, *, now: da
             "client": _hashed(ctx, "client", client)}
     limits = {"address": ctx.settings.signup_per_address_per_hour, "client": ctx.settings.signup_per_client_per_hour}
     with session_scope(ctx.engine) as session:
-        _serialise(session, sorted(keys.values()))
+        lock_signup_keys(session=session, keys=[_lock_key(detail) for detail in sorted(keys.values())])
         for kind, detail in keys.items():
-            if _recent(session, detail, since=now - RATE_WINDOW) >= limits[kind]:
+            if count_signups(session=session, detail=detail, since=now - RATE_WINDOW) >= limits[kind]:
                 return False
         for detail in keys.values():
             record_event(session=session, kind="signup", source="web", now=now, detail=detail)
@@ -59,17 +55,7 @@ def _hashed(ctx: WebContext, kind: str, value: str) -> str:
     return f"{kind}:{digest.hexdigest()}"
 
 
-def _serialise(session: Session, details: list[str]) -> None:
-    """PostgreSQL: one signup per mailbox and per client at a time (transaction advisory locks, taken in a
-    fixed order), so two racing requests cannot both pass the count. SQLite already serialises writers
-    (BEGIN IMMEDIATE, see storage.db)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    for detail in details:
-        key = int(detail.rpartition(":")[2][:15], 16)  # 60 bits: fits PostgreSQL's signed bigint
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
-def _recent(session: Session, detail: str, *, since: datetime) -> int:
-    query = select(func.count()).where(Event.kind == "signup", Event.detail == detail, Event.occurred_at > since)
-    return session.execute(query).scalar_one()
+def _lock_key(detail: str) -> int:
+    """The advisory lock that serialises signups for one mailbox or client (storage.subscribers.lock_signup_keys):
+    60 bits of the HMAC, so that it fits PostgreSQL's signed bigint."""
+    return int(detail.rpartition(":")[2][:15], 16)
