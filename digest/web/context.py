@@ -5,17 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import jinja2
 from fastapi import Request
-from fastapi.responses import HTMLResponse
-from sqlalchemy import Engine
+from fastapi.responses import HTMLResponse, Response
 
 from digest.config import Settings
 from digest.links import BadToken, Links, RecipientRef, Signer
 from digest.track.open_writer import OpenWriter
 from digest.transports import Transport
 from digest.web.pages import web_environment  # noqa: F401 — where the app has always found it
+from digest.web.security import csrf_field
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # Token pages (unsubscribe, preferences, confirm) must not leak the token to other sites or caches.
 TOKEN_PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -37,6 +41,19 @@ class WebContext:
         html = self.pages.get_template(name).render(settings=self.settings, **context)
         headers = dict(TOKEN_PAGE_HEADERS) if token_page else {}
         return HTMLResponse(html, status_code=status_code, headers=headers)
+
+    def form_page(self, request: Request, name: str, *, status_code: int = 200, token_page: bool = True,
+                  headers: dict[str, str] | None = None, **context) -> HTMLResponse:
+        """A page holding forms (signup, unsubscribe, preferences): rendered with the CSRF field's value as
+        ``csrf``, with ``headers``, and setting the CSRF cookie when the browser has none (digest.web.security)."""
+        carrier = Response()
+        secure = self.settings.base_url.startswith("https:")  # the scheme: links go out over HTTPS
+        csrf = csrf_field(request, carrier, self.settings.secret_key, secure=secure)
+        response = self.page(name, status_code=status_code, token_page=token_page, csrf=csrf, **context)
+        response.headers.update(headers or {})
+        for cookie in carrier.headers.getlist("set-cookie"):
+            response.headers.append("set-cookie", cookie)
+        return response
 
     def not_found(self) -> HTMLResponse:
         """The one answer to any bad token or unknown page: the same whatever was wrong, revealing nothing."""

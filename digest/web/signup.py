@@ -1,4 +1,5 @@
-"""Signup with double opt-in: `GET/POST /subscribe` (form and JSON), `GET/POST /confirm/{token}`.
+"""Signup with double opt-in: `GET/POST /subscribe` (form and JSON); the link it sends, `GET/POST /confirm/{token}`,
+is digest.web.signup_confirm.
 
 No enumeration: every accepted signup gets the same answer, byte for byte, whether the address is new,
 pending, active, unsubscribed or suppressed, and the same work behind it: the rate limits' queries, then one
@@ -19,23 +20,22 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 
-from digest.subscribers import confirmation
-from digest.subscribers.confirmation import ConfirmTokens, SignupRequest
+from digest.subscribers.confirmation import SignupRequest
 from digest.importing import InvalidAddress, normalize_address
-from digest.links import BadToken
 from digest.subscribers.names import clean_name, name_problem
 from digest.categories import followable
 from digest.claim.selection import canonical_categories, category_key
+from digest.web import signup_confirm
 from digest.web.context import WebContext, get_context
-from digest.web.security import CSRF_FIELD, csrf_field, csrf_ok
+from digest.web.security import CSRF_FIELD, csrf_ok
 from digest.subscribers.signup_mailer import Letter
 from digest.web.signup_limits import RATE_WINDOW, count_signup
+from storage.catalog import category_names
 from storage.db import session_scope
-from storage.models import Comparison
 
 router = APIRouter()
+router.include_router(signup_confirm.router)  # `GET/POST /confirm/{token}`
 
 MAX_BODY = 16 * 1024  # an address, a name and a few categories; anything bigger is not a signup
 MAX_CATEGORIES = 100
@@ -73,24 +73,19 @@ def subscribe_form(request: Request, ctx: WebContext = Depends(get_context)) -> 
 
 def _form_page(request: Request, ctx: WebContext, *, status_code: int = 200, error: SignupError | None = None,
                values: Submitted | None = None) -> Response:
-    cookies = Response()
-    token = csrf_field(request, cookies, ctx.settings.secret_key, secure=ctx.settings.base_url.startswith("https:"))
     chosen = {category_key(name) for name in values.categories} if values else set()
-    page = ctx.page("subscribe.html", status_code=status_code, csrf_name=CSRF_FIELD, csrf=token,
-                    error=error.message if error else "", error_field=(error.field or "email") if error else "",
-                    email=values.email if values else "", reader_name=values.name if values else "",
-                    categories=[(name, category_key(name) in chosen) for name in _known_categories(ctx).values()])
-    page.headers.update(NO_STORE)
-    for cookie in cookies.headers.getlist("set-cookie"):
-        page.headers.append("set-cookie", cookie)
-    return page
+    return ctx.form_page(
+        request, "subscribe.html", status_code=status_code, token_page=False, headers=NO_STORE, csrf_name=CSRF_FIELD,
+        error=error.message if error else "", error_field=(error.field or "email") if error else "",
+        email=values.email if values else "", reader_name=values.name if values else "",
+        categories=[(name, category_key(name) in chosen) for name in _known_categories(ctx).values()])
 
 
 def _known_categories(ctx: WebContext) -> dict[str, str]:
     """Category key → its name as the site writes it, for the categories of the comparisons in the store
     that the comparison contract accepts (digest.categories.followable: none from before it forbade ;)."""
     with session_scope(ctx.engine) as session:
-        names = session.execute(select(Comparison.category).distinct()).scalars().all()
+        names = category_names(session=session)
     known: dict[str, str] = {}
     for name in sorted(filter(followable, names), key=category_key):
         known.setdefault(category_key(name), " ".join(name.split()))
@@ -211,44 +206,3 @@ def _validated(submitted: Submitted, ctx: WebContext) -> SignupRequest:
 def _with(response: Response, headers: dict[str, str]) -> Response:
     response.headers.update(headers)
     return response
-
-
-# -- confirmation ---------------------------------------------------------------------------------------------
-# No CSRF field on the confirm form: the signed token in the URL is the credential, and only the owner of
-# the address has it. GET never changes anything: link scanners fetch it.
-
-@router.get("/confirm/{token}")
-def confirm_page(token: str, ctx: WebContext = Depends(get_context)) -> Response:
-    ref = _read_token(ctx, token)
-    if ref is not None:
-        with session_scope(ctx.engine) as session:
-            if confirmation.confirmable(session=session, ref=ref) is not None:
-                # What the button will store, shown first: whoever filled in the form may not be this reader.
-                return ctx.page("confirm.html", token_page=True, token=token, reader_name=confirmation.confirmed_name(ref),
-                                categories=[c for c in ref.categories.split(";") if c])
-    return _invalid(ctx)
-
-
-@router.post("/confirm/{token}")
-def confirm(token: str, ctx: WebContext = Depends(get_context)) -> Response:
-    ref = _read_token(ctx, token)
-    if ref is not None:
-        with session_scope(ctx.engine) as session:
-            subscriber = confirmation.confirm(session=session, ref=ref, now=ctx.clock())
-            row = (subscriber.id, subscriber.link_tag) if subscriber is not None else None
-        if row is not None:
-            recipient = ctx.signer.recipient_token(subscriber_id=row[0], delivery_id=None, tag=row[1])
-            return ctx.page("confirm_done.html", token_page=True, preferences_url=f"/p/{recipient}")
-    return _invalid(ctx)
-
-
-def _read_token(ctx: WebContext, token: str):
-    try:
-        return ConfirmTokens.for_settings(ctx.settings, clock=ctx.clock).read(token)
-    except BadToken:
-        return None
-
-
-def _invalid(ctx: WebContext) -> Response:
-    """Like ctx.not_found(): one page for every failure (forged, altered, expired, gone), with a way forward."""
-    return ctx.page("confirm_invalid.html", status_code=404, token_page=True)

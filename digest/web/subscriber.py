@@ -19,72 +19,52 @@ from digest.subscribers import subscriptions
 from digest.web import subscriber_preferences
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
 from digest.web.subscriber_common import (
-    csrf_refused, csrf_valid, delivery_of, form_page, see_other, status_of, subscriber_for,
+    LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, delivery_of, see_other, status_of,
 )
-from storage.db import session_scope
 
-router = APIRouter()
+router = APIRouter(route_class=LinkRoute)
 router.include_router(subscriber_preferences.router)
 
 ONE_CLICK = "One-Click"  # RFC 8058 section 3.1: the POST body is exactly List-Unsubscribe=One-Click
 
 
 @router.get("/u/{token}")
-def unsubscribe_page(token: str, request: Request, done: str = "",
+def unsubscribe_page(link: SubscriberFromToken, request: Request, done: str = "",
                      ctx: WebContext = Depends(get_context)) -> Response:
     """The page behind the email's unsubscribe link: one button, nothing changed by looking."""
-    with session_scope(ctx.engine) as session:
-        found = subscriber_for(session, ctx, token)
-        if found is None:
-            return ctx.not_found()
-        subscriber, _ = found
-        status, email = status_of(subscriber), subscriber.email
-    return form_page(ctx, request, "unsubscribe.html", token=token, status=status, email=email, done=bool(done))
+    return ctx.form_page(request, "unsubscribe.html", token=link.token, status=status_of(link.subscriber),
+                         email=link.subscriber.email, done=bool(done))
 
 
 @router.post("/u/{token}")
 def unsubscribe_post(
-    token: str,
+    link: SubscriberFromToken,
     request: Request,
     one_click: Annotated[str | None, Form(alias="List-Unsubscribe")] = None,
     action: Annotated[str, Form()] = "unsubscribe",
     csrf: Annotated[str | None, Form()] = None,
     ctx: WebContext = Depends(get_context),
 ) -> Response:
+    """A token naming nobody got the one 404 before anything here, whatever else the request holds."""
     if one_click == ONE_CLICK:
-        return _one_click(ctx, token)
+        _unsubscribe(link, now=ctx.clock(), detail="one-click (RFC 8058)")
+        # RFC 8058: unsubscribed at once; a repeat is answered the same and changes nothing.
+        return PlainTextResponse("You are unsubscribed.\n", headers=dict(TOKEN_PAGE_HEADERS))
+    if not csrf_valid(ctx, request, csrf):
+        return csrf_refused(ctx)
+    if action not in ("unsubscribe", "resubscribe"):
+        return ctx.page("error.html", status_code=400, token_page=True, message="That request was not understood.")
     now = ctx.clock()
-    with session_scope(ctx.engine) as session:
-        found = subscriber_for(session, ctx, token)
-        if found is None:  # before the CSRF check: a token naming nobody gets the one 404, whatever else
-            return ctx.not_found()
-        if not csrf_valid(ctx, request, csrf):
-            return csrf_refused(ctx)
-        if action not in ("unsubscribe", "resubscribe"):
-            return ctx.page("error.html", status_code=400, token_page=True,
-                            message="That request was not understood.")
-        subscriber, ref = found
-        if action == "unsubscribe":
-            _unsubscribe(session, subscriber, ref, now=now, detail="unsubscribe page")
-        else:
-            subscriptions.resubscribe(session=session, subscriber=subscriber, source="web", now=now)
-    return see_other(f"/u/{token}?done=1")  # committed above, before this response leaves
+    if action == "unsubscribe":
+        _unsubscribe(link, now=now, detail="unsubscribe page")
+    else:
+        subscriptions.resubscribe(session=link.session, subscriber=link.subscriber, source="web", now=now)
+    return see_other(f"/u/{link.token}?done=1")  # the change commits before this response leaves
 
 
-def _one_click(ctx: WebContext, token: str) -> Response:
-    """RFC 8058: unsubscribe at once; a repeat is answered the same and changes nothing."""
-    with session_scope(ctx.engine) as session:
-        found = subscriber_for(session, ctx, token)
-        if found is None:
-            return ctx.not_found()
-        subscriber, ref = found
-        _unsubscribe(session, subscriber, ref, now=ctx.clock(), detail="one-click (RFC 8058)")
-    return PlainTextResponse("You are unsubscribed.\n", headers=dict(TOKEN_PAGE_HEADERS))
-
-
-def _unsubscribe(session, subscriber, ref, *, now, detail: str) -> None:
-    delivery = delivery_of(session, subscriber, ref)
+def _unsubscribe(link: SubscriberLink, *, now, detail: str) -> None:
+    delivery = delivery_of(link.session, link.subscriber, link.ref)
     subscriptions.unsubscribe(
-        session=session, subscriber=subscriber, source="web", now=now, detail=detail,
+        session=link.session, subscriber=link.subscriber, source="web", now=now, detail=detail,
         delivery_id=delivery.id if delivery else None, issue_id=delivery.issue_id if delivery else None,
     )

@@ -1,17 +1,79 @@
-"""What the unsubscribe and preference pages share: the subscriber a token names, CSRF, redirects, dates."""
+"""What the pages behind a subscriber's links share: the one dependency that turns the token in the path
+into the subscriber it names (or the one bad-link page), CSRF, redirects, dates.
+
+A route that takes ``link: SubscriberFromToken`` runs only for a token that names a subscriber; for any
+other token it never runs and the answer is `WebContext.not_found`. The transaction the subscriber was read
+in stays open while the route runs, and commits before the response leaves (``scope="function"``): a
+reload after a 303 sees the change.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import Session
+from fastapi.routing import APIRoute
 
 from digest.links import RecipientRef
-from digest.web.context import TOKEN_PAGE_HEADERS, WebContext
-from digest.web.security import csrf_field, csrf_ok
-from storage.models import Delivery, Subscriber
+from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
+from digest.web.security import csrf_ok
+from storage import subscribers as rows
+from storage.db import session_scope
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from storage.models import Delivery, Subscriber
+
+
+class BadLink(Exception):
+    """Raised by a link's dependency: the route does not run, and ``page`` is the answer (see `LinkRoute`)."""
+
+    def __init__(self, page: Response):
+        super().__init__("bad link")
+        self.page = page
+
+
+class LinkRoute(APIRoute):
+    """The route class of the routers whose dependencies may raise BadLink: it answers with the bad link's page."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except BadLink as bad:
+                return bad.page
+
+        return answer
+
+
+@dataclass(frozen=True)
+class SubscriberLink:
+    """A recipient token that names a subscriber: the token, the row, what the token said, and the open
+    transaction the row was read in (changes made in it commit before the response leaves)."""
+
+    token: str
+    subscriber: Subscriber
+    ref: RecipientRef
+    session: Session
+
+
+def subscriber_link(token: str, ctx: WebContext = Depends(get_context)) -> Iterator[SubscriberLink]:
+    """FastAPI dependency (use `SubscriberFromToken`): the subscriber ``token`` names, or BadLink(not found)."""
+    with session_scope(ctx.engine) as session:
+        found = subscriber_for(session, ctx, token)
+        if found is None:
+            raise BadLink(ctx.not_found())
+        yield SubscriberLink(token=token, subscriber=found[0], ref=found[1], session=session)
+
+
+SubscriberFromToken = Annotated[SubscriberLink, Depends(subscriber_link, scope="function")]
 
 
 def subscriber_for(session: Session, ctx: WebContext, token: str) -> tuple[Subscriber, RecipientRef] | None:
@@ -26,7 +88,7 @@ def subscriber_for(session: Session, ctx: WebContext, token: str) -> tuple[Subsc
     ref = ctx.recipient(token)
     if ref is None:
         return None
-    subscriber = session.get(Subscriber, ref.subscriber_id)
+    subscriber = rows.find_subscriber(session=session, subscriber_id=ref.subscriber_id)
     if subscriber is None or not ref.fits(link_tag=subscriber.link_tag,
                                           accepts_untagged_links=subscriber.accepts_untagged_links):
         return None
@@ -39,19 +101,7 @@ def delivery_of(session: Session, subscriber: Subscriber, ref: RecipientRef) -> 
     """The delivery the token names, when it really is this subscriber's (it then credits the issue)."""
     if ref.delivery_id is None:
         return None
-    delivery = session.get(Delivery, ref.delivery_id)
-    return delivery if delivery is not None and delivery.subscriber_id == subscriber.id else None
-
-
-def form_page(ctx: WebContext, request: Request, name: str, *, status_code: int = 200, **context) -> HTMLResponse:
-    """A token page holding forms: rendered with the CSRF field's value, setting the cookie if needed."""
-    carrier = Response()
-    secure = ctx.settings.base_url.startswith("https://")
-    csrf = csrf_field(request, carrier, ctx.settings.secret_key, secure=secure)
-    response = ctx.page(name, status_code=status_code, token_page=True, csrf=csrf, **context)
-    for cookie in carrier.headers.getlist("set-cookie"):
-        response.headers.append("set-cookie", cookie)
-    return response
+    return rows.delivery_of(session=session, subscriber_id=subscriber.id, delivery_id=ref.delivery_id)
 
 
 def csrf_valid(ctx: WebContext, request: Request, submitted: str | None) -> bool:

@@ -9,25 +9,24 @@ token names nobody any more.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
-from sqlmodel import Session
 
 from digest.subscribers import subscriptions
 from digest.categories import followable, stored_categories
 from digest.claim.selection import category_key, followed
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
 from digest.web.subscriber_common import (
-    csrf_refused, csrf_valid, form_page, long_date, see_other, status_of, subscriber_for,
+    LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, long_date, see_other, status_of,
 )
-from storage.db import session_scope
-from storage.models import Comparison, Subscriber
+from storage.catalog import category_counts
 
-router = APIRouter()
+router = APIRouter(route_class=LinkRoute)
 
 EXPORT_FILENAME = "weekly-ai-tool-verdicts-my-data.json"
 
@@ -39,24 +38,37 @@ class CategoryChoice:
     checked: bool
 
 
+@dataclass(frozen=True)
+class Change:
+    """One POST of the preference centre's forms: whose, what it said, and when."""
+
+    ctx: WebContext
+    request: Request
+    link: SubscriberLink
+    category: list[str]
+    weeks: str
+    confirm: str
+    now: datetime
+
+    def again(self, error: str, status_code: int = 400) -> Response:
+        """The page again, saying what was wrong; nothing was changed."""
+        return _render(self.ctx, self.request, self.link, error=error, status_code=status_code)
+
+
 @router.get("/p/-/deleted")
 def deleted_page(ctx: WebContext = Depends(get_context)) -> Response:
     return ctx.page("preferences_deleted.html", token_page=True)
 
 
 @router.get("/p/{token}")
-def preferences_page(token: str, request: Request, saved: str = "",
+def preferences_page(link: SubscriberFromToken, request: Request, saved: str = "",
                      ctx: WebContext = Depends(get_context)) -> Response:
-    with session_scope(ctx.engine) as session:
-        found = subscriber_for(session, ctx, token)
-        if found is None:
-            return ctx.not_found()
-        return _render(ctx, request, session, found[0], token, saved=saved)
+    return _render(ctx, request, link, saved=saved)
 
 
 @router.post("/p/{token}")
 def preferences_post(
-    token: str,
+    link: SubscriberFromToken,
     request: Request,
     action: Annotated[str, Form()] = "",
     category: Annotated[list[str], Form()] = [],  # noqa: B006 — FastAPI copies defaults per request
@@ -65,63 +77,92 @@ def preferences_post(
     csrf: Annotated[str | None, Form()] = None,
     ctx: WebContext = Depends(get_context),
 ) -> Response:
-    now = ctx.clock()
-    with session_scope(ctx.engine) as session:
-        found = subscriber_for(session, ctx, token)
-        if found is None:  # before the CSRF check: a token naming nobody gets the one 404, whatever else
-            return ctx.not_found()
-        if not csrf_valid(ctx, request, csrf):
-            return csrf_refused(ctx)
-        subscriber = found[0]
-
-        def again(error: str, status_code: int = 400) -> Response:
-            return _render(ctx, request, session, subscriber, token, error=error, status_code=status_code)
-
-        if action == "categories":
-            allowed = {choice.key for choice in _choices(session, subscriber)}  # each passed digest.categories' rule
-            chosen = stored_categories(name for name in category if category_key(name) in allowed)
-            subscriptions.set_categories(session=session, subscriber=subscriber, categories=chosen, now=now)
-        elif action == "pause":
-            if status_of(subscriber) != "active":
-                return again("Only an active subscription can be paused.", 409)
-            try:
-                subscriptions.pause(session=session, subscriber=subscriber, weeks=int(weeks or 0), now=now)
-            except ValueError:
-                return again("Choose how long to pause: 1, 2, 4 or 8 weeks.")
-        elif action == "resume":
-            subscriptions.resume(session=session, subscriber=subscriber, now=now)
-        elif action == "unsubscribe":
-            subscriptions.unsubscribe(session=session, subscriber=subscriber, source="web", now=now,
-                                      detail="preference centre")
-        elif action == "resubscribe":
-            if not subscriptions.resubscribe(session=session, subscriber=subscriber, source="web", now=now):
-                return again(_cannot_resubscribe(status_of(subscriber)), 409)
-        elif action == "export":
-            return _export(session, subscriber)
-        elif action == "delete":
-            if confirm != "yes":
-                return again("Nothing was deleted: tick the box to confirm, then press “Delete my data”.")
-            subscriptions.forget(session=session, subscriber=subscriber, now=now)
-            return see_other("/p/-/deleted")
-        else:
-            return again("That request was not understood.")
-    return see_other(f"/p/{token}?saved={action}")  # committed above, before this response leaves
+    """A token naming nobody got the one 404 before the CSRF check, whatever else the request holds."""
+    change = Change(ctx=ctx, request=request, link=link, category=category, weeks=weeks, confirm=confirm,
+                    now=ctx.clock())
+    if not csrf_valid(ctx, request, csrf):
+        return csrf_refused(ctx)
+    act = ACTIONS.get(action)
+    if act is None:
+        return change.again("That request was not understood.")
+    answer = act(change)
+    # Done: the page says what was done; the change commits before this response leaves.
+    return answer if answer is not None else see_other(f"/p/{link.token}?saved={action}")
 
 
-def _render(ctx: WebContext, request: Request, session: Session, subscriber: Subscriber, token: str, *,
-            saved: str = "", error: str = "", status_code: int = 200) -> Response:
+# -- what each form does: None when done (the page then says so), else the answer ---------------------------------
+
+def _categories(change: Change) -> None:
+    allowed = {choice.key for choice in _choices(change.link)}  # each passed digest.categories' rule
+    chosen = stored_categories(name for name in change.category if category_key(name) in allowed)
+    subscriptions.set_categories(session=change.link.session, subscriber=change.link.subscriber, categories=chosen,
+                                 now=change.now)
+
+
+def _pause(change: Change) -> Response | None:
+    if status_of(change.link.subscriber) != "active":
+        return change.again("Only an active subscription can be paused.", 409)
+    try:
+        subscriptions.pause(session=change.link.session, subscriber=change.link.subscriber,
+                            weeks=int(change.weeks or 0), now=change.now)
+    except ValueError:
+        return change.again("Choose how long to pause: 1, 2, 4 or 8 weeks.")
+    return None
+
+
+def _resume(change: Change) -> None:
+    subscriptions.resume(session=change.link.session, subscriber=change.link.subscriber, now=change.now)
+
+
+def _unsubscribe(change: Change) -> None:
+    subscriptions.unsubscribe(session=change.link.session, subscriber=change.link.subscriber, source="web",
+                              now=change.now, detail="preference centre")
+
+
+def _resubscribe(change: Change) -> Response | None:
+    subscriber = change.link.subscriber
+    if not subscriptions.resubscribe(session=change.link.session, subscriber=subscriber, source="web", now=change.now):
+        return change.again(_cannot_resubscribe(status_of(subscriber)), 409)
+    return None
+
+
+def _export(change: Change) -> Response:
+    data = subscriptions.export_data(session=change.link.session, subscriber=change.link.subscriber)
+    headers = {**TOKEN_PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{EXPORT_FILENAME}"'}
+    return Response(json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
+                    headers=headers)
+
+
+def _delete(change: Change) -> Response:
+    if change.confirm != "yes":
+        return change.again("Nothing was deleted: tick the box to confirm, then press “Delete my data”.")
+    subscriptions.forget(session=change.link.session, subscriber=change.link.subscriber, now=change.now)
+    return see_other("/p/-/deleted")  # the token names nobody any more
+
+
+ACTIONS: dict[str, Callable[[Change], Response | None]] = {
+    "categories": _categories, "pause": _pause, "resume": _resume, "unsubscribe": _unsubscribe,
+    "resubscribe": _resubscribe, "export": _export, "delete": _delete,
+}
+
+
+# -- the page ---------------------------------------------------------------------------------------------------
+
+def _render(ctx: WebContext, request: Request, link: SubscriberLink, *, saved: str = "", error: str = "",
+            status_code: int = 200) -> Response:
+    subscriber = link.subscriber
     status = status_of(subscriber)
     paused = subscriber.paused_until if subscriber.paused_until and subscriber.paused_until > ctx.clock() else None
-    choices = _choices(session, subscriber)
-    return form_page(
-        ctx, request, "preferences.html", status_code=status_code, token=token, email=subscriber.email,
+    choices = _choices(link)
+    return ctx.form_page(
+        request, "preferences.html", status_code=status_code, token=link.token, email=subscriber.email,
         status=status, choices=choices, paused_until=long_date(ctx, paused) if paused else "",
         message=_message(saved, status, choices, paused is not None), error=error,
         pause_weeks=subscriptions.PAUSE_WEEKS,
     )
 
 
-def _choices(session: Session, subscriber: Subscriber) -> list[CategoryChoice]:
+def _choices(link: SubscriberLink) -> list[CategoryChoice]:
     """The categories in the store, in their most common spelling, plus any the subscriber follows that
     no comparison has yet (kept, so saving the form does not silently drop them).
 
@@ -131,12 +172,12 @@ def _choices(session: Session, subscriber: Subscriber) -> list[CategoryChoice]:
     old form ("ai; agents") is read the way the fan-out reads it: as "ai" and "agents".
     """
     counts: dict[str, dict[str, int]] = {}
-    for name, count in session.execute(select(Comparison.category, func.count()).group_by(Comparison.category)):
+    for name, count in category_counts(session=link.session):
         if followable(name):
             spellings = counts.setdefault(category_key(name), {})
             spellings[name.strip()] = spellings.get(name.strip(), 0) + count
     names = {key: min(spellings, key=lambda s: (-spellings[s], s)) for key, spellings in counts.items() if key}
-    mine = {category_key(key) for key in followed(subscriber.categories)}
+    mine = {category_key(key) for key in followed(link.subscriber.categories)}
     mine = {key for key in mine if followable(key)}
     for key in mine - names.keys():
         names[key] = key
@@ -167,10 +208,3 @@ def _cannot_resubscribe(status: str) -> str:
             + ", so we stopped sending to it for good. If you think this is a mistake, reply to any of our "
               "emails and we will look into it.")
     return "You are already subscribed."
-
-
-def _export(session: Session, subscriber: Subscriber) -> Response:
-    data = subscriptions.export_data(session=session, subscriber=subscriber)
-    headers = {**TOKEN_PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{EXPORT_FILENAME}"'}
-    return Response(json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
-                    headers=headers)
