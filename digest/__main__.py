@@ -1,5 +1,5 @@
 """`python -m digest`: the same as the `digest` command."""
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 
-app(prog_name="digest")
+cli(prog_name="digest")

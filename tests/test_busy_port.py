@@ -37,7 +37,7 @@ def taken_port():
 @pytest.mark.parametrize("command", [["serve"], ["preview", "--serve"]])
 def test_a_busy_port_is_one_line_and_exit_2_before_any_url(command, taken_port, sqlite_url, tmp_path):
     """another server holds the port: one line naming port and address, exit 2, no URL, no traceback"""
-    result = subprocess.run([sys.executable, "-m", "digest.cli.commands", *command, "--port", str(taken_port)],
+    result = subprocess.run([sys.executable, "-m", "digest.cli", *command, "--port", str(taken_port)],
                             env=cli_env(sqlite_url), cwd=tmp_path, capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 2, result.stderr
@@ -52,7 +52,7 @@ def test_a_free_port_is_served_and_its_url_printed(sqlite_url, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "preview", "--serve", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "preview", "--serve", "--port", str(port)],
                                env=cli_env(sqlite_url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:

@@ -13,13 +13,13 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def all_commands():
-    root = get_command(app)
+    root = get_command(cli)
     stack = [((), root)]
     while stack:
         path, command = stack.pop()
@@ -42,7 +42,7 @@ def run(*args, cwd: Path, env_extra: dict | None = None) -> subprocess.Completed
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_every_command_has_help_with_an_example(path):
     "each command answers --help with what it does and examples on lines of their own, and the README names it"
-    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=80)
+    result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80)
     assert result.exit_code == 0, result.output
     examples = result.output.split("Example", 1)[1].split("\n\n")[0].splitlines()
     assert examples[0] in (":", "s:") and examples[1:], result.output

@@ -12,7 +12,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "fastapi", "starlette", "uvicorn", "jinja2", "mjml",
          "sendgrid", "python_http_client", "apscheduler", "pydantic_settings", "email_validator", "jsonschema",
          "dotenv", "itsdangerous", "rich.progress", "rich.table", "rich.markdown", "storage")
-LIGHT_DIGEST = {"digest", "digest.__main__", "digest.cli", "digest.cli.commands", "digest.cli.help"}
+LIGHT_DIGEST = {"digest", "digest.__main__", "digest.cli", "digest.cli.main", "digest.cli.help", "digest.cli.shared",
+                "digest.cli.send", "digest.cli.preview", "digest.cli.stats", "digest.cli.serve", "digest.cli.store"}
 
 
 def help_paths():
     """Every group and command, as the words after `digest`: (), ("db",), ("db", "upgrade"), …"""
-    stack = [((), get_command(app))]
+    stack = [((), get_command(cli))]
     while stack:
         path, command = stack.pop()
         yield path
@@ -37,7 +38,7 @@ PATHS = sorted(help_paths())
 
 
 def help_text(path, *, width: int) -> str:
-    result = CliRunner().invoke(app, [*path, "--help"], terminal_width=width)
+    result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=width)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -51,11 +52,11 @@ def test_help_imports_nothing_heavy():
     "`digest --help` and each `digest COMMAND --help`, in a fresh interpreter, import typer and rich only"
     script = f"""
 import json, sys
-from digest.cli.commands import app
+from digest.cli.main import cli
 loaded = {{}}
 for path in {[list(p) for p in PATHS]!r}:
     try:
-        app(args=[*path, "--help"], prog_name="digest")
+        cli(args=[*path, "--help"], prog_name="digest")
     except SystemExit:
         pass
     loaded[" ".join(path)] = sorted(sys.modules)
@@ -101,7 +102,7 @@ def test_every_command_the_docs_show_exists_with_those_options():
     "a command or option the README or docs/ name is one the CLI has (renamed or dropped ones are listed)"
     wrong = []
     for doc, text in documented_commands():
-        command, words = get_command(app), text.split()[1:]
+        command, words = get_command(cli), text.split()[1:]
         while words and words[0] in getattr(command, "commands", {}):
             command = command.commands[words.pop(0)]
         if hasattr(command, "commands"):

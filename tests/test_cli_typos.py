@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 from digest.claim.weeks import BadWeek, iso_week, parse_week
 from tests.test_cli import REPO, run
 
@@ -46,7 +46,7 @@ BAD_WEEKS = {
 @pytest.mark.parametrize("week", sorted(BAD_WEEKS))
 def test_a_bad_week_is_one_line_naming_the_form_and_exit_2(tmp_path, command, week):
     "--week banana (or a week its year lacks) on any command: one line saying what to write, exit 2, nothing run"
-    done = CliRunner().invoke(app, [*command, "--week", week], env={"DIGEST_OUTBOX_DIR": str(tmp_path / "outbox")})
+    done = CliRunner().invoke(cli, [*command, "--week", week], env={"DIGEST_OUTBOX_DIR": str(tmp_path / "outbox")})
     problem = BAD_WEEKS[week].format(current=CURRENT)
     assert done.exit_code == 2, done.output
     assert done.stderr.splitlines() == [f"error: --week {week!r} {problem}"], done.stderr
@@ -142,14 +142,14 @@ def test_every_command_with_a_week_option_checks_it():
 
     from tests.test_cli import COMMANDS
 
-    root = get_command(app)
+    root = get_command(cli)
     checked = []
     for path in COMMANDS:
         command = root
         for name in path:
             command = command.commands[name]
         if any("--week" in getattr(param, "opts", ()) for param in command.params):
-            done = CliRunner().invoke(app, [*path, "--week", "banana"])
+            done = CliRunner().invoke(cli, [*path, "--week", "banana"])
             assert (done.exit_code, done.stderr.splitlines()) == (
                 2, [f"error: --week 'banana' is not an ISO week: write it as {CURRENT}"]), path
             checked.append(" ".join(path))

@@ -30,7 +30,7 @@ class Demo:
     def __init__(self, folder: Path):
         self.folder = folder
         self.started = datetime.now(timezone.utc)
-        result = subprocess.run([sys.executable, "-m", "digest.cli.commands", "demo", "--dir", str(folder / "demo")],
+        result = subprocess.run([sys.executable, "-m", "digest.cli", "demo", "--dir", str(folder / "demo")],
                                 env=clean_env(), cwd=folder, capture_output=True, text=True, timeout=120)
         self.finished = datetime.now(timezone.utc)
         assert result.returncode == 0, result.stderr
@@ -50,7 +50,7 @@ class Demo:
         assert program == ["digest", "stats"], command
         name, _, url = assignment.partition("=")
         assert name == "DIGEST_DATABASE_URL"
-        result = subprocess.run([sys.executable, "-m", "digest.cli.commands", "stats", "--json"], env={**clean_env(), name: url},
+        result = subprocess.run([sys.executable, "-m", "digest.cli", "stats", "--json"], env={**clean_env(), name: url},
                                 cwd=self.folder, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         return {row["week"]: row for row in json.loads(result.stdout)}

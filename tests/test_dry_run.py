@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from tests.factories import build_sender
-from digest.cli.commands import app
+from digest.cli.main import cli
 from digest.config import Settings
 from digest.editor.dry_run import dry_run
 from digest.cli.reporting import print_dry_run
@@ -91,7 +91,7 @@ def test_the_list_stops_at_50_and_json_names_everyone(sender, db_url):
     assert all(line.endswith(": unsubscribed") for line in listed[5:])
     assert lines[-1] == "  by reason: 5 no matching category, 60 unsubscribed"
 
-    done = CliRunner().invoke(app, ["send", "--dry-run", "--json"], env={"DIGEST_DATABASE_URL": db_url})
+    done = CliRunner().invoke(cli, ["send", "--dry-run", "--json"], env={"DIGEST_DATABASE_URL": db_url})
     assert done.exit_code == 0, done.output
     found = json.loads(done.stdout)
     assert found["get_nothing"]["counts"] == {"no matching category": 5, "unsubscribed": 60}
@@ -107,18 +107,18 @@ def test_a_dry_run_of_an_issue_already_sent_says_so_instead_of_a_table(sender, d
     assert result.reports[0].sent == 3
 
     env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_TIMEZONE": "UTC"}
-    done = CliRunner().invoke(app, ["send", "--dry-run"], env=env)
+    done = CliRunner().invoke(cli, ["send", "--dry-run"], env=env)
     assert done.exit_code == 0, done.output
     assert done.stdout.splitlines() == [
         f"issue {WEEK} was sent on {NOW:%a %d %b %Y} to 3 readers: nothing to dry-run; "
         f"`digest stats --week {WEEK}` shows how it did"]
-    as_json = CliRunner().invoke(app, ["send", "--dry-run", "--json", "--week", WEEK], env=env)
+    as_json = CliRunner().invoke(cli, ["send", "--dry-run", "--json", "--week", WEEK], env=env)
     assert json.loads(as_json.stdout)["already_sent"]["readers"] == 3
 
 
 def test_json_without_dry_run_is_refused(db_url):
     "--json alone would be ignored by a real send: one line, exit 2, nothing sent"
-    done = CliRunner().invoke(app, ["send", "--json"], env={"DIGEST_DATABASE_URL": db_url})
+    done = CliRunner().invoke(cli, ["send", "--json"], env={"DIGEST_DATABASE_URL": db_url})
     assert done.exit_code == 2
     assert done.stderr.splitlines() == ["error: --json goes with --dry-run: digest send --dry-run --json"]
 

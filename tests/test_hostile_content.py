@@ -222,7 +222,7 @@ def test_the_cli_refuses_a_hostile_file_with_its_message_and_imports_nothing(tmp
     url = f"sqlite:///{tmp_path / 'digest.db'}"
     upgrade(url)
     env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-m", "digest.cli.commands", "comparisons", "import", str(HOSTILE / name)],
+    done = subprocess.run([sys.executable, "-m", "digest.cli", "comparisons", "import", str(HOSTILE / name)],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     output = done.stdout + done.stderr

@@ -329,7 +329,7 @@ def test_the_cli_quotes_a_refused_category_that_looks_like_markup(tmp_path):
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
     env = {"DIGEST_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
            "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "digest.cli.commands", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "digest.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 # -- the fast path agrees with email-validator ---------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 from digest.importing import add_subscriber, import_subscribers
 from digest.importing.known_categories import KnownCategories, UnknownCategory
 from storage.db import session_scope
@@ -90,21 +90,21 @@ def test_the_known_categories_are_the_followable_ones(published):
 def test_the_cli_answers_a_typo_in_one_line(published, db_url, tmp_path: Path):
     "digest subscribers add -c Writng: the first line names the closest match, exit 1, no traceback"
     env = {"DIGEST_DATABASE_URL": db_url}
-    done = CliRunner().invoke(app, ["subscribers", "add", "ada@example.com", "-c", "Writng"], env=env)
+    done = CliRunner().invoke(cli, ["subscribers", "add", "ada@example.com", "-c", "Writng"], env=env)
     assert done.exit_code == 1, done.output
     assert done.stderr.splitlines()[0] == (f'error: category "Writng" is unknown (did you mean "Writing"?): the '
                                            f"comparisons in the store are filed under {KNOWN}")
     assert done.exception is None or isinstance(done.exception, SystemExit)
     path = tmp_path / "list.csv"
     path.write_text("email,name,categories\nbo@example.com,Bo,Writng\n", encoding="utf-8")
-    done = CliRunner().invoke(app, ["subscribers", "import", str(path)], env=env)
+    done = CliRunner().invoke(cli, ["subscribers", "import", str(path)], env=env)
     assert done.exit_code == 0, done.output
     assert f"{path}: line 2: 'bo@example.com': category \"Writng\" is unknown (did you mean \"Writing\"?)" in done.stderr
 
 
 def test_the_cli_warns_when_nothing_can_be_checked(db_url):
     "an empty store: the subscriber is added and a warning says the categories were stored unchecked"
-    done = CliRunner().invoke(app, ["subscribers", "add", "ada@example.com", "-c", "Writng"],
+    done = CliRunner().invoke(cli, ["subscribers", "add", "ada@example.com", "-c", "Writng"],
                               env={"DIGEST_DATABASE_URL": db_url})
     assert done.exit_code == 0, done.output
     assert done.stdout == "ada@example.com: added\n"

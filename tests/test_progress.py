@@ -223,7 +223,7 @@ def test_digest_subscribers_import_off_a_terminal_ends_with_its_figures_on_stder
     path = tmp_path / "list.csv"
     path.write_text("email\n" + "".join(f"r{n}@example.com\n" for n in range(3)))
     env = {"DIGEST_DATABASE_URL": sqlite_url, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "digest.cli.commands", "subscribers", "import", str(path)], env=env,
+    done = subprocess.run([sys.executable, "-m", "digest.cli", "subscribers", "import", str(path)], env=env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{path}: 3 new, 0 already in the store") and done.stdout.count("\n") == 1

@@ -43,7 +43,7 @@ def record(test: str, **figures) -> None:
 
 def _kill_one(env, cwd, server: FakeSendGrid, rng: random.Random, point: str) -> str | None:
     """Start `digest send`, kill it at POINT; return where the kill landed (None: the run ended first)."""
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "send"], env=env, cwd=cwd,
+    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "send"], env=env, cwd=cwd,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     requests_before, accepted_before = server.requests, len(server.accepted)
     deadline = time.monotonic() + 60

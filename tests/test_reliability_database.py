@@ -63,7 +63,7 @@ def test_sqlite_locked_by_another_process_for_three_seconds_the_send_waits_and_c
         if when.startswith("before"):
             locker.start()
             held.wait(10)
-        process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "send"], env=env, cwd=tmp_path,
+        process = subprocess.Popen([sys.executable, "-m", "digest.cli", "send"], env=env, cwd=tmp_path,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if when == "mid-send":
             while len(server.accepted) < 3 and process.poll() is None:
@@ -126,7 +126,7 @@ def test_postgresql_restarted_mid_send_the_send_waits_and_continues(restartable_
     with FakeSendGrid(latency=0.08) as server:
         env = env_for(url, server, DIGEST_BATCH_SIZE="100")
         started = time.monotonic()
-        process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "send"], env=env, cwd=tmp_path,
+        process = subprocess.Popen([sys.executable, "-m", "digest.cli", "send"], env=env, cwd=tmp_path,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         while len(server.accepted) < 5 and process.poll() is None:
             time.sleep(0.005)
@@ -163,7 +163,7 @@ def test_two_schedulers_and_two_workers_started_together_send_one_issue_once(pos
         schedulers = [subprocess.Popen([sys.executable, str(REPO / "scheduler.py"), "--once"], env=env, cwd=tmp_path,
                                        stdout=open(tmp_path / f"scheduler{n}.out", "w"), stderr=subprocess.STDOUT)
                       for n in range(2)]
-        workers = [subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "worker", "--once"], env=env, cwd=tmp_path,
+        workers = [subprocess.Popen([sys.executable, "-m", "digest.cli", "worker", "--once"], env=env, cwd=tmp_path,
                                     stdout=open(tmp_path / f"worker{n}.out", "w"),
                                     stderr=open(tmp_path / f"worker{n}.err", "w")) for n in range(2)]
         rounds = 1
@@ -172,7 +172,7 @@ def test_two_schedulers_and_two_workers_started_together_send_one_issue_once(pos
                 if process.poll() is not None and any(p.poll() is None for p in schedulers):
                     rounds += 1
                     name = f"worker{n}-{rounds}"
-                    workers[n] = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "worker", "--once"], env=env,
+                    workers[n] = subprocess.Popen([sys.executable, "-m", "digest.cli", "worker", "--once"], env=env,
                                                   cwd=tmp_path, stdout=open(tmp_path / f"{name}.out", "w"),
                                                   stderr=open(tmp_path / f"{name}.err", "w"))
             time.sleep(0.05)

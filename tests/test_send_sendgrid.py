@@ -36,7 +36,7 @@ def env_for(db_url: str, server: FakeSendGrid, **extra) -> dict[str, str]:
 
 
 def digest(*args, env, cwd, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digest.cli.commands", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "digest.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -125,7 +125,7 @@ def test_killed_at_random_points_and_rerun_everyone_gets_exactly_one_copy(db_url
         env = env_for(db_url, server, DIGEST_BATCH_SIZE="100")
         kills = 0
         for _ in range(6):
-            process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "send"], env=env, cwd=tmp_path,
+            process = subprocess.Popen([sys.executable, "-m", "digest.cli", "send"], env=env, cwd=tmp_path,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(0.7, 1.8))
             if process.poll() is None:

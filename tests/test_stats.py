@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 from digest.track.stats import issue_stats
 from storage.db import session_scope
 from storage.models import Delivery, DeliveryStatus, Event
@@ -65,12 +65,12 @@ def test_one_week_only(two_issues):
 def test_the_command_prints_a_table_and_json(two_issues, db_url):
     "`digest stats` shows both issues; --json gives the same figures for scripts; an unknown week is an error"
     env = {"DIGEST_DATABASE_URL": db_url}
-    table = CliRunner().invoke(app, ["stats"], env=env, terminal_width=250)
+    table = CliRunner().invoke(cli, ["stats"], env=env, terminal_width=250)
     assert table.exit_code == 0, table.output
     assert "2026-W48" in table.output and "2026-W47" in table.output and "25.0%" in table.output
-    as_json = CliRunner().invoke(app, ["stats", "--week", "2026-W48", "--json"], env=env)
+    as_json = CliRunner().invoke(cli, ["stats", "--week", "2026-W48", "--json"], env=env)
     assert as_json.exit_code == 0, as_json.output
     [row] = json.loads(as_json.output)
     assert (row["week"], row["human_openers"], row["rate_base"], row["rates"]["click"]) == ("2026-W48", 1, "delivered", 0.25)
-    missing = CliRunner().invoke(app, ["stats", "--week", "2025-W01"], env=env)
+    missing = CliRunner().invoke(cli, ["stats", "--week", "2025-W01"], env=env)
     assert missing.exit_code == 1 and "no issue for week 2025-W01" in missing.output

@@ -48,7 +48,7 @@ def _serve(db_url: str, port: int, log_path: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
     env.update(DIGEST_DATABASE_URL=db_url, DIGEST_SECRET_KEY=SECRET, DIGEST_BASE_URL=f"http://127.0.0.1:{port}",
                DIGEST_TRANSPORT="outbox", PYTHONPATH=str(REPO))
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "serve", "--port", str(port), "--workers", "1"],
+    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port), "--workers", "1"],
                                env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -44,7 +44,7 @@ def served(sqlite_url, tmp_path):
                DIGEST_BASE_URL=f"http://127.0.0.1:{port}", DIGEST_TRANSPORT="outbox",
                DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY=PUBLIC_KEY, PYTHONPATH=str(REPO))
     log = tmp_path / "serve.log"
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "serve", "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port)], env=env,
                                cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20

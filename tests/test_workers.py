@@ -35,7 +35,7 @@ def opened(db_url: str, subscribers: int) -> int:
 
 
 def start_worker(env, cwd: Path, name: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "digest.cli.commands", "worker", *args], env=env, cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "digest.cli", "worker", *args], env=env, cwd=cwd,
                             stdout=open(cwd / f"{name}.out", "w"), stderr=open(cwd / f"{name}.err", "w"), text=True)
 
 

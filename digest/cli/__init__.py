@@ -1,1 +1,1 @@
-"""The command line, `digest …`: a thin layer over `digest.services` (commands in `digest.cli.commands`)."""
+"""The command line, `digest …`: a thin layer over `digest.services` (the Typer object is `digest.cli.main.cli`)."""

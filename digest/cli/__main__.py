@@ -1,5 +1,5 @@
 """`python -m digest.cli`: the same as `digest`."""
 
-from digest.cli.commands import app
+from digest.cli.main import cli
 
-app()
+cli()

@@ -1,0 +1,32 @@
+"""The `digest` command, `cli`: every command and group, in the order `digest --help` lists them.
+
+A thin layer over the library: each command (digest.cli.send, .preview, .stats, .serve, .store) handles
+its arguments, calls into the services or the domain, and prints; its docstring is its --help. Nothing
+but typer and rich is imported until a command runs (tests/test_cli_help.py).
+"""
+
+from __future__ import annotations
+
+from digest.cli import preview, send, serve, stats, store
+from digest.cli.help import Typer
+
+cli = Typer(help="Weekly AI Tool Verdicts: claim, render and send the weekly digest.",
+            no_args_is_help=True, pretty_exceptions_enable=False)
+
+db = Typer(help="Create or upgrade the database.", no_args_is_help=True)
+db.command("upgrade")(store.db_upgrade)
+comparisons = Typer(help="Import the comparisons the site published.", no_args_is_help=True)
+comparisons.command("import")(store.comparisons_import)
+subscribers = Typer(help="Add and import subscribers.", no_args_is_help=True)
+subscribers.command("add")(store.subscribers_add)
+subscribers.command("import")(store.subscribers_import)
+cli.add_typer(db, name="db")
+cli.add_typer(comparisons, name="comparisons")
+cli.add_typer(subscribers, name="subscribers")
+
+cli.command("send")(send.send)
+cli.command("preview")(preview.preview)
+cli.command("stats")(stats.stats)
+cli.command("worker")(send.worker)
+cli.command("serve")(serve.serve)
+cli.command("demo")(serve.demo)

@@ -1,0 +1,90 @@
+"""`digest stats`: how each issue did (digest.track.stats), as a table, JSON or a page with a chart."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from digest.cli.shared import console, engine_for, fail, settings_for_run, week_option
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+def stats(
+    week: Annotated[Optional[str], week_option("only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
+    last: Annotated[int, typer.Option(metavar="N", help="the table shows this many latest issues (0: all)")] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="write a page with a chart of the rates over the issues to this file")] = None,
+) -> None:
+    """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, unsubscribes.
+
+    People are counted once per delivery (a reader who opens five times is one human opener); machine
+    opens (image proxies, Apple Mail Privacy Protection, opens within seconds of the send) are kept apart
+    from human ones. Rates are of delivered when the Event Webhook reported deliveries, else of sent.
+
+    --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
+    issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
+
+    \b
+    Examples:
+      digest stats --week 2026-W48
+      digest stats --html stats.html
+    """
+    import json
+
+    from digest.track.stats import issue_stats
+
+    settings = settings_for_run(need_secrets=False)
+    rows = issue_stats(engine=engine_for(settings), week=week)
+    if week and not rows:
+        raise fail(f"no issue for week {week}; `digest stats` lists every issue")
+    if as_json:
+        sys.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+    elif html is not None:
+        from digest.track.stats_page import stats_page
+
+        html.write_text(stats_page(rows), encoding="utf-8")
+        console.print(f"wrote {html} ({len(rows)} issues): open it in a browser")
+    elif not rows:
+        console.print("no issues yet")
+    else:
+        console.print(stats_table(rows[:last] if last > 0 else rows))
+
+
+def stats_table(rows) -> Table:
+    """One column per issue, one row per figure: readable on an 80-column terminal."""
+    from rich.table import Table
+
+    table = Table(caption="people (openers, clickers, …) are distinct deliveries; % is of the base row "
+                          "(bounced: of sent); machine-only: opened only by image proxies or privacy prefetch")
+    table.add_column("figure")
+    for row in rows:
+        table.add_column(row.week, justify="right", no_wrap=True)
+    for label, cell in FIGURES.items():
+        table.add_row(label, *(cell(row) for row in rows))
+    return table
+
+
+def pct(rate: float | None) -> str:
+    return "" if rate is None else f" · {rate:.1%}"
+
+
+# The table's rows, top to bottom: a label and how one issue's cell reads.
+FIGURES = {
+    "recipients": lambda r: str(r.recipients),
+    "sent": lambda r: str(r.sent),
+    "failed": lambda r: str(r.failed),
+    "delivered": lambda r: str(r.delivered),
+    "bounced (hard)": lambda r: f"{r.bounced}{pct(r.rates['bounce'])}",
+    "human openers": lambda r: f"{r.human_openers}{pct(r.rates['open'])}",
+    "machine-only openers": lambda r: f"{r.machine_only_openers}{pct(r.rates['machine_only_open'])}",
+    "opens, all (machine)": lambda r: f"{r.opens} ({r.machine_opens})",
+    "clickers": lambda r: f"{r.clickers}{pct(r.rates['click'])}",
+    "unsubscribes": lambda r: f"{r.unsubscribes}{pct(r.rates['unsubscribe'])}",
+    "complaints": lambda r: f"{r.complaints}{pct(r.rates['complaint'])}",
+    "% base": lambda r: r.rate_base,
+}

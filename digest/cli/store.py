@@ -1,0 +1,141 @@
+"""`digest db upgrade`, `digest comparisons import`, `digest subscribers add` and `digest subscribers import`:
+what goes into the store. The work is storage.migrate's and digest.importing's; here, arguments and words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from digest.cli.shared import check_store, console, engine_for, errors, fail, progress_shown, settings_for_run, utcnow, warn
+
+
+def db_upgrade() -> None:
+    """Create the database, or bring it to the latest schema (DIGEST_DATABASE_URL).
+
+    \b
+    Examples:
+      digest db upgrade
+      DIGEST_DATABASE_URL=postgresql+psycopg://db/digest digest db upgrade
+    """
+    from storage.faults import shown_url
+    from storage.migrate import head
+
+    settings = settings_for_run(need_secrets=False, store=False)
+    note = check_store(settings, upgrading=True)
+    console.print(note or f"database at {shown_url(settings.database_url)}: at revision {head()}, nothing to do")
+
+
+def comparisons_import(file: Annotated[Path, typer.Argument(metavar="FILE", help="JSON file in the comparison import format")]) -> None:
+    """Import comparisons (upsert by slug). A bad file is rejected whole, naming the item and field.
+
+    Afterwards, warns about categories in the store that the contract refuses (a `;`, `,` or line break,
+    from imports before it forbade them): nobody can follow those on their own until they are imported
+    again with a good name.
+
+    \b
+    Example:
+      digest comparisons import published.json
+    """
+    from digest.importing import InvalidImport, import_comparisons
+    from digest.importing.comparisons import refused_categories
+
+    settings = settings_for_run(need_secrets=False)
+    engine = engine_for(settings)
+    try:
+        result = import_comparisons(engine=engine, path=file, now=utcnow(), progress=progress_shown(settings))
+    except InvalidImport as exc:
+        raise fail(f"{exc}\nnothing was imported")
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}")
+    console.print(f"{file}: {result.created} new, {result.updated} updated, {result.unchanged} unchanged")
+    warn_refused(refused_categories(engine))
+
+
+def warn_refused(refused: dict[str, int]) -> None:
+    """Categories already in the store that the contract now refuses, each with how many comparisons use it."""
+    if refused:
+        from digest.quoting import quoted
+
+        names = ", ".join(f"{quoted(name, 60)} ({count})" for name, count in sorted(refused.items()))
+        warn(f"warning: comparisons in the store are filed under categories the contract refuses: {names}. "
+             "Nobody can follow these on their own (readers of every category still get them): import "
+             "those comparisons again with the category renamed.")
+
+
+def subscribers_add(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="the subscriber's address")],
+    name: Annotated[str, typer.Option(help="how to greet them")] = "",
+    category: Annotated[Optional[list[str]], typer.Option("--category", "-c", help="a category to follow; repeat for more; none = all")] = None,
+) -> None:
+    """Add a subscriber, or update the name and categories of an existing one (never their status).
+
+    A category must be one the imported comparisons use (any letter case): a typo is refused with the
+    closest match. Before any comparison is imported nothing can be checked, and a warning says so.
+
+    \b
+    Examples:
+      digest subscribers add ada@example.com --name Ada
+      digest subscribers add ada@example.com -c "Developer Tools" -c Writing
+    """
+    from digest.importing import InvalidAddress, add_subscriber
+
+    settings = settings_for_run(need_secrets=False)
+    try:
+        result = add_subscriber(engine=engine_for(settings), email=email, name=name, categories=category or [], now=utcnow())
+    except (InvalidAddress, ValueError) as exc:  # ValueError: a name digest.subscribers.names refuses
+        raise fail(str(exc))
+    console.print(f"{result.email}: {'added' if result.created else 'updated'}")
+    warn_unchecked(result.unchecked)
+
+
+def subscribers_import(file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV with a header row email,name,categories")]) -> None:
+    """Import subscribers from CSV: header `email,name,categories`, categories separated by `;` (empty = all).
+
+    Good rows are imported; each bad row is reported by the line where it starts, as an editor numbers
+    lines. The summary counts new addresses, addresses already in the store, rows repeating an address
+    met earlier in the file (any letter case; the later row wins) and bad rows. A row naming a category
+    no imported comparison uses is bad, with the closest match. Existing subscribers
+    keep their status (an import never re-subscribes someone who left). A file that cannot be read to
+    its end (a quote never closed, bytes that are not UTF-8) stops there: the rows before it are
+    imported, the message says how many, and importing the fixed file again is safe.
+
+    \b
+    Example:
+      digest subscribers import list.csv
+    """
+    from digest.importing import ImportStopped, InvalidImport, import_subscribers
+
+    settings = settings_for_run(need_secrets=False)
+    try:
+        result = import_subscribers(engine=engine_for(settings), path=file, now=utcnow(),
+                                    progress=progress_shown(settings))
+    except ImportStopped as exc:
+        print_row_errors(file, exc.result)
+        raise fail(str(exc))
+    except InvalidImport as exc:
+        raise fail(str(exc))
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}")
+    print_row_errors(file, result)
+    console.print(f"{file}: {result.summary()}", highlight=False, markup=False)
+    warn_unchecked(result.unchecked_categories)
+
+
+def warn_unchecked(categories) -> None:
+    """Categories stored without a check, because no comparison is in the store yet to check them against."""
+    if categories:
+        from digest.quoting import quoted
+
+        names = ", ".join(quoted(name, 60) for name in categories[:5]) + (", …" if len(categories) > 5 else "")
+        warn(f"warning: no comparison is in the store yet, so no category could be checked; stored as "
+             f"written: {names}. Import the comparisons first (digest comparisons import FILE) to have "
+             "typos caught.")
+
+
+def print_row_errors(file: Path, result) -> None:
+    for row in result.errors:
+        warn(f"{file}: line {row.line}: {row.email!r}: {row.reason}")
+    if result.bad_rows > len(result.errors):
+        errors.print(f"{file}: … and {result.bad_rows - len(result.errors)} more bad rows", highlight=False)
