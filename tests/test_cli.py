@@ -39,6 +39,19 @@ def run(*args, cwd: Path, env_extra: dict | None = None) -> subprocess.Completed
                           text=True, timeout=300)
 
 
+def test_every_way_in_runs_the_one_typer_object():
+    "the console script, `python -m digest` and `python -m digest.cli` all run digest.cli.main.cli"
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts == {"digest": "digest.cli.main:cli"}
+    for module in ("digest", "digest.cli"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "Weekly AI Tool Verdicts" in done.stdout and "subscribers" in done.stdout
+
+
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_every_command_has_help_with_an_example(path):
     "each command answers --help with what it does and examples on lines of their own, and the README names it"
