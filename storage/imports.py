@@ -1,5 +1,5 @@
 """What an import reads and writes: comparisons upserted by slug with their tools and reviews, subscribers
-upserted in bulk by email key, and the categories the comparisons in the store are filed under.
+upserted in bulk by email key. The categories in the store (what the importers check against) are storage.catalog's.
 
 The importers (digest.importing) decide what commits together: they open the transaction and pass its
 session or connection here.
@@ -56,17 +56,6 @@ def _new_tools(tools: ToolColumns) -> list[Tool]:
     return [Tool(position=position, **columns,
                  reviews=[Review(position=order, **review) for order, review in enumerate(reviews)])
             for position, (columns, reviews) in enumerate(tools)]
-
-
-def comparisons_per_category(*, session: Session) -> dict[str, int]:
-    """Every category in the store, with how many comparisons are filed under it."""
-    rows = session.execute(select(Comparison.category, func.count()).group_by(Comparison.category)).all()
-    return {name: count for name, count in rows}
-
-
-def comparison_categories(*, connection: Connection | Session) -> list[str]:
-    """The distinct categories of the comparisons in the store, sorted. Takes a Connection or a Session."""
-    return sorted(connection.execute(select(Comparison.category).distinct()).scalars())
 
 
 # -- subscribers -----------------------------------------------------------------------------------------

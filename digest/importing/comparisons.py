@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 from digest.categories import category_problem
 from digest.importing.comparison_file import load_comparisons, parse_published_at
 from digest.progress import NullProgress, Progress
+from storage.catalog import category_counts
 from storage.db import session_scope
-from storage.imports import (
-    ToolColumns, comparisons_per_category, create_comparison, stored_comparisons, update_comparison,
-)
+from storage.imports import ToolColumns, create_comparison, stored_comparisons, update_comparison
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -92,8 +91,8 @@ def refused_categories(engine: Engine) -> dict[str, int]:
     of every category still get those comparisons. Importing them again with a good name fixes them.
     """
     with session_scope(engine) as session:
-        counts = comparisons_per_category(session=session)
-    return {name: count for name, count in counts.items() if category_problem(name)}
+        counts = category_counts(session=session)
+    return {name: count for name, count in counts if category_problem(name)}
 
 
 # -- the file's items in the stored shape ----------------------------------------------------------------

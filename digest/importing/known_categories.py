@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from digest.categories import InvalidCategory, category_list, followable, stored_categories
 from digest.quoting import quoted
 from digest.claim.selection import category_key
-from storage.imports import comparison_categories
+from storage.catalog import category_names
 
 LISTED = 20  # known categories named in a message; a site with more gets "… and N more"
 CACHE_CELLS = 10_000  # a list repeats a few dozen category combinations a million times
@@ -35,7 +35,7 @@ class KnownCategories:
     def in_store(cls, connection) -> KnownCategories:
         """The followable categories of the comparisons in the store. Takes a Connection or a Session."""
         names: dict[str, str] = {}
-        for name in comparison_categories(connection=connection):
+        for name in sorted(category_names(session=connection)):
             if followable(name):  # legacy names with a ";" cannot be followed on their own
                 names.setdefault(category_key(name), name)
         return cls(names)
