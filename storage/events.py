@@ -99,7 +99,3 @@ def subscribers_by_email(*, session: Session, email_keys: Iterable[str]) -> dict
         return {}
     return dict(session.execute(
         select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(email_keys))).all())
-
-
-def subscriber_by_id(*, session: Session, subscriber_id: int) -> Subscriber | None:
-    return session.get(Subscriber, subscriber_id)

@@ -19,8 +19,8 @@ from digest.config import Settings
 from digest.links import RecipientRef
 from digest.track.opens import record_click, record_open
 from storage.db import session_scope
-from storage.events import subscriber_by_id
 from storage.reading import comparison_urls, sent_deliveries
+from storage.subscribers import find_subscriber
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -118,7 +118,7 @@ def apple_prefetch(*, engine: Engine, settings: Settings, week: str) -> Tally:
 def unsubscribe(*, engine: Engine, reader: Reader, now: datetime) -> bool:
     """What the unsubscribe page's button does (digest.web.subscriber), for the delivery the link came in."""
     with session_scope(engine) as session:
-        subscriber = subscriber_by_id(session=session, subscriber_id=reader.ref.subscriber_id)
+        subscriber = find_subscriber(session=session, subscriber_id=reader.ref.subscriber_id)
         return subscriptions.unsubscribe(session=session, subscriber=subscriber, source="web", now=now,
                                          detail="unsubscribe page", delivery_id=reader.ref.delivery_id,
                                          issue_id=reader.issue_id)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from digest.subscribers.subscriptions import suppress, unsubscribe
 from storage.db import session_scope
-from storage.events import (deliveries_by_id, event_row, insert_event_once, subscriber_by_id,
-                            subscribers_by_email)
+from storage.events import deliveries_by_id, event_row, insert_event_once, subscribers_by_email
 from storage.models import SubscriberStatus
+from storage.subscribers import find_subscriber
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -82,7 +82,7 @@ def apply_provider_events(*, engine: Engine, events: Sequence[ProviderEvent | No
 
 
 def _change_standing(session: Session, target: Target, status: SubscriberStatus, now: datetime) -> None:
-    subscriber = subscriber_by_id(session=session, subscriber_id=target.subscriber_id)
+    subscriber = find_subscriber(session=session, subscriber_id=target.subscriber_id)
     if status == SubscriberStatus.unsubscribed:
         unsubscribe(session=session, subscriber=subscriber, source="webhook", now=now,
                     delivery_id=target.delivery_id, issue_id=target.issue_id)
