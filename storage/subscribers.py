@@ -11,13 +11,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, or_, select, text
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from storage.models import Delivery, Event, Issue, Subscriber, SubscriberStatus, Suppression
-
-# Two processes stored the same new address at once: the unique email_key refused the second insert.
-AddressTaken = IntegrityError
 
 
 # -- lookups ---------------------------------------------------------------------------------------------------
@@ -46,7 +42,7 @@ def delivery_of(*, session: Session, subscriber_id: int, delivery_id: int) -> De
 
 def add_pending(*, session: Session, email: str, email_key: str, categories: str, now: datetime) -> Subscriber:
     """A new pending row with no name (a signup's name travels in its confirmation link); flushed, so it has
-    its id and the link_tag the database drew. Raises AddressTaken when another process stored it first."""
+    its id and the link_tag the database drew. Raises storage.faults.Conflict when another process stored it first."""
     subscriber = Subscriber(email=email, email_key=email_key, name="", categories=categories,
                             status=SubscriberStatus.pending, created_at=now, updated_at=now)
     session.add(subscriber)

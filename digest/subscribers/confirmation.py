@@ -41,6 +41,7 @@ from digest.render import mail
 from digest.transports.base import Batch, Recipient, TransientError, Transport
 from storage import subscribers as rows
 from storage.db import in_transaction
+from storage.faults import Conflict
 from storage.models import SubscriberStatus
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ def answer(*, engine: Engine, settings: Settings, links: Links, env: jinja2.Envi
 
     try:
         outgoing = in_transaction(engine, plan, budget=60.0)
-    except rows.AddressTaken:  # another web process stored the same new address a moment ago: it is known now
+    except Conflict:  # another web process stored the same new address a moment ago: it is known now
         outgoing = in_transaction(engine, plan, budget=60.0)
     return deliver(transport=transport, env=env, settings=settings, outgoing=outgoing)
 
