@@ -67,11 +67,6 @@ def build_scheduler(services: Services, sender: Sender) -> BlockingScheduler:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from digest.config import ConfigError, Settings
-    from digest.send.loop import Sender
-    from digest.services import build_services, settle_heap
-    from storage.migrate import StoreUnusable, ready
-
     parser = argparse.ArgumentParser(
         prog="python scheduler.py",
         description="Run the weekly digest on DIGEST_SEND_SCHEDULE in DIGEST_TIMEZONE, with a catch-up at "
@@ -81,29 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run one catch-up tick and exit (for cron or a process manager's timer)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings()
-        settings.check_secrets()
-        from digest.claim.weeks import cron_trigger
-
-        cron_trigger(settings.send_schedule, settings.tz)
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = checked_settings()
+    if settings is None:
         return 2
-    try:
-        note = ready(settings.database_url)  # the start-up check every entry point makes (storage.migrate)
-    except StoreUnusable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if note:
-        print(note, file=sys.stderr)
-    from digest.progress import LogProgress
-
-    # A send's progress in the scheduler's log every DIGEST_PROGRESS_SECONDS: a daemon has no terminal for a bar.
-    progress = LogProgress(write=logging.getLogger("digest.progress").info, interval=settings.progress_seconds)
-    services = build_services(settings)
-    sender = Sender(services=services, progress=progress)
-    settle_heap()
+    services, sender = wired(settings)
     if args.once:
         return 0 if weekly_job(services, sender) else 1
     scheduler = build_scheduler(services, sender)
@@ -116,6 +92,39 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, SystemExit):
         pass
     return 0
+
+
+def checked_settings():
+    """The settings, the schedule and the store checked at start; None (the error printed) when one is unusable."""
+    from digest.claim.weeks import cron_trigger
+    from digest.config import ConfigError, Settings
+    from storage.migrate import StoreUnusable, ready
+
+    try:
+        settings = Settings()
+        settings.check_secrets()
+        cron_trigger(settings.send_schedule, settings.tz)
+        note = ready(settings.database_url)  # the start-up check every entry point makes (storage.migrate)
+    except (ConfigError, ValueError, StoreUnusable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if note:
+        print(note, file=sys.stderr)
+    return settings
+
+
+def wired(settings) -> tuple[Services, Sender]:
+    """The services and the send loop, built once; the heap settled (digest.services.settle_heap)."""
+    from digest.progress import LogProgress
+    from digest.send.loop import Sender
+    from digest.services import build_services, settle_heap
+
+    # A send's progress in the scheduler's log every DIGEST_PROGRESS_SECONDS: a daemon has no terminal for a bar.
+    progress = LogProgress(write=logging.getLogger("digest.progress").info, interval=settings.progress_seconds)
+    services = build_services(settings)
+    sender = Sender(services=services, progress=progress)
+    settle_heap()
+    return services, sender
 
 
 if __name__ == "__main__":

@@ -52,31 +52,7 @@ def claim_batch(
     """
     raw = Raw(session)
     params = {"issue_id": issue_id, "limit": limit, "owner": owner}
-    # Each query walks the issue's rows in the (issue_id, segment_id, id) index, in order, and stops at
-    # ``limit``; status is a filter, not part of the index, so that leasing and closing a row never touch
-    # an index (see Delivery). Stale rows first: they are older.
-    # ``after``: where this sender's last batch ended. Every row before it is sent or leased, so a claim
-    # from the start would step over all of them: a million rows half-way through a million. Starting
-    # after our last batch skips them; a row left behind (a batch given back, a row another sender
-    # skipped) is found by the scan from the start that follows when nothing is left after the position.
-    # The same holds for the 'sending' rows, so stale leases are looked for when a send starts and when
-    # nothing is left after the position, not before every batch: the caller asks again without ``after``.
-    if after is not None:  # only pending rows after the position: a caller resuming a send
-        # Two queries, not "(segment_id, id) > (:segment, :last)": SQLite bounds an index range by the
-        # first column of a row value only, so that one read the whole segment up to the position again
-        # for every batch (11 ms a claim at 200,000 recipients, growing with the list).
-        segment, last = after
-        candidates = raw.fetch(_candidates_sql(raw.dialect, _SAME_SEGMENT), {**params, "segment": segment, "last": last}) \
-            or raw.fetch(_candidates_sql(raw.dialect, _LATER_SEGMENTS), {**params, "segment": segment})
-    else:
-        # Stale: a lease that ran out, or belongs to a process known dead, or is ``owner``'s own, still
-        # open: a claim whose commit succeeded but whose answer was lost (the database went away at that
-        # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
-        # sender records its last batch in the same transaction, before this (Sender._send_in_turn).
-        stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
-        candidates = raw.fetch(_candidates_sql(raw.dialect, stale),
-                               {**params, "now": raw.time(now), "dead": raw.array(dead_owners)}) \
-            or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
+    candidates = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
     if not candidates:
         return None
     # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag
@@ -90,15 +66,51 @@ def claim_batch(
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
     gone = [row for row in chosen if row[7] != active]
     if gone:
-        erased = [row[0] for row in gone if row[4] is None]
-        if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
-            raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
-        left = [row[0] for row in gone if row[4] is not None]
-        if left:  # left between fan-out and now: they get nothing more from us
-            finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
-                   error="subscriber no longer active")
+        _drop_gone(session, raw, gone, owner=owner, now=now)
     rows = [BatchRow(row[0], row[4], row[5], row[6], row[8]) for row in chosen if row[7] == active]
     return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
+
+
+def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[str],
+                after: tuple[int, int] | None) -> list[tuple]:
+    """The next rows a claim may lease, in index order, with their subscribers.
+
+    Each query walks the issue's rows in the (issue_id, segment_id, id) index, in order, and stops at
+    ``limit``; status is a filter, not part of the index, so that leasing and closing a row never touch
+    an index (see Delivery). Stale rows first: they are older.
+    ``after``: where this sender's last batch ended. Every row before it is sent or leased, so a claim
+    from the start would step over all of them: a million rows half-way through a million. Starting
+    after our last batch skips them; a row left behind (a batch given back, a row another sender
+    skipped) is found by the scan from the start that follows when nothing is left after the position.
+    The same holds for the 'sending' rows, so stale leases are looked for when a send starts and when
+    nothing is left after the position, not before every batch: the caller asks again without ``after``.
+    """
+    if after is not None:  # only pending rows after the position: a caller resuming a send
+        # Two queries, not "(segment_id, id) > (:segment, :last)": SQLite bounds an index range by the
+        # first column of a row value only, so that one read the whole segment up to the position again
+        # for every batch (11 ms a claim at 200,000 recipients, growing with the list).
+        segment, last = after
+        return raw.fetch(_candidates_sql(raw.dialect, _SAME_SEGMENT), {**params, "segment": segment, "last": last}) \
+            or raw.fetch(_candidates_sql(raw.dialect, _LATER_SEGMENTS), {**params, "segment": segment})
+    # Stale: a lease that ran out, or belongs to a process known dead, or is ``owner``'s own, still
+    # open: a claim whose commit succeeded but whose answer was lost (the database went away at that
+    # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
+    # sender records its last batch in the same transaction, before this (Sender._claim).
+    stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
+    return raw.fetch(_candidates_sql(raw.dialect, stale),
+                     {**params, "now": raw.time(now), "dead": raw.array(dead_owners)}) \
+        or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
+
+
+def _drop_gone(session: Session, raw: Raw, gone: list[tuple], *, owner: str, now: datetime) -> None:
+    """Claimed rows whose subscriber is no longer active: they are not sent."""
+    erased = [row[0] for row in gone if row[4] is None]
+    if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
+        raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
+    left = [row[0] for row in gone if row[4] is not None]
+    if left:  # left between fan-out and now: they get nothing more from us
+        finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
+               error="subscriber no longer active")
 
 
 def finish(
