@@ -38,6 +38,13 @@ class DeliveryStatus(str, enum.Enum):
     cancelled = "cancelled"  # the subscriber left (unsubscribed, bounced) between fan-out and send
 
 
+def _children(*, back_populates: str, order_by: str):
+    """A parent's rows in a child table (a comparison's tools, a tool's reviews), in page order; a row is
+    deleted with its parent, or when it is taken off the parent's list."""
+    return Relationship(back_populates=back_populates,
+                        sa_relationship_kwargs={"order_by": order_by, "cascade": "all, delete-orphan"})
+
+
 class Comparison(SQLModel, table=True):
     __table_args__ = (
         # Picking the week's comparisons: the unclaimed ones, found without reading the claimed history.
@@ -56,10 +63,7 @@ class Comparison(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
 
-    tools: list["Tool"] = Relationship(
-        back_populates="comparison",
-        sa_relationship_kwargs={"order_by": "Tool.position", "cascade": "all, delete-orphan"},
-    )
+    tools: list["Tool"] = _children(back_populates="comparison", order_by="Tool.position")
 
 
 class Tool(SQLModel, table=True):
@@ -76,10 +80,7 @@ class Tool(SQLModel, table=True):
     community_ship_pct: int | None = None
 
     comparison: Comparison = Relationship(back_populates="tools")
-    reviews: list["Review"] = Relationship(
-        back_populates="tool",
-        sa_relationship_kwargs={"order_by": "Review.position", "cascade": "all, delete-orphan"},
-    )
+    reviews: list["Review"] = _children(back_populates="tool", order_by="Review.position")
 
 
 class Review(SQLModel, table=True):
