@@ -1,1 +1,1 @@
-"""The store: SQLModel tables, the engine and session factory, the SQL the weekly run needs, migrations."""
+"""The store: SQLModel tables, the engine and transactions, migrations, and every SQL statement, by concern."""
