@@ -25,6 +25,7 @@ from digest.quoting import quoted
 # and json.loads would hold several times its size in memory.
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_REPORTED = 20  # problems listed in full; the rest are counted
+MAX_STORED_INT = 2**31 - 1  # an INTEGER column on PostgreSQL; the contract sets community_votes no maximum
 
 SCHEMA = json.loads((resources.files("digest") / "contracts" / "comparison.schema.json").read_text("utf-8"))
 _VALIDATOR = Draft202012Validator(SCHEMA)
@@ -68,19 +69,26 @@ def _read(path: Path) -> object:
     if size > MAX_FILE_BYTES:
         raise InvalidImport([f"{path.name}: the file is {size / 2**20:.0f} MB, more than the "
                              f"{MAX_FILE_BYTES // 2**20} MB an import may be: split it into smaller files"])
-    raw = path.read_bytes()
+    try:
+        return parse_json(path.read_bytes())
+    except ValueError as exc:
+        raise InvalidImport([f"{path.name}: {exc}"]) from None
+
+
+def parse_json(raw: bytes) -> object:
+    """UTF-8 JSON (a BOM allowed) as Python values; a ValueError says where and what is wrong. The file
+    import and the push API (digest.web.api) read their bytes with this."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise InvalidImport([f"{path.name}: line {line}: byte {raw[exc.start]:#04x} is not UTF-8: "
-                             "save the file as UTF-8"]) from None
+        raise ValueError(f"line {line}: byte {raw[exc.start]:#04x} is not UTF-8: save the file as UTF-8") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidImport([f"{path.name}: line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}"]) from None
+        raise ValueError(f"line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}") from None
     except (ValueError, RecursionError) as exc:  # a 5,000-digit number, arrays nested thousands deep
-        raise InvalidImport([f"{path.name}: not valid JSON for an import: {exc}"]) from None
+        raise ValueError(f"not valid JSON for an import: {exc}") from None
 
 
 def _problems(data: object) -> Iterator[str]:
@@ -88,32 +96,48 @@ def _problems(data: object) -> Iterator[str]:
     if not isinstance(data, list):
         yield f"the file must hold a JSON array of comparisons ([{{…}}, …]), not {_json_type(data)}"
         return
-    found: list[tuple[int, str]] = [(error.absolute_path[0], _schema_problem(error))
-                                    for error in _VALIDATOR.iter_errors(data) if not _category_text(error)]
+    for index, where, what in _located(data):
+        label = _item_label(data[index], index)
+        yield f"{label}: {where}: {what}" if where else f"{label}: {what}"
+
+
+def comparison_problems(item: object) -> list[tuple[str, str]]:
+    """Every problem of one comparison (an item of the file, e.g. the push API's body), by the same checks,
+    as (where, what): ("tools[0].reviews[1].score", "130 is greater than the maximum of 100"); where is ""
+    for the item as a whole. Empty when the item may be stored."""
+    return [(where, what) for _, where, what in _located([item])]
+
+
+def _located(data: list) -> list[tuple[int, str, str]]:
+    """Every problem of the items as (item index, where, what), in item order."""
+    found = [(error.absolute_path[0], *_schema_problem(error))
+             for error in _VALIDATOR.iter_errors(data) if not _category_text(error)]
     first_of_slug: dict[str, int] = {}
     for index, item in enumerate(data):
         if isinstance(item, dict):
-            found.extend((index, problem) for problem in _item_problems(item, index, first_of_slug))
-    for index, problem in sorted(found, key=lambda pair: pair[0]):
-        yield f"{_item_label(data[index], index)}: {problem}"
+            found.extend((index, where, what) for where, what in _item_problems(item, index, first_of_slug))
+    return sorted(found, key=lambda triple: triple[0])
 
 
-def _item_problems(item: dict, index: int, first_of_slug: dict[str, int]) -> Iterator[str]:
-    """What the schema cannot say: real dates with offsets, usable URLs, unique slugs, storable text."""
+def _item_problems(item: dict, index: int, first_of_slug: dict[str, int]) -> Iterator[tuple[str, str]]:
+    """What the schema cannot say: real dates with offsets, usable URLs, unique slugs, storable text and counts."""
     published, url, slug = item.get("published_at"), item.get("url"), item.get("slug")
+    votes = item.get("community_votes")
     if isinstance(published, str):
         try:
             parse_published_at(published)
         except ValueError as exc:
-            yield f"published_at: {exc}"
+            yield "published_at", str(exc)
     if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
         if not urlsplit(url).hostname:
-            yield f"url: {_show(url)} has no host name"
+            yield "url", f"{_show(url)} has no host name"
         elif any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
-            yield f"url: {_show(url)} contains a space or control character: percent-encode it"
+            yield "url", f"{_show(url)} contains a space or control character: percent-encode it"
+    if isinstance(votes, int) and votes > MAX_STORED_INT:
+        yield "community_votes", f"{_show(votes)} is more than the store can hold ({MAX_STORED_INT:,})"
     if isinstance(slug, str):
         if slug in first_of_slug:
-            yield f"slug: also used by item {first_of_slug[slug] + 1}: each slug may appear once in a file"
+            yield "slug", f"also used by item {first_of_slug[slug] + 1}: each slug may appear once in a file"
         else:
             first_of_slug[slug] = index
     yield from _category_problems(item)
@@ -121,12 +145,12 @@ def _item_problems(item: dict, index: int, first_of_slug: dict[str, int]) -> Ite
         if where == "category" or where.endswith(".category"):
             continue  # the category rule says it, NUL included
         if "\x00" in text:
-            yield f"{where}: contains a NUL character (\\u0000), which the database cannot store: remove it"
+            yield where, "contains a NUL character (\\u0000), which the database cannot store: remove it"
         elif not _encodable(text):
-            yield f"{where}: contains an unpaired surrogate (a broken \\ud8xx escape): fix the text's encoding"
+            yield where, "contains an unpaired surrogate (a broken \\ud8xx escape): fix the text's encoding"
 
 
-def _category_problems(item: dict) -> Iterator[str]:
+def _category_problems(item: dict) -> Iterator[tuple[str, str]]:
     """Category names by the one rule of digest.categories: the contract's pattern over the whole name."""
     names = [("category", item.get("category"), True)]
     if isinstance(item.get("tools"), list):
@@ -135,7 +159,7 @@ def _category_problems(item: dict) -> Iterator[str]:
     for where, name, required in names:
         problem = category_problem(name, required=required) if isinstance(name, str) else None
         if problem:
-            yield f"{where}: {_show(name)} {problem}"
+            yield where, f"{_show(name)} {problem}"
 
 
 def _category_text(error: ValidationError) -> bool:
@@ -144,9 +168,9 @@ def _category_text(error: ValidationError) -> bool:
     return bool(path) and path[-1] == "category" and error.validator in ("pattern", "minLength", "maxLength")
 
 
-def _schema_problem(error: ValidationError) -> str:
+def _schema_problem(error: ValidationError) -> tuple[str, str]:
     where = _where(list(error.absolute_path)[1:])
-    return f"{where}: {_describe(error, where)}" if where else _describe(error, where)
+    return where, _describe(error, where)
 
 
 def _describe(error: ValidationError, where: str) -> str:

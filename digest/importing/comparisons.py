@@ -62,6 +62,13 @@ def import_comparisons(*, engine: Engine, path: Path, now: datetime,
     return ComparisonImport(**counts)
 
 
+def store_comparison(*, engine: Engine, item: dict, now: datetime) -> str:
+    """Upsert one comparison that passed ``comparison_file.comparison_problems`` (the push API's body,
+    digest.web.api) by the rules of a file's items; "created", "updated" or "unchanged"."""
+    counts = _upsert(engine=engine, items=[item], now=now, progress=NullProgress())
+    return next(iter(counts))
+
+
 def _upsert(*, engine: Engine, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
     counts: Counter[str] = Counter()
     with session_scope(engine) as session:
