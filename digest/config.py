@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; refused outside the demo so a real send never runs on them.
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development", "xxx", "your-secret-key"})
 DEMO_SECRET_KEY = "demo-only-secret-key-never-use-in-production"
+MIN_API_TOKEN = 32  # characters; secrets.token_urlsafe(32) gives 43
 
 
 class ConfigError(Exception):
@@ -75,6 +76,10 @@ class Settings(BaseSettings):
     machine_open_seconds: float = Field(default=10.0, ge=0)
     # A signed webhook post older than this (or this far in the future) is refused as a possible replay.
     webhook_max_age_seconds: int = Field(default=600, ge=60)
+    # The push API's bearer token (PUT and DELETE /api/comparisons/{slug}, digest.web.api), which the
+    # comparison site sends as "Authorization: Bearer …". Empty: the API refuses every request (503).
+    # A SecretStr, so that no repr or log line of the settings shows it.
+    api_token: SecretStr = Field(default=SecretStr(""), description="bearer token of the push API")
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
@@ -121,6 +126,14 @@ class Settings(BaseSettings):
             raise ConfigError("DIGEST_SECRET_KEY is too short: use at least 16 random characters")
         if self.transport == "sendgrid" and self.sendgrid_api_key.strip().lower() in PLACEHOLDER_SECRETS:
             raise ConfigError("DIGEST_TRANSPORT is sendgrid but SENDGRID_API_KEY is missing or a placeholder")
+        token = self.api_token.get_secret_value()
+        if token and (token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < MIN_API_TOKEN):
+            # Unset is fine (the push API is off); a guessable token would let anyone publish to every reader.
+            raise ConfigError(
+                f"DIGEST_API_TOKEN is a placeholder or shorter than {MIN_API_TOKEN} characters: it lets the comparison "
+                "site publish to every subscriber. Set it to a long random value, e.g. DIGEST_API_TOKEN=\"$(python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))')\", or leave it unset to keep the push API off"
+            )
 
 
 def demo_settings(workdir: Path, **overrides) -> Settings:

@@ -1,5 +1,5 @@
-"""What an import reads and writes: comparisons upserted by slug with their tools and reviews, subscribers
-upserted in bulk by email key. The categories in the store (what the importers check against) are storage.catalog's.
+"""What an import reads and writes: comparisons upserted by slug with their tools and reviews (or taken back
+before any issue claimed them: the push API's DELETE), subscribers upserted in bulk by email key. The categories in the store (what the importers check against) are storage.catalog's.
 
 The importers (digest.importing) decide what commits together: they open the transaction and pass its
 session or connection here.
@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ARRAY, Connection, any_, bindparam, func, literal, select
+from sqlalchemy import ARRAY, Connection, any_, bindparam, false, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 from sqlalchemy.types import DateTime, String
 from sqlmodel import Session
 
-from storage.models import Comparison, Review, Subscriber, SubscriberStatus, Tool
+from storage.models import Comparison, Issue, IssueComparison, Review, Subscriber, SubscriberStatus, Tool
 from storage.types import UTCDateTime
 
 # A comparison's tools as the importer hands them over: (tool columns, [review columns, …]), in order.
@@ -50,6 +50,35 @@ def update_comparison(*, comparison: Comparison, columns: dict, tools: ToolColum
         setattr(comparison, field, value)
     comparison.tools = _new_tools(tools)  # delete-orphan: the old tools and reviews go
     comparison.updated_at = now
+
+
+def delete_unclaimed_comparison(*, session: Session, slug: str) -> bool:
+    """Delete comparison ``slug``, its tools and reviews, if no issue has claimed it; whether it did.
+
+    Unpublishing (issue 16): a comparison no issue holds exists only here, so taking it out of the store
+    is what keeps it out of every later issue, and a later PUT stores it anew. A claimed one is never
+    deleted: the issues that carry it and the archive keep showing it.
+
+    The row is locked with the unclaimed test in its WHERE: on PostgreSQL, an issue claiming it at this
+    moment holds the row until it commits, and then ``claimed`` is true and nothing is deleted. The other
+    order (this delete commits while the claim's INSERT … SELECT still sees the row) fails that claim on
+    its foreign key: the whole opening rolls back, loudly, and sends nothing.
+    """
+    in_an_issue = select(IssueComparison.id).where(IssueComparison.comparison_id == Comparison.id).exists()
+    query = (select(Comparison).where(Comparison.slug == slug, Comparison.claimed == false(), ~in_an_issue)
+             .with_for_update())
+    comparison = session.execute(query).scalar_one_or_none()
+    if comparison is None:
+        return False
+    session.delete(comparison)  # its tools and reviews go with it (delete-orphan)
+    return True
+
+
+def claiming_week(*, session: Session, slug: str) -> str | None:
+    """The week of the issue that claimed comparison ``slug``; None when no issue has, or no such slug."""
+    query = (select(Issue.week).join(IssueComparison, IssueComparison.issue_id == Issue.id)
+             .join(Comparison, Comparison.id == IssueComparison.comparison_id).where(Comparison.slug == slug))
+    return session.execute(query).scalar_one_or_none()
 
 
 def _new_tools(tools: ToolColumns) -> list[Tool]:

@@ -291,7 +291,9 @@ def test_security_headers_on_every_page_and_every_error(site):
     requests += [("GET", "/nowhere", None), ("GET", "/u/forged", None), ("DELETE", f"/u/{recipient}", None),
                  ("POST", f"/u/{recipient}", {"action": "unsubscribe"}), ("POST", "/subscribe", {"email": "x" * 20000}),
                  ("POST", f"/p/{recipient}", {"action": "nonsense"}), ("GET", "/archive/1999-W99", None),
-                 ("POST", "/webhooks/sendgrid", None), ("GET", "/o/garbage.gif", None)]
+                 ("POST", "/webhooks/sendgrid", None), ("GET", "/o/garbage.gif", None),
+                 ("PUT", "/api/comparisons/x", None), ("DELETE", "/api/comparisons/x", None),
+                 ("GET", "/api/comparisons/x", None)]
     statuses = set()
     for method, path, data in requests:
         response = site.client.request(method, path, data=data)

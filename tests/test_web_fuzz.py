@@ -2,7 +2,8 @@
 and bodies to every route of the app, in process, on SQLite and PostgreSQL — JSON nested past Python's
 recursion limit, ints of 30 digits and more, NUL characters and lone surrogates, form fields with and
 without a valid CSRF pair, random bytes, bodies past the route's limit, and webhook posts signed with the
-test key so they get past the signature. Every answer is below 500 and carries the security headers.
+test key so they get past the signature, and comparisons pushed with the API token with some of their
+values replaced by any of those. Every answer is below 500 and carries the security headers.
 
 The routes come from `app.routes`: a route added later is fuzzed without touching this file. uvicorn's own
 answers (what it refuses before the app runs) are tested on a real `digest serve` in test_web_limits.py.
@@ -22,6 +23,8 @@ from hypothesis import strategies as st
 
 from digest.web.limits import limit_for
 from digest.web.security import SECURITY_HEADERS
+from tests.test_api_comparisons import TOKEN as API_TOKEN
+from tests.test_api_comparisons import comparison
 from tests.test_reliability_crash import record
 from tests.test_security_pages import Site, all_routes
 from tests.test_webhook import PUBLIC_KEY, signed
@@ -29,6 +32,7 @@ from tests.test_webhook import PUBLIC_KEY, signed
 EXAMPLES = 10  # per route, method and kind of body, per database: ~1,200 requests in ~20 s on 2 cores
 KINDS = ("none", "form", "form+csrf", "json", "deep json", "bytes", "too large")
 SIGNED = ("signed events", "signed junk")  # the webhook's, signed with the test key: past the signature
+PUSHED = ("comparison",)  # the push API's: a comparison with a few values replaced, sent with the API token
 PIECE = 64 * 1024
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 # Field names the app reads (forms, queries, SendGrid events), so the fuzz reaches past "missing field".
@@ -86,6 +90,16 @@ def event(draw, site: Site) -> dict:
     return item
 
 
+@st.composite
+def pushed_comparison(draw) -> dict:
+    """A valid comparison (alpha-vs-beta) with up to three of its values (its own, a tool's, a review's) replaced."""
+    item = comparison()
+    for _ in range(draw(st.integers(0, 3))):
+        target = draw(st.sampled_from([item, item["tools"][0], item["tools"][1]["reviews"][2]]))
+        target[draw(st.sampled_from(sorted(target)))] = draw(st.one_of(json_values, huge_ints))
+    return item
+
+
 # -- requests -------------------------------------------------------------------------------------------------
 
 @st.composite
@@ -93,7 +107,8 @@ def request(draw, site: Site, route: tuple[str, str], kind: str, csrf: tuple[str
     """One request to ROUTE (path, method) with a body of KIND: the path's parameters filled (valid tokens
     or junk); now and then another method or a junk path."""
     path, method = route
-    tokens = {"token": [site.recipient(), site.confirm()], "link_token": [site.link()], "week": [site.issue.week]}
+    tokens = {"token": [site.recipient(), site.confirm()], "link_token": [site.link()], "week": [site.issue.week],
+              "slug": [comparison()["slug"]]}
     for name in re.findall(r"{(\w+)}", path):
         value = draw(st.one_of(st.sampled_from(tokens.get(name, ["x"])), texts.map(percent)))
         path = path.replace(f"{{{name}}}", value or "x")
@@ -103,6 +118,8 @@ def request(draw, site: Site, route: tuple[str, str], kind: str, csrf: tuple[str
         method = draw(st.sampled_from(METHODS))
     query = draw(st.one_of(st.just(""), fields().map(form)))
     headers = {"User-Agent": draw(st.sampled_from(["Mozilla/5.0", "GoogleImageProxy", "", "curl/8"]))}
+    if path.startswith("/api/") and draw(st.integers(0, 3)):  # mostly with the token: past it, to the checks
+        headers["Authorization"] = f"Bearer {API_TOKEN}"
     cookies = {}
     content = b""
     if kind.startswith("form"):
@@ -120,6 +137,8 @@ def request(draw, site: Site, route: tuple[str, str], kind: str, csrf: tuple[str
                                                         "application/x-www-form-urlencoded", "text/plain", "\x7f"]))
     elif kind == "too large":
         content = b"a" * (limit_for(path).bytes + draw(st.sampled_from([1, PIECE])))
+    elif kind == "comparison":
+        content, headers["Content-Type"] = json.dumps(draw(pushed_comparison())).encode(), "application/json"
     elif kind.startswith("signed"):
         body = (json.dumps(draw(st.lists(event(site), min_size=1, max_size=4))) if kind == "signed events"
                 else draw(st.one_of(deep_json, json_values.map(json.dumps))))
@@ -131,7 +150,7 @@ def request(draw, site: Site, route: tuple[str, str], kind: str, csrf: tuple[str
 
 @pytest.fixture
 def fuzzed(db_url):
-    site = Site(db_url, sendgrid_webhook_public_key=PUBLIC_KEY)
+    site = Site(db_url, sendgrid_webhook_public_key=PUBLIC_KEY, api_token=API_TOKEN)
     with TestClient(site.app, base_url="http://testserver", follow_redirects=False) as client:
         page = client.get("/p/" + site.recipient())
         field = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
@@ -164,7 +183,8 @@ def test_no_generated_request_to_any_route_gets_a_5xx_or_goes_without_security_h
     failures = []
     # Route by route and kind by kind: Hypothesis favours the first of a list it samples from, and each
     # pair gets its share this way, however many routes there are.
-    pairs = [(route, kind) for route in routes for kind in KINDS + (SIGNED if route[0] == "/webhooks/sendgrid" else ())]
+    pairs = [(route, kind) for route in routes
+             for kind in KINDS + {"/webhooks/sendgrid": SIGNED, "/api/comparisons/{slug}": PUSHED}.get(route[0], ())]
     for route, kind in pairs:
         try:
             requests_to(route, kind)

@@ -117,4 +117,4 @@ def _routers():
     import importlib
 
     return [importlib.import_module(f"digest.web.{name}").router
-            for name in ("home", "tracking", "subscriber", "signup", "webhook", "archive", "static")]
+            for name in ("home", "tracking", "subscriber", "signup", "webhook", "api", "archive", "static")]

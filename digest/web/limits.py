@@ -29,11 +29,15 @@ class Limit:
 WEBHOOK = Limit(5 * MB, seconds=30)
 # A signup (an address, a name, up to 100 categories) or a preference form: never more than a few KB.
 FORM = Limit(16 * KB, seconds=10)
+# One comparison pushed by the site (digest.web.api): the demo's are about 3 KB, and even four tools with
+# four 10,000-character reviews each stay under 200 KB; 1 MB is room to spare. 20 s is 50 KB/s for all of it.
+API = Limit(1 * MB, seconds=20)
 # Every other route reads no body at all.
 OTHER = Limit(4 * KB, seconds=10)
 # A path is matched exactly, or by its prefix when the entry ends in "/".
 ROUTES: tuple[tuple[str, Limit], ...] = (
     ("/webhooks/sendgrid", WEBHOOK), ("/subscribe", FORM), ("/u/", FORM), ("/p/", FORM), ("/confirm/", FORM),
+    ("/api/comparisons/", API),
 )
 
 
