@@ -45,8 +45,9 @@ from storage.faults import Conflict
 from storage.models import SubscriberStatus
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
     from sqlmodel import Session
+
+    from digest.services import Services
 
     from storage.models import Subscriber
 
@@ -233,20 +234,19 @@ def batch_for(*, settings: Settings, email: RenderedEmail, outgoing: Outgoing) -
     return mail.batch(settings=settings, email=email, recipients=[person], categories=[kind], custom_args={"kind": kind})
 
 
-def answer(*, engine: Engine, settings: Settings, links: Links, env: jinja2.Environment, transport: Transport,
-           signup: SignupRequest, now: datetime) -> bool:
+def answer(*, services: Services, env: jinja2.Environment, signup: SignupRequest, now: datetime) -> bool:
     """All a signup leads to, outside the request path (digest.subscribers.signup_mailer): record it and send the one email
     it calls for, if any; ``now`` is when the request came. True when an email was sent."""
-    tokens = ConfirmTokens.for_settings(settings, clock=lambda: now)
+    tokens = ConfirmTokens.for_settings(services.settings, clock=lambda: now)
 
     def plan(session: Session) -> Outgoing:
-        return plan_signup(session=session, signup=signup, tokens=tokens, links=links, now=now)
+        return plan_signup(session=session, signup=signup, tokens=tokens, links=services.links, now=now)
 
     try:
-        outgoing = in_transaction(engine, plan, budget=60.0)
+        outgoing = in_transaction(services.engine, plan, budget=60.0)
     except Conflict:  # another web process stored the same new address a moment ago: it is known now
-        outgoing = in_transaction(engine, plan, budget=60.0)
-    return deliver(transport=transport, env=env, settings=settings, outgoing=outgoing)
+        outgoing = in_transaction(services.engine, plan, budget=60.0)
+    return deliver(transport=services.transport, env=env, settings=services.settings, outgoing=outgoing)
 
 
 def deliver(*, transport: Transport, env: jinja2.Environment, settings: Settings, outgoing: Outgoing,

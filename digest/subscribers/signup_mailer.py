@@ -228,8 +228,7 @@ def answerer(settings: Settings, transport: Transport) -> Callable[[Letter], obj
     from digest.subscribers import confirmation
 
     services, env = build_services(settings, transport=transport), email_environment()
-    return lambda letter: confirmation.answer(engine=services.engine, settings=settings, links=services.links, env=env,
-                                              transport=services.transport, signup=letter.signup, now=letter.now)
+    return lambda letter: confirmation.answer(services=services, env=env, signup=letter.signup, now=letter.now)
 
 
 def run(get: Callable, done: Callable[[], None], spread: float, answer: Callable[[Letter], object]) -> None:
