@@ -1,4 +1,4 @@
-"""What every route needs, built once per app: settings, engine, signer, links, transport, templates."""
+"""What every route needs, built once per app: settings, engine, signer, links, templates."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fastapi.responses import HTMLResponse, Response
 from digest.config import Settings
 from digest.links import BadToken, Links, RecipientRef, Signer
 from digest.track.open_writer import OpenWriter
-from digest.transports import Transport
 from digest.web.pages import web_environment  # noqa: F401 — where the app has always found it
 from digest.web.security import csrf_field
 
@@ -31,7 +30,6 @@ class WebContext:
     engine: Engine
     signer: Signer
     links: Links
-    transport: Transport
     pages: jinja2.Environment
     clock: Callable[[], datetime]
     _open_writer: OpenWriter | None = field(default=None, init=False, repr=False)

@@ -57,7 +57,6 @@ def create_app(
         engine=services.engine,
         signer=services.signer,
         links=services.links,
-        transport=services.transport,
         pages=web_environment(),
         clock=clock,
     )
