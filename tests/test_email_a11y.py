@@ -189,3 +189,35 @@ def test_dark_mode_really_changes_the_palette(digest_page):
 
     assert luminance(tuple(float(v) for v in body[body.index("(") + 1:-1].split(",")[:3])) < 0.05, body
     assert not light & dark, f"text colours unchanged in dark mode: {light & dark}"
+
+
+# The three text levels, by an element of each: a tool's name, the panel's decision line under a title, a
+# tool's tagline. Each colour with the first opaque background under it.
+LEVELS = """() => {
+  const rgba = value => (value.match(/[\\d.]+/g) || []).map(Number).concat([1]).slice(0, 4);
+  const pick = {heading: 'h3', body: 'h2 + p', muted: 'p.m.t'};
+  const found = {};
+  for (const [level, selector] of Object.entries(pick)) {
+    const el = document.querySelector(selector);
+    if (!el) continue;
+    let bg = [0, 0, 0, 0];
+    for (let node = el; node && bg[3] < 1; node = node.parentElement) bg = rgba(getComputedStyle(node).backgroundColor);
+    found[level] = {color: rgba(getComputedStyle(el).color), background: bg, text: el.textContent.trim().slice(0, 40)};
+  }
+  return found;
+}"""
+
+
+def test_dark_mode_keeps_headings_body_and_muted_text_distinct(digest_page):
+    """issue 16: in the dark palette headings, body text and muted text are three different colours (a
+    ".bg div" rule once made all body text muted), each at least 4.5:1 against the background it sits on"""
+    digest_page.emulate_media(color_scheme="dark")
+    levels = digest_page.evaluate(LEVELS)
+
+    assert set(levels) == {"heading", "body", "muted"}, levels
+    colours = {level: hex_colour(found["color"][:3]) for level, found in levels.items()}
+    assert len(set(colours.values())) == 3, f"dark palette levels not distinct: {colours}"
+    for level, found in levels.items():
+        ratio = contrast(found["color"][:3], found["background"][:3])
+        assert ratio >= MIN_CONTRAST, f"dark {level} {colours[level]} “{found['text']}”: {ratio:.2f}:1"
+    assert colours == {"heading": "#f0f6fc", "body": "#c9d1d9", "muted": "#9198a1"}

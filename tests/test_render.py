@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from html.parser import HTMLParser
 
@@ -126,12 +127,41 @@ def test_preheader_lists_the_verdicts_in_plain_text(renderer):
 
 
 def test_each_tool_shows_price_panel_and_written_verdicts(renderer):
-    """every tool shows its entry price, the panel ship %, and each seat's score and verdict in words"""
+    """every tool shows its entry price, the panel tally, and each seat's score as a bar, in digits and its
+    verdict in words"""
     html = render(renderer, [make_comparison()]).html
-    assert html.count("$20/mo") == 2 and html.count("Panel: 75% ship") == 2
-    for seat, score in zip(SEATS, (85, 78, 82, 55)):
-        assert html.count(f"<td>{seat}</td><td>{score}/100</td>") == 2
-    assert html.count('<td class="ship">ship</td>') == 6 and html.count('<td class="skip">skip</td>') == 2
+    assert html.count("$20/mo") == 2 and html.count("Panel: 3 ship / 1 skip") == 2
+    for seat, score, verdict in zip(SEATS, (85, 78, 82, 55), ("ship", "ship", "ship", "skip")):
+        bar = f'<table role="presentation" width="{score}%"><tr><td class="f"></td></tr></table></td>'
+        assert html.count(f'{bar}<td class="{verdict}">{score} {verdict}</td>') == 2, seat
+        assert html.count(f"<td>{seat}</td>") == 2
+
+
+def test_score_bars_are_tables_with_widths_aligned_by_the_first_row(renderer):
+    """a bar is a table whose width attribute is the score (Outlook draws it, no image); the first row of the
+    seat table sets the bar column's width for every row; a score of 0 still draws a sliver"""
+    html = render(renderer, [make_comparison(scores=(100, 0, 50, 7))]).html
+    tables = [t.get("width") for t in parse(html).all("table") if t.get("width", "").endswith("%")]
+    assert tables.count("100%") >= 2 and {"1%", "50%", "7%"} <= set(tables)
+    assert html.count('<td width="46%"><table role="presentation" width="100%">') == 2
+    assert "<img" not in html.split("<body", 1)[1].replace('<img src="' + "https://news.example.com/o/", "")
+
+
+def test_each_comparison_opens_with_the_panels_decision(renderer):
+    """the decision line names the pick under the title, above the tools; a tie of votes and means is a
+    split panel"""
+    picked = render(renderer, [with_review(make_comparison(), 1, 0, verdict="skip")]).html
+    split = render(renderer, [make_comparison()]).html
+    assert "</h2><p><b>Panel pick: Tool A0</b> — 3 of 4 ship vs 2 of 4</p>" in picked
+    assert "</h2><p><b>Split panel</b> — 3 of 4 ship each, same mean score</p>" in split
+    assert split.index("Split panel") < split.index("<h3")
+
+
+def test_each_tool_shows_its_community_line(renderer):
+    """the community line: the comparison's votes and the tool's ship share, or that nobody voted yet"""
+    voted = with_tools(replace(make_comparison(), community_votes=57), community_ship_pct=70)
+    assert render(renderer, [voted]).html.count('<p class="m c">Community: 57 votes, 70% ship</p>') == 2
+    assert render(renderer, [make_comparison()]).html.count('<p class="m c">Community: no votes yet</p>') == 2
 
 
 def test_strongest_opinion_is_the_most_divergent_seat_cut_to_one_sentence(renderer):

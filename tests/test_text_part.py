@@ -97,3 +97,46 @@ def test_the_audience_is_its_own_indented_line():
     "the footer says why in the template's words, the reader's categories on the indented line below"
     text = render_text(sample_renderer(), [make_comparison()], audience="Developer Tools and Writing", more_count=0)
     assert "for:\n  Developer Tools and Writing\n\nManage preferences:\n" in text
+
+
+# -- the verdict lines (issue 16, item 4) ---------------------------------------------------------------------
+
+def tool_block(text: str, name: str) -> list[str]:
+    """The lines of the text part's block for the tool ``name``: from its name to the next blank line."""
+    lines = text.split("\n")
+    start = lines.index(f"    {name}")
+    return lines[start:lines.index("", start)]
+
+
+def test_a_unanimous_panel_and_community_votes_read_exactly():
+    "a 4/0 panel with 57 community votes: 'Panel: 4 ship / 0 skip' and 'Community: 57 votes, 70% ship'"
+    comparison = replace(make_comparison(verdicts=("ship",) * 4), community_votes=57)
+    comparison = replace(comparison, tools=tuple(replace(tool, community_ship_pct=70) for tool in comparison.tools))
+    text = render_text(sample_renderer(), [comparison], audience="Writing", more_count=0)
+
+    block = tool_block(text, "Tool A0")
+    assert "    Panel: 4 ship / 0 skip" in block and "    Community: 57 votes, 70% ship" in block
+    assert block.index("    Panel: 4 ship / 0 skip") < block.index("      Builder     85/100  ship")
+    assert block[-1] == "    Community: 57 votes, 70% ship"
+
+
+def test_a_split_panel_without_community_votes_reads_exactly():
+    "2 ship / 2 skip on both tools with equal scores: a split panel, and no community votes yet"
+    comparison = make_comparison(verdicts=("ship", "skip", "ship", "skip"))
+    text = render_text(sample_renderer(), [comparison], audience="Writing", more_count=0)
+
+    assert "\n  Tool A0 vs Tool B0\n  Split panel — 2 of 4 ship each, same mean score\n" in text
+    for name in ("Tool A0", "Tool B0"):
+        block = tool_block(text, name)
+        assert "    Panel: 2 ship / 2 skip" in block and block[-1] == "    Community: no votes yet"
+
+
+def test_the_decision_line_names_the_pick_under_the_title():
+    "the tool with more ship votes is the panel's pick, said on the line under the title"
+    comparison = make_comparison()
+    tools = list(comparison.tools)
+    tools[1] = replace(tools[1], reviews=tuple(replace(review, verdict="skip") for review in tools[1].reviews))
+    text = render_text(sample_renderer(), [replace(comparison, tools=tuple(tools))], audience="Writing", more_count=0)
+
+    assert "\n  Tool A0 vs Tool B0\n  Panel pick: Tool A0 — 3 of 4 ship vs 0 of 4\n" in text
+    assert "    Panel: 0 ship / 4 skip" in tool_block(text, "Tool B0")

@@ -60,7 +60,7 @@ def test_an_issue_page_is_the_email_without_anything_personal(web):
     assert "[%" not in page.text and "%]" not in page.text
     assert not re.search(r"/(u|p|o|c)/", page.text), "no unsubscribe, preference, pixel or tracked link"
     assert 'href="http://testserver/subscribe"' in page.text
-    assert "Hi there," in page.text and "preferences from the link in any of our emails" in page.text
+    assert "preferences from the link in any of our emails" in page.text
     links = re.findall(r'href="([^"]+)"', page.text)
     assert "https://verdicts.example.com/compare/" in " ".join(links)
 
@@ -132,6 +132,24 @@ def test_web_mode_changes_only_the_web_version_of_the_email():
     assert "[%" not in web.html + web.mjml and web.text == ""
     assert "javascript:" not in web.html
     assert 'href="https://verdicts.example.com/compare/tool-a-0-vs-tool-b-0"' in web.html
+
+
+def test_the_web_version_is_a_web_page_not_an_email_in_a_browser():
+    """issue 16: the web version has its content in one <main> landmark, greets nobody and has no "View in
+    your browser" link to itself; the email keeps both"""
+    args = dict(week="2026-W48", issue_date=date(2026, 11, 26), comparisons=[make_comparison(0)], more_count=0,
+                audience="all categories")
+
+    email = _renderer().render_segment(**args)
+    web = _renderer().render_segment(**args, web=True)
+
+    assert web.html.count("<main>") == 1 and web.html.count("</main>") == 1
+    body = web.html[web.html.index("<body"):]
+    assert re.match(r"<body[^>]*><main>", body) and body.endswith("</main></body></html>")
+    assert "Tool A0 vs Tool B0" in body[body.index("<main>"):body.index("</main>")]
+    assert "Hi " not in web.html and "View in your browser" not in web.html
+    assert "/archive/2026-W48" not in web.html
+    assert "<main" not in email.html and "View in your browser" in email.html and "Hi [%name_html%]," in email.html
 
 
 @pytest.mark.mjml_validator

@@ -8,13 +8,14 @@ characters, and autoescape handles HTML. Our own tag-carrying URLs are `Tagged` 
 
 The web version (``web=True``, the archive's view-in-browser page) is the same HTML with nothing personal
 and no tag at all: links go straight to the comparisons, the footer invites to subscribe instead of
-carrying unsubscribe and preference links, and there is no open pixel.
+carrying unsubscribe and preference links, and there is no open pixel. It is a web page, not an email shown
+in a browser: a ``<main>`` landmark, no greeting, no "View in your browser" link to itself (issue 16).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import jinja2
@@ -23,6 +24,7 @@ from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
+from digest.render.verdicts import Decision, decide
 from storage.records import ComparisonRecord, ReviewRecord
 
 MJML_TEMPLATE = "email/digest.mjml.j2"
@@ -53,11 +55,18 @@ class Opinion:
 
 @dataclass(frozen=True)
 class Shown:
-    """A comparison as the templates show it: the stored record, its tracked link, its quoted opinion."""
+    """A comparison as the templates show it: the stored record, its tracked link, its quoted opinion, and
+    the panel's decision (`digest.render.verdicts`: the templates show it, they do not compute it)."""
 
     comparison: ComparisonRecord
     link: Tagged
     opinion: Opinion | None
+    decision: Decision
+
+    @classmethod
+    def of(cls, comparison: ComparisonRecord, link: Tagged) -> Shown:
+        return cls(comparison=comparison, link=link, opinion=strongest_opinion(comparison),
+                   decision=decide(comparison))
 
 
 def strongest_opinion(comparison: ComparisonRecord) -> Opinion | None:
@@ -73,6 +82,15 @@ def strongest_opinion(comparison: ComparisonRecord) -> Opinion | None:
     mean = sum(review.score for _, review in reviews) / len(reviews)
     tool, review = max(reviews, key=lambda pair: (abs(pair[1].score - mean), pair[1].score))
     return Opinion(tool=tool, review=review, quote=first_sentence(review.text))
+
+
+def web_page(html: str) -> str:
+    """The email's HTML as a web page: everything in its body inside a ``<main>`` landmark (issue 16), so a
+    screen reader can jump to the content. Added after compiling: MJML has no element for it, and the
+    email itself needs none (a mail client shows it inside its own page)."""
+    start = html.index(">", html.index("<body")) + 1
+    end = html.rindex("</body>")
+    return f"{html[:start]}<main>{html[start:end]}</main>{html[end:]}"
 
 
 def issue_label(week: str, issue_date: date) -> str:
@@ -106,10 +124,11 @@ class Renderer:
         if web:
             context.update(self._web_context(comparisons))
         templates = (SUBJECT_TEMPLATE, "" if web else TEXT_TEMPLATE, MJML_TEMPLATE)
-        return render_email(env=self.env, templates=templates, context=context)
+        email = render_email(env=self.env, templates=templates, context=context)
+        return replace(email, html=web_page(email.html)) if web else email
 
     def _context(self, *, week, issue_date, comparisons, more_count, audience) -> dict:
-        shown = [Shown(comparison=c, link=self._click(c.url), opinion=strongest_opinion(c)) for c in comparisons]
+        shown = [Shown.of(c, self._click(c.url)) for c in comparisons]
         total = len(shown) + more_count
         return dict(
             week=week,
@@ -131,9 +150,8 @@ class Renderer:
         )
 
     def _web_context(self, comparisons: Sequence[ComparisonRecord]) -> dict:
-        """What changes for the web version: plain links, a neutral greeting, a subscribe link."""
-        shown = [Shown(comparison=c, link=Tagged(self._direct(c.url)), opinion=strongest_opinion(c))
-                 for c in comparisons]
+        """What changes for the web version: plain links, a subscribe link (the header greets nobody)."""
+        shown = [Shown.of(c, Tagged(self._direct(c.url))) for c in comparisons]
         return dict(
             web=True,
             shown=shown,
@@ -142,8 +160,6 @@ class Renderer:
             unsubscribe_url=None,
             preferences_url=None,
             open_pixel_url=None,
-            name_html="there",
-            name_text="there",
         )
 
     def _direct(self, url: str) -> str:
