@@ -27,14 +27,18 @@ CATCH_UP_EVERY_HOURS = 1  # a send interrupted by a crash or an outage resumes w
 
 
 def weekly_job(services: Services, sender: Sender) -> bool:
-    """One tick: resume what is unfinished, open and send this week's issue when due.
+    """One tick: pull the comparison feed (DIGEST_COMPARISONS_FEED_URL, when set), resume what is unfinished,
+    open and send this week's issue when due.
 
-    Never raises (the scheduler must keep its next appointment); returns False when the tick failed.
+    Never raises (the scheduler must keep its next appointment); returns False when the tick failed. A feed
+    that fails is one log line and not a failed tick: the run goes on with what the store holds.
     """
+    from digest.importing.feed import pull_configured
     from digest.send.loop import SendAborted
     from digest.weekly import run
     from storage.types import utcnow
 
+    pull_configured(services=services, now=utcnow())
     try:
         result = run(services=services, sender=sender, now=utcnow())
     except SendAborted as exc:

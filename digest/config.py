@@ -80,11 +80,26 @@ class Settings(BaseSettings):
     # comparison site sends as "Authorization: Bearer …". Empty: the API refuses every request (503).
     # A SecretStr, so that no repr or log line of the settings shows it.
     api_token: SecretStr = Field(default=SecretStr(""), description="bearer token of the push API")
+    # The comparison site's feed (digest.importing.feed), pulled before every scheduler tick and every
+    # `digest send`; None: nothing is pulled. Only http:// and https://.
+    comparisons_feed_url: str | None = Field(default=None, description="URL of the comparisons feed (JSON array)")
+    # 20 s: the feed is one static JSON file; a site that takes longer is down, and the send goes on without it.
+    comparisons_feed_timeout: float = Field(default=20.0, gt=0, description="seconds a feed pull may take")
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("comparisons_feed_url")
+    @classmethod
+    def _web_feed(cls, value: str | None) -> str | None:
+        from digest.importing.feed import url_problem
+
+        value = (value or "").strip()
+        if value and url_problem(value):
+            raise ValueError(f"DIGEST_COMPARISONS_FEED_URL: {url_problem(value)}")
+        return value or None
 
     @field_validator("timezone")
     @classmethod

@@ -35,6 +35,8 @@ def print_run(console: Console, result, reports) -> None:
 
 
 def print_dry_run(console: Console, plan: DryRun, *, tz) -> None:
+    if plan.feed is not None:  # first: what the issue would claim depends on what the feed brought
+        console.print(plan.feed.sentence(tz=tz), highlight=False, markup=False)
     if plan.sent:
         console.print(sent_sentence(plan, tz=tz), highlight=False, markup=False)
         return

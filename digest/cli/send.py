@@ -38,6 +38,9 @@ def send(
     --test-to sends the real rendered issue to those addresses only, through the configured transport,
     with "[TEST]" in the subject; it opens no issue and touches no delivery or statistic.
 
+    With DIGEST_COMPARISONS_FEED_URL set, a send pulls it first (a failure is a warning; the send goes
+    on); --dry-run pulls nothing and says when the feed last answered and what it brought.
+
     \b
     Examples:
       digest send --dry-run
@@ -57,9 +60,11 @@ def send(
 
 
 def _send(settings: Settings, *, week: str | None, now: datetime) -> None:
-    """The weekly run for ``week`` (default: this week, opened now even before its slot); exit 1 on failures."""
+    """The feed pulled, then the weekly run for ``week`` (default: this week, opened now even before its slot);
+    exit 1 on failures."""
     from digest.claim.weeks import iso_week
     from digest.cli.reporting import print_run
+    from digest.importing.feed import pull_configured
     from digest.send.loop import SendAborted, Sender
     from digest.services import build_services, settle_heap
     from digest.weekly import run
@@ -67,6 +72,9 @@ def _send(settings: Settings, *, week: str | None, now: datetime) -> None:
     services = build_services(settings)
     sender = Sender(services=services, progress=progress_shown(settings))
     settle_heap()
+    pulled = pull_configured(services=services, now=now)  # a failure is logged: a warning on stderr
+    if pulled is not None:
+        console.print(f"feed {pulled.url}: {pulled.summary()}", highlight=False, markup=False)
     try:
         result = run(services=services, sender=sender, now=now, week=week or iso_week(now.astimezone(settings.tz)))
     except SendAborted as exc:

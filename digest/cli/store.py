@@ -1,4 +1,4 @@
-"""`digest db upgrade`, `digest comparisons import`, `digest subscribers add` and `digest subscribers import`:
+"""`digest db upgrade`, `digest comparisons import` and `pull`, `digest subscribers add` and `import`:
 what goes into the store. The work is storage.migrate's and digest.importing's; here, arguments and words."""
 
 from __future__ import annotations
@@ -50,6 +50,34 @@ def comparisons_import(file: Annotated[Path, typer.Argument(metavar="FILE", help
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}")
     console.print(f"{file}: {result.created} new, {result.updated} updated, {result.unchanged} unchanged")
+    warn_refused(refused_categories(engine))
+
+
+def comparisons_pull(url: Annotated[str, typer.Argument(metavar="URL", help="http(s) URL of a JSON array in the import format")]) -> None:
+    """Fetch a comparison feed and import it whole, with the file import's checks (upsert by slug).
+
+    The GET is conditional: it sends back the ETag and Last-Modified of the last answer imported from
+    URL, and a 304 imports nothing. It gives up after DIGEST_COMPARISONS_FEED_TIMEOUT seconds. A feed
+    that cannot be fetched or holds a bad item imports nothing; `digest send --dry-run` shows the
+    error for DIGEST_COMPARISONS_FEED_URL, which the scheduler pulls before every run.
+
+    \b
+    Example:
+      digest comparisons pull https://verdicts.example.com/feed.json
+    """
+    from digest.importing.comparisons import refused_categories
+    from digest.importing.feed import FeedError, pull, url_problem
+
+    if url_problem(url):
+        raise fail(url_problem(url), 2)
+    settings = settings_for_run(need_secrets=False)
+    engine = engine_for(settings)
+    try:
+        pulled = pull(engine=engine, url=url, timeout=settings.comparisons_feed_timeout, now=utcnow())
+    except FeedError as exc:
+        shown = exc.details or f"{url}: {exc}"  # a refused file: every problem, as the file import lists them
+        raise fail(f"{shown}\nnothing was imported")
+    console.print(f"{url}: {pulled.summary()}", highlight=False, markup=False)
     warn_refused(refused_categories(engine))
 
 

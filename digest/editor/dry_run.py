@@ -8,6 +8,7 @@ from datetime import datetime
 from digest.claim.opening import IssuePlan, plan_issue
 from digest.claim.selection import cap
 from digest.editor.preview import issue_and_ranked, week_asked
+from digest.importing.feed import FeedReport, feed_report
 from digest.render import mail
 from digest.services import Services
 from storage.db import session_scope
@@ -39,16 +40,18 @@ class DryRun:
     nothing: dict[str, int]  # who gets nothing, by reason (storage.audience.REASONS)
     left_out: list[LeftOut] = field(default_factory=list)  # the first of them, by reason then address
     sent: SentIssue | None = None  # the issue already went out: nothing else is filled in
+    feed: FeedReport | None = None  # what DIGEST_COMPARISONS_FEED_URL last answered; None: no feed configured
 
     def as_dict(self, *, tz) -> dict:
         """For `digest send --dry-run --json`: plain JSON-ready data."""
+        feed = self.feed.as_dict() if self.feed else None
         if self.sent:
             sent = self.sent
-            return {"week": self.week, "already_sent": {
+            return {"week": self.week, "feed": feed, "already_sent": {
                 "first_sent_at": _iso(sent.first_sent_at), "closed_at": _iso(sent.closed_at),
                 "readers": sent.readers, "still_to_send": sent.to_send}}
         return {
-            "week": self.week, "exists": self.exists, "comparisons": self.titles,
+            "week": self.week, "feed": feed, "exists": self.exists, "comparisons": self.titles,
             "segments": [vars(segment) for segment in self.segments],
             "recipients": sum(segment.recipients for segment in self.segments),
             "get_nothing": {"counts": self.nothing,
@@ -74,10 +77,11 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
     settings = services.settings
     week = week_asked(week, now=now, tz=settings.tz)
     with session_scope(services.engine) as session:
+        feed = feed_report(session=session, url=settings.comparisons_feed_url)
         issue, ranked = issue_and_ranked(session, week=week, now=now)
         sent = sent_issue(session=session, issue=issue) if issue is not None else None
         if sent is not None:
-            return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent)
+            return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent, feed=feed)
         plan: IssuePlan = plan_issue(session=session, now=now, ranked=ranked)
         titles_by_id = comparison_titles(session=session, ids=[c.id for c in ranked])
         summaries = []
@@ -94,4 +98,4 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
         reached = sorted({categories for segment in plan.segments for categories in segment.category_sets})
         nothing, people = left_out(session=session, now=now, reached=reached if ranked else None, limit=limit)
     return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
-                  segments=summaries, nothing=nothing, left_out=people)
+                  segments=summaries, nothing=nothing, left_out=people, feed=feed)

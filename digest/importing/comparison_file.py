@@ -40,10 +40,23 @@ _PATTERN_HINTS = {
 
 def load_comparisons(path: Path) -> list[dict]:
     """The items of a comparison file, as given, once every check passed; raises InvalidImport."""
-    data = _read(path)
+    return _checked(_read(path), name=path.name)
+
+
+def checked_comparisons(raw: bytes, *, name: str) -> list[dict]:
+    """The items of a comparison file already read (the pulled feed, digest.importing.feed), by the file's
+    checks, its problems named after ``name``; raises InvalidImport. The caller caps the size it reads."""
+    try:
+        data = parse_json(raw)
+    except ValueError as exc:
+        raise InvalidImport([f"{name}: {exc}"]) from None
+    return _checked(data, name=name)
+
+
+def _checked(data: object, *, name: str) -> list[dict]:
     problems = list(_problems(data))
     if problems:
-        lines = [f"{path.name}: {problem}" for problem in problems[:MAX_REPORTED]]
+        lines = [f"{name}: {problem}" for problem in problems[:MAX_REPORTED]]
         raise InvalidImport(lines, total=len(problems))
     return data
 

@@ -25,6 +25,7 @@ from storage.imports import ToolColumns, create_comparison, stored_comparisons, 
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlmodel import Session
 
     from storage.models import Comparison
 
@@ -69,24 +70,35 @@ def store_comparison(*, engine: Engine, item: dict, now: datetime) -> str:
     return next(iter(counts))
 
 
+def store_checked(*, session: Session, items: list[dict], now: datetime) -> ComparisonImport:
+    """Upsert items that passed the file's checks (``comparison_file.checked_comparisons``) in the caller's
+    transaction: the pulled feed (digest.importing.feed) commits them with what the feed answered."""
+    return ComparisonImport(**_upsert_in(session=session, items=items, now=now, progress=NullProgress()))
+
+
 def _upsert(*, engine: Engine, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
-    counts: Counter[str] = Counter()
     with session_scope(engine) as session:
-        stored = stored_comparisons(session=session, slugs=[item["slug"] for item in items])
-        for done, item in enumerate(items, 1):
-            columns, tools = _columns(item), _tools(item)
-            current = stored.get(item["slug"])
-            if current is None:
-                create_comparison(session=session, slug=item["slug"], columns=columns, tools=tools, now=now)
-                counts["created"] += 1
-            elif _content(current) == (columns, tools):
-                counts["unchanged"] += 1
-            else:
-                update_comparison(comparison=current, columns=columns, tools=tools, now=now)
-                counts["updated"] += 1
-            if done % PROGRESS_ITEMS == 0:
-                progress.advance(PROGRESS_ITEMS)
+        counts = _upsert_in(session=session, items=items, now=now, progress=progress)
     progress.advance(len(items) % PROGRESS_ITEMS)  # the rest, once they are committed
+    return counts
+
+
+def _upsert_in(*, session: Session, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    stored = stored_comparisons(session=session, slugs=[item["slug"] for item in items])
+    for done, item in enumerate(items, 1):
+        columns, tools = _columns(item), _tools(item)
+        current = stored.get(item["slug"])
+        if current is None:
+            create_comparison(session=session, slug=item["slug"], columns=columns, tools=tools, now=now)
+            counts["created"] += 1
+        elif _content(current) == (columns, tools):
+            counts["unchanged"] += 1
+        else:
+            update_comparison(comparison=current, columns=columns, tools=tools, now=now)
+            counts["updated"] += 1
+        if done % PROGRESS_ITEMS == 0:
+            progress.advance(PROGRESS_ITEMS)
     return counts
 
 
