@@ -60,6 +60,7 @@ class FeedServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.body, self.etag, self.last_modified = json.dumps(FEED).encode(), ETAG, None
         self.status: int | None = None
+        self.redirect: str | None = None
         self.hang = False
         self.release = threading.Event()
         self.requests: list[dict[str, str]] = []
@@ -77,6 +78,11 @@ class _Handler(BaseHTTPRequestHandler):
         feed.requests.append(dict(self.headers))
         if feed.hang:
             feed.release.wait(30)
+            return
+        if feed.redirect:
+            self.send_response(302)
+            self.send_header("Location", feed.redirect)
+            self.end_headers()
             return
         if feed.status:
             self.send_error(feed.status)
@@ -274,3 +280,23 @@ def test_a_refused_connection_is_unreachable(engine):
         port = probe.getsockname()[1]
     with pytest.raises(FeedError, match=r"^unreachable \(connection refused\)$"):
         pull(engine=engine, url=f"http://127.0.0.1:{port}/feed.json", timeout=5, now=NOW)
+
+
+@pytest.mark.parametrize(("target", "said"), [
+    ("ftp://example.com/feed.json", r"redirected \(302\) to a URL that cannot be pulled: only http"),
+    ("file:///etc/passwd", r"Redirection to url 'file:///etc/passwd' is not allowed"),  # urllib's own check
+])
+def test_a_redirect_away_from_http_is_refused(engine, feed, target, said):
+    "the feed redirects to ftp:// or file://: nothing is read, and the error says why"
+    feed.redirect = target
+    with pytest.raises(FeedError, match=said):
+        pull(engine=engine, url=feed.url, timeout=5, now=NOW)
+    assert stored(engine) == {}
+
+
+def test_a_feed_past_the_size_cap_is_refused_as_it_arrives(engine, feed, monkeypatch):
+    "a cap of 100 bytes (the file import's 50 MB, lowered): the body is refused and nothing imported"
+    monkeypatch.setattr("digest.importing.feed.MAX_FILE_BYTES", 100)
+    with pytest.raises(FeedError, match="more than the .* an import may be"):
+        pull(engine=engine, url=feed.url, timeout=5, now=NOW)
+    assert stored(engine) == {}
