@@ -110,3 +110,16 @@ def test_long_and_wide_issues_never_scroll_sideways_on_a_phone(page, issue: Samp
     screenshot(page, f"{issue.name}-{PHONE}")
 
     assert scroll_width <= inner_width, f"{issue.name}: the page scrolls sideways ({scroll_width} > {inner_width})"
+
+
+def test_the_dark_palette_fits_and_keeps_a_screenshot(page):
+    """in dark mode the typical issue still fits 600 px, on a dark page (test-artifacts/email-600-dark.png)"""
+    page.emulate_media(color_scheme="dark")
+    open_email(page, filled_html(typical_issue()), EMAIL)
+
+    scroll_width, inner_width = horizontal_overflow(page)
+    screenshot(page, f"email-{EMAIL}-dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+    assert scroll_width <= inner_width, f"dark: the page scrolls sideways ({scroll_width} > {inner_width})"
+    assert background == "rgb(13, 17, 23)", background

@@ -199,6 +199,29 @@ def test_minimal_comparison_without_prices_or_reviews_renders(renderer):
     assert "The strongest opinion" not in email.html
 
 
+def test_the_masthead_is_text_and_the_h1_is_the_weeks_headline(renderer, links):
+    """the wordmark is text (no image but the open pixel), the week beside it; the one h1 says how many
+    verdicts and the clearest pick; the text part carries the same line"""
+    picked = with_review(make_comparison(1), 1, 0, verdict="skip")
+    email = render(renderer, [make_comparison(0), picked], more_count=1)
+    page = parse(email.html)
+
+    assert [img["src"] for img in page.all("img")] == [links.open_pixel()]
+    assert 'class="wm"' in email.html and ">Weekly AI Tool Verdicts</td>" in email.html
+    assert [text for tag, text in page.headings if tag == "h1"] == \
+        ["3 verdicts this week — the clearest: Tool A1 over Tool B1"]
+    assert "\n\n  3 verdicts this week — the clearest: Tool A1 over Tool B1\n\n" in email.text
+
+
+def test_read_the_full_verdict_is_a_filled_padded_cell(renderer, links):
+    """the button is a table cell with a background colour and padding around the link (Outlook for Windows
+    pads and fills a cell, not a link), one per comparison"""
+    html = render(renderer, [make_comparison(i) for i in range(2)]).html
+    cell = '<td class="btn" bgcolor="#1d4ed8" style="padding:11px 20px;border-radius:6px"><a href="{}"'
+    for i in range(2):
+        assert html.count(cell.format(links.click(make_comparison(i).url).replace("&", "&amp;"))) == 1
+
+
 # -- size -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("tools", [2, 4])

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from digest.render.verdicts import community_line, decide, mean_score, tally
+from digest.render.verdicts import community_line, decide, mean_score, tally, week_headline
 from storage.records import ReviewRecord
 from tests.email_samples import make_comparison, with_tool, with_tools
 
@@ -104,3 +104,31 @@ def test_every_tool_gets_the_comparisons_vote_count_and_its_own_share():
     decision = decide(with_tool(base, 1, community_ship_pct=30))
     assert [tool.community for tool in decision.tools] == ["Community: 57 votes, 70% ship",
                                                             "Community: 57 votes, 30% ship"]
+
+
+def test_the_weeks_headline_counts_every_verdict_and_names_the_clearest_pick():
+    "the widest lead in ship votes is the clearest pick, whatever the order; the count includes those not shown"
+    narrow = decide(comparison([(70, "ship")] * 3 + [(40, "skip")], [(60, "ship")] * 2 + [(40, "skip")] * 2))
+    wide = decide(replace(comparison([(20, "skip")] * 4, [(90, "ship")] * 4), title="Wide"))
+    assert week_headline([narrow, wide], 5) == "5 verdicts this week — the clearest: Tool B0 over Tool A0"
+
+
+def named(decision_of, first: str, second: str):
+    return decide(with_tool(with_tool(decision_of, 0, name=first), 1, name=second))
+
+
+def test_equal_vote_leads_go_to_the_wider_mean_then_the_first():
+    "two 4-to-2 picks: the wider gap in mean score is the clearer; equal margins keep rank order"
+    close = comparison([(70, "ship")] * 4, [(69, "ship")] * 2 + [(60, "skip")] * 2)
+    far = comparison([(90, "ship")] * 4, [(40, "ship")] * 2 + [(30, "skip")] * 2)
+    decisions = [named(close, "Close", "Closer"), named(far, "Far", "Farther")]
+    assert week_headline(decisions, 2) == "2 verdicts this week — the clearest: Far over Farther"
+    assert week_headline(decisions[::-1], 2) == week_headline(decisions, 2)
+    twins = [named(close, "First", "Runner"), named(close, "Second", "Runner")]
+    assert week_headline(twins, 2).endswith("the clearest: First over Runner")
+
+
+def test_a_week_without_a_pick_only_counts():
+    "one verdict, a split panel: the headline says how many and names nobody"
+    split = [(80, "ship"), (40, "skip")]
+    assert week_headline([decide(comparison(split, split))], 1) == "1 verdict this week"

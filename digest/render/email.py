@@ -24,7 +24,7 @@ from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
-from digest.render.verdicts import Decision, decide
+from digest.render.verdicts import Decision, decide, week_headline
 from storage.records import ComparisonRecord, ReviewRecord
 
 MJML_TEMPLATE = "email/digest.mjml.j2"
@@ -136,6 +136,7 @@ class Renderer:
             shown=shown,
             more_count=more_count,
             total=total,
+            headline=week_headline([item.decision for item in shown], total),
             audience=audience or "all categories",
             preheader=self._preheader(shown, total),
             settings=self.settings,

@@ -51,6 +51,14 @@ class Decision:
     pick: ToolVerdict | None
     headline: str
     detail: str
+    runner_up: ToolVerdict | None = None  # the second-ranked tool, when there is a pick
+
+    @property
+    def margin(self) -> tuple[int, float]:
+        """How clearly the pick won: its lead in ship votes, then in mean score (0, 0 without a pick)."""
+        if self.pick is None or self.runner_up is None:
+            return (0, 0.0)
+        return (self.pick.tally.ship - self.runner_up.tally.ship, _rank(self.pick)[1] - _rank(self.runner_up)[1])
 
 
 def tally(reviews: Sequence[ReviewRecord]) -> Tally:
@@ -90,7 +98,24 @@ def decide(comparison: ComparisonRecord) -> Decision:
         return Decision(tools=tools, pick=None, headline="Split panel",
                         detail=f"{_votes(best)} ship each, same mean score")
     return Decision(tools=tools, pick=best, headline=f"Panel pick: {clip(best.tool.name, PICK_NAME_MAX)}",
-                    detail=_why(best, list(ranked[1:])))
+                    detail=_why(best, list(ranked[1:])), runner_up=second)
+
+
+def week_headline(decisions: Sequence[Decision], total: int) -> str:
+    """The issue's one line (issue 16, item 5): "3 verdicts this week — the clearest: Cellmind over Gridwise".
+
+    ``total`` counts every comparison of the issue for these readers, shown or not; the clearest pick is
+    the shown decision with the widest margin (`Decision.margin`), the first of equals (they come ranked).
+    """
+    count = "1 verdict" if total == 1 else f"{total} verdicts"
+    picked = [decision for decision in decisions if decision.pick is not None]
+    if not picked:
+        return f"{count} this week"
+    clearest = max(picked, key=lambda decision: decision.margin)  # max keeps the first of equals
+    winner = clip(clearest.pick.tool.name, PICK_NAME_MAX)
+    if clearest.runner_up is None:
+        return f"{count} this week — the clearest: {winner}"
+    return f"{count} this week — the clearest: {winner} over {clip(clearest.runner_up.tool.name, PICK_NAME_MAX)}"
 
 
 def _rank(tool: ToolVerdict) -> tuple[int, float]:
