@@ -1,5 +1,5 @@
-"""Who an issue reaches, as the editor's desk asks (issue 15: the desk's SQL lives here): a reader by
-address and their delivery of an issue, the addresses the preview can be shown as, who gets nothing from an
+"""Who an issue reaches, as the editor's desk asks (issue 15: the desk's SQL lives here): a reader's
+delivery of an issue, the addresses the preview can be shown as, who gets nothing from an
 issue and why, whether the issue already went out, and what changed since the desk last looked.
 
 Keyword-only functions over a Session, read-only, like storage.issues.
@@ -89,12 +89,6 @@ def sent_issue(*, session: Session, issue) -> SentIssue | None:
     to_send = sum(by_status.get(status.value, (0, None))[0] for status in (DeliveryStatus.pending, DeliveryStatus.sending))
     return SentIssue(week=issue.week, first_sent_at=first_sent_at, closed_at=issue.completed_at, readers=readers,
                      to_send=to_send)
-
-
-def reader_by_address(*, session: Session, address: str) -> Subscriber | None:
-    """The subscriber at ``address`` (any case, surrounding spaces ignored), whatever their status."""
-    query = select(Subscriber).where(Subscriber.email_key == address.strip().lower())
-    return session.execute(query).scalars().first()
 
 
 def delivery_id_for(*, session: Session, issue_id: int, subscriber_id: int) -> int | None:

@@ -11,7 +11,8 @@ from digest.render import mail
 from digest.services import Services
 from digest.transports.base import Recipient, fill
 from digest.claim.weeks import BadWeek, iso_week, parse_week
-from storage.audience import delivery_id_for, reader_by_address
+from storage.audience import delivery_id_for
+from storage.subscribers import find_by_email_key
 from storage.comparisons import claimable_comparisons, claimed_comparisons
 from storage.issues import find_issue
 from storage.db import session_scope
@@ -135,7 +136,7 @@ def _reader(session, as_email: str | None, issue: Issue | None) -> tuple[Subscri
     """The subscriber ``as_email`` names and their delivery of ``issue`` (None before it is fanned out to them)."""
     if as_email is None:
         return None, None
-    subscriber = reader_by_address(session=session, address=as_email)
+    subscriber = find_by_email_key(session=session, email_key=as_email.strip().lower())
     if subscriber is None:
         raise NothingToPreview(f"no subscriber with the address {as_email}")
     if issue is None:
