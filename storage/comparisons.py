@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import false, select
+from sqlalchemy import false, func, select
 from sqlalchemy.orm import selectinload
 from sqlmodel import Session
 
@@ -91,6 +91,4 @@ def comparison_titles(*, session: Session, ids: Sequence[int]) -> dict[int, str]
 
 def comparisons_mark(*, session: Session) -> tuple:
     """(latest update, count) of the comparisons: changes whenever one is imported, changed or removed."""
-    from sqlalchemy import func  # imported here: this read was appended (issue 15) below the imports above
-
     return tuple(session.execute(select(func.max(Comparison.updated_at), func.count(Comparison.id))).one())

@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, or_, select, text
 from sqlmodel import Session
 
+from storage.events import event_row
 from storage.models import Delivery, Event, Issue, Subscriber, SubscriberStatus, Suppression
 
 
@@ -62,8 +63,8 @@ def record_event(
     delivery_id: int | None = None, issue_id: int | None = None, machine: bool = False,
     provider_event_id: str | None = None, detail: str = "",
 ) -> Event:
-    event = Event(kind=kind, source=source, occurred_at=now, subscriber_id=subscriber_id, delivery_id=delivery_id,
-                  issue_id=issue_id, machine=machine, provider_event_id=provider_event_id, detail=detail[:2000])
+    event = Event(**event_row(kind=kind, source=source, now=now, subscriber_id=subscriber_id, delivery_id=delivery_id,
+                              issue_id=issue_id, machine=machine, provider_event_id=provider_event_id, detail=detail))
     session.add(event)
     return event
 
