@@ -50,3 +50,35 @@ class ComparisonRecord:
     published_at: datetime
     community_votes: int | None = None
     tools: tuple[ToolRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MindChange:
+    """One panellist whose verdict on a tool changed between the version readers got and the new one.
+    ``before`` is None when they joined the panel, ``after`` None when they left it."""
+
+    persona: str
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictChangeRecord:
+    """A tool's panel verdict that changed after readers got it (issue 16, item 3): the panel's tally and
+    ship % in the version they got and in the new one, and who changed their mind. Carried by the next
+    issue to the readers of ``original_week``, the issue that sent the comparison first."""
+
+    id: int
+    comparison_id: int
+    slug: str
+    title: str  # the comparison's title now
+    url: str
+    tool: str  # the tool's name now
+    before_ship: int
+    before_skip: int
+    after_ship: int
+    after_skip: int
+    before_pct: int | None  # the panel's ship %
+    after_pct: int | None
+    original_week: str
+    minds: tuple[MindChange, ...] = ()

@@ -25,7 +25,7 @@ from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
 from digest.render.verdicts import Decision, decide, week_headline
-from storage.records import ComparisonRecord, ReviewRecord
+from storage.records import ComparisonRecord, ReviewRecord, VerdictChangeRecord
 
 MJML_TEMPLATE = "email/digest.mjml.j2"
 
@@ -107,13 +107,13 @@ class Renderer:
 
     def render_segment(
         self, *, week: str, issue_date: date, comparisons: Sequence[ComparisonRecord], more_count: int, audience: str,
-        web: bool = False,
+        web: bool = False, changes: Sequence[VerdictChangeRecord] = (),
     ) -> RenderedEmail:
         """Render what every recipient of one segment gets, with their per-recipient values as tags.
 
         ``comparisons`` are plain records (`storage.comparisons.load_comparisons`), ranked and capped by the
         caller; ``more_count`` is how many more comparisons the issue has for these readers; ``audience`` says
-        why they get it.
+        why they get it; ``changes`` are the verdicts that changed since these readers got them (issue 16).
         ``web``: the page for anyone (the archive), with no tag and nothing per recipient; its ``text`` is
         empty, since the text part exists for mail clients only.
         """
@@ -121,6 +121,7 @@ class Renderer:
             raise ValueError("render_segment: no comparisons to show (a segment with nothing to show gets no email)")
         context = self._context(week=week, issue_date=issue_date, comparisons=comparisons,
                                 more_count=more_count, audience=audience)
+        context["changes"] = tuple(changes)
         if web:
             context.update(self._web_context(comparisons))
         templates = (SUBJECT_TEMPLATE, "" if web else TEXT_TEMPLATE, MJML_TEMPLATE)

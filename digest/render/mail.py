@@ -17,10 +17,12 @@ from digest.render.environment import RenderedEmail
 from digest.subscribers.names import clean_name
 from digest.transports.base import Batch, Recipient
 from storage.comparisons import load_comparisons
+from storage.records import VerdictChangeRecord
 
 
 def render_segment(*, session, renderer: Renderer, settings: Settings, week: str, opened_at: datetime,
-                   comparison_ids: Sequence[int], audience: str, web: bool = False) -> RenderedEmail:
+                   comparison_ids: Sequence[int], audience: str, web: bool = False,
+                   changes: Sequence[VerdictChangeRecord] = ()) -> RenderedEmail:
     """What every reader of one segment gets: the first `max_shown` of ``comparison_ids`` (ranked) in full,
     the rest as "and K more"; dated by when the issue opened (or would open), in the configured zone."""
     shown, more = cap(list(comparison_ids), settings.max_shown)
@@ -31,6 +33,7 @@ def render_segment(*, session, renderer: Renderer, settings: Settings, week: str
         more_count=more,
         audience=audience,
         web=web,
+        changes=changes,
     )
 
 
