@@ -22,6 +22,7 @@ import jinja2
 
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
+from digest.render.changes import change_views
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
 from digest.render.verdicts import Decision, decide, week_headline
@@ -121,9 +122,10 @@ class Renderer:
             raise ValueError("render_segment: no comparisons to show (a segment with nothing to show gets no email)")
         context = self._context(week=week, issue_date=issue_date, comparisons=comparisons,
                                 more_count=more_count, audience=audience)
-        context["changes"] = tuple(changes)
         if web:
             context.update(self._web_context(comparisons))
+        link = (lambda url: Tagged(self._direct(url))) if web else self._click
+        context["changes"] = change_views(changes, link=link)
         templates = (SUBJECT_TEMPLATE, "" if web else TEXT_TEMPLATE, MJML_TEMPLATE)
         email = render_email(env=self.env, templates=templates, context=context)
         return replace(email, html=web_page(email.html)) if web else email
