@@ -13,6 +13,7 @@ from sqlmodel import Session
 from digest.claim.selection import ComparisonFacts
 from storage.models import Comparison, IssueComparison, Review, Tool
 from storage.records import ComparisonRecord, ReviewRecord, ToolRecord
+from storage.revisions import from_json, kept_versions
 
 
 def _facts(session: Session, comparison_filter) -> list[ComparisonFacts]:
@@ -59,6 +60,30 @@ def load_comparisons(*, session: Session, ids: Sequence[int]) -> list[Comparison
     )
     by_id = {c.id: c for c in session.execute(query).scalars()}
     return [_comparison_record(by_id[i]) for i in ids if i in by_id]
+
+
+def load_issue_comparisons(*, session: Session, issue_id: int, ids: Sequence[int]) -> list[ComparisonRecord]:
+    """``load_comparisons`` as issue ``issue_id`` carried them: a comparison updated since shows the version
+    the issue claimed (kept in comparison_version), so an issue reads the same from its first batch to its
+    archive page. A version that was never kept (no newer one replaced it while claimed) is the current one."""
+    current = load_comparisons(session=session, ids=ids)
+    claimed = dict(session.execute(select(IssueComparison.comparison_id, IssueComparison.version)
+                                   .where(IssueComparison.issue_id == issue_id)).all())
+    rows = {row.id: row for row in session.execute(select(Comparison.id, Comparison.version)
+                                                   .where(Comparison.id.in_(list(ids))))}
+    older = {(cid, version) for cid, version in claimed.items() if cid in rows and rows[cid].version != version}
+    kept = kept_versions(session=session, pairs=older)
+    return [_kept_record(record, kept[(record.id, claimed[record.id])])
+            if (record.id, claimed.get(record.id)) in kept else record for record in current]
+
+
+def _kept_record(record: ComparisonRecord, content: str) -> ComparisonRecord:
+    columns, tools = from_json(content)
+    return ComparisonRecord(
+        id=record.id, slug=record.slug, **columns,
+        tools=tuple(ToolRecord(**tool, position=position,
+                               reviews=tuple(ReviewRecord(**review, position=order) for order, review in enumerate(reviews)))
+                    for position, (tool, reviews) in enumerate(tools)))
 
 
 def _comparison_record(row: Comparison) -> ComparisonRecord:

@@ -34,8 +34,10 @@ def stored_comparisons(*, session: Session, slugs: Sequence[str]) -> dict[str, C
     """The stored comparisons among ``slugs``, by slug, with their tools and reviews loaded."""
     found: dict[str, Comparison] = {}
     for start in range(0, len(slugs), IN_LIST):
+        # Locked (PostgreSQL) until the import commits: an issue claiming one of them meanwhile waits, so
+        # whether it was claimed, and at which version, is what the import reads.
         query = (select(Comparison).where(Comparison.slug.in_(slugs[start:start + IN_LIST]))
-                 .options(selectinload(Comparison.tools).selectinload(Tool.reviews)))
+                 .options(selectinload(Comparison.tools).selectinload(Tool.reviews)).with_for_update())
         found.update((comparison.slug, comparison) for comparison in session.execute(query).scalars())
     return found
 
@@ -49,6 +51,7 @@ def update_comparison(*, comparison: Comparison, columns: dict, tools: ToolColum
     for field, value in columns.items():
         setattr(comparison, field, value)
     comparison.tools = _new_tools(tools)  # delete-orphan: the old tools and reviews go
+    comparison.version += 1
     comparison.updated_at = now
 
 

@@ -34,8 +34,8 @@ def claim_comparisons(*, session: Session, issue_id: int, now: datetime) -> int:
     """
     result = session.execute(
         text(
-            "INSERT INTO issue_comparison (issue_id, comparison_id, rank) "
-            "SELECT :issue_id, c.id, 0 FROM comparison c "
+            "INSERT INTO issue_comparison (issue_id, comparison_id, rank, version) "
+            "SELECT :issue_id, c.id, 0, c.version FROM comparison c "
             "WHERE c.claimed = false AND c.published_at <= :now AND NOT EXISTS "
             "(SELECT 1 FROM issue_comparison ic WHERE ic.comparison_id = c.id) "
             "ON CONFLICT (comparison_id) DO NOTHING"
@@ -44,6 +44,11 @@ def claim_comparisons(*, session: Session, issue_id: int, now: datetime) -> int:
     )
     session.execute(text("UPDATE comparison SET claimed = true WHERE id IN "
                          "(SELECT comparison_id FROM issue_comparison WHERE issue_id = :issue_id)"),
+                    {"issue_id": issue_id})
+    # The version claimed, read again now that the rows are ours: an import that held one (it locks what it
+    # updates) has committed its version by now, and an issue carries the version it will show.
+    session.execute(text("UPDATE issue_comparison SET version = (SELECT c.version FROM comparison c "
+                         "WHERE c.id = issue_comparison.comparison_id) WHERE issue_id = :issue_id"),
                     {"issue_id": issue_id})
     return result.rowcount
 
@@ -130,8 +135,10 @@ def create_issue(*, session: Session, week: str, now: datetime) -> Issue:
     return issue
 
 
-def add_segment(*, session: Session, issue_id: int, key: str, audience: str, comparison_ids: Sequence[int]) -> Segment:
-    segment = Segment(issue_id=issue_id, key=key, audience=audience, comparison_ids=",".join(map(str, comparison_ids)))
+def add_segment(*, session: Session, issue_id: int, key: str, audience: str, comparison_ids: Sequence[int],
+                change_ids: Sequence[int] = ()) -> Segment:
+    segment = Segment(issue_id=issue_id, key=key, audience=audience, comparison_ids=",".join(map(str, comparison_ids)),
+                      change_ids=",".join(map(str, change_ids)))
     session.add(segment)
     session.flush()
     return segment

@@ -60,6 +60,9 @@ class Comparison(SQLModel, table=True):
     # True once an issue has claimed it (issue_comparison, whose unique comparison_id decides a race, is
     # the record; this copy lets the pick read an index of the few unclaimed rows instead of every row).
     claimed: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # Counts the content's changes (issue 16): an issue records the version it carried (issue_comparison),
+    # and a version an issue carried is kept in comparison_version when a newer one replaces it.
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
 
@@ -169,6 +172,51 @@ class IssueComparison(SQLModel, table=True):
     issue_id: int = Field(foreign_key="issue.id", index=True)
     comparison_id: int = Field(foreign_key="comparison.id", unique=True)
     rank: int = 0
+    version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # the comparison's, as claimed
+
+
+class ComparisonVersion(SQLModel, table=True):
+    """A version of a claimed comparison that a newer one replaced (issue 16): what an issue carried stays
+    what its archive page and its late senders show, and what a change of verdict is measured from.
+
+    ``content`` is the version as JSON in the importer's shape (digest.importing.revisions). Only claimed
+    comparisons keep old versions: one no issue carried was never read, and can still be deleted whole.
+    """
+
+    __tablename__ = "comparison_version"
+    __table_args__ = (UniqueConstraint("comparison_id", "version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id")
+    version: int
+    content: str
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
+
+
+class VerdictChange(SQLModel, table=True):
+    """A tool's panel verdict that changed after readers got it (issue 16): its majority flipped between ship
+    and skip, or its ship % moved by 25 points or more, between the version readers last saw and the newest.
+
+    Waiting while ``issue_id`` is None; the next issue that opens with new comparisons carries it (sets
+    ``issue_id``) to the readers of ``origin_issue_id``, the issue that sent the comparison first. A newer
+    version replaces a waiting change; a carried one stays, and what it showed is what readers saw last.
+    """
+
+    __tablename__ = "verdict_change"
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparison.id", index=True)
+    origin_issue_id: int = Field(foreign_key="issue.id")
+    issue_id: int | None = Field(default=None, foreign_key="issue.id", index=True)
+    tool_position: int
+    before_version: int
+    after_version: int
+    before_ship: int
+    before_skip: int
+    after_ship: int
+    after_skip: int
+    before_pct: int | None = None
+    after_pct: int | None = None
+    minds: str = "[]"  # JSON: [[persona, verdict before or null, verdict after or null], …]
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
 
 
 class Segment(SQLModel, table=True):
@@ -181,6 +229,7 @@ class Segment(SQLModel, table=True):
     comparison_ids: str  # every comparison this segment sees, in rank order, ","-joined
     audience: str = ""  # why they get it, shown in the footer: "all categories", "Writing and Data"
     size: int = 0  # recipients at fan-out
+    change_ids: str = Field(default="", sa_column_kwargs={"server_default": ""})  # verdict_change ids, ","-joined
 
 
 class Delivery(SQLModel, table=True):

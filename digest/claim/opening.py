@@ -1,4 +1,5 @@
-"""Open an issue: create it, claim what is published, rank it, plan its segments and fan out — one transaction.
+"""Open an issue: create it, claim what is published, rank it, plan its segments, fan out, and carry the
+verdicts that changed to those who read them — one transaction.
 
 Idempotent: the database constraints, not the clock, make sure an issue is opened once (a unique week) and
 a comparison is claimed once (a unique comparison id).
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from digest.claim.changes import carry_changes
 from digest.claim.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
 from digest.claim.weeks import week_monday
 from storage.comparisons import claimable_comparisons, claimed_comparisons
@@ -57,6 +59,8 @@ class Opened:
     claimed: int = 0
     deliveries: int = 0
     unmatched: int = 0  # active subscribers who follow none of the claimed comparisons' categories
+    changes: int = 0  # verdict changes carried (digest.claim.changes)
+    told: int = 0  # readers who get them
 
 
 def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
@@ -79,19 +83,22 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
             ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
             set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
             plan = plan_issue(session=session, now=now, ranked=ranked)
-            deliveries = 0
+            segments = []
             for planned in plan.segments:
                 segment = add_segment(session=session, issue_id=issue.id, key=planned.key, audience=planned.audience,
                                       comparison_ids=planned.comparison_ids)
                 segment.size = fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
-                                               category_sets=planned.category_sets, now=now)
-                deliveries += segment.size
+                                       category_sets=planned.category_sets, now=now)
+                segments.append(segment)
+            deliveries = sum(segment.size for segment in segments)
+            changes, told = carry_changes(session=session, issue_id=issue.id, segments=segments)
             refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now
             unmatched = sum(plan.audience.values()) - deliveries
             if deliveries == 0:
                 issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
-            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched)
+            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched,
+                          changes=changes, told=told)
     except Conflict:
         with session_scope(engine) as session:
             existing = find_issue(session=session, week=week)

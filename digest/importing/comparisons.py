@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from digest.categories import category_problem
 from digest.importing.comparison_file import load_comparisons, parse_published_at
+from digest.importing.revisions import revise
 from digest.progress import NullProgress, Progress
 from storage.catalog import category_counts
 from storage.db import session_scope
@@ -42,6 +43,7 @@ class ComparisonImport:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    verdicts_changed: int = 0  # tools of updated, already sent comparisons whose verdict changed (revisions)
 
 
 def import_comparisons(*, engine: Engine, path: Path, now: datetime,
@@ -49,7 +51,8 @@ def import_comparisons(*, engine: Engine, path: Path, now: datetime,
     """Upsert the comparisons of ``path`` by slug, in one transaction; raises InvalidImport, writing nothing.
 
     A known slug gets the file's title, url, category, published_at and community_votes, and its tools
-    and reviews are replaced; ``created_at`` stays, ``updated_at`` becomes ``now``. An item identical to
+    and reviews are replaced: its next version (digest.importing.revisions keeps the one an issue carried
+    and records the verdicts that changed); ``created_at`` stays, ``updated_at`` becomes ``now``. An item identical to
     what is stored is left alone (counted as unchanged). ``progress`` hears of the items written, once
     every PROGRESS_ITEMS, after the file passed every check.
     """
@@ -67,7 +70,7 @@ def store_comparison(*, engine: Engine, item: dict, now: datetime) -> str:
     """Upsert one comparison that passed ``comparison_file.comparison_problems`` (the push API's body,
     digest.web.api) by the rules of a file's items; "created", "updated" or "unchanged"."""
     counts = _upsert(engine=engine, items=[item], now=now, progress=NullProgress())
-    return next(iter(counts))
+    return next(outcome for outcome in ("created", "updated", "unchanged") if counts[outcome])
 
 
 def store_checked(*, session: Session, items: list[dict], now: datetime) -> ComparisonImport:
@@ -95,6 +98,10 @@ def _upsert_in(*, session: Session, items: list[dict], now: datetime, progress: 
         elif _content(current) == (columns, tools):
             counts["unchanged"] += 1
         else:
+            if current.claimed:  # readers got a version of it: keep that one, and see what changed for them
+                counts["verdicts_changed"] += revise(session=session, comparison_id=current.id,
+                                                     version=current.version, before=_content(current),
+                                                     after=tools, now=now)
             update_comparison(comparison=current, columns=columns, tools=tools, now=now)
             counts["updated"] += 1
         if done % PROGRESS_ITEMS == 0:

@@ -16,24 +16,35 @@ from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail
 from digest.subscribers.names import clean_name
 from digest.transports.base import Batch, Recipient
-from storage.comparisons import load_comparisons
-from storage.records import VerdictChangeRecord
+from storage.changes import load_changes
+from storage.comparisons import load_comparisons, load_issue_comparisons
+
+
+def listed_ids(stored: str) -> list[int]:
+    """A segment's ","-joined ids (comparison_ids, change_ids) as a list; "" is none."""
+    return [int(part) for part in stored.split(",") if part]
 
 
 def render_segment(*, session, renderer: Renderer, settings: Settings, week: str, opened_at: datetime,
-                   comparison_ids: Sequence[int], audience: str, web: bool = False,
-                   changes: Sequence[VerdictChangeRecord] = ()) -> RenderedEmail:
+                   comparison_ids: Sequence[int], audience: str, web: bool = False, issue_id: int | None = None,
+                   change_ids: Sequence[int] = ()) -> RenderedEmail:
     """What every reader of one segment gets: the first `max_shown` of ``comparison_ids`` (ranked) in full,
-    the rest as "and K more"; dated by when the issue opened (or would open), in the configured zone."""
+    the rest as "and K more", then the verdicts ``change_ids`` that changed since they read them; dated by
+    when the issue opened (or would open), in the configured zone. With ``issue_id`` the comparisons are
+    the versions that issue carried (an update since does not rewrite an issue); without, the current ones."""
     shown, more = cap(list(comparison_ids), settings.max_shown)
+    if issue_id is None:
+        comparisons = load_comparisons(session=session, ids=shown)
+    else:
+        comparisons = load_issue_comparisons(session=session, issue_id=issue_id, ids=shown)
     return renderer.render_segment(
         week=week,
         issue_date=opened_at.astimezone(settings.tz).date(),
-        comparisons=load_comparisons(session=session, ids=shown),
+        comparisons=comparisons,
         more_count=more,
         audience=audience,
         web=web,
-        changes=changes,
+        changes=load_changes(session=session, ids=change_ids),
     )
 
 

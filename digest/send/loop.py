@@ -228,8 +228,8 @@ class Sender:
         segment = find_segment(session=session, segment_id=segment_id)
         email = mail.render_segment(session=session, renderer=self.services.renderer, settings=self.services.settings,
                                     week=issue.week, opened_at=issue.created_at,
-                                    comparison_ids=[int(i) for i in segment.comparison_ids.split(",") if i],
-                                    audience=segment.audience)
+                                    comparison_ids=mail.listed_ids(segment.comparison_ids), audience=segment.audience,
+                                    issue_id=issue.id, change_ids=mail.listed_ids(segment.change_ids))
         return segment, email
 
     # -- leases and bookkeeping ------------------------------------------------------------------------

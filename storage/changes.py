@@ -1,0 +1,101 @@
+"""Verdict changes as issues carry them (issue 16, item 3): claimed by the next issue that opens, carried
+to the readers who got the original, and read back as records for the email and the archive.
+
+Who got the original is who has a *sent* delivery of the issue that first carried the comparison. Each
+reader of the new issue is put in a segment by what they see (their categories) and by which of those
+original issues they got: a bit per original issue, so a handful of SQL statements group a million
+deliveries without any of them passing through Python.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import select, text, update
+from sqlmodel import Session
+
+from storage.models import Comparison, Issue, Tool, VerdictChange
+from storage.records import MindChange, VerdictChangeRecord
+
+# Original issues one issue carries changes for: one bit each in a 64-bit integer. Changes of older
+# issues beyond these wait for the next issue (more than sixty issues' verdicts changing in one week
+# would be a site rebuilding its history, not news).
+MAX_ORIGINS = 60
+
+
+def claim_changes(*, session: Session, issue_id: int) -> list[tuple[int, int]]:
+    """Take the waiting changes into ``issue_id``; their (id, original issue id), oldest first."""
+    waiting = session.execute(select(VerdictChange.id, VerdictChange.origin_issue_id)
+                              .where(VerdictChange.issue_id.is_(None)).order_by(VerdictChange.id)).all()
+    origins = sorted({origin for _, origin in waiting})[-MAX_ORIGINS:]
+    taken = [(change_id, origin) for change_id, origin in waiting if origin in origins]
+    if taken:
+        session.execute(update(VerdictChange).where(VerdictChange.id.in_([cid for cid, _ in taken]))
+                        .values(issue_id=issue_id))
+    return taken
+
+
+def _got(origins: Sequence[int]) -> str:
+    """SQL: which of ``origins`` the reader of delivery ``d`` got, as bits (bit k: origins[k])."""
+    return " + ".join(
+        f"CASE WHEN EXISTS (SELECT 1 FROM delivery o WHERE o.subscriber_id = d.subscriber_id "
+        f"AND o.issue_id = :origin_{k} AND o.status = 'sent') THEN {1 << k} ELSE 0 END"
+        for k in range(len(origins)))
+
+
+def reader_groups(*, session: Session, issue_id: int, origins: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(segment id, bits of the original issues got, readers) for the issue's deliveries, bits > 0 only."""
+    params = {"issue_id": issue_id, **{f"origin_{k}": origin for k, origin in enumerate(origins)}}
+    rows = session.execute(text(f"SELECT segment_id, got, count(*) FROM (SELECT d.segment_id, {_got(origins)} AS got "
+                                "FROM delivery d WHERE d.issue_id = :issue_id) AS g WHERE got > 0 "
+                                "GROUP BY segment_id, got ORDER BY segment_id, got"), params)
+    return [tuple(row) for row in rows]
+
+
+def move_readers(*, session: Session, issue_id: int, origins: Sequence[int], got: int, from_segment: int,
+                 to_segment: int) -> int:
+    """Move the deliveries of ``from_segment`` whose readers got exactly ``got`` to ``to_segment``."""
+    params = {"issue_id": issue_id, "got": got, "from_segment": from_segment, "to_segment": to_segment,
+              **{f"origin_{k}": origin for k, origin in enumerate(origins)}}
+    result = session.execute(text(f"UPDATE delivery SET segment_id = :to_segment WHERE id IN (SELECT d.id FROM delivery d "
+                                  f"WHERE d.issue_id = :issue_id AND d.segment_id = :from_segment "
+                                  f"AND {_got(origins)} = :got)"), params)
+    return result.rowcount
+
+
+def load_changes(*, session: Session, ids: Sequence[int]) -> list[VerdictChangeRecord]:
+    """The changes ``ids`` as records, in the order of ``ids``; the comparison's and tool's names as they
+    are now, the week of the issue that first carried it."""
+    if not ids:
+        return []
+    query = (select(VerdictChange, Comparison.slug, Comparison.title, Comparison.url, Tool.name, Issue.week)
+             .join(Comparison, Comparison.id == VerdictChange.comparison_id)
+             .join(Issue, Issue.id == VerdictChange.origin_issue_id)
+             .outerjoin(Tool, (Tool.comparison_id == VerdictChange.comparison_id)
+                        & (Tool.position == VerdictChange.tool_position))
+             .where(VerdictChange.id.in_(list(ids))))
+    by_id = {row[0].id: _record(*row) for row in session.execute(query)}
+    return [by_id[change_id] for change_id in ids if change_id in by_id]
+
+
+def carried_change_ids(*, session: Session, issue_id: int) -> list[int]:
+    """Every change ``issue_id`` carried, in the order they were recorded (the archive shows them all)."""
+    return list(session.execute(select(VerdictChange.id).where(VerdictChange.issue_id == issue_id)
+                                .order_by(VerdictChange.id)).scalars())
+
+
+def waiting_changes(*, session: Session) -> list[VerdictChangeRecord]:
+    """The changes no issue carried yet, in the order they were recorded (the dry run lists them)."""
+    ids = session.execute(select(VerdictChange.id).where(VerdictChange.issue_id.is_(None))
+                          .order_by(VerdictChange.id)).scalars().all()
+    return load_changes(session=session, ids=ids)
+
+
+def _record(change: VerdictChange, slug: str, title: str, url: str, tool: str | None, week: str) -> VerdictChangeRecord:
+    return VerdictChangeRecord(
+        id=change.id, comparison_id=change.comparison_id, slug=slug, title=title, url=url,
+        tool=tool or f"Tool {change.tool_position + 1}", before_ship=change.before_ship,
+        before_skip=change.before_skip, after_ship=change.after_ship, after_skip=change.after_skip,
+        before_pct=change.before_pct, after_pct=change.after_pct, original_week=week,
+        minds=tuple(MindChange(persona, before, after) for persona, before, after in json.loads(change.minds or "[]")))
