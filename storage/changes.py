@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlmodel import Session
 
 from storage.models import Comparison, Issue, Tool, VerdictChange
 from storage.records import MindChange, VerdictChangeRecord
+from storage.types import UTCDateTime
 
 # Original issues one issue carries changes for: one bit each in a 64-bit integer. Changes of older
 # issues beyond these wait for the next issue (more than sixty issues' verdicts changing in one week
@@ -92,6 +93,12 @@ def waiting_changes(*, session: Session) -> list[VerdictChangeRecord]:
     return load_changes(session=session, ids=ids)
 
 
+def waiting_origins(*, session: Session) -> list[int]:
+    """The issues whose readers the waiting changes are for."""
+    query = select(VerdictChange.origin_issue_id).where(VerdictChange.issue_id.is_(None)).distinct()
+    return sorted(session.execute(query).scalars())
+
+
 def _record(change: VerdictChange, slug: str, title: str, url: str, tool: str | None, week: str) -> VerdictChangeRecord:
     return VerdictChangeRecord(
         id=change.id, comparison_id=change.comparison_id, slug=slug, title=title, url=url,
@@ -99,3 +106,16 @@ def _record(change: VerdictChange, slug: str, title: str, url: str, tool: str | 
         before_skip=change.before_skip, after_ship=change.after_ship, after_skip=change.after_skip,
         before_pct=change.before_pct, after_pct=change.after_pct, original_week=week,
         minds=tuple(MindChange(persona, before, after) for persona, before, after in json.loads(change.minds or "[]")))
+
+
+def readers_of(*, session: Session, issue_ids: Sequence[int], now) -> int:
+    """Readers who got one of ``issue_ids`` (a sent delivery) and are in the audience now (active, not
+    paused): who hears of a change of those issues' verdicts, if the next issue reaches them."""
+    if not issue_ids:
+        return 0
+    statement = text(
+        "SELECT count(*) FROM subscriber s WHERE s.status = 'active' "
+        "AND (s.paused_until IS NULL OR s.paused_until <= :now) AND EXISTS (SELECT 1 FROM delivery d "
+        "WHERE d.subscriber_id = s.id AND d.issue_id IN :issue_ids AND d.status = 'sent')"
+    ).bindparams(bindparam("issue_ids", expanding=True), bindparam("now", type_=UTCDateTime()))
+    return session.execute(statement, {"issue_ids": list(issue_ids), "now": now}).scalar_one()

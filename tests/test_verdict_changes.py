@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from digest.claim.opening import open_issue
 from digest.config import Settings
+from digest.editor.dry_run import dry_run
 from digest.importing.comparisons import store_comparison
 from digest.importing.revisions import Panel, changed, minds
 from digest.render import mail
@@ -240,3 +241,28 @@ def test_minds_lists_turns_then_joins_then_leaves():
     after = Panel(name="X", verdicts=(("Builder", "skip"), ("Founder", "skip")), stated_pct=None)
     assert minds(before, after) == (MindChange("Builder", "ship", "skip"), MindChange("Founder", None, "skip"),
                                     MindChange("Skeptic", "ship", None))
+
+
+def test_the_dry_run_lists_the_changes_the_issue_would_carry_and_to_how_many(sender):
+    """before W48 opens, the dry run names each changed verdict, before → after, and counts the readers of
+    W47 still in the audience (one of the two unsubscribed since)"""
+    engine = sender.services.engine
+    store_comparison(engine=engine, item=item("c", ("Cellmind", "ssss"), ("Quill", "ssss"), title="Cellmind vs Quill"),
+                     now=W47)
+    ada, bo = add_subscribers(engine, 2)
+    send_week(sender, "2026-W47", W47)
+    with session_scope(engine) as session:
+        session.execute(update(Subscriber).where(Subscriber.id == bo).values(status="unsubscribed"))
+    store_comparison(engine=engine, item=item("c", ("Cellmind", "kksk"), ("Quill", "ssss"), title="Cellmind vs Quill"),
+                     now=W47 + timedelta(days=1))
+    store_comparison(engine=engine, item=item("n", ("New", "ssss"), ("Other", "kkkk"), published_at=W47 + WEEK),
+                     now=W47 + WEEK)
+
+    plan = dry_run(services=sender.services, week="2026-W48", now=W47 + WEEK)
+    assert plan.changes.lines == ["Cellmind vs Quill: Cellmind 4 ship / 0 skip → 1 ship / 3 skip (first sent in 2026-W47)"]
+    assert plan.changes.readers == 1
+    assert plan.as_dict(tz=UTC)["verdicts_changed"]["readers"] == 1
+    send_week(sender, "2026-W48", W47 + WEEK)
+    store_comparison(engine=engine, item=item("m", ("More", "ssss"), ("Less", "kkkk"), published_at=W47 + 2 * WEEK),
+                     now=W47 + 2 * WEEK)
+    assert dry_run(services=sender.services, week="2026-W49", now=W47 + 2 * WEEK).changes is None, "carried once"

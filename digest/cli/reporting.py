@@ -60,6 +60,11 @@ def print_dry_run(console: Console, plan: DryRun, *, tz) -> None:
     console.print(table)
     total = sum(segment.recipients for segment in plan.segments)
     console.print(f"{total} recipients in {len(plan.segments)} segments")
+    if plan.changes:
+        console.print(f"verdicts that changed, for the {plan.changes.readers} readers who got them "
+                      "(those this issue reaches):", highlight=False)
+        for line in plan.changes.lines:
+            console.print(f"  {line}", highlight=False, markup=False)
     if plan.nothing:
         _print_left_out(console, plan, tz=tz)
 

@@ -50,6 +50,9 @@ def comparisons_import(file: Annotated[Path, typer.Argument(metavar="FILE", help
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}")
     console.print(f"{file}: {result.created} new, {result.updated} updated, {result.unchanged} unchanged")
+    if result.verdicts_changed:
+        console.print(f"{result.verdicts_changed} tools' verdicts changed since readers got them: the next issue "
+                      "tells those readers", highlight=False)
     warn_refused(refused_categories(engine))
 
 

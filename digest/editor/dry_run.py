@@ -13,6 +13,7 @@ from digest.render import mail
 from digest.services import Services
 from storage.db import session_scope
 from storage.audience import PAUSED, LeftOut, SentIssue, left_out, sent_issue
+from storage.changes import readers_of, waiting_changes, waiting_origins
 from storage.comparisons import comparison_titles
 
 HTML_BUDGET = 90 * 1024  # Gmail clips messages over ~102 KB; 90 KB leaves room for its own additions
@@ -28,6 +29,14 @@ class SegmentSummary:
     html_bytes: int
 
 
+@dataclass(frozen=True)
+class ChangesSummary:
+    """The verdict changes the issue would carry (issue 16, item 3), and to how many readers at most."""
+
+    lines: list[str]  # "Cellmind vs Quill: Cellmind 4 ship / 0 skip → 1 ship / 3 skip (first sent in 2026-W47)"
+    readers: int  # who got the originals and are in the audience now
+
+
 LISTED = 50  # people named in the dry run's "get nothing" list; --json names them all
 
 
@@ -41,6 +50,7 @@ class DryRun:
     left_out: list[LeftOut] = field(default_factory=list)  # the first of them, by reason then address
     sent: SentIssue | None = None  # the issue already went out: nothing else is filled in
     feed: FeedReport | None = None  # what DIGEST_COMPARISONS_FEED_URL last answered; None: no feed configured
+    changes: ChangesSummary | None = None  # verdicts that changed, waiting for this issue; None: none
 
     def as_dict(self, *, tz) -> dict:
         """For `digest send --dry-run --json`: plain JSON-ready data."""
@@ -53,6 +63,7 @@ class DryRun:
         return {
             "week": self.week, "feed": feed, "exists": self.exists, "comparisons": self.titles,
             "segments": [vars(segment) for segment in self.segments],
+            "verdicts_changed": vars(self.changes) if self.changes else None,
             "recipients": sum(segment.recipients for segment in self.segments),
             "get_nothing": {"counts": self.nothing,
                             "people": [{"email": person.email, "reason": reason_text(person, tz=tz)}
@@ -97,5 +108,18 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
             ))
         reached = sorted({categories for segment in plan.segments for categories in segment.category_sets})
         nothing, people = left_out(session=session, now=now, reached=reached if ranked else None, limit=limit)
+        changes = changes_summary(session, now=now) if ranked and issue is None else None
     return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
-                  segments=summaries, nothing=nothing, left_out=people, feed=feed)
+                  segments=summaries, nothing=nothing, left_out=people, feed=feed, changes=changes)
+
+
+def changes_summary(session, *, now: datetime) -> ChangesSummary | None:
+    """What opening the issue now would carry of the verdicts that changed, in one line each."""
+    changes = waiting_changes(session=session)
+    if not changes:
+        return None
+    lines = [f"{change.title}: {change.tool} {change.before_ship} ship / {change.before_skip} skip → "
+             f"{change.after_ship} ship / {change.after_skip} skip (first sent in {change.original_week})"
+             for change in changes]
+    origins = waiting_origins(session=session)
+    return ChangesSummary(lines=lines, readers=readers_of(session=session, issue_ids=origins, now=now))
