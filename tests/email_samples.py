@@ -1,10 +1,12 @@
 """Sample issues for the email tests, built in memory (no database): typical, long-text, ten comparisons,
-three and four tools; and the digest as one recipient gets it (substitutions filled, as the outbox does)."""
+three and four tools, verdicts that changed; and the digest as one recipient gets it (substitutions filled,
+as the outbox does)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
+from itertools import count
 from pathlib import Path
 
 
@@ -16,7 +18,7 @@ from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail
 from digest.render.mail import issue_batch, recipient
 from digest.transports.base import Batch, Recipient, fill
-from storage.records import ComparisonRecord, ReviewRecord, ToolRecord
+from storage.records import ComparisonRecord, MindChange, ReviewRecord, ToolRecord, VerdictChangeRecord
 
 SEATS = ("Builder", "Skeptic", "Futurist", "Founder")
 WEEK, ISSUE_DATE = "2026-W48", date(2026, 11, 26)
@@ -104,6 +106,48 @@ def _from_item(item: dict) -> ComparisonRecord:
     )
 
 
+# -- verdicts that changed (issue 16, item 3) ------------------------------------------------------------------
+
+_CHANGE_IDS = count(1)
+
+
+def changed_verdict(comparison_id: int = 1, *, tool: str = "Cellmind", title: str = "Cellmind vs Quillbot",
+                    url: str | None = None, before: tuple[int, int] = (3, 1), after: tuple[int, int] = (1, 3),
+                    pct: tuple[int | None, int | None] = (75, 25), week: str = "2026-W44",
+                    minds: tuple[MindChange, ...] = (MindChange("Skeptic", "ship", "skip"),
+                                                     MindChange("Builder", "ship", "skip"))) -> VerdictChangeRecord:
+    """One tool's changed panel, as the store hands it to the render stage: by default 3/1 ship -> 1/3 skip."""
+    return VerdictChangeRecord(
+        id=next(_CHANGE_IDS), comparison_id=comparison_id, slug=f"changed-{comparison_id}", title=title,
+        url=url or f"https://verdicts.example.com/compare/changed-{comparison_id}", tool=tool,
+        before_ship=before[0], before_skip=before[1], after_ship=after[0], after_skip=after[1],
+        before_pct=pct[0], after_pct=pct[1], original_week=week, minds=minds)
+
+
+def typical_changes() -> tuple[VerdictChangeRecord, ...]:
+    """Two comparisons: both tools of the first changed (one flipped by two seats, one by a seat that joined
+    and one that left), one tool of the second (its ship % moved, its majority did not)."""
+    return (
+        changed_verdict(1),
+        changed_verdict(1, tool="Quillbot", before=(2, 2), after=(3, 1), pct=(50, 75),
+                        minds=(MindChange("Founder", None, "ship"), MindChange("Futurist", "skip", None))),
+        changed_verdict(2, tool="Flowdesk", title="Flowdesk vs Taskweaver", before=(4, 0), after=(3, 1),
+                        pct=(90, 60), week="2026-W45", minds=(MindChange("Skeptic", "ship", "skip"),)),
+    )
+
+
+def maximal_changes(comparisons: int, *, tools: int = 4) -> tuple[VerdictChangeRecord, ...]:
+    """``comparisons`` comparisons, each with ``tools`` tools changed (all four, by default) and all four seats
+    changing their mind, every text at the import schema's maximum length (title 300, tool name 200,
+    persona 50)."""
+    seats = tuple(MindChange(words(50, f"Persona{seat}"), "ship", "skip") for seat in range(4))
+    return tuple(
+        changed_verdict(index + 1, tool=words(200, f"Tool{position}"), title=words(300, f"T{index}"),
+                        url=f"https://verdicts.example.com/compare/long-{index}", before=(4, 0), after=(0, 4),
+                        pct=(100, 0), minds=seats)
+        for index in range(comparisons) for position in range(tools))
+
+
 # -- issues ---------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -112,6 +156,7 @@ class SampleIssue:
     comparisons: list[ComparisonRecord]
     more_count: int = 0
     audience: str = "all categories"
+    changes: tuple[VerdictChangeRecord, ...] = ()
     tool_names: list[list[str]] = field(init=False)
 
     def __post_init__(self):
@@ -127,10 +172,21 @@ def three_and_four_tools_issue() -> SampleIssue:
     return SampleIssue("3-and-4-tools", [make_comparison(0, tools=3), make_comparison(1, tools=4)])
 
 
+def changes_issue() -> SampleIssue:
+    """The typical issue for readers of two earlier issues whose verdicts changed since (issue 16, item 3)."""
+    return replace(typical_issue(), name="changes", changes=typical_changes())
+
+
 def maximal_issue(tools: int) -> SampleIssue:
     """Ten comparisons, every text at the schema's maximum length (the 90 KB budget's worst case)."""
     return SampleIssue(f"maximal-{tools}-tools", [long_comparison(i, tools=tools) for i in range(10)], more_count=5,
                        audience="Developer Tools and Writing")
+
+
+def maximal_changes_issue() -> SampleIssue:
+    """Ten maximal four-tool comparisons and the changes section's worst case (digest.render.changes): three
+    comparisons of two changed tools each, and two more behind the "more" link."""
+    return replace(maximal_issue(4), name="maximal-changes", changes=maximal_changes(5, tools=2))
 
 
 # -- rendering, as one recipient gets it ----------------------------------------------------------------------
@@ -147,7 +203,8 @@ def sample_renderer(settings: Settings | None = None) -> Renderer:
 def render_issue(issue: SampleIssue, renderer: Renderer | None = None) -> RenderedEmail:
     renderer = renderer or sample_renderer()
     return renderer.render_segment(week=WEEK, issue_date=ISSUE_DATE, comparisons=issue.comparisons,
-                                   more_count=issue.more_count, audience=issue.audience)
+                                   more_count=issue.more_count, audience=issue.audience,
+                                   changes=issue.changes)
 
 
 def sample_recipient(renderer: Renderer, *, email: str = "ada.reader@example.org", name: str = "Ada") -> Recipient:
