@@ -22,8 +22,8 @@ from storage.records import MindChange, VerdictChangeRecord
 # site. Why: Gmail clips HTML past ~102 KB, the email's budget is 90 KB at ten maximal comparisons, and this
 # section gets 4,000 bytes of it. At the contract's maximum lengths a tool's three lines cost ~215 bytes, a
 # comparison's title and tracked link ~240, the section itself ~1.8 KB (mj-section markup, heading, the "more"
-# link): three comparisons of two tools fit (3,869 bytes, the worst case), 4 + 2 tools too (3,429); two of four
-# tools do not (4,011), nor would four comparisons (5.1 KB and up). tests/test_changes_render.py measures it.
+# link): three comparisons of two tools fit (~3.8 KB, the worst case), 4 + 2 tools too (~3.4 KB); two of four
+# tools do not (~4.0 KB), nor would four comparisons (5 KB and up). tests/test_changes_render.py measures it.
 MAX_CHANGES_SHOWN = 3
 MAX_TOOLS_SHOWN = 6
 
