@@ -1,10 +1,10 @@
 """Verdict changes as issues carry them (issue 16, item 3): claimed by the next issue that opens, carried
 to the readers who got the original, and read back as records for the email and the archive.
 
-Who got the original is who has a *sent* delivery of the issue that first carried the comparison. Each
-reader of the new issue is put in a segment by what they see (their categories) and by which of those
-original issues they got: a bit per original issue, so a handful of SQL statements group a million
-deliveries without any of them passing through Python.
+Who got the original is who has a *sent* delivery of the issue that first carried the comparison. The
+fan-out puts each reader of the new issue in a segment by what they see (their categories) and by which
+of those original issues they got: a bit per original issue (``got_sql``), so the fan-out's one INSERT
+decides it for a million readers without any of them passing through Python.
 """
 
 from __future__ import annotations
@@ -37,32 +37,27 @@ def claim_changes(*, session: Session, issue_id: int) -> list[tuple[int, int]]:
     return taken
 
 
-def _got(origins: Sequence[int]) -> str:
-    """SQL: which of ``origins`` the reader of delivery ``d`` got, as bits (bit k: origins[k])."""
+def got_sql(origins: Sequence[int], *, reader: str) -> str:
+    """SQL: which of ``origins`` the subscriber ``reader`` (a column) got, as bits (bit k: origins[k]), with
+    the parameters ``origin_parameters`` names."""
     return " + ".join(
-        f"CASE WHEN EXISTS (SELECT 1 FROM delivery o WHERE o.subscriber_id = d.subscriber_id "
+        f"CASE WHEN EXISTS (SELECT 1 FROM delivery o WHERE o.subscriber_id = {reader} "
         f"AND o.issue_id = :origin_{k} AND o.status = 'sent') THEN {1 << k} ELSE 0 END"
         for k in range(len(origins)))
 
 
-def reader_groups(*, session: Session, issue_id: int, origins: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(segment id, bits of the original issues got, readers) for the issue's deliveries, bits > 0 only."""
-    params = {"issue_id": issue_id, **{f"origin_{k}": origin for k, origin in enumerate(origins)}}
-    rows = session.execute(text(f"SELECT segment_id, got, count(*) FROM (SELECT d.segment_id, {_got(origins)} AS got "
-                                "FROM delivery d WHERE d.issue_id = :issue_id) AS g WHERE got > 0 "
-                                "GROUP BY segment_id, got ORDER BY segment_id, got"), params)
-    return [tuple(row) for row in rows]
+def origin_parameters(origins: Sequence[int]) -> dict[str, int]:
+    return {f"origin_{k}": origin for k, origin in enumerate(origins)}
 
 
-def move_readers(*, session: Session, issue_id: int, origins: Sequence[int], got: int, from_segment: int,
-                 to_segment: int) -> int:
-    """Move the deliveries of ``from_segment`` whose readers got exactly ``got`` to ``to_segment``."""
-    params = {"issue_id": issue_id, "got": got, "from_segment": from_segment, "to_segment": to_segment,
-              **{f"origin_{k}": origin for k, origin in enumerate(origins)}}
-    result = session.execute(text(f"UPDATE delivery SET segment_id = :to_segment WHERE id IN (SELECT d.id FROM delivery d "
-                                  f"WHERE d.issue_id = :issue_id AND d.segment_id = :from_segment "
-                                  f"AND {_got(origins)} = :got)"), params)
-    return result.rowcount
+def audience_got(*, session: Session, now, origins: Sequence[int]) -> dict[tuple[str, int], int]:
+    """The audience (active, unpaused) counted by (categories followed, bits of ``origins`` they got)."""
+    statement = text(
+        f"SELECT categories, got, count(*) FROM (SELECT s.categories, {got_sql(origins, reader='s.id')} AS got "
+        "FROM subscriber s WHERE s.status = 'active' AND (s.paused_until IS NULL OR s.paused_until <= :now)) AS a "
+        "GROUP BY categories, got").bindparams(bindparam("now", type_=UTCDateTime()))
+    rows = session.execute(statement, {"now": now, **origin_parameters(origins)})
+    return {(categories, got): count for categories, got, count in rows}
 
 
 def load_changes(*, session: Session, ids: Sequence[int]) -> list[VerdictChangeRecord]:

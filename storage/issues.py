@@ -12,7 +12,8 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlmodel import Session
 
-from storage.models import Comparison, Issue, IssueComparison, Segment, Subscriber, SubscriberStatus
+from storage.changes import got_sql, origin_parameters
+from storage.models import Comparison, Delivery, Issue, IssueComparison, Segment, Subscriber, SubscriberStatus
 from storage.types import UTCDateTime
 
 
@@ -78,7 +79,8 @@ def audience_category_sets(*, session: Session, now: datetime) -> dict[str, int]
     return {categories: count for categories, count in rows}
 
 
-def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime) -> int:
+def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime,
+            by_origins: tuple[Sequence[int], dict[int, int]] | None = None) -> int:
     """One pending delivery per active subscriber following one of ``category_sets``.
 
     INSERT … SELECT in the database: the audience of a million subscribers never passes through Python.
@@ -86,18 +88,36 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     issue, one segment per category set, so nothing can conflict — and if a planning bug ever put one
     subscriber in two segments, the unique (subscriber, issue) fails the whole opening loudly rather than
     drop a row. (ON CONFLICT DO NOTHING cost ~20 % of the fan-out on PostgreSQL: docs/benchmarks.md.)
+
+    ``by_origins`` = (original issues, {bits: segment id}): a reader who got the original issues of the
+    bits (storage.changes.got_sql) goes to that segment instead, the one that carries their verdict
+    changes (issue 16). Decided in the same INSERT: no delivery is written twice.
     """
+    segment, parameters = ":segment_id", {}
+    if by_origins is not None:
+        origins, segments = by_origins
+        cases = " ".join(f"WHEN {bits} THEN {int(target)}" for bits, target in sorted(segments.items()))
+        segment = f"CASE {got_sql(origins, reader='s.id')} {cases} ELSE :segment_id END" if cases else segment
+        parameters = origin_parameters(origins)
     statement = text(
         "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at) "
-        "SELECT :issue_id, s.id, :segment_id, 'pending', 0, 0, :now FROM subscriber s "
+        f"SELECT :issue_id, s.id, {segment}, 'pending', 0, 0, :now FROM subscriber s "
         "WHERE s.status = 'active' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
         "AND s.categories IN :category_sets"
     ).bindparams(bindparam("category_sets", expanding=True), bindparam("now", type_=UTCDateTime()))
     result = session.execute(
         statement,
-        {"issue_id": issue_id, "segment_id": segment_id, "now": now, "category_sets": list(category_sets)},
+        {"issue_id": issue_id, "segment_id": segment_id, "now": now, "category_sets": list(category_sets),
+         **parameters},
     )
     return result.rowcount
+
+
+def segment_sizes(*, session: Session, issue_id: int) -> dict[int, int]:
+    """Deliveries per segment of the issue, counted from the rows (the claim index answers it)."""
+    rows = session.execute(select(Delivery.segment_id, func.count()).where(Delivery.issue_id == issue_id)
+                           .group_by(Delivery.segment_id))
+    return dict(rows.all())
 
 
 def refresh_delivery_statistics(*, session: Session) -> None:

@@ -11,18 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from digest.claim.changes import carry_changes
+from digest.claim.fanout import fan_out_issue
 from digest.claim.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
 from digest.claim.weeks import week_monday
 from storage.comparisons import claimable_comparisons, claimed_comparisons
 from storage.db import session_scope
 from storage.faults import Conflict
 from storage.issues import (
-    add_segment,
     audience_category_sets,
     claim_comparisons,
     create_issue,
-    fan_out,
     find_issue,
     refresh_delivery_statistics,
     set_ranks,
@@ -83,22 +81,15 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
             ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
             set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
             plan = plan_issue(session=session, now=now, ranked=ranked)
-            segments = []
-            for planned in plan.segments:
-                segment = add_segment(session=session, issue_id=issue.id, key=planned.key, audience=planned.audience,
-                                      comparison_ids=planned.comparison_ids)
-                segment.size = fan_out(session=session, issue_id=issue.id, segment_id=segment.id,
-                                       category_sets=planned.category_sets, now=now)
-                segments.append(segment)
-            deliveries = sum(segment.size for segment in segments)
-            changes, told = carry_changes(session=session, issue_id=issue.id, segments=segments)
+            fanned = fan_out_issue(session=session, issue_id=issue.id, planned=plan.segments, now=now)
+            deliveries = fanned.deliveries
             refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now
             unmatched = sum(plan.audience.values()) - deliveries
             if deliveries == 0:
                 issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
             return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched,
-                          changes=changes, told=told)
+                          changes=fanned.changes, told=fanned.told)
     except Conflict:
         with session_scope(engine) as session:
             existing = find_issue(session=session, week=week)

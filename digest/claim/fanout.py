@@ -1,0 +1,83 @@
+"""Fan an issue out: a pending delivery per reader, in the segment of the email they get — and with it the
+verdicts that changed, for the readers who got them (issue 16, item 3).
+
+The changes ride along with an issue that has new comparisons; they never open one by themselves. A
+reader gets the changes of the comparisons they received: each planned segment splits by which of the
+original issues its readers got, each part a segment of its own (rendered once, like any other), and
+the fan-out's one INSERT puts every reader in their part (storage.issues.fan_out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from digest.claim.selection import SegmentPlan, segment_key
+from storage.changes import audience_got, claim_changes
+from storage.issues import add_segment, fan_out, segment_sizes
+from storage.models import Segment
+
+
+@dataclass(frozen=True)
+class Carry:
+    """The changes an issue claimed, the original issues they are for, and the audience by what it got."""
+
+    changes: list[tuple[int, int]]  # (change id, original issue id)
+    origins: list[int]  # bit k of a reader's "got" is origins[k]
+    audience: dict[tuple[str, int], int]  # (categories followed, got) → readers
+
+    def change_ids(self, got: int) -> list[int]:
+        return [change_id for change_id, origin in self.changes if got >> self.origins.index(origin) & 1]
+
+
+@dataclass
+class FannedOut:
+    segments: list[Segment] = field(default_factory=list)
+    changes: int = 0  # verdict changes carried
+    told: int = 0  # readers who get them
+
+    @property
+    def deliveries(self) -> int:
+        return sum(segment.size for segment in self.segments)
+
+
+def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now: datetime) -> FannedOut:
+    """Segments and deliveries for ``planned``, plus the parts that carry verdict changes; in the
+    opening's transaction."""
+    carry = _claim_carry(session=session, issue_id=issue_id, now=now)
+    result = FannedOut(changes=len(carry.changes) if carry else 0)
+    for plan in planned:
+        segment = add_segment(session=session, issue_id=issue_id, key=plan.key, audience=plan.audience,
+                              comparison_ids=plan.comparison_ids)
+        parts = _parts(session=session, issue_id=issue_id, plan=plan, carry=carry) if carry else {}
+        by_origins = (carry.origins, {got: part.id for got, part in parts.items()}) if parts else None
+        segment.size = fan_out(session=session, issue_id=issue_id, segment_id=segment.id,
+                               category_sets=plan.category_sets, now=now, by_origins=by_origins)
+        result.segments += [segment, *parts.values()]
+    if carry:
+        sizes = segment_sizes(session=session, issue_id=issue_id)
+        for segment in result.segments:
+            segment.size = sizes.get(segment.id, 0)
+        result.told = sum(segment.size for segment in result.segments if segment.change_ids)
+    return result
+
+
+def _claim_carry(*, session, issue_id: int, now: datetime) -> Carry | None:
+    changes = claim_changes(session=session, issue_id=issue_id)
+    if not changes:
+        return None
+    origins = sorted({origin for _, origin in changes})
+    return Carry(changes=changes, origins=origins, audience=audience_got(session=session, now=now, origins=origins))
+
+
+def _parts(*, session, issue_id: int, plan: SegmentPlan, carry: Carry) -> dict[int, Segment]:
+    """A segment for each combination of original issues that some reader of ``plan`` got, by its bits."""
+    sets = set(plan.category_sets)
+    parts = {}
+    for got in sorted({got for categories, got in carry.audience if got and categories in sets}):
+        change_ids = carry.change_ids(got)
+        label = f"{plan.audience}|changes:{','.join(map(str, change_ids))}"
+        parts[got] = add_segment(session=session, issue_id=issue_id, key=segment_key(plan.comparison_ids, label),
+                                 audience=plan.audience, comparison_ids=plan.comparison_ids, change_ids=change_ids)
+    return parts
