@@ -90,7 +90,8 @@ def test_a_flipped_verdict_reaches_the_readers_of_the_original_and_nobody_else(s
         emails = dict(session.execute(select(Subscriber.id, Subscriber.email)).all())
     for reader in (ada, bo):
         assert "VERDICTS THAT CHANGED" in texts[emails[reader]]
-        assert "Cellmind" in texts[emails[reader]] and "1 ship / 3 skip" in texts[emails[reader]]
+        assert "    Panel: 4 ship / 0 skip → 1 ship / 3 skip (100% → 25% ship)\n" in texts[emails[reader]]
+        assert "    Cellmind: ship → skip\n" in texts[emails[reader]]
     for reader in (cy, di):
         assert "VERDICTS THAT CHANGED" not in texts[emails[reader]]
         assert "Gridwise" in texts[emails[reader]] and "Cellmind" not in texts[emails[reader]]
