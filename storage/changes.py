@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import bindparam, select, text, update
 from sqlmodel import Session
 
-from storage.models import Comparison, Issue, Tool, VerdictChange
+from storage.models import Comparison, Delivery, Issue, Segment, Tool, VerdictChange
 from storage.records import MindChange, VerdictChangeRecord
 from storage.types import UTCDateTime
 
@@ -86,6 +86,24 @@ def waiting_changes(*, session: Session) -> list[VerdictChangeRecord]:
     ids = session.execute(select(VerdictChange.id).where(VerdictChange.issue_id.is_(None))
                           .order_by(VerdictChange.id)).scalars().all()
     return load_changes(session=session, ids=ids)
+
+
+def change_ids_for(*, session: Session, issue_id: int | None, subscriber_id: int | None) -> list[int]:
+    """The changes a reader gets with issue ``issue_id`` (the preview's question): those of their delivery's
+    segment once the issue is open, else the waiting changes of the issues they got. Without a reader (the
+    preview's sample reader) every change the issue carries or would carry."""
+    if issue_id is not None:
+        if subscriber_id is None:
+            return carried_change_ids(session=session, issue_id=issue_id)
+        stored = session.execute(select(Segment.change_ids).join(Delivery, Delivery.segment_id == Segment.id)
+                                 .where(Delivery.issue_id == issue_id, Delivery.subscriber_id == subscriber_id)).scalar()
+        return [int(part) for part in (stored or "").split(",") if part]
+    query = select(VerdictChange.id).where(VerdictChange.issue_id.is_(None)).order_by(VerdictChange.id)
+    if subscriber_id is not None:
+        got = select(Delivery.id).where(Delivery.issue_id == VerdictChange.origin_issue_id, Delivery.status == "sent",
+                                        Delivery.subscriber_id == subscriber_id).exists()
+        query = query.where(got)
+    return list(session.execute(query).scalars())
 
 
 def waiting_origins(*, session: Session) -> list[int]:

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from digest.claim.opening import open_issue
 from digest.config import Settings
 from digest.editor.dry_run import dry_run
+from digest.editor.preview import preview
 from digest.importing.comparisons import store_comparison
 from digest.importing.revisions import Panel, changed, minds
 from digest.render import mail
@@ -267,3 +268,26 @@ def test_the_dry_run_lists_the_changes_the_issue_would_carry_and_to_how_many(sen
     store_comparison(engine=engine, item=item("m", ("More", "ssss"), ("Less", "kkkk"), published_at=W47 + 2 * WEEK),
                      now=W47 + 2 * WEEK)
     assert dry_run(services=sender.services, week="2026-W49", now=W47 + 2 * WEEK).changes is None, "carried once"
+
+
+def test_the_preview_shows_a_reader_the_changes_they_would_get(sender):
+    """before W48 opens, `digest preview --as` shows Ada (who got W47) the section and Cy (who did not)
+    none; the sample reader sees every change; once open, each reader sees their segment's"""
+    engine = sender.services.engine
+    store_comparison(engine=engine, item=item("c", ("Cellmind", "ssss"), ("Quill", "ssss")), now=W47)
+    add_subscribers(engine, 1, prefix="ada")
+    send_week(sender, "2026-W47", W47)
+    add_subscribers(engine, 1, prefix="cy")
+    store_comparison(engine=engine, item=item("c", ("Cellmind", "kkkk"), ("Quill", "ssss")), now=W47 + timedelta(days=1))
+    store_comparison(engine=engine, item=item("n", ("New", "ssss"), ("Other", "kkkk"), published_at=W47 + WEEK),
+                     now=W47 + WEEK)
+    with session_scope(engine) as session:
+        ada, cy = session.execute(select(Subscriber.email).order_by(Subscriber.id)).scalars().all()
+
+    def shows_changes(as_email, now=W47 + WEEK):
+        text = preview(services=sender.services, week="2026-W48", now=now, as_email=as_email).email.text
+        return "VERDICTS THAT CHANGED" in text
+
+    assert (shows_changes(ada), shows_changes(cy), shows_changes(None)) == (True, False, True)
+    open_issue(engine=engine, week="2026-W48", now=W47 + WEEK)
+    assert (shows_changes(ada), shows_changes(cy), shows_changes(None)) == (True, False, True)

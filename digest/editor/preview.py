@@ -12,6 +12,7 @@ from digest.services import Services
 from digest.transports.base import Recipient, fill
 from digest.claim.weeks import BadWeek, iso_week, parse_week
 from storage.audience import delivery_id_for
+from storage.changes import change_ids_for
 from storage.subscribers import find_by_email_key
 from storage.comparisons import claimable_comparisons, claimed_comparisons
 from storage.issues import find_issue
@@ -63,7 +64,8 @@ class Rendered:
 
 
 def render_for(*, services: Services, week: str | None, now: datetime, as_email: str | None) -> Rendered:
-    """The issue of ``week`` (default: this week's) as ``as_email`` gets it — or a sample reader of every category."""
+    """The issue of ``week`` (default: this week's) as ``as_email`` gets it — or a sample reader of every category,
+    who sees every verdict change the issue carries (or would)."""
     settings = services.settings
     week = week_asked(week, now=now, tz=settings.tz)
     with session_scope(services.engine) as session:
@@ -75,9 +77,12 @@ def render_for(*, services: Services, week: str | None, now: datetime, as_email:
         visible = visible_to(ranked, categories)
         if not visible:
             raise NothingToPreview(f"{as_email} follows categories with nothing in issue {week}: they get no email")
+        changes = change_ids_for(session=session, issue_id=issue.id if issue else None,
+                                 subscriber_id=subscriber.id if subscriber else None)
         email = mail.render_segment(session=session, renderer=services.renderer, settings=settings, week=week,
                                     opened_at=issue.created_at if issue else now,
-                                    comparison_ids=[c.id for c in visible], audience=audience_label(ranked, categories))
+                                    comparison_ids=[c.id for c in visible], audience=audience_label(ranked, categories),
+                                    issue_id=issue.id if issue else None, change_ids=changes)
     # Id 0: no such subscriber, so the sample reader's links change nothing.
     token = services.signer.recipient_token(subscriber_id=subscriber.id if subscriber else 0, delivery_id=delivery_id,
                                           tag=subscriber.link_tag if subscriber else 0)
