@@ -33,3 +33,10 @@ class UTCDateTime(TypeDecorator):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def utc_column(**kwargs):
+    """A timezone-aware UTC datetime column (UTCDateTime) with ``kwargs``, for a SQLModel ``sa_column``."""
+    from sqlalchemy import Column
+
+    return Column(UTCDateTime(), **kwargs)

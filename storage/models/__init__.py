@@ -15,11 +15,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, Relationship, SQLModel
 
-from storage.types import UTCDateTime, utcnow
-
-
-def _utc(**kwargs) -> Column:
-    return Column(UTCDateTime(), **kwargs)
+from storage.types import utc_column as _utc
+from storage.types import utcnow
 
 
 class SubscriberStatus(str, enum.Enum):
@@ -175,50 +172,6 @@ class IssueComparison(SQLModel, table=True):
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # the comparison's, as claimed
 
 
-class ComparisonVersion(SQLModel, table=True):
-    """A version of a claimed comparison that a newer one replaced (issue 16): what an issue carried stays
-    what its archive page and its late senders show, and what a change of verdict is measured from.
-
-    ``content`` is the version as JSON in the importer's shape (digest.importing.revisions). Only claimed
-    comparisons keep old versions: one no issue carried was never read, and can still be deleted whole.
-    """
-
-    __tablename__ = "comparison_version"
-    __table_args__ = (UniqueConstraint("comparison_id", "version"),)
-    id: int | None = Field(default=None, primary_key=True)
-    comparison_id: int = Field(foreign_key="comparison.id")
-    version: int
-    content: str
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
-
-
-class VerdictChange(SQLModel, table=True):
-    """A tool's panel verdict that changed after readers got it (issue 16): its majority flipped between ship
-    and skip, or its ship % moved by 25 points or more, between the version readers last saw and the newest.
-
-    Waiting while ``issue_id`` is None; the next issue that opens with new comparisons carries it (sets
-    ``issue_id``) to the readers of ``origin_issue_id``, the issue that sent the comparison first. A newer
-    version replaces a waiting change; a carried one stays, and what it showed is what readers saw last.
-    """
-
-    __tablename__ = "verdict_change"
-    id: int | None = Field(default=None, primary_key=True)
-    comparison_id: int = Field(foreign_key="comparison.id", index=True)
-    origin_issue_id: int = Field(foreign_key="issue.id")
-    issue_id: int | None = Field(default=None, foreign_key="issue.id", index=True)
-    tool_position: int
-    before_version: int
-    after_version: int
-    before_ship: int
-    before_skip: int
-    after_ship: int
-    after_skip: int
-    before_pct: int | None = None
-    after_pct: int | None = None
-    minds: str = "[]"  # JSON: [[persona, verdict before or null, verdict after or null], …]
-    recorded_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
-
-
 class Segment(SQLModel, table=True):
     """A distinct content of an issue: the comparisons one group of subscribers sees. Rendered once."""
 
@@ -329,19 +282,8 @@ class SendThrottle(SQLModel, table=True):
     reason: str = ""
 
 
-class FeedState(SQLModel, table=True):
-    """What a comparison feed (digest.importing.feed) last answered, one row per URL, kept in the database
-    so every scheduler and host sends the same validators and the dry run can say how the feed is doing."""
-
-    __tablename__ = "feed_state"
-    id: int | None = Field(default=None, primary_key=True)
-    url: str = Field(sa_column=Column(String(2000), unique=True, nullable=False))
-    etag: str | None = None  # of the last answer imported: sent back as If-None-Match (a 304 imports nothing)
-    last_modified: str | None = None  # likewise, as If-Modified-Since
-    answered_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))  # the last good answer
-    not_modified: bool = False  # that answer was a 304
-    created: int = 0  # what that answer brought
-    updated: int = 0
-    unchanged: int = 0
-    error: str | None = None  # what went wrong since, in words; None once it answers again
-    failing_since: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+# Tables of their own concern, in modules of their own; imported here so that `storage.models` registers
+# every table and names every model, as it always has.
+from storage.models.feeds import FeedState as FeedState  # noqa: E402
+from storage.models.verdicts import ComparisonVersion as ComparisonVersion  # noqa: E402
+from storage.models.verdicts import VerdictChange as VerdictChange  # noqa: E402
