@@ -11,7 +11,8 @@ from itertools import cycle
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from digest.render.changes import MAX_CHANGES_SHOWN, MAX_TOOLS_SHOWN, majority, minds_line, week_words
+from digest.render.changes import MAX_CHANGES_SHOWN, MAX_TOOLS_SHOWN, change_views, majority, minds_line, week_words
+from digest.render.text import Tagged
 from digest.render.verdicts import Tally
 from digest.transports.outbox import OutboxTransport
 from storage.records import MindChange
@@ -117,6 +118,14 @@ def test_the_section_is_capped_and_says_how_many_more(tools, shown):
     assert f"\n\nAnd {more} more {'verdict' if more == 1 else 'verdicts'} changed:\n{site_link}\n" in email.text
     assert f'<a href="{site_link}">And {more} more' in email.html
     assert sum(tools[:shown]) <= MAX_TOOLS_SHOWN
+
+
+def test_uncapped_views_show_every_change():
+    "capped=False (for the web version, which no mail client clips): every comparison, no 'more' line"
+    changes = [changed_verdict(index, tool=f"Tool {position}") for index in range(1, 6) for position in range(4)]
+    views = change_views(changes, link=Tagged, capped=False)
+
+    assert [len(view.tools) for view in views.shown] == [4] * 5 and (views.more_count, views.more) == (0, "")
 
 
 def test_without_changes_there_is_no_section():

@@ -125,17 +125,20 @@ def tool_change(record: VerdictChangeRecord) -> ToolChange:
                       panel=panel, minds=minds_line(record.minds))
 
 
-def change_views(changes: Sequence[VerdictChangeRecord], *, link: Callable[[str], Tagged]) -> Changes:
+def change_views(changes: Sequence[VerdictChangeRecord], *, link: Callable[[str], Tagged],
+                 capped: bool = True) -> Changes:
     """The section for ``changes``: one view per comparison, in the order of its first record, its tools in
     their records' order; the comparison's title, link and week are its first record's. Capped by
-    MAX_CHANGES_SHOWN and MAX_TOOLS_SHOWN: the first comparison that does not fit ends the list."""
+    MAX_CHANGES_SHOWN and MAX_TOOLS_SHOWN (the first comparison that does not fit ends the list) unless
+    ``capped`` is False: the web version is a page, with no clipping to fit under."""
     grouped: dict[int, list[VerdictChangeRecord]] = {}
     for record in changes:
         grouped.setdefault(record.comparison_id, []).append(record)
     shown: list[ComparisonChange] = []
     tools = 0
     for records in grouped.values():
-        if len(shown) == MAX_CHANGES_SHOWN or (shown and tools + len(records) > MAX_TOOLS_SHOWN):
+        full = len(shown) == MAX_CHANGES_SHOWN or (shown and tools + len(records) > MAX_TOOLS_SHOWN)
+        if capped and full:
             break
         tools += len(records)
         shown.append(comparison_change(records, link=link))
