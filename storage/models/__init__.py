@@ -287,3 +287,6 @@ class SendThrottle(SQLModel, table=True):
 from storage.models.feeds import FeedState as FeedState  # noqa: E402
 from storage.models.verdicts import ComparisonVersion as ComparisonVersion  # noqa: E402
 from storage.models.verdicts import VerdictChange as VerdictChange  # noqa: E402
+from storage.models.votes import SitePush as SitePush  # noqa: E402
+from storage.models.votes import Vote as Vote  # noqa: E402
+from storage.models.votes import VoteEvent as VoteEvent  # noqa: E402
