@@ -146,6 +146,11 @@ class Links:
     def click(self, url: str, token: str = TOKEN_TAG) -> str:
         return f"{self.base_url}/c/{self.signer.link_token(url)}?r={token}"
 
+    def vote(self, slug: str, tool: int, choice: str, token: str = TOKEN_TAG) -> str:
+        """A reader's ship/skip link for tool ``tool`` (1-based) of comparison ``slug`` (issue 17): the token is
+        the recipient token the email already carries, so the link costs no substitution of its own."""
+        return f"{self.base_url}/v/{token}/{quote(slug, safe='')}/{tool}/{choice}"
+
     def archive(self, week: str) -> str:
         return f"{self.base_url}/archive/{quote(week)}"
 
