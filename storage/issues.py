@@ -156,9 +156,9 @@ def create_issue(*, session: Session, week: str, now: datetime) -> Issue:
 
 
 def add_segment(*, session: Session, issue_id: int, key: str, audience: str, comparison_ids: Sequence[int],
-                change_ids: Sequence[int] = ()) -> Segment:
+                change_ids: Sequence[int] = (), reader_results: bool = False) -> Segment:
     segment = Segment(issue_id=issue_id, key=key, audience=audience, comparison_ids=",".join(map(str, comparison_ids)),
-                      change_ids=",".join(map(str, change_ids)))
+                      change_ids=",".join(map(str, change_ids)), reader_results=reader_results)
     session.add(segment)
     session.flush()
     return segment

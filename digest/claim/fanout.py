@@ -1,10 +1,11 @@
-"""Fan an issue out: a pending delivery per reader, in the segment of the email they get — and with it the
-verdicts that changed, for the readers who got them (issue 16, item 3).
+"""Fan an issue out: a pending delivery per reader, in the segment of the email they get — and with it what
+only some readers get: the verdicts that changed, for the readers who got them (issue 16, item 3), and the
+readers' votes on the previous issue, for the readers of that issue (issue 17, item 5).
 
-The changes ride along with an issue that has new comparisons; they never open one by themselves. A
-reader gets the changes of the comparisons they received: each planned segment splits by which of the
-original issues its readers got, each part a segment of its own (rendered once, like any other), and
-the fan-out's one INSERT puts every reader in their part (storage.issues.fan_out).
+Both ride along with an issue that has new comparisons; they never open one by themselves. Each planned
+segment splits by which of the earlier issues concerned its readers got, each part a segment of its own
+(rendered once, like any other), and the fan-out's one INSERT puts every reader in their part
+(storage.issues.fan_out).
 """
 
 from __future__ import annotations
@@ -21,14 +22,22 @@ from storage.models import Segment
 
 @dataclass(frozen=True)
 class Carry:
-    """The changes an issue claimed, the original issues they are for, and the audience by what it got."""
+    """What only the readers of earlier issues get: the changes claimed (each for the readers of its original
+    issue) and the previous issue whose readers get its readers' results; by what the audience got."""
 
     changes: list[tuple[int, int]]  # (change id, original issue id)
+    results_from: int | None  # the previous issue, when this one carries its readers' results
     origins: list[int]  # bit k of a reader's "got" is origins[k]
     audience: dict[tuple[str, int], int]  # (categories followed, got) → readers
 
+    def _got(self, got: int, issue_id: int) -> bool:
+        return bool(got >> self.origins.index(issue_id) & 1)
+
     def change_ids(self, got: int) -> list[int]:
-        return [change_id for change_id, origin in self.changes if got >> self.origins.index(origin) & 1]
+        return [change_id for change_id, origin in self.changes if self._got(got, origin)]
+
+    def results(self, got: int) -> bool:
+        return self.results_from is not None and self._got(got, self.results_from)
 
 
 @dataclass
@@ -36,16 +45,18 @@ class FannedOut:
     segments: list[Segment] = field(default_factory=list)
     changes: int = 0  # verdict changes carried
     told: int = 0  # readers who get them
+    results_told: int = 0  # readers who get the previous issue's readers' results
 
     @property
     def deliveries(self) -> int:
         return sum(segment.size for segment in self.segments)
 
 
-def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now: datetime) -> FannedOut:
-    """Segments and deliveries for ``planned``, plus the parts that carry verdict changes; in the
-    opening's transaction."""
-    carry = _claim_carry(session=session, issue_id=issue_id, now=now)
+def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now: datetime,
+                  results_from: int | None = None) -> FannedOut:
+    """Segments and deliveries for ``planned``, plus the parts that carry verdict changes or, for the readers
+    of issue ``results_from``, its readers' results; in the opening's transaction."""
+    carry = _claim_carry(session=session, issue_id=issue_id, now=now, results_from=results_from)
     result = FannedOut(changes=len(carry.changes) if carry else 0)
     for plan in planned:
         segment = add_segment(session=session, issue_id=issue_id, key=plan.key, audience=plan.audience,
@@ -60,15 +71,17 @@ def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now
         for segment in result.segments:
             segment.size = sizes.get(segment.id, 0)
         result.told = sum(segment.size for segment in result.segments if segment.change_ids)
+        result.results_told = sum(segment.size for segment in result.segments if segment.reader_results)
     return result
 
 
-def _claim_carry(*, session, issue_id: int, now: datetime) -> Carry | None:
+def _claim_carry(*, session, issue_id: int, now: datetime, results_from: int | None) -> Carry | None:
     changes = claim_changes(session=session, issue_id=issue_id)
-    if not changes:
+    origins = sorted({origin for _, origin in changes} | ({results_from} if results_from is not None else set()))
+    if not origins:
         return None
-    origins = sorted({origin for _, origin in changes})
-    return Carry(changes=changes, origins=origins, audience=audience_got(session=session, now=now, origins=origins))
+    return Carry(changes=changes, results_from=results_from, origins=origins,
+                 audience=audience_got(session=session, now=now, origins=origins))
 
 
 def _parts(*, session, issue_id: int, plan: SegmentPlan, carry: Carry) -> dict[int, Segment]:
@@ -76,8 +89,9 @@ def _parts(*, session, issue_id: int, plan: SegmentPlan, carry: Carry) -> dict[i
     sets = set(plan.category_sets)
     parts = {}
     for got in sorted({got for categories, got in carry.audience if got and categories in sets}):
-        change_ids = carry.change_ids(got)
-        label = f"{plan.audience}|changes:{','.join(map(str, change_ids))}"
+        change_ids, results = carry.change_ids(got), carry.results(got)
+        label = f"{plan.audience}|changes:{','.join(map(str, change_ids))}|results:{results}"
         parts[got] = add_segment(session=session, issue_id=issue_id, key=segment_key(plan.comparison_ids, label),
-                                 audience=plan.audience, comparison_ids=plan.comparison_ids, change_ids=change_ids)
+                                 audience=plan.audience, comparison_ids=plan.comparison_ids, change_ids=change_ids,
+                                 reader_results=results)
     return parts

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from digest.claim.fanout import fan_out_issue
 from digest.claim.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
 from digest.claim.weeks import week_monday
+from digest.votes.results import reader_results, to_json
 from storage.comparisons import claimable_comparisons, claimed_comparisons
 from storage.db import session_scope
 from storage.faults import Conflict
@@ -26,6 +27,7 @@ from storage.issues import (
     set_ranks,
 )
 from storage.models import Issue
+from storage.reader_results import previous_issue, votes_on_issue
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -50,6 +52,16 @@ def plan_issue(*, session, now: datetime, ranked: list[ComparisonFacts] | None =
     return IssuePlan(ranked=ranked, segments=plan_segments(ranked, audience), audience=audience)
 
 
+def _results_of_previous(session, issue: Issue) -> int | None:
+    """Fix the readers' votes on the previous issue into ``issue`` (issue 17); that issue's id when there are
+    any to tell its readers, else None."""
+    previous = previous_issue(session=session, week=issue.week)
+    if previous is None:
+        return None
+    issue.reader_results = to_json(reader_results(votes_on_issue(session=session, issue_id=previous.id)))
+    return previous.id if issue.reader_results else None
+
+
 @dataclass
 class Opened:
     issue: Issue | None
@@ -59,6 +71,7 @@ class Opened:
     unmatched: int = 0  # active subscribers who follow none of the claimed comparisons' categories
     changes: int = 0  # verdict changes carried (digest.claim.changes)
     told: int = 0  # readers who get them
+    results_told: int = 0  # readers of the previous issue who get its readers' results (issue 17)
 
 
 def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
@@ -81,7 +94,9 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
             ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
             set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
             plan = plan_issue(session=session, now=now, ranked=ranked)
-            fanned = fan_out_issue(session=session, issue_id=issue.id, planned=plan.segments, now=now)
+            previous = _results_of_previous(session, issue)
+            fanned = fan_out_issue(session=session, issue_id=issue.id, planned=plan.segments, now=now,
+                                   results_from=previous)
             deliveries = fanned.deliveries
             refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now
@@ -89,7 +104,7 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
             if deliveries == 0:
                 issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
             return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched,
-                          changes=fanned.changes, told=fanned.told)
+                          changes=fanned.changes, told=fanned.told, results_told=fanned.results_told)
     except Conflict:
         with session_scope(engine) as session:
             existing = find_issue(session=session, week=week)

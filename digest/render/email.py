@@ -23,6 +23,8 @@ import jinja2
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
 from digest.render.changes import change_views
+from digest.render.results import result_views
+from digest.votes.results import ReaderResult
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
 from digest.render.verdicts import Decision, decide, week_headline
@@ -108,13 +110,14 @@ class Renderer:
 
     def render_segment(
         self, *, week: str, issue_date: date, comparisons: Sequence[ComparisonRecord], more_count: int, audience: str,
-        web: bool = False, changes: Sequence[VerdictChangeRecord] = (),
+        web: bool = False, changes: Sequence[VerdictChangeRecord] = (), results: Sequence[ReaderResult] = (),
     ) -> RenderedEmail:
         """Render what every recipient of one segment gets, with their per-recipient values as tags.
 
         ``comparisons`` are plain records (`storage.comparisons.load_comparisons`), ranked and capped by the
         caller; ``more_count`` is how many more comparisons the issue has for these readers; ``audience`` says
-        why they get it; ``changes`` are the verdicts that changed since these readers got them (issue 16).
+        why they get it; ``changes`` are the verdicts that changed since these readers got them (issue 16),
+        ``results`` the readers' votes on the previous issue (issue 17).
         ``web``: the page for anyone (the archive), with no tag and nothing per recipient; its ``text`` is
         empty, since the text part exists for mail clients only.
         """
@@ -125,7 +128,8 @@ class Renderer:
         if web:
             context.update(self._web_context(comparisons))
         link = (lambda url: Tagged(self._direct(url))) if web else self._click
-        context["changes"] = change_views(changes, link=link)
+        context["changes"] = change_views(changes, link=link, capped=not web)
+        context["reader_results"] = result_views(results, link=link, capped=not web)
         templates = (SUBJECT_TEMPLATE, "" if web else TEXT_TEMPLATE, MJML_TEMPLATE)
         email = render_email(env=self.env, templates=templates, context=context)
         return replace(email, html=web_page(email.html)) if web else email

@@ -16,6 +16,7 @@ from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail
 from digest.subscribers.names import clean_name
 from digest.transports.base import Batch, Recipient
+from digest.votes.results import ReaderResult
 from storage.changes import load_changes
 from storage.comparisons import load_comparisons, load_issue_comparisons
 
@@ -27,9 +28,10 @@ def listed_ids(stored: str) -> list[int]:
 
 def render_segment(*, session, renderer: Renderer, settings: Settings, week: str, opened_at: datetime,
                    comparison_ids: Sequence[int], audience: str, web: bool = False, issue_id: int | None = None,
-                   change_ids: Sequence[int] = ()) -> RenderedEmail:
+                   change_ids: Sequence[int] = (), results: Sequence[ReaderResult] = ()) -> RenderedEmail:
     """What every reader of one segment gets: the first `max_shown` of ``comparison_ids`` (ranked) in full,
-    the rest as "and K more", then the verdicts ``change_ids`` that changed since they read them; dated by
+    the rest as "and K more", then the readers' ``results`` on the previous issue and the verdicts
+    ``change_ids`` that changed since they read them; dated by
     when the issue opened (or would open), in the configured zone. With ``issue_id`` the comparisons are
     the versions that issue carried (an update since does not rewrite an issue); without, the current ones."""
     shown, more = cap(list(comparison_ids), settings.max_shown)
@@ -45,6 +47,7 @@ def render_segment(*, session, renderer: Renderer, settings: Settings, week: str
         audience=audience,
         web=web,
         changes=load_changes(session=session, ids=change_ids),
+        results=results,
     )
 
 

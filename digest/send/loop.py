@@ -29,6 +29,7 @@ from digest.render.environment import RenderedEmail
 from digest.send.owners import is_dead_here, new_owner
 from digest.services import Services
 from digest.transports.base import Batch, PermanentError, RateLimited, TransientError
+from digest.votes.results import from_json
 from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
 from storage.issues import complete_issue, find_segment, issue_segments
 from storage.models import DeliveryStatus, Issue, Segment
@@ -229,7 +230,8 @@ class Sender:
         email = mail.render_segment(session=session, renderer=self.services.renderer, settings=self.services.settings,
                                     week=issue.week, opened_at=issue.created_at,
                                     comparison_ids=mail.listed_ids(segment.comparison_ids), audience=segment.audience,
-                                    issue_id=issue.id, change_ids=mail.listed_ids(segment.change_ids))
+                                    issue_id=issue.id, change_ids=mail.listed_ids(segment.change_ids),
+                                    results=from_json(issue.reader_results) if segment.reader_results else ())
         return segment, email
 
     # -- leases and bookkeeping ------------------------------------------------------------------------

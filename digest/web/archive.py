@@ -19,6 +19,7 @@ from digest.render.email import Renderer, issue_label
 from digest.render.mail import render_segment
 from digest.web.context import WebContext, get_context
 from storage.db import session_scope
+from digest.votes.results import from_json
 from storage.changes import carried_change_ids
 from storage.issues import PublishedIssue, find_issue, published_issues, ranked_comparison_ids
 
@@ -63,11 +64,13 @@ def archive_issue(week: str, ctx: WebContext = Depends(get_context)) -> Response
             return ctx.not_found()
         # Capped to max_shown with "and K more", dated by the issue's opening: as the email shows it.
         # Renderer's default is the one email environment of the process (email_environment()).
-        # The versions the issue carried, and every verdict change it carried (to some of its readers).
+        # The versions the issue carried, and every verdict change and readers' result it carried (to some of
+        # its readers).
         email = render_segment(session=session, renderer=Renderer(settings=ctx.settings, links=ctx.links),
                                settings=ctx.settings, week=issue.week, opened_at=issue.created_at,
                                comparison_ids=ranked, audience="all categories", web=True, issue_id=issue.id,
-                               change_ids=carried_change_ids(session=session, issue_id=issue.id))
+                               change_ids=carried_change_ids(session=session, issue_id=issue.id),
+                               results=from_json(issue.reader_results))
     return HTMLResponse(email.html, headers={"Content-Security-Policy": ARCHIVE_CSP, **CACHE})
 
 

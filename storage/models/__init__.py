@@ -159,6 +159,9 @@ class Issue(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     fanned_out_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     completed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # The readers' votes on the previous issue's comparisons, as this issue tells them (issue 17): JSON, fixed
+    # when the issue opens, so every batch and every worker shows the same figures. "" when there were none.
+    reader_results: str = Field(default="", sa_column_kwargs={"server_default": ""})
 
 
 class IssueComparison(SQLModel, table=True):
@@ -183,6 +186,8 @@ class Segment(SQLModel, table=True):
     audience: str = ""  # why they get it, shown in the footer: "all categories", "Writing and Data"
     size: int = 0  # recipients at fan-out
     change_ids: str = Field(default="", sa_column_kwargs={"server_default": ""})  # verdict_change ids, ","-joined
+    reader_results: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})  # its readers got
+    # the previous issue, so they get its readers' results (issue 17)
 
 
 class Delivery(SQLModel, table=True):

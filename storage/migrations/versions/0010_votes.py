@@ -1,5 +1,6 @@
 """Readers' votes (issue 17): vote (one standing vote per reader and tool), vote_event (every vote cast, in
-order: the pull API's pages and the site push's outbox) and site_push (how far the push has got)
+order: the pull API's pages and the site push's outbox), site_push (how far the push has got), and the
+readers' results an issue carries (issue.reader_results) to the readers of the one before (segment.reader_results)
 
 Revision ID: 0010
 Revises: 0009
@@ -20,6 +21,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column('issue', sa.Column('reader_results', sqlmodel.sql.sqltypes.AutoString(), server_default='',
+                                     nullable=False))
+    op.add_column('segment', sa.Column('reader_results', sa.Boolean(), server_default=sa.false(), nullable=False))
     op.create_table('vote',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('subscriber_id', sa.Integer(), nullable=False),
@@ -64,3 +68,7 @@ def downgrade() -> None:
     op.drop_index('ix_vote_issue_id', table_name='vote')
     op.drop_index('ix_vote_tool', table_name='vote')
     op.drop_table('vote')
+    with op.batch_alter_table('segment') as batch:
+        batch.drop_column('reader_results')
+    with op.batch_alter_table('issue') as batch:
+        batch.drop_column('reader_results')
