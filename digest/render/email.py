@@ -27,7 +27,7 @@ from digest.render.results import result_views
 from digest.votes.results import ReaderResult
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged, first_sentence, one_line
-from digest.render.verdicts import Decision, decide, week_headline
+from digest.render.verdicts import Decision, decide, opinion_lede, week_headline
 from storage.records import ComparisonRecord, ReviewRecord, VerdictChangeRecord
 
 MJML_TEMPLATE = "email/digest.mjml.j2"
@@ -49,11 +49,13 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 @dataclass(frozen=True)
 class Opinion:
-    """One review quoted as "the strongest opinion" of a comparison."""
+    """One review quoted as the strongest opinion of a comparison, and its lede: why it matters, in the
+    editor's words (`digest.render.verdicts.opinion_lede`)."""
 
     tool: str
     review: ReviewRecord
     quote: str
+    lede: str
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,12 @@ def strongest_opinion(comparison: ComparisonRecord) -> Opinion | None:
     that scores 40 where the others give 80 is the line that makes a reader open the full verdict. Ties go
     to the higher score, then to page order. Reviews without text cannot be quoted.
     """
-    reviews = [(tool.name, review) for tool in comparison.tools for review in tool.reviews if review.text.strip()]
+    reviews = [(tool, review) for tool in comparison.tools for review in tool.reviews if review.text.strip()]
     if not reviews:
         return None
     mean = sum(review.score for _, review in reviews) / len(reviews)
     tool, review = max(reviews, key=lambda pair: (abs(pair[1].score - mean), pair[1].score))
-    return Opinion(tool=tool, review=review, quote=first_sentence(review.text))
+    return Opinion(tool=tool.name, review=review, quote=first_sentence(review.text), lede=opinion_lede(review, tool))
 
 
 def web_page(html: str) -> str:

@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from digest.render.text import clip
 from storage.records import ComparisonRecord, ReviewRecord, ToolRecord
 
-# A tool name in the decision line: the line stays one line of a phone screen (the card shows it in full).
+# A tool name in the decision line, the headline and the lede: the line stays one line of a phone screen; the
+# card's h3 clips at the same length (tools.mjml.j2).
 PICK_NAME_MAX = 40
+
+# A seat's name in the opinion's lede ("the Skeptic"), as the seat table shows it (tools.mjml.j2): the site's
+# four are 7 or 8 characters.
+LEDE_SEAT_MAX = 12
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,37 @@ def week_headline(decisions: Sequence[Decision], total: int) -> str:
     if clearest.runner_up is None:
         return f"{count} this week — the clearest: {winner}"
     return f"{count} this week — the clearest: {winner} over {clip(clearest.runner_up.tool.name, PICK_NAME_MAX)}"
+
+
+def opinion_lede(review: ReviewRecord, tool: ToolRecord) -> str:
+    """Why the quoted opinion matters, as an editor writes it (issue 16, item 8), from where ``review`` stands
+    in its tool's panel (``tool.reviews``, itself included):
+
+    - in the minority: "The lone dissent: the Skeptic would skip Cellmind (40/100) while the rest of the
+      panel ships it." ("A dissent: … while most of the panel ships it." when it is not alone);
+    - in the majority, or alone: "The strongest case for Cellmind: the Builder, 92/100." / "The strongest
+      case against Cellmind: the Skeptic would skip it, 30/100.";
+    - the panel evenly split: "The panel splits on Cellmind: the Skeptic would skip it (40/100).".
+
+    A verdict that is neither ship nor skip takes no side: "The strongest opinion on Cellmind: the Builder,
+    60/100.". Names are clipped (a lede is a line or two); the templates escape it.
+    """
+    seat, name = clip(review.persona, LEDE_SEAT_MAX), clip(tool.name, PICK_NAME_MAX)
+    score, verdict = review.score, review.verdict
+    if verdict not in ("ship", "skip"):
+        return f"The strongest opinion on {name}: the {seat}, {score}/100."
+    votes = tally(tool.reviews)
+    same, other = (votes.ship, votes.skip) if verdict == "ship" else (votes.skip, votes.ship)
+    if other > same:
+        alone = same == 1 and other == len(tool.reviews) - 1
+        lead, rest = ("The lone dissent", "the rest of the panel") if alone else ("A dissent", "most of the panel")
+        majority = "skips" if verdict == "ship" else "ships"
+        return f"{lead}: the {seat} would {verdict} {name} ({score}/100) while {rest} {majority} it."
+    if other == same:
+        return f"The panel splits on {name}: the {seat} would {verdict} it ({score}/100)."
+    if verdict == "ship":
+        return f"The strongest case for {name}: the {seat}, {score}/100."
+    return f"The strongest case against {name}: the {seat} would skip it, {score}/100."
 
 
 def _rank(tool: ToolVerdict) -> tuple[int, float]:
