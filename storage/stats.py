@@ -1,11 +1,12 @@
-"""Per-issue counts for `digest stats` (digest.track.stats, which defines each figure): two GROUP BY queries."""
+"""Counts for `digest stats` (digest.track.stats, which defines each figure): three GROUP BY queries per
+issue, and where the push of vote events to the site has got."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, and_, case, distinct, exists, func, select
 
 from storage.events import STORED_KIND
-from storage.models import Delivery, DeliveryStatus, Event, Issue
+from storage.models import Delivery, DeliveryStatus, Event, Issue, SitePush, Vote, VoteEvent
 
 UNSUBSCRIBE_KINDS = ("unsubscribe", "group_unsubscribe")
 # IssueStats field → the per-delivery column summed into it.
@@ -31,6 +32,11 @@ def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[s
                   for row in connection.execute(_delivery_counts(issue_filter))}
         for row in connection.execute(_event_counts(issue_filter)):
             counts[row.week].update({name: int(getattr(row, name) or 0) for name in EVENT_COUNTS})
+        for row in connection.execute(_vote_counts(issue_filter)):
+            figures = counts[row.week]
+            figures.update(votes=row.votes, voters=row.voters)
+            # A vote is a click for engagement: a reader who voted without a human click joins the clickers.
+            figures["clickers"] = figures.get("clickers", 0) + row.voted_without_click
     return counts
 
 
@@ -77,3 +83,32 @@ def _event_counts(issue_filter: list):
         select(Issue.week, machine_only, *sums)
         .select_from(per_delivery).join(Issue, Issue.id == d.issue_id).group_by(Issue.week)
     )
+
+
+def _vote_counts(issue_filter: list):
+    """Per issue: the standing votes cast from its email, their distinct readers, and how many of those
+    readers' deliveries of it have no human click (the clickers the event counts do not hold yet)."""
+    human_click = exists().where(Event.delivery_id == Delivery.id, Event.kind == "click", Event.machine.is_(False))
+    # The delivery is the reader's email of that issue (one per reader and issue: uq_delivery_subscriber_issue).
+    voted_only = case((and_(Delivery.id.is_not(None), ~human_click), Delivery.id))
+    return (
+        select(Issue.week, func.count(Vote.id).label("votes"), func.count(distinct(Vote.subscriber_id)).label("voters"),
+               func.count(distinct(voted_only)).label("voted_without_click"))
+        .select_from(Vote).join(Issue, Issue.id == Vote.issue_id)
+        .outerjoin(Delivery, and_(Delivery.issue_id == Vote.issue_id, Delivery.subscriber_id == Vote.subscriber_id))
+        .where(*issue_filter).group_by(Issue.week)
+    )
+
+
+def site_push_counts(*, engine: Engine) -> dict:
+    """How far the push of vote events to the site has got: events waiting (after ``pushed_through``; no
+    site_push row yet means none pushed), the oldest one's cast_at, and the failing state the push keeps."""
+    with engine.connect() as connection:
+        push = connection.execute(select(SitePush).where(SitePush.id == 1)).first()
+        pushed_through = push.pushed_through if push is not None else 0
+        waiting, oldest = connection.execute(select(func.count(VoteEvent.id), func.min(VoteEvent.cast_at))
+                                             .where(VoteEvent.id > pushed_through)).one()
+    return {"waiting": waiting, "oldest_waiting_at": oldest,
+            "failing_since": push.failing_since if push is not None else None,
+            "last_error": push.last_error if push is not None else None,
+            "expired": push.expired if push is not None else 0}

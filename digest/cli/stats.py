@@ -20,11 +20,20 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="write a page with a chart of the rates over the issues to this file")] = None,
 ) -> None:
-    """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, unsubscribes.
+    """Per issue: recipients, sent, failed, delivered, bounced, human and machine opens, clickers, votes, unsubscribes.
 
     People are counted once per delivery (a reader who opens five times is one human opener); machine
     opens (image proxies, Apple Mail Privacy Protection, opens within seconds of the send) are kept apart
     from human ones. Rates are of delivered when the Event Webhook reported deliveries, else of sent.
+
+    Votes are readers' standing Ship/Skip votes cast from that issue's email, voters the readers who cast
+    them. A vote counts as a click for engagement: a reader who voted from the issue's email is one of its
+    clickers, once, whether or not they also clicked a link.
+
+    With DIGEST_SITE_WEBHOOK_URL set, a last line says how many vote events wait for the push to the
+    site, and since when the push fails and why. --json prints {"issues": [one object per issue],
+    "site_push": {"waiting", "oldest_waiting_at", "failing_since", "last_error", "expired"} or null
+    when no site webhook is set}.
 
     --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
     issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
@@ -32,18 +41,23 @@ def stats(
     \b
     Examples:
       digest stats --week 2026-W48
+      digest stats --json
       digest stats --html stats.html
     """
     import json
 
-    from digest.track.stats import issue_stats
+    from digest.track.stats import issue_stats, site_push_status
 
     settings = settings_for_run(need_secrets=False)
-    rows = issue_stats(engine=engine_for(settings), week=week)
+    engine = engine_for(settings)
+    rows = issue_stats(engine=engine, week=week)
     if week and not rows:
         raise fail(f"no issue for week {week}; `digest stats` lists every issue")
+    # getattr: DIGEST_SITE_WEBHOOK_URL comes with the push (digest.votes.push); until then there is none to watch.
+    push = site_push_status(engine=engine, webhook_url=getattr(settings, "site_webhook_url", None))
     if as_json:
-        sys.stdout.write(json.dumps([row.as_dict() for row in rows], indent=2) + "\n")
+        document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif html is not None:
         from digest.track.stats_page import stats_page
 
@@ -53,6 +67,20 @@ def stats(
         console.print("no issues yet")
     else:
         console.print(stats_table(rows[:last] if last > 0 else rows))
+    if push is not None and not as_json and html is None:
+        console.print(push_line(push), highlight=False)
+
+
+def push_line(push) -> str:
+    """ "site push: 12 vote events waiting (oldest 2026-11-29 10:00 UTC); failing since …: HTTP 503" """
+    line = f"site push: {push.waiting} vote {'event' if push.waiting == 1 else 'events'} waiting"
+    if push.oldest_waiting_at is not None:
+        line += f" (oldest {push.oldest_waiting_at:%Y-%m-%d %H:%M} UTC)"
+    if push.failing_since is not None:
+        line += f"; failing since {push.failing_since:%Y-%m-%d %H:%M} UTC: {push.last_error or 'no error recorded'}"
+    if push.expired:
+        line += f"; {push.expired} expired unsent after 3 days of retries"
+    return line
 
 
 def stats_table(rows) -> Table:
@@ -83,7 +111,9 @@ FIGURES = {
     "human openers": lambda r: f"{r.human_openers}{pct(r.rates['open'])}",
     "machine-only openers": lambda r: f"{r.machine_only_openers}{pct(r.rates['machine_only_open'])}",
     "opens, all (machine)": lambda r: f"{r.opens} ({r.machine_opens})",
-    "clickers": lambda r: f"{r.clickers}{pct(r.rates['click'])}",
+    "clickers (incl. voters)": lambda r: f"{r.clickers}{pct(r.rates['click'])}",
+    "votes": lambda r: str(r.votes),
+    "voters": lambda r: f"{r.voters}{pct(r.rates['vote'])}",
     "unsubscribes": lambda r: f"{r.unsubscribes}{pct(r.rates['unsubscribe'])}",
     "complaints": lambda r: f"{r.complaints}{pct(r.rates['complaint'])}",
     "% base": lambda r: r.rate_base,

@@ -1,4 +1,4 @@
-"""Per-issue figures for editors (`digest stats`): counted in the database, two GROUP BY queries in all.
+"""Per-issue figures for editors (`digest stats`): counted in the database, three GROUP BY queries in all.
 
 Definitions (each "deliveries with …" counts a recipient once, however many events they caused):
 - recipients: deliveries of the issue (the audience fixed at fan-out); sent / failed: by delivery status;
@@ -9,19 +9,27 @@ Definitions (each "deliveries with …" counts a recipient once, however many ev
 - machine-only openers: deliveries opened, but only by machines (image proxies, Apple Mail Privacy
   Protection): probably unread, possibly read;
 - opens / machine opens: every open event, and those flagged machine (totals, not people);
-- clickers: deliveries with a click not flagged machine (link scanners); clicks: every click event;
+- clickers: deliveries with a click not flagged machine (link scanners), or whose reader voted from that
+  issue's email: a vote is a click for engagement, and a reader who clicked and voted counts once;
+  clicks: every click event (votes are not clicks there);
+- votes: readers' standing votes (one per reader and tool, the last choice) cast from that issue's email;
+  voters: the distinct readers among them. A reader who is deleted takes their votes with them;
 - unsubscribes / complaints: deliveries with an unsubscribe (any source) / a spam report.
 
 Rates are of *delivered* when the issue has any delivered events (the webhook is on), else of *sent*
 (`rate_base` says which): bounce rate is always of sent.
+
+Not per issue: the push of vote events to the site (DIGEST_SITE_WEBHOOK_URL), how many wait and since when
+it fails (`site_push_status`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from storage.stats import issue_counts
+from storage.stats import issue_counts, site_push_counts
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -43,6 +51,8 @@ class IssueStats:
     machine_opens: int = 0
     clickers: int = 0
     clicks: int = 0
+    votes: int = 0
+    voters: int = 0
     unsubscribes: int = 0
     complaints: int = 0
 
@@ -61,6 +71,7 @@ class IssueStats:
             "open": self._rate(self.human_openers, base),
             "machine_only_open": self._rate(self.machine_only_openers, base),
             "click": self._rate(self.clickers, base),
+            "vote": self._rate(self.voters, base),
             "unsubscribe": self._rate(self.unsubscribes, base),
             "complaint": self._rate(self.complaints, base),
         }
@@ -74,3 +85,26 @@ def issue_stats(*, engine: Engine, week: str | None = None) -> list[IssueStats]:
     counts = issue_counts(engine=engine, week=week)
     return sorted((IssueStats(week=issue_week, **figures) for issue_week, figures in counts.items()),
                   key=lambda s: s.week, reverse=True)
+
+
+@dataclass(frozen=True)
+class SitePushStatus:
+    """The push of vote events to the site: events waiting (cast after the last one the site took), the
+    oldest one's time, since when pushing fails and why, and how many expired unsent after 3 days."""
+
+    waiting: int
+    oldest_waiting_at: datetime | None
+    failing_since: datetime | None
+    last_error: str | None
+    expired: int
+
+    def as_dict(self) -> dict:
+        return {name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in asdict(self).items()}
+
+
+def site_push_status(*, engine: Engine, webhook_url: str | None) -> SitePushStatus | None:
+    """Where the push has got, or None when no site webhook is configured (nothing is pushed then)."""
+    if not webhook_url:
+        return None
+    return SitePushStatus(**site_push_counts(engine=engine))
