@@ -1,9 +1,18 @@
-"""The stats page: a chart of the rates over the issues, human and machine opens apart, and the table."""
+"""The stats page: a chart of the rates over the issues, human and machine opens apart, and the table with
+the readers' votes (the preview server's /stats on SQLite and PostgreSQL)."""
 
 import re
+from datetime import timedelta
 
+from fastapi.testclient import TestClient
+
+from digest.claim.opening import open_issue
+from digest.config import Settings
+from digest.editor.desk import create_editor_app
 from digest.track.stats import IssueStats
 from digest.track.stats_page import SERIES, stats_page
+from tests.factories import add_comparison, add_subscribers, build_sender
+from tests.test_stats import SENT_AT, SLUG, cast, deliveries_of
 
 
 def issue(week, sent, human, machine, clickers, unsubscribes):
@@ -41,3 +50,35 @@ def test_the_table_carries_every_figure_for_screen_readers():
 def test_no_issue_yet_says_so():
     "an empty store: a sentence, not an empty chart"
     assert "No issue has been sent yet" in stats_page([])
+
+
+def test_votes_and_voters_are_rows_of_the_table():
+    "an issue with 12 votes by 9 voters of 200: two rows, voters with their rate, and the page says a vote is a click"
+    row = issue("2026-W48", 200, 80, 30, 20, 3)
+    row.votes, row.voters = 12, 9
+    page = stats_page([row])
+    assert '<th scope="row">Votes</th><td>12</td>' in page
+    assert '<th scope="row">Voters</th><td>9 <span class=muted>(4.5%)</span></td>' in page
+    assert '<th scope="row">Clickers (incl. voters)</th><td>20' in page
+    assert "a voter counts as a clicker, once" in page
+
+
+def test_the_preview_servers_stats_page_counts_the_readers_votes(engine, tmp_path):
+    "votes cast from week 48's email show on /stats of `digest preview --serve`, the voter among the clickers"
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False), secret_key="k" * 32,
+                        outbox_dir=tmp_path / "outbox")
+    add_comparison(engine, slug=SLUG, published_at=SENT_AT - timedelta(days=1))
+    ada, bo = add_subscribers(engine, 2)
+    open_issue(engine=engine, week="2026-W48", now=SENT_AT)
+    deliveries_of(engine, "2026-W48")
+    cast(engine, ada, "1", "ship", week="2026-W48")
+    cast(engine, ada, "2", "skip", week="2026-W48")
+    sender = build_sender(settings)
+    try:
+        page = TestClient(create_editor_app(sender.services), base_url="http://127.0.0.1:8001").get("/stats")
+    finally:
+        sender.services.engine.dispose()
+    assert page.status_code == 200
+    assert '<th scope="row">Votes</th><td>2</td>' in page.text
+    assert '<th scope="row">Voters</th><td>1 <span class=muted>(50.0%)</span></td>' in page.text
+    assert '<th scope="row">Clickers (incl. voters)</th><td>1 <span class=muted>(50.0%)</span></td>' in page.text

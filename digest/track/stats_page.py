@@ -2,7 +2,8 @@
 
 One self-contained HTML file: a line chart of the open, click and unsubscribe rates over the issues
 (human opens and machine-only opens drawn apart, so Apple Mail Privacy Protection cannot pass for
-interest), then the figures as a table, which is also what a screen reader gets.
+interest), then the figures as a table, which is also what a screen reader gets: readers' votes and voters
+per issue are rows there (a voter is also a clicker: a vote is a click for engagement).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def chart_svg(rows: list[IssueStats]) -> str:
 FIGURES = (
     ("recipients", "Recipients"), ("sent", "Sent"), ("failed", "Failed"), ("delivered", "Delivered"),
     ("bounced", "Bounced"), ("human_openers", "Human openers"), ("machine_only_openers", "Machine-only openers"),
-    ("clickers", "Clickers"), ("unsubscribes", "Unsubscribes"), ("complaints", "Complaints"),
+    ("clickers", "Clickers (incl. voters)"), ("votes", "Votes"), ("voters", "Voters"),
+    ("unsubscribes", "Unsubscribes"), ("complaints", "Complaints"),
 )
 
 
@@ -81,7 +83,7 @@ def table_html(rows: list[IssueStats]) -> str:
     head = "".join(f'<th scope="col">{escape(row.week)}</th>' for row in rows)
     body = []
     rate_of = {"bounced": "bounce", "human_openers": "open", "machine_only_openers": "machine_only_open",
-               "clickers": "click", "unsubscribes": "unsubscribe", "complaints": "complaint"}
+               "clickers": "click", "voters": "vote", "unsubscribes": "unsubscribe", "complaints": "complaint"}
     for field, label in FIGURES:
         cells = []
         for row in rows:
@@ -104,5 +106,6 @@ def stats_page(rows: list[IssueStats]) -> str:
 table{{border-collapse:collapse;margin-top:1.5rem;font-variant-numeric:tabular-nums}}th,td{{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}}
 th[scope=row],caption{{text-align:left}}caption{{color:#59636e;padding:.4rem 0}}</style></head>
 <body><h1>How the issues did</h1>
-<p class="muted">Human opens exclude image proxies and Apple Mail Privacy Protection, drawn apart as machine-only opens.</p>
+<p class="muted">Human opens exclude image proxies and Apple Mail Privacy Protection, drawn apart as machine-only opens.
+Votes are readers' standing Ship/Skip votes cast from the issue's email; a voter counts as a clicker, once.</p>
 {chart_svg(rows)}{table}</body></html>"""
