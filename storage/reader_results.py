@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select
 from sqlmodel import Session
 
-from storage.models import Comparison, Issue, IssueComparison, Tool, Vote
+from storage.models import Comparison, Delivery, Issue, IssueComparison, Tool, Vote
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,10 @@ def votes_on_issue(*, session: Session, issue_id: int) -> list[ToolVotes]:
         .order_by(IssueComparison.rank, IssueComparison.id, Tool.position))
     return [ToolVotes(comparison_id=cid, title=title, url=url, position=position, tool=name, ship=int(ship or 0),
                       skip=int(votes or 0) - int(ship or 0)) for cid, title, url, position, name, ship, votes in rows]
+
+
+def got_issue(*, session: Session, issue_id: int, subscriber_id: int) -> bool:
+    """Whether the reader got issue ``issue_id`` (a sent delivery)."""
+    query = select(Delivery.id).where(Delivery.issue_id == issue_id, Delivery.subscriber_id == subscriber_id,
+                                      Delivery.status == "sent")
+    return session.execute(query).first() is not None

@@ -100,3 +100,26 @@ def test_the_line_names_the_tool_most_readers_would_ship():
     assert [(r.comparison_id, r.tool, r.pct, r.votes) for r in results] == [(1, "T1.1", 83, 6), (2, "T2.1", 50, 16)]
     assert ReaderResult(comparison_id=1, title="t", url="u", tool="Cellmind", pct=62, votes=34).line == \
         "Readers: 62% would ship Cellmind"
+
+
+def test_the_preview_shows_the_results_to_a_reader_of_the_last_issue(sender):
+    """before and after W48 opens, `digest preview --as` shows the results to a reader of W47, not to a new one"""
+    from digest.editor.preview import preview
+
+    engine = sender.services.engine
+    add_comparison(engine, slug="first", published_at=W47 - timedelta(days=1))
+    readers = add_subscribers(engine, 5)
+    send_week(sender, "2026-W47", W47)
+    vote(engine, readers, "first", 1, "ship")
+    add_subscribers(engine, 1, prefix="late")
+    add_comparison(engine, slug="next", published_at=W47 + WEEK - timedelta(days=1))
+    with session_scope(engine) as session:
+        emails = session.execute(select(Subscriber.email).order_by(Subscriber.id)).scalars().all()
+
+    def told(as_email):
+        return "Readers: 100% would ship" in preview(services=sender.services, week="2026-W48", now=W47 + WEEK,
+                                                     as_email=as_email).email.text
+
+    assert (told(emails[0]), told(emails[-1]), told(None)) == (True, False, True)
+    open_issue(engine=engine, week="2026-W48", now=W47 + WEEK)
+    assert (told(emails[0]), told(emails[-1]), told(None)) == (True, False, True)

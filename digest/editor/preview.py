@@ -12,7 +12,9 @@ from digest.services import Services
 from digest.transports.base import Recipient, fill
 from digest.claim.weeks import BadWeek, iso_week, parse_week
 from storage.audience import delivery_id_for
+from digest.votes.results import ReaderResult, from_json, reader_results
 from storage.changes import change_ids_for
+from storage.reader_results import got_issue, previous_issue, votes_on_issue
 from storage.subscribers import find_by_email_key
 from storage.comparisons import claimable_comparisons, claimed_comparisons
 from storage.issues import find_issue
@@ -79,10 +81,11 @@ def render_for(*, services: Services, week: str | None, now: datetime, as_email:
             raise NothingToPreview(f"{as_email} follows categories with nothing in issue {week}: they get no email")
         changes = change_ids_for(session=session, issue_id=issue.id if issue else None,
                                  subscriber_id=subscriber.id if subscriber else None)
+        results = _results_for(session, issue=issue, week=week, subscriber=subscriber)
         email = mail.render_segment(session=session, renderer=services.renderer, settings=settings, week=week,
                                     opened_at=issue.created_at if issue else now,
                                     comparison_ids=[c.id for c in visible], audience=audience_label(ranked, categories),
-                                    issue_id=issue.id if issue else None, change_ids=changes)
+                                    issue_id=issue.id if issue else None, change_ids=changes, results=results)
     # Id 0: no such subscriber, so the sample reader's links change nothing.
     token = services.signer.recipient_token(subscriber_id=subscriber.id if subscriber else 0, delivery_id=delivery_id,
                                           tag=subscriber.link_tag if subscriber else 0)
@@ -93,6 +96,20 @@ def render_for(*, services: Services, week: str | None, now: datetime, as_email:
                     person=person, exists=issue is not None,
                     showing="" if issue else _showing(week, this_week=iso_week(now.astimezone(settings.tz)),
                                                       claimable=len(ranked)))
+
+
+def _results_for(session, *, issue: Issue | None, week: str, subscriber: Subscriber | None) -> list[ReaderResult]:
+    """The readers' results on the previous issue this reader gets (issue 17): fixed in the issue once it is
+    open, figured now before; only for a reader who got that issue (the sample reader gets them)."""
+    previous = previous_issue(session=session, week=week)
+    if previous is None:
+        return []
+    got = subscriber is None or got_issue(session=session, issue_id=previous.id, subscriber_id=subscriber.id)
+    if not got:
+        return []
+    if issue is not None:
+        return from_json(issue.reader_results)
+    return reader_results(votes_on_issue(session=session, issue_id=previous.id))
 
 
 def _showing(week: str, *, this_week: str, claimable: int) -> str:
