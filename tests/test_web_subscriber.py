@@ -257,7 +257,7 @@ def test_unsubscribe_from_everything_and_resubscribe_in_preferences(web):
 
 
 def test_export_is_a_json_attachment_with_their_data_only(web):
-    """Download my data: a JSON attachment with their fields, deliveries and events, nothing of anyone else."""
+    """Download my data: a JSON attachment with their fields, deliveries, events and votes, nothing of anyone else."""
     engine = engine_of(web)
     mine, theirs = add_subscribers(engine, 2, categories=["Writing"])
     add_delivery(web, mine, "2026-W47")
@@ -275,6 +275,7 @@ def test_export_is_a_json_attachment_with_their_data_only(web):
     assert data["subscriber"]["categories"] == ["writing"]
     assert [d["issue"] for d in data["deliveries"]] == ["2026-W47"]
     assert [e["kind"] for e in data["events"]] == ["open"]
+    assert data["votes"] == []  # never voted; a voter's download: tests/test_votes_reader_data.py
     assert other_email not in response.text and "m-" not in response.text
 
 

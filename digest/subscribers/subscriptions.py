@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from storage import subscribers as rows
 from storage.models import SubscriberStatus
 from storage.subscribers import record_event
+from storage.votes import forget_votes, reader_votes
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -114,10 +115,14 @@ def is_suppressed(session: Session, email_key: str) -> bool:
 
 
 def forget(*, session: Session, subscriber: Subscriber, now: datetime) -> Suppression:
-    """Delete the subscriber, their deliveries and their events; keep only the address's hash.
+    """Delete the subscriber, their deliveries, their events and their votes; keep only the address's hash.
 
-    The reason kept is "deleted", or the bounce or complaint that already suppressed the address.
+    The reason kept is "deleted", or the bounce or complaint that already suppressed the address. The votes
+    are deleted here, not left to the vote table's ON DELETE CASCADE: SQLite enforces that only on a
+    connection with `PRAGMA foreign_keys=ON` (storage.db's engines; not every tool's). The pseudonymous vote events stay (the site may have them already; they name
+    no one), while the readers' tally drops the votes.
     """
+    forget_votes(session=session, subscriber_id=subscriber.id)
     reason = subscriber.status if subscriber.status in SUPPRESSED else "deleted"
     reason = getattr(reason, "value", reason)
     return rows.erase_subscriber(session=session, subscriber=subscriber, email_hash=email_hash(subscriber.email_key),
@@ -125,7 +130,8 @@ def forget(*, session: Session, subscriber: Subscriber, now: datetime) -> Suppre
 
 
 def export_data(*, session: Session, subscriber: Subscriber) -> dict:
-    """Everything the store holds about one subscriber, as plain JSON-ready data."""
+    """Everything the store holds about one subscriber, as plain JSON-ready data: their fields, deliveries,
+    events and standing votes (comparison, title, tool 1 or 2 and its name, ship or skip, when)."""
     deliveries = rows.deliveries_with_weeks(session=session, subscriber_id=subscriber.id)
     events = rows.events_about(session=session, subscriber_id=subscriber.id,
                                delivery_ids=[delivery.id for delivery, _ in deliveries])
@@ -141,6 +147,7 @@ def export_data(*, session: Session, subscriber: Subscriber) -> dict:
              "detail": e.detail}
             for e in events
         ],
+        "votes": reader_votes(session=session, subscriber_id=subscriber.id),
     }
 
 
