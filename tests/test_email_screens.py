@@ -103,7 +103,8 @@ def test_tools_of_a_comparison_stack_on_a_phone(page):
                          ids=lambda issue: issue.name)
 def test_long_and_wide_issues_never_scroll_sideways_on_a_phone(page, issue: SampleIssue):
     """ten comparisons of maximal texts (2 and 4 tools), and 3- and 4-tool comparisons, fit 375 px"""
-    # Their size budget (< 90 KB) is test_render.py::test_ten_maximal_comparisons_stay_under_gmails_clipping_budget.
+    # Their size budget (87,000 bytes: 90 KB less the verdicts that changed) is
+    # test_render.py::test_ten_maximal_comparisons_stay_under_gmails_clipping_budget.
     open_email(page, filled_html(issue), PHONE)
 
     scroll_width, inner_width = horizontal_overflow(page)
@@ -123,3 +124,20 @@ def test_the_dark_palette_fits_and_keeps_a_screenshot(page):
 
     assert scroll_width <= inner_width, f"dark: the page scrolls sideways ({scroll_width} > {inner_width})"
     assert background == "rgb(13, 17, 23)", background
+
+
+@pytest.mark.parametrize("width", [PHONE, EMAIL])
+def test_each_comparison_ends_with_a_filled_button(page, width):
+    """every 'Read the full verdict' is a filled blue box a thumb can hit (≥ 40 px high), one per comparison"""
+    issue = typical_issue()
+    open_email(page, filled_html(issue), width)
+
+    buttons = page.evaluate(
+        """() => [...document.querySelectorAll('a')].filter(a => a.textContent.trim() === 'Read the full verdict')
+             .map(a => { const r = a.getBoundingClientRect();
+                         return {height: r.height, width: r.width, fill: getComputedStyle(a.closest('td')).backgroundColor}; })""")
+
+    assert len(buttons) == len(issue.comparisons), buttons
+    for button in buttons:
+        assert button["height"] >= 40 and button["width"] >= 150, f"{width} px: a button too small {button}"
+        assert button["fill"] == "rgb(29, 78, 216)", f"{width} px: the button's cell is not filled {button}"
