@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; refused outside the demo so a real send never runs on them.
@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     comparisons_feed_url: str | None = Field(default=None, description="URL of the comparisons feed (JSON array)")
     # 20 s: the feed is one static JSON file; a site that takes longer is down, and the send goes on without it.
     comparisons_feed_timeout: float = Field(default=20.0, gt=0, description="seconds a feed pull may take")
+    # The site's webhook for readers' votes (digest.votes.push): every vote event is POSTed there, signed with
+    # the secret, from the scheduler's minute job and `digest votes push`. None: nothing is pushed (the site
+    # may still pull GET /api/votes). Only http:// and https://; the secret is required with it.
+    site_webhook_url: str | None = Field(default=None, description="URL the vote events are POSTed to")
+    # validate_default: checked against the URL even when unset. Checked here, on the field, so that the error
+    # quotes only this value (empty), never the other settings a model-wide error would print.
+    site_webhook_secret: SecretStr = Field(default=SecretStr(""), validate_default=True,
+                                           description="HMAC key of X-Digest-Signature")
+    # 10 s: a webhook answers a small JSON body at once; a site that takes longer is down, and the push retries.
+    site_webhook_timeout: float = Field(default=10.0, gt=0, description="seconds one push POST may take")
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod
@@ -100,6 +110,29 @@ class Settings(BaseSettings):
         if value and url_problem(value):
             raise ValueError(f"DIGEST_COMPARISONS_FEED_URL: {url_problem(value)}")
         return value or None
+
+    @field_validator("site_webhook_url")
+    @classmethod
+    def _web_webhook(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        value = (value or "").strip()
+        parts = urlsplit(value)
+        if value and parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"DIGEST_SITE_WEBHOOK_URL: only http:// and https:// URLs can be pushed to, not {value[:80]!r}")
+        if value and not parts.hostname:
+            raise ValueError(f"DIGEST_SITE_WEBHOOK_URL: {value[:80]!r} has no host name")
+        return value or None
+
+    @field_validator("site_webhook_secret")
+    @classmethod
+    def _webhook_signed(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("site_webhook_url") and not value.get_secret_value().strip():
+            # Unsigned votes would let anyone who finds the site's URL post votes to it.
+            raise ValueError("DIGEST_SITE_WEBHOOK_SECRET is required when DIGEST_SITE_WEBHOOK_URL is set: it signs "
+                             "every push (X-Digest-Signature). Set both to the values the site was given, or unset "
+                             "DIGEST_SITE_WEBHOOK_URL to push nothing")
+        return value
 
     @field_validator("timezone")
     @classmethod
