@@ -197,3 +197,22 @@ def test_vote_events_waiting_for_the_site_and_since_when_the_push_fails(engine):
                                "2026-11-26 11:00 UTC: HTTP 503 from verdicts.example.com; 1 expired unsent after "
                                "3 days of retries")
     assert site_push_status(engine=engine, webhook_url=None) is None  # no site webhook: nothing is pushed
+
+
+def test_the_command_shows_the_push_waiting_and_failing(engine, db_url):
+    "with DIGEST_SITE_WEBHOOK_URL set, the table's last line and --json's site_push say three wait and why it fails"
+    ids = add_vote_events(engine, 5)
+    with session_scope(engine) as session:
+        session.add(SitePush(id=1, pushed_through=ids[1], failing_since=SENT_AT + timedelta(hours=2),
+                             last_error="HTTP 503 from verdicts.example.com"))
+    sent_delivery(engine, sent_at=SENT_AT, week="2026-W48")
+    env = {"DIGEST_DATABASE_URL": db_url, "DIGEST_SITE_WEBHOOK_URL": SITE, "DIGEST_SITE_WEBHOOK_SECRET": "s" * 32}
+    table = CliRunner().invoke(cli, ["stats"], env=env, terminal_width=250)
+    assert table.exit_code == 0, table.output
+    assert ("site push: 3 vote events waiting (oldest 2026-11-26 11:00 UTC); failing since 2026-11-26 11:00 UTC: "
+            "HTTP 503 from verdicts.example.com") in table.output
+    document = json.loads(CliRunner().invoke(cli, ["stats", "--json"], env=env).output)
+    assert document["site_push"] == {"waiting": 3, "oldest_waiting_at": "2026-11-26T11:00:00+00:00",
+                                     "failing_since": "2026-11-26T11:00:00+00:00",
+                                     "last_error": "HTTP 503 from verdicts.example.com", "expired": 0}
+    assert [row["week"] for row in document["issues"]] == ["2026-W48"]

@@ -53,8 +53,7 @@ def stats(
     rows = issue_stats(engine=engine, week=week)
     if week and not rows:
         raise fail(f"no issue for week {week}; `digest stats` lists every issue")
-    # getattr: DIGEST_SITE_WEBHOOK_URL comes with the push (digest.votes.push); until then there is none to watch.
-    push = site_push_status(engine=engine, webhook_url=getattr(settings, "site_webhook_url", None))
+    push = site_push_status(engine=engine, webhook_url=settings.site_webhook_url)
     if as_json:
         document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
