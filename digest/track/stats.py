@@ -13,7 +13,9 @@ Definitions (each "deliveries with …" counts a recipient once, however many ev
   issue's email: a vote is a click for engagement, and a reader who clicked and voted counts once;
   clicks: every click event (votes are not clicks there);
 - votes: readers' standing votes (one per reader and tool, the last choice) cast from that issue's email;
-  voters: the distinct readers among them. A reader who is deleted takes their votes with them;
+  voters: the distinct readers among them. A vote changed from a later issue's email counts for that
+  issue from then on (the standing vote keeps the email it last came from); a reader who is deleted takes
+  their votes with them;
 - unsubscribes / complaints: deliveries with an unsubscribe (any source) / a spam report.
 
 Rates are of *delivered* when the issue has any delivered events (the webhook is on), else of *sent*
