@@ -216,3 +216,17 @@ def test_the_command_shows_the_push_waiting_and_failing(engine, db_url):
                                      "failing_since": "2026-11-26T11:00:00+00:00",
                                      "last_error": "HTTP 503 from verdicts.example.com", "expired": 0}
     assert [row["week"] for row in document["issues"]] == ["2026-W48"]
+
+
+def test_a_vote_changed_from_a_later_email_counts_for_that_issue(engine):
+    "Ada votes ship from week 47's email, then skip from week 48's: one standing vote, week 48's, and she is its clicker"
+    add_comparison(engine, slug=SLUG, published_at=SENT_AT - timedelta(days=8))
+    [ada] = add_subscribers(engine, 1)
+    open_issue(engine=engine, week="2026-W47", now=SENT_AT - timedelta(days=7))
+    add_comparison(engine, published_at=SENT_AT - timedelta(days=1))
+    open_issue(engine=engine, week="2026-W48", now=SENT_AT)
+    cast(engine, ada, "1", "ship", week="2026-W47", now=SENT_AT - timedelta(days=6))
+    assert cast(engine, ada, "1", "skip", week="2026-W48") == "changed"
+    week48, week47 = issue_stats(engine=engine)
+    assert (week48.week, week48.votes, week48.voters, week48.clickers) == ("2026-W48", 1, 1, 1)
+    assert (week47.week, week47.votes, week47.voters, week47.clickers) == ("2026-W47", 0, 0, 0)
