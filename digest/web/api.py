@@ -48,53 +48,55 @@ NO_STORE = {"Cache-Control": "no-store"}
 STORED = {"created": 201, "updated": 200, "unchanged": 200}
 
 
-def _answer(body: dict, status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+def json_answer(body: dict, status_code: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An API answer: JSON, never cached (every API of the site's: this one, digest.web.api_votes)."""
     return JSONResponse(body, status_code=status_code, headers={**NO_STORE, **(headers or {})})
 
 
-def _refused(request: Request, ctx: WebContext) -> JSONResponse | None:
-    """The answer for a request without the configured token, or None when it carries it."""
+def refused_without_token(request: Request, ctx: WebContext, *, api: str = "push API") -> JSONResponse | None:
+    """The answer for a request without the configured token, or None when it carries it. Shared by the
+    site's APIs (this one, digest.web.api_votes): ``api`` names the one asked in the 503."""
     expected = ctx.settings.api_token.get_secret_value().strip()  # a line break pasted from a file is not in it
     if not expected:
-        log.error("push API request refused: DIGEST_API_TOKEN is not set")
-        return _answer({"error": "the push API is off: no API token is configured"}, 503)
+        log.error("%s request refused: DIGEST_API_TOKEN is not set", api)
+        return json_answer({"error": f"the {api} is off: no API token is configured"}, 503)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     # Digests of both, compared in constant time: neither the token's characters nor its length show in
     # how long a wrong guess takes. A header is Latin-1 text; the token is compared as the bytes sent.
     sent = hashlib.sha256(given.strip().encode("latin-1")).digest()
     if scheme.lower() == "bearer" and hmac.compare_digest(sent, hashlib.sha256(expected.encode()).digest()):
         return None
-    return _answer({"error": "send the API token as Authorization: Bearer <token>"}, 401,
+    return json_answer({"error": "send the API token as Authorization: Bearer <token>"}, 401,
                    {"WWW-Authenticate": 'Bearer realm="digest"'})
 
 
 @router.put(PATH, include_in_schema=False)
 async def put_comparison(slug: str, request: Request, ctx: WebContext = Depends(get_context)) -> JSONResponse:
-    refused = _refused(request, ctx)
+    refused = refused_without_token(request, ctx)
     if refused is not None:
         return refused
     raw = await request.body()  # at most limits.API.bytes: BodyLimits cut off anything longer
     # Checking (a JSON Schema over up to 1 MB) and storing are both off the event loop.
     item, errors = await run_in_threadpool(_checked, raw, slug)
     if errors:
-        return _answer({"errors": errors}, 422)
+        return json_answer({"errors": errors}, 422)
     outcome = await run_in_threadpool(_store, ctx.engine, item, ctx.clock())
-    return _answer({"slug": slug, "result": outcome}, STORED[outcome])
+    return json_answer({"slug": slug, "result": outcome}, STORED[outcome])
 
 
 @router.delete(PATH, include_in_schema=False)
 async def delete_comparison(slug: str, request: Request, ctx: WebContext = Depends(get_context)) -> JSONResponse:
-    refused = _refused(request, ctx)
+    refused = refused_without_token(request, ctx)
     if refused is not None:
         return refused
     removed, week = await run_in_threadpool(_unpublish, ctx.engine, slug)
     if removed:
-        return _answer({"slug": slug, "result": "unpublished"})
+        return json_answer({"slug": slug, "result": "unpublished"})
     if week is not None:
-        return _answer({"slug": slug, "result": "kept", "week": week,
+        return json_answer({"slug": slug, "result": "kept", "week": week,
                         "message": f"issue {week} already carries it: it and the archive keep it; "
                                    "no later issue will"})
-    return _answer({"error": f"no comparison with the slug {quoted(slug)}"}, 404)
+    return json_answer({"error": f"no comparison with the slug {quoted(slug)}"}, 404)
 
 
 def _checked(raw: bytes, slug: str) -> tuple[object, list[dict[str, str]]]:
