@@ -1,7 +1,9 @@
 """The clock of the weekly digest: `python scheduler.py`.
 
 APScheduler 3.11 wiring only. A cron trigger from DIGEST_SEND_SCHEDULE in DIGEST_TIMEZONE, plus a
-catch-up run at start and every hour, all calling the same idempotent `digest.weekly.run`. The scheduler
+catch-up run at start and every hour, all calling the same idempotent `digest.weekly.run`; with
+DIGEST_SITE_WEBHOOK_URL set, the push of readers' votes to the site every minute (`digest.votes.push`,
+which claims each attempt in the database, so several schedulers never send a batch twice). The scheduler
 keeps no job store of its own (APScheduler's FAQ: a job store cannot be shared between processes), so
 any number of scheduler processes may run against one database: the unique issue per week and the
 unique delivery per subscriber make sure one issue goes out, once per subscriber.
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("digest.scheduler")
 
 CATCH_UP_EVERY_HOURS = 1  # a send interrupted by a crash or an outage resumes within the hour
+SITE_PUSH_EVERY_MINUTES = 1  # a vote reaches the site within a minute; the push's own backoff spaces retries
 
 
 def weekly_job(services: Services, sender: Sender) -> bool:
@@ -55,6 +58,25 @@ def weekly_job(services: Services, sender: Sender) -> bool:
     return all(report.failed == 0 for report in result.reports)
 
 
+def site_push_job(services: Services) -> bool:
+    """One pass of the vote push to DIGEST_SITE_WEBHOOK_URL (digest.votes.push): every batch that is due.
+
+    Never raises; returns False when the site or the store failed. A failing site is one warning from the
+    push itself, and its next attempt waits out the backoff however often this job runs.
+    """
+    from digest.votes.push import push_votes
+    from storage.types import utcnow
+
+    try:
+        done = push_votes(engine=services.engine, settings=services.settings, now=utcnow())
+    except Exception:
+        log.exception("vote push to the site failed; the next minute retries")
+        return False
+    if done.sent:
+        log.info("vote push: sent %d vote events in %d batches", done.sent, done.batches)
+    return done.error is None
+
+
 def build_scheduler(services: Services, sender: Sender) -> BlockingScheduler:
     from digest.claim.weeks import cron_trigger
 
@@ -65,6 +87,9 @@ def build_scheduler(services: Services, sender: Sender) -> BlockingScheduler:
     scheduler.add_job(weekly_job, cron_trigger(settings.send_schedule, settings.tz), id="weekly", **common)
     scheduler.add_job(weekly_job, IntervalTrigger(hours=CATCH_UP_EVERY_HOURS, timezone=settings.tz),
                       id="catch-up", **common)
+    if settings.site_webhook_url:
+        scheduler.add_job(site_push_job, IntervalTrigger(minutes=SITE_PUSH_EVERY_MINUTES, timezone=settings.tz),
+                          id="site-push", args=[services], coalesce=True, max_instances=1, misfire_grace_time=60)
     return scheduler
 
 
