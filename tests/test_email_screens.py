@@ -103,7 +103,7 @@ def test_tools_of_a_comparison_stack_on_a_phone(page):
                          ids=lambda issue: issue.name)
 def test_long_and_wide_issues_never_scroll_sideways_on_a_phone(page, issue: SampleIssue):
     """ten comparisons of maximal texts (2 and 4 tools), and 3- and 4-tool comparisons, fit 375 px"""
-    # Their size budget (87,000 bytes: 90 KB less the verdicts that changed) is
+    # Their size budget (90 KB, and what happens past it) is
     # test_render.py::test_ten_maximal_comparisons_stay_under_gmails_clipping_budget.
     open_email(page, filled_html(issue), PHONE)
 

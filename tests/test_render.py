@@ -19,12 +19,10 @@ from digest.render.environment import RenderedEmail, email_environment
 from digest.render.text import neutralize
 from digest.transports.base import fill
 from storage.records import ReviewRecord, ToolRecord
-from tests.email_samples import SEATS, long_comparison, make_comparison, with_review, with_tools  # the builders live in email_samples
+from digest.votes.results import ReaderResult
+from tests.email_samples import SEATS, long_comparison, make_comparison, maximal_changes, with_review, with_tools  # the builders live in email_samples
 
 GMAIL_BUDGET = 92160  # 90 KB: Gmail clips HTML past ~102 KB
-# Ten maximal comparisons without "Verdicts that changed": the budget less the 4,000 bytes that section may take
-# (digest/render/changes.py), less ~1 KB of slack.
-DIGEST_BUDGET = 87_000
 # A score bar: a table of one empty cell, its width the score (tools.mjml.j2). It carries no role: every browser
 # engine already takes a one-cell table for layout (Chromium's accessibility tree: LayoutTable), and the
 # attribute cost 3.2 KB at ten comparisons of four tools.
@@ -171,8 +169,8 @@ def test_each_comparison_opens_with_the_panels_decision(renderer):
 def test_each_tool_shows_its_community_line(renderer):
     """the community line: the comparison's votes and the tool's ship share, or that nobody voted yet"""
     voted = with_tools(replace(make_comparison(), community_votes=57), community_ship_pct=70)
-    assert render(renderer, [voted]).html.count('<p class="m c">Community: 57 votes, 70% ship</p>') == 2
-    assert render(renderer, [make_comparison()]).html.count('<p class="m c">Community: no votes yet</p>') == 2
+    assert render(renderer, [voted]).html.count('<p class="m">Community: 57 votes, 70% ship</p>') == 2
+    assert render(renderer, [make_comparison()]).html.count('<p class="m">Community: no votes yet</p>') == 2
 
 
 def test_strongest_opinion_is_the_most_divergent_seat_cut_to_one_sentence(renderer):
@@ -297,13 +295,36 @@ def test_read_the_full_verdict_is_an_mj_button(renderer, links):
 
 @pytest.mark.parametrize("tools", [2, 4])
 def test_ten_maximal_comparisons_stay_under_gmails_clipping_budget(renderer, tools):
-    """ten comparisons with every text at its maximum length stay under 87,000 bytes of HTML: 90 KB with room
-    for the "Verdicts that changed" section"""
+    """ten comparisons with every text at its maximum length, each tool with its Ship/Skip links, are shown in
+    full under 90 KB of HTML"""
     email = render(renderer, [long_comparison(i, tools=tools) for i in range(10)], more_count=5,
                    audience="Developer Tools and Writing")
     size = len(email.html.encode("utf-8"))
-    assert size <= DIGEST_BUDGET < GMAIL_BUDGET, f"{size} bytes with {tools} tools per comparison"
+    assert size < GMAIL_BUDGET, f"{size} bytes with {tools} tools per comparison"
     assert len(parse(email.html).headings) == 1 + 10 + 10 * tools
+
+
+def maximal_results(count: int) -> list[ReaderResult]:
+    return [ReaderResult(comparison_id=100 + i, title=f"R{i} " + "lorem ipsum " * 30, url=f"https://x.example/r{i}",
+                         tool="Tool " + "lorem " * 40, pct=62, votes=1234) for i in range(count)]
+
+
+@pytest.mark.parametrize("tools, shown", [(2, 10), (4, 9)])
+def test_an_email_past_the_budget_moves_its_last_comparisons_to_and_more(renderer, tools, shown):
+    """ten maximal comparisons plus the longest verdict changes and readers' results: the email stays under
+    90 KB (Gmail would clip the footer and its unsubscribe link), showing as many comparisons in full as fit —
+    all ten of two tools, nine of four — and the rest in "and K more"."""
+    email = renderer.render_segment(week="2026-W48", issue_date=date(2026, 11, 26),
+                                    comparisons=[long_comparison(i, tools=tools) for i in range(10)], more_count=5,
+                                    audience="Developer Tools and Writing", changes=maximal_changes(5, tools=2),
+                                    results=maximal_results(6))
+    size = len(email.html.encode("utf-8"))
+    assert size < GMAIL_BUDGET, f"{size} bytes"
+    titles = [text for tag, text in parse(email.html).headings if tag == "h2"]
+    assert titles[:shown] == [long_comparison(i, tools=tools).title for i in range(shown)]
+    assert titles[shown:] == ["What readers said", "Verdicts that changed"], "then the two sections' headings"
+    assert f"And {5 + 10 - shown} more verdicts this week" in email.html
+    assert "Verdicts that changed" in email.html and "What readers said" in email.html
 
 
 # -- links and per-recipient tags -----------------------------------------------------------------------------
@@ -357,6 +378,7 @@ def test_every_link_goes_through_the_signed_click_redirect(renderer, links, sett
     email = render(renderer, comparisons, more_count=3)
     hrefs = [a["href"] for a in parse(email.html).all("a")]
     allowed = {links.unsubscribe(), links.preferences(), links.archive("2026-W48")}
+    allowed |= {links.vote(c.slug, n, choice) for c in comparisons for n in (1, 2) for choice in ("ship", "skip")}
     for href in hrefs:
         assert href in allowed or href.startswith("https://news.example.com/c/"), href
     for comparison in comparisons:
@@ -364,6 +386,23 @@ def test_every_link_goes_through_the_signed_click_redirect(renderer, links, sett
         assert comparison.url not in email.html and comparison.url not in email.text
     assert links.click(settings.site_url) in hrefs
     assert "And 3 more verdicts this week →" in email.html
+
+
+def test_every_tool_shown_has_its_ship_and_skip_links_in_both_parts(renderer, links):
+    """issue 17: two vote links per tool shown in full, the recipient token the email already carries, in the
+    HTML and the text part; the web version (no reader) has none"""
+    comparisons = [make_comparison(0), make_comparison(1, tools=4)]
+    email = render(renderer, comparisons, more_count=3)
+    hrefs = [a["href"] for a in parse(email.html).all("a")]
+    for comparison in comparisons:
+        for number in range(1, len(comparison.tools) + 1):
+            for choice in ("ship", "skip"):
+                url = links.vote(comparison.slug, number, choice)
+                assert TOKEN_TAG in url and url.endswith(f"/{number}/{choice}")
+                assert hrefs.count(url) == 1 and email.text.count(url) == 1
+    web = renderer.render_segment(week="2026-W48", issue_date=date(2026, 11, 26), comparisons=comparisons,
+                                  more_count=3, audience="all categories", web=True)
+    assert "/v/" not in web.html
 
 
 def test_click_links_read_back_to_their_target(renderer, links):

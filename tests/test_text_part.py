@@ -117,7 +117,9 @@ def test_a_unanimous_panel_and_community_votes_read_exactly():
     block = tool_block(text, "Tool A0")
     assert "    Panel: 4 ship / 0 skip" in block and "    Community: 57 votes, 70% ship" in block
     assert block.index("    Panel: 4 ship / 0 skip") < block.index("      Builder     85/100  ship")
-    assert block[-1] == "    Community: 57 votes, 70% ship"
+    assert block[-3] == "    Community: 57 votes, 70% ship"
+    assert block[-2:] == ["    Your call? Ship it: https://news.example.com/v/[%t%]/tool-a-0-vs-tool-b-0/1/ship",
+                          "               Skip it: https://news.example.com/v/[%t%]/tool-a-0-vs-tool-b-0/1/skip"]
 
 
 def test_a_split_panel_without_community_votes_reads_exactly():
@@ -128,7 +130,7 @@ def test_a_split_panel_without_community_votes_reads_exactly():
     assert "\n  Tool A0 vs Tool B0\n  Split panel — 2 of 4 ship each, same mean score\n" in text
     for name in ("Tool A0", "Tool B0"):
         block = tool_block(text, name)
-        assert "    Panel: 2 ship / 2 skip" in block and block[-1] == "    Community: no votes yet"
+        assert "    Panel: 2 ship / 2 skip" in block and block[-3] == "    Community: no votes yet"
 
 
 def test_the_decision_line_names_the_pick_under_the_title():

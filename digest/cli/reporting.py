@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from digest.editor.dry_run import HTML_BUDGET, DryRun, reason_text
+from digest.editor.dry_run import DryRun, reason_text
+from digest.render.email import HTML_BUDGET
 
 
 def print_run(console: Console, result, reports) -> None:

@@ -16,7 +16,6 @@ from storage.audience import PAUSED, LeftOut, SentIssue, left_out, sent_issue
 from storage.changes import readers_of, waiting_changes, waiting_origins
 from storage.comparisons import comparison_titles
 
-HTML_BUDGET = 90 * 1024  # Gmail clips messages over ~102 KB; 90 KB leaves room for its own additions
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ the signup mail all go through `render_email`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,7 +95,7 @@ def render_email(*, env: jinja2.Environment, templates: Sequence[str], context: 
     subject_template, text_template, mjml_template = templates
     mjml = _render(env, mjml_template, context)
     try:
-        html = mjml2html(mjml)
+        html = merge_outlook_conditionals(mjml2html(mjml))
     except Exception as exc:  # mjml-python raises plain exceptions with a parser message
         raise RenderError(f"{mjml_template}: the rendered MJML did not compile: {exc}") from exc
     return RenderedEmail(
@@ -103,6 +104,18 @@ def render_email(*, env: jinja2.Environment, templates: Sequence[str], context: 
         text=_render(env, text_template, context) if text_template else "",
         mjml=mjml,
     )
+
+
+# Where one Outlook-only block ends and the next begins at once: the two are one block. The reference MJML
+# merges them so when it minifies (mergeOutlookConditionnals); mjml-python does not, and an email of ten
+# comparisons carries ~150 of these seams, ~2.3 KB of the 90 KB budget.
+_OUTLOOK_SEAM = re.compile(r"<!\[endif\]-->\s*<!--\[if mso \| IE\]>")
+
+
+def merge_outlook_conditionals(html: str) -> str:
+    """``html`` with adjacent Outlook-only conditional comments joined into one: what Outlook reads is the
+    same markup, in the same order; every other client skips one comment instead of two."""
+    return _OUTLOOK_SEAM.sub("", html)
 
 
 def _render(env: jinja2.Environment, name: str, context: dict) -> str:
