@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from digest.claim.opening import open_issue
 from digest.links import Signer
+from digest.subscribers.subscriptions import forget
 from digest.transports.base import fill
 from digest.weekly import run
 from storage.db import session_scope
@@ -220,6 +221,22 @@ def test_readers_we_do_not_write_to_cannot_vote(store, status, paused, says):
     assert f'href="/p/{token}"' in page.text and "<button" not in page.text and "<form" not in page.text
     assert posted.status_code == 409 and says in html.unescape(posted.text)
     assert votes(store) == [] and vote_events(store) == []
+
+
+def test_a_deleted_readers_link_is_a_bad_link_and_their_vote_leaves_the_tally(store):
+    """a reader votes, then deletes their data: their link gets the bad token's answer and the tally drops them"""
+    web, reader, other = store.web, store.readers[0], store.readers[1]
+    path, token_path = store.link(reader), bad_paths(store, reader)["bad token"]
+    cast(web, path, "ship")
+    csrf = csrf_of(web.get(store.link(other)).text)
+    with session_scope(store.engine) as session:
+        forget(session=session, subscriber=session.get(Subscriber, reader), now=NOW)
+
+    answers = (web.get(path), web.post(path, data={"csrf": csrf, "vote": "skip"}))
+
+    assert all((a.status_code, a.content) == (404, web.get(token_path).content) for a in answers)
+    assert "Readers of this newsletter: 0 ship / 0 skip" in web.get(store.link(other)).text
+    assert votes(store) == [] and [e.choice for e in vote_events(store)] == ["ship"]  # the pseudonymous event stays
 
 
 # -- a scanner reading a real email --------------------------------------------------------------------------
