@@ -22,7 +22,8 @@ HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "fastapi", "starlette",
          "sendgrid", "python_http_client", "apscheduler", "pydantic_settings", "email_validator", "jsonschema",
          "dotenv", "itsdangerous", "rich.progress", "rich.table", "rich.markdown", "storage")
 LIGHT_DIGEST = {"digest", "digest.__main__", "digest.cli", "digest.cli.main", "digest.cli.help", "digest.cli.shared",
-                "digest.cli.send", "digest.cli.preview", "digest.cli.stats", "digest.cli.serve", "digest.cli.store"}
+                "digest.cli.send", "digest.cli.preview", "digest.cli.stats", "digest.cli.serve", "digest.cli.store",
+                "digest.cli.votes"}
 
 
 def help_paths():
