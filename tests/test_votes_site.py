@@ -64,6 +64,8 @@ class Receiver:
         self.batches: list[list[int]] = []  # the event ids of each batch taken (answered 2xx)
         self.refused: list[str] = []  # why a post was refused (bad signature)
         self.posts = 0
+        self.hang = threading.Event()  # set: the receiver reads the post and never answers (until released)
+        self.release = threading.Event()
         self.server = self.thread = None
         self.port = self.start()
 
@@ -84,6 +86,7 @@ class Receiver:
 
     def stop(self) -> None:
         """Down: nothing listens on the port, so a connection is refused."""
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -101,6 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
         receiver = self.server.receiver
         receiver.posts += 1
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if receiver.hang.is_set():
+            receiver.release.wait(30)
+            return
         problem = receiver.verified(body, self.headers.get("X-Digest-Signature", ""))
         status = 401 if problem else receiver.status
         if problem:
@@ -208,6 +214,16 @@ def test_events_older_than_three_days_are_given_up_while_the_site_fails(engine, 
     assert receiver.ids == recent and not set(old) & set(receiver.ids)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "gave up 5 vote events" in warnings[0] and SECRET not in warnings[0]
+
+
+def test_a_site_that_does_not_answer_in_time_is_a_failure(engine, db_url, receiver):
+    "the site takes the POST and never answers: after DIGEST_SITE_WEBHOOK_TIMEOUT it is a failure and nothing advances"
+    add_events(engine, 3)
+    receiver.hang.set()
+    settings = push_settings(db_url, receiver.url).model_copy(update={"site_webhook_timeout": 0.3})
+    done = push_votes(engine=engine, settings=settings, now=NOW)
+    assert done.error == "no answer within 0.3 s" == state(engine).last_error
+    assert state(engine).pushed_through == 0 and receiver.batches == []
 
 
 def test_a_redirect_is_a_failure_and_is_not_followed(engine, db_url, receiver):
