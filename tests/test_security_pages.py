@@ -43,7 +43,7 @@ class Site:
 
     def __init__(self, url: str, **settings):
         self.engine = make_engine(url)
-        add_comparison(self.engine, published_at=NOW - timedelta(days=1), title="Alpha vs Beta")
+        add_comparison(self.engine, published_at=NOW - timedelta(days=1), title="Alpha vs Beta", slug="alpha-vs-beta")
         self.subscriber_ids = add_subscribers(self.engine, 3)
         self.issue = open_issue(engine=self.engine, week=WEEK, now=NOW).issue
         with session_scope(self.engine) as session:
@@ -95,7 +95,9 @@ class Site:
 
 @pytest.fixture
 def site(sqlite_url):
-    site = Site(sqlite_url)
+    # With an API token, as a real deployment has one: the APIs answer a caller without it 401, not the 503
+    # of an API switched off.
+    site = Site(sqlite_url, api_token="crawl-test-api-token-0123456789")
     yield site
     site.close()
 
@@ -202,10 +204,12 @@ def get_routes(app) -> list[str]:
 def test_crawling_every_get_route_with_valid_tokens_changes_nothing_but_tracking(site):
     "a link scanner GETs (and HEADs) every route with valid tokens and every form's query: only opens and clicks recorded"
     recipient = site.recipient()
-    values = {"token": recipient, "link_token": site.link(), "week": WEEK}
+    values = {"token": recipient, "link_token": site.link(), "week": WEEK,
+              "slug": "alpha-vs-beta", "tool": "2", "choice": "skip"}  # a vote link (issue 17): a GET only asks
     queries = {"/u/{token}": ["", "?done=1", "?action=unsubscribe", "?List-Unsubscribe=One-Click"],
                "/p/{token}": ["", "?saved=1", "?action=delete&confirm=yes", "?action=unsubscribe"],
-               "/c/{link_token}": [f"?r={recipient}"], "/confirm/{token}": ["", "?confirm=1"]}
+               "/c/{link_token}": [f"?r={recipient}"], "/confirm/{token}": ["", "?confirm=1"],
+               "/v/{token}/{slug}/{tool}/{choice}": ["", "?done=1", "?choice=ship"]}
     before, tracked = site.snapshot(), site.tracking_events()
     crawled = 0
     for path in get_routes(site.app):
@@ -221,7 +225,7 @@ def test_crawling_every_get_route_with_valid_tokens_changes_nothing_but_tracking
                 response = site.client.request(method, filled + query)
                 crawled += 1
                 assert response.status_code < 500, (method, filled + query)
-                if path.startswith(("/u/", "/p/{", "/confirm/", "/o/", "/c/", "/archive", "/subscribe")) and method == "GET":
+                if path.startswith(("/u/", "/p/{", "/confirm/", "/o/", "/c/", "/v/", "/archive", "/subscribe")) and method == "GET":
                     assert response.status_code in (200, 302), (filled + query, response.status_code)
     assert site.snapshot() == before, "a GET changed the store"
     assert site.tracking_events() > tracked, "the pixel and the click were recorded"
@@ -281,7 +285,8 @@ def test_every_browser_form_post_without_a_valid_csrf_field_is_refused_and_chang
 def test_security_headers_on_every_page_and_every_error(site):
     "every GET route, 404, 405, 400, 403 and 413: CSP with frame-ancestors 'none', nosniff, no-referrer, DENY"
     recipient = site.recipient()
-    values = {"token": recipient, "link_token": site.link(), "week": WEEK}
+    values = {"token": recipient, "link_token": site.link(), "week": WEEK,
+              "slug": "alpha-vs-beta", "tool": "2", "choice": "skip"}  # a vote link (issue 17): a GET only asks
     requests = []
     for path in get_routes(site.app):
         filled = path
