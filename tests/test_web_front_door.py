@@ -41,7 +41,8 @@ def every_row(engine) -> dict[str, list[tuple]]:
 def get_paths(site: Site) -> list[str]:
     """Each GET route filled with valid values (a link token with its reader, for the click), once each."""
     recipient = site.recipient()
-    values = {"token": recipient, "link_token": site.link(), "week": site.issue.week}
+    values = {"token": recipient, "link_token": site.link(), "week": site.issue.week,
+              "slug": "alpha-vs-beta", "tool": "1", "choice": "ship"}  # a vote link (issue 17)
     paths = []
     for path, methods in all_routes(site.app):
         if "GET" not in methods:
