@@ -22,8 +22,10 @@ def find_issue(*, session: Session, week: str) -> Issue | None:
 
 
 def unfinished_issues(*, session: Session) -> list[Issue]:
-    """Issues fanned out but not finished: a crash or an outage left deliveries to send."""
-    query = select(Issue).where(Issue.fanned_out_at.is_not(None), Issue.completed_at.is_(None)).order_by(Issue.id)
+    """Issues fanned out but not finished: a crash or an outage left deliveries to send. A paused issue is not
+    among them (only `digest issue resume` lifts a pause: issue 18), nor a cancelled one."""
+    query = select(Issue).where(Issue.fanned_out_at.is_not(None), Issue.completed_at.is_(None),
+                                Issue.paused_at.is_(None), Issue.cancelled_at.is_(None)).order_by(Issue.id)
     return list(session.execute(query).scalars())
 
 

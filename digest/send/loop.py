@@ -31,6 +31,7 @@ from digest.services import Services
 from digest.transports.base import Batch, PermanentError, RateLimited, TransientError
 from digest.votes.results import from_json
 from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
+from storage.issue_state import halted
 from storage.issues import complete_issue, find_segment, issue_segments
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
@@ -65,6 +66,7 @@ class SendReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     remaining: int = 0  # still pending or leased when the run ended
+    halted: str | None = None  # the issue was paused ("paused: <reason>") or cancelled: the run stopped (issue 18)
 
 
 @dataclass
@@ -83,6 +85,8 @@ class Sender:
     # Rendered segments, kept for the life of the process: a segment's content is fixed when its issue
     # opens, and a worker comes back to the same segments batch after batch, issue after issue.
     rendered: dict[int, tuple[Segment, RenderedEmail]] = field(default_factory=dict)
+    # Why the current send_issue stopped before its issue was done: "paused: …" or "cancelled" (issue 18).
+    halted: str | None = None
 
     @property
     def lease(self) -> timedelta:
@@ -91,6 +95,7 @@ class Sender:
     def send_issue(self, issue: Issue) -> SendReport:
         started = time.monotonic()
         report = SendReport(week=issue.week)
+        self.halted = None
         dead, to_send = self.services.transaction(lambda session: self._survey(session, issue, report))
         progress = self.progress if to_send else None
         if progress is not None:
@@ -117,6 +122,7 @@ class Sender:
                     self.services.transaction(record)
             finally:
                 report.seconds = time.monotonic() - started
+                report.halted = self.halted
                 if progress is not None:
                     progress.end()
                 self.services.transaction(lambda session: self._count_up(session, issue, report))
@@ -134,6 +140,10 @@ class Sender:
         """Record the batch before as sent (``record``), then lease the next one, in this one transaction."""
         if record is not None:
             record(session)
+        halt = halted(session=session, issue_id=issue.id)
+        if halt is not None:  # paused by hand or by the guardrail, or cancelled: stop after the batch in flight
+            self.halted = halt
+            return None
         now = self.clock()
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
                         lease_until=now + self.lease, limit=self.services.settings.batch_size, dead_owners=dead)

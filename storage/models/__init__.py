@@ -25,6 +25,7 @@ class SubscriberStatus(str, enum.Enum):
     unsubscribed = "unsubscribed"
     bounced = "bounced"
     complained = "complained"
+    dormant = "dormant"  # silent for DIGEST_SUNSET_WEEKS and did not answer the re-permission email (issue 18)
 
 
 class DeliveryStatus(str, enum.Enum):
@@ -151,6 +152,9 @@ class Subscriber(SQLModel, table=True):
     # True only for the rows stored when migration 0007 ran: their emails went out with links that carry
     # no tag, and those keep working. Every row inserted since needs the tag.
     accepts_untagged_links: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # Sunset (issue 18): when the "Still want the verdicts?" email went to this silent reader; a reader who
+    # does not answer within 14 days becomes dormant (status), and is asked again only after a new silence.
+    repermission_sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
 class Issue(SQLModel, table=True):
@@ -162,6 +166,12 @@ class Issue(SQLModel, table=True):
     # The readers' votes on the previous issue's comparisons, as this issue tells them (issue 17): JSON, fixed
     # when the issue opens, so every batch and every worker shows the same figures. "" when there were none.
     reader_results: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    # Reputation (issue 18, storage.issue_state): a paused issue sends nothing until resumed by hand; a
+    # cancelled one never again. The reason says who paused it and why ("guardrail: bounce rate 7.2% …").
+    paused_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    pause_reason: str | None = None
+    cancelled_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    alerted_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))  # the guardrail's alert, once
 
 
 class IssueComparison(SQLModel, table=True):
