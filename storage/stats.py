@@ -14,6 +14,8 @@ EVENT_SUMS = {"delivered": "delivered", "bounced": "bounced", "soft_bounced": "s
               "human_openers": "human_open", "opens": "opens", "machine_opens": "machine_opens",
               "clickers": "clicked", "clicks": "clicks", "unsubscribes": "unsubscribed", "complaints": "complained"}
 EVENT_COUNTS = ("machine_only_openers", *EVENT_SUMS)
+# The issue's own columns that say whether it is sending, paused (and why), cancelled or done (issue 18).
+STATE_COLUMNS = ("created_at", "completed_at", "paused_at", "pause_reason", "cancelled_at")
 
 
 def _flag(condition) -> object:
@@ -25,10 +27,12 @@ def _count(condition) -> object:
 
 
 def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[str, int]]:
-    """week → {IssueStats field: count}, for every issue or for the issue of ``week`` (none if there is none)."""
+    """week → {IssueStats field: count}, and the issue's STATE_COLUMNS, for every issue or for the issue of ``week``
+    (none if there is none)."""
     issue_filter = [Issue.week == week] if week else []
     with engine.connect() as connection:
-        counts = {row.week: {"recipients": row.recipients, "sent": int(row.sent or 0), "failed": int(row.failed or 0)}
+        counts = {row.week: {"recipients": row.recipients, "sent": int(row.sent or 0), "failed": int(row.failed or 0),
+                             **{name: getattr(row, name) for name in STATE_COLUMNS}}
                   for row in connection.execute(_delivery_counts(issue_filter))}
         for row in connection.execute(_event_counts(issue_filter)):
             counts[row.week].update({name: int(getattr(row, name) or 0) for name in EVENT_COUNTS})
@@ -43,11 +47,12 @@ def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[s
 def _delivery_counts(issue_filter: list):
     is_sent = Delivery.status == DeliveryStatus.sent.value
     is_failed = Delivery.status == DeliveryStatus.failed.value
+    state = [getattr(Issue, name) for name in STATE_COLUMNS]  # one value per issue: grouped by with it
     return (
         select(Issue.week, func.count(Delivery.id).label("recipients"), _count(is_sent).label("sent"),
-               _count(is_failed).label("failed"))
+               _count(is_failed).label("failed"), *state)
         .select_from(Issue).outerjoin(Delivery, Delivery.issue_id == Issue.id)
-        .where(*issue_filter).group_by(Issue.id, Issue.week)
+        .where(*issue_filter).group_by(Issue.id, Issue.week, *state)
     )
 
 

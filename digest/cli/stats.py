@@ -30,6 +30,10 @@ def stats(
     them. A vote counts as a click for engagement: a reader who voted from the issue's email is one of its
     clickers, once, whether or not they also clicked a link.
 
+    Each issue's state is sending, paused, cancelled or done; under the table, a line per paused or cancelled
+    issue says why, since when, and what to do (`digest issue resume WEEK`). --json gives "state",
+    "state_reason" and "state_since" per issue.
+
     With DIGEST_SITE_WEBHOOK_URL set, a last line says how many vote events wait for the push to the
     site, and since when the push fails and why. --json prints {"issues": [one object per issue],
     "site_push": {"waiting", "oldest_waiting_at", "failing_since", "last_error", "expired"} or null
@@ -65,7 +69,11 @@ def stats(
     elif not rows:
         console.print("no issues yet")
     else:
-        console.print(stats_table(rows[:last] if last > 0 else rows))
+        shown = rows[:last] if last > 0 else rows
+        console.print(stats_table(shown))
+        for row in shown:  # why an issue is not sending, with what to do about it
+            if row.state.halts:
+                console.print(row.state.sentence(row.week), highlight=False, markup=False)
     if push is not None and not as_json and html is None:
         console.print(push_line(push), highlight=False)
 
@@ -102,6 +110,7 @@ def pct(rate: float | None) -> str:
 
 # The table's rows, top to bottom: a label and how one issue's cell reads.
 FIGURES = {
+    "state": lambda r: r.state.name,
     "recipients": lambda r: str(r.recipients),
     "sent": lambda r: str(r.sent),
     "failed": lambda r: str(r.failed),
