@@ -127,11 +127,13 @@ def checked_settings():
     """The settings, the schedule and the store checked at start; None (the error printed) when one is unusable."""
     from digest.claim.weeks import cron_trigger
     from digest.config import ConfigError, Settings
+    from digest.transports.safe_links import refuse_unsafe_links
     from storage.migrate import StoreUnusable, ready
 
     try:
         settings = Settings()
         settings.check_secrets()
+        refuse_unsafe_links(settings)  # a real send's links must be https:// and public (digest.transports.safe_links)
         cron_trigger(settings.send_schedule, settings.tz)
         note = ready(settings.database_url)  # the start-up check every entry point makes (storage.migrate)
     except (ConfigError, ValueError, StoreUnusable) as exc:
