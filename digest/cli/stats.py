@@ -39,6 +39,9 @@ def stats(
     "site_push": {"waiting", "oldest_waiting_at", "failing_since", "last_error", "expired"} or null
     when no site webhook is set}.
 
+    Readers the sunset made dormant (silent for DIGEST_SUNSET_WEEKS, no answer to the re-permission
+    email: `digest subscribers sunset`) are not sent to; a line under the table and --json's "dormant" count them.
+
     --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
     issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
 
@@ -58,8 +61,10 @@ def stats(
     if week and not rows:
         raise fail(f"no issue for week {week}; `digest stats` lists every issue")
     push = site_push_status(engine=engine, webhook_url=settings.site_webhook_url)
+    dormant = dormant_readers(engine)
     if as_json:
-        document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None}
+        document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None,
+                    "dormant": dormant}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif html is not None:
         from digest.track.stats_page import stats_page
@@ -76,6 +81,16 @@ def stats(
                 console.print(row.state.sentence(row.week), highlight=False, markup=False)
     if push is not None and not as_json and html is None:
         console.print(push_line(push), highlight=False)
+    if not as_json and html is None:
+        console.print(f"dormant readers: {dormant} (not sent to; any old link of theirs offers to resume)",
+                      highlight=False)
+
+
+def dormant_readers(engine) -> int:
+    from storage.sunset import count_dormant
+
+    with engine.connect() as connection:
+        return count_dormant(connection=connection)
 
 
 def push_line(push) -> str:
