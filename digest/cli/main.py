@@ -1,13 +1,13 @@
 """The `digest` command, `cli`: every command and group, in the order `digest --help` lists them.
 
 A thin layer over the library: each command (digest.cli.send, .preview, .stats, .serve, .store, .votes,
-.issue) handles its arguments, calls into the services or the domain, and prints; its docstring is its --help.
+.issue, .doctor) handles its arguments, calls into the services or the domain, and prints; its docstring is its --help.
 Nothing but typer and rich is imported until a command runs (tests/test_cli_help.py).
 """
 
 from __future__ import annotations
 
-from digest.cli import issue, preview, send, serve, stats, store, votes
+from digest.cli import doctor, issue, preview, send, serve, stats, store, votes
 from digest.cli.help import Typer
 
 cli = Typer(help="Weekly AI Tool Verdicts: claim, render and send the weekly digest.",
@@ -40,3 +40,4 @@ cli.command("stats")(stats.stats)
 cli.command("worker")(send.worker)
 cli.command("serve")(serve.serve)
 cli.command("demo")(serve.demo)
+cli.command("doctor")(doctor.doctor)
