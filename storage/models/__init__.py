@@ -172,6 +172,13 @@ class Issue(SQLModel, table=True):
     pause_reason: str | None = None
     cancelled_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     alerted_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))  # the guardrail's alert, once
+    # What the Event Webhook has reported of this issue's emails (digest.track.guardrail), added up per post:
+    # each message ends delivered, bounced or dropped (counted once each, by the provider's event id), and
+    # may be reported as spam. Running totals, so the guardrail reads four numbers, not the issue's events.
+    reported_delivered: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    reported_bounced: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # hard bounces
+    reported_dropped: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    reported_complaints: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class IssueComparison(SQLModel, table=True):
