@@ -1,5 +1,5 @@
 """Counts for `digest stats` (digest.track.stats, which defines each figure): three GROUP BY queries per
-issue, and where the push of vote events to the site has got."""
+issue, where the push of vote events to the site has got, and which issues are paused (issue 18)."""
 
 from __future__ import annotations
 
@@ -117,3 +117,17 @@ def site_push_counts(*, engine: Engine) -> dict:
             "failing_since": push.failing_since if push is not None else None,
             "last_error": push.last_error if push is not None else None,
             "expired": push.expired if push is not None else 0}
+
+
+def paused_issues(*, session) -> list[Issue]:
+    """Issues with deliveries left that are paused (and not cancelled): what the scheduler and the workers pass
+    over until `digest issue resume` (issue 18), read so that they can say so."""
+    query = select(Issue).where(Issue.fanned_out_at.is_not(None), Issue.completed_at.is_(None),
+                                Issue.paused_at.is_not(None), Issue.cancelled_at.is_(None)).order_by(Issue.id)
+    return list(session.execute(query).scalars())
+
+
+def issue_states_mark(*, session) -> tuple:
+    """Changes whenever an issue is paused, resumed, cancelled or finished: the editor's page reloads on it."""
+    return tuple(session.execute(select(func.count(Issue.paused_at), func.max(Issue.paused_at),
+                                        func.count(Issue.cancelled_at), func.count(Issue.completed_at))).one())
