@@ -54,6 +54,8 @@ def send(
     if as_json and not dry_run:
         raise fail("--json goes with --dry-run: digest send --dry-run --json", 2)
     settings = settings_for_run(need_secrets=not dry_run)
+    if not dry_run:
+        refuse_unsafe_links(settings)  # before the feed, the issue or a claim
     now = utcnow()
     if test_to:
         _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
@@ -123,6 +125,16 @@ def _test_send(settings: Settings, *, week: str | None, now: datetime, addresses
     console.print(f"test send of issue {rendered.week} as {rendered.reader} to {count} address(es){where}")
 
 
+def refuse_unsafe_links(settings: Settings) -> None:
+    """A real SendGrid send with links readers cannot safely follow (digest.transports.safe_links): one line, exit 2."""
+    from digest.transports.safe_links import UnsafeLinks, refuse_unsafe_links as refuse
+
+    try:
+        refuse(settings)
+    except UnsafeLinks as exc:
+        raise fail(str(exc), 2) from None
+
+
 def _test_addresses(addresses: str) -> list[str]:
     """--test-to's comma-separated addresses, normalized; a bad one or none at all is exit 2."""
     from digest.importing import InvalidAddress, normalize_address
@@ -159,6 +171,7 @@ def worker(
     from digest.services import build_services, settle_heap
 
     settings = settings_for_run()
+    refuse_unsafe_links(settings)
     if batch_size is not None:
         settings.batch_size = batch_size
     progress = _log_progress(settings)
