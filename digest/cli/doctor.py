@@ -208,22 +208,28 @@ def alert_address(settings: Settings) -> Check:
 
 def database(settings: Settings) -> Check:
     """The schema revision against this code's, without creating a missing SQLite file."""
-    from sqlalchemy.engine import make_url
-
     from storage.faults import shown_url
     from storage.migrate import StoreUnusable, current, head
 
     shown, fix = shown_url(settings.database_url), "run `digest db upgrade`"
+    name = _sqlite_file(settings.database_url)
+    if name and not _file_exists(name):
+        return Check("database", False, f"{shown} does not exist", fix)
     try:
-        name = make_url(settings.database_url).database if settings.is_sqlite else None
-        if name and name != ":memory:" and not _file_exists(name):
-            return Check("database", False, f"{shown} does not exist", fix)
         revision, needed = current(settings.database_url), head()
     except (StoreUnusable, ValueError) as exc:
         return Check("database", False, str(exc), "point DIGEST_DATABASE_URL at the digest database")
     if revision == needed:
         return Check("database", True, f"{shown} at the latest revision ({needed})")
     return Check("database", False, f"{shown} at revision {revision or 'none (empty)'}, this code needs {needed}", fix)
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file an SQLite URL names (sqlite:///relative, sqlite:////absolute), None for memory or another database:
+    looking at it through a connection would create it."""
+    scheme, slashes, rest = url.partition(":///")
+    name = rest.partition("?")[0]
+    return name if scheme.startswith("sqlite") and slashes and name and name != ":memory:" else None
 
 
 def _file_exists(name: str) -> bool:
