@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from digest.config import Settings
 from digest.track.events import ProviderEvent, apply_provider_events
 from digest.track.guardrail import Limits, check_issues, verdict
+from digest.transports import PermanentError
 from digest.web import create_app
 from storage.db import make_engine, session_scope
 from storage.guardrail import IssueOutcomes, sending_issues
@@ -158,6 +159,21 @@ def test_without_an_alert_address_the_pause_is_only_logged(engine):
     issue = issue_row(engine)
     assert issue.pause_reason.startswith("guardrail: bounce rate 20.0%") and issue.alerted_at is None
     assert transport.batches == []
+
+
+def test_an_alert_the_provider_refuses_leaves_the_pause_standing_and_is_logged(engine, caplog):
+    "the alert's send fails: the issue stays paused with its reason, an ERROR says so, and no retry mails twice"
+    deliveries = an_issue(engine, 500)
+    transport, conf = RecordingTransport(PermanentError("The from address does not match a verified Sender")), \
+        settings(str(engine.url))
+    report(engine, "bounce", deliveries[:30])
+    report(engine, "delivered", deliveries[30:])
+    with caplog.at_level(logging.WARNING, logger="digest.guardrail"):
+        [paused] = check(engine, conf, transport)
+    assert issue_row(engine).pause_reason == "guardrail: bounce rate 6.0% (30 of 500) > 5.0%"
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "guardrail alert for issue 2026-W48 to ops@example.com not sent" in error.getMessage()
+    assert "verified Sender" in error.getMessage() and transport.batches == []
 
 
 def test_a_resumed_issue_that_trips_again_pauses_again_without_a_second_email(engine):
