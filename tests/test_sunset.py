@@ -382,3 +382,17 @@ def test_digest_stats_counts_the_dormant_readers(site, monkeypatch):
     assert table.exit_code == 0, table.output
     assert "dormant readers: 1" in table.output
     assert document["dormant"] == 1
+
+
+def test_the_command_refuses_a_real_send_with_unsafe_links_before_doing_anything(site, monkeypatch):
+    "SendGrid for real with DIGEST_BASE_URL http://127.0.0.1: one line, exit 2, nobody asked or made dormant"
+    reader = site.reader()
+    for name_, value in (("DIGEST_DATABASE_URL", site.settings.database_url), ("DIGEST_SECRET_KEY", "k" * 32),
+                         ("DIGEST_TRANSPORT", "sendgrid"), ("SENDGRID_API_KEY", "SG.test"),
+                         ("DIGEST_BASE_URL", "http://127.0.0.1:8000")):
+        monkeypatch.setenv(name_, value)
+
+    refused = CliRunner().invoke(cli, ["subscribers", "sunset"])
+
+    assert refused.exit_code == 2, refused.output
+    assert site.row(reader).repermission_sent_at is None

@@ -182,7 +182,8 @@ def subscribers_sunset(
     open, a click or a vote gets one "Still want the verdicts?" email, whose button keeps them. Fourteen
     days without an answer and they go dormant: no more issues until they resume from any old link.
     The scheduler runs this daily; says how many were asked and how many went dormant. Exit 1 when the
-    provider failed (those not asked are asked on the next pass).
+    provider failed (those not asked are asked on the next pass); exit 2, nothing done, when a real
+    SendGrid send would carry links to a DIGEST_BASE_URL that is not https:// on a public host.
 
     \b
     Examples:
@@ -193,6 +194,10 @@ def subscribers_sunset(
     from digest.subscribers.sunset import sunset
 
     settings = settings_for_run(need_secrets=not dry_run)
+    if not dry_run:
+        from digest.cli.send import refuse_unsafe_links
+
+        refuse_unsafe_links(settings)  # a real send's links must be https:// and public: one line, exit 2
     report = sunset(services=build_services(settings), now=utcnow(), dry_run=dry_run)
     would = "would be " if dry_run else ""
     console.print(f"{report.asked} silent readers {would}asked whether they still want the verdicts; "
