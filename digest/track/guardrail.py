@@ -106,12 +106,12 @@ def check_issues(*, engine: Engine, settings: Settings, issue_ids: Iterable[int]
             if trip is None or not pause_issue(session=session, issue_id=outcomes.issue_id,
                                                reason=f"guardrail: {trip.reason}", now=now):
                 continue  # within its limits, or paused already (by hand, or by another process just now)
-            log.warning("issue %s paused by the guardrail: %s; no more batches go out until `digest issue "
-                        "resume %s` (or `digest issue cancel %s`)", outcomes.week, trip.reason, outcomes.week,
-                        outcomes.week)
             alert = bool(settings.alert_email) and claim_alert(session=session, issue_id=outcomes.issue_id, now=now)
             paused.append(Paused(outcomes, trip, alert))
     for pause in paused:  # after the commit: the pause stands even when the alert cannot be sent
+        week = pause.outcomes.week
+        log.warning("issue %s paused by the guardrail: %s; no more batches go out until `digest issue resume %s` "
+                    "(or `digest issue cancel %s`)", week, pause.trip.reason, week, week)
         if pause.alert:
             _send_alert(pause, settings=settings, transport_for=transport_for, now=now)
     return paused
