@@ -6,6 +6,7 @@ SendGrid's own tools use.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -110,6 +111,9 @@ class Settings(BaseSettings):
     # Sunset (digest.subscribers.sunset): a reader with no human open, click or vote in this many weeks, who
     # got at least 8 issues in them, is asked once whether they still want the verdicts.
     sunset_weeks: int = Field(default=26, ge=1)
+    # Warm-up of a new sending domain (digest.send.warmup): from this day, sends per day follow the ramp, most
+    # engaged readers first; None: no limit.
+    warmup_start: date | None = Field(default=None, description="first day of the warm-up, YYYY-MM-DD")
 
     @field_validator("max_bounce_rate", "max_complaint_rate", mode="before")
     @classmethod

@@ -72,7 +72,9 @@ def run(*, services: Services, sender: Sender, now: datetime, week: str | None =
         result.reason = services.transaction(lambda session: not_due(session, settings, week=result.week, now=now))
         if result.reason:
             return result
-    result.opened = services.retrying(lambda: open_issue(engine=services.engine, week=result.week, now=now))
+    engaged_first = services.settings.warmup_start is not None  # a warm-up sends to the most engaged first
+    result.opened = services.retrying(lambda: open_issue(engine=services.engine, week=result.week, now=now,
+                                                         engaged_first=engaged_first))
     if result.opened.issue is None:
         result.reason = "no new comparison since the last issue: no issue, no email"
         return result

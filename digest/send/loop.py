@@ -27,6 +27,7 @@ from digest.progress import Progress
 from digest.render import mail
 from digest.render.environment import RenderedEmail
 from digest.send.owners import is_dead_here, new_owner
+from digest.send.warmup import warmup_day
 from digest.services import Services
 from digest.transports.base import Batch, PermanentError, RateLimited, TransientError
 from digest.votes.results import from_json
@@ -35,6 +36,7 @@ from storage.issue_state import halted
 from storage.issues import complete_issue, find_segment, issue_segments
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
+from storage.warmup import give_back, reserve
 
 BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
 BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
@@ -145,10 +147,18 @@ class Sender:
             self.halted = halt
             return None
         now = self.clock()
+        limit, day = self.services.settings.batch_size, warmup_day(self.services.settings, now)
+        if day is not None:  # a new domain warming up: no more than today's allowance, shared by every sender
+            limit = reserve(session=session, day=day[0], want=limit, allowance=day[1])
+            if limit == 0:
+                self.halted = f"warm-up: today's {day[1]:,} sends are used; the rest goes out from tomorrow"
+                return None
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
-                        lease_until=now + self.lease, limit=self.services.settings.batch_size, dead_owners=dead)
+                        lease_until=now + self.lease, limit=limit, dead_owners=dead)
         # After our last batch when there is anything there, else from the start, stale leases first.
         claimed = (after and claim(after=after)) or claim()
+        if day is not None:
+            give_back(session=session, day=day[0], unused=limit - (len(claimed.rows) if claimed else 0))
         if claimed is not None:
             self.services.transport.observe(session.connection())  # e.g. a shared rate limit, read in this transaction
         return claimed

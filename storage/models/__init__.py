@@ -312,3 +312,4 @@ from storage.models.verdicts import VerdictChange as VerdictChange  # noqa: E402
 from storage.models.votes import SitePush as SitePush  # noqa: E402
 from storage.models.votes import Vote as Vote  # noqa: E402
 from storage.models.votes import VoteEvent as VoteEvent  # noqa: E402
+from storage.models.warmup import SendDay as SendDay  # noqa: E402

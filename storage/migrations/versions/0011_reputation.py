@@ -28,9 +28,15 @@ def upgrade() -> None:
     for name in ('reported_delivered', 'reported_bounced', 'reported_dropped', 'reported_complaints'):
         op.add_column('issue', sa.Column(name, sa.Integer(), nullable=False, server_default='0'))
     op.add_column('subscriber', sa.Column('repermission_sent_at', storage.types.UTCDateTime(), nullable=True))
+    op.create_table('send_day',
+    sa.Column('day', sa.String(length=10), nullable=False),
+    sa.Column('used', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('day')
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('send_day')
     with op.batch_alter_table('subscriber') as batch:
         batch.drop_column('repermission_sent_at')
     with op.batch_alter_table('issue') as batch:
