@@ -33,17 +33,24 @@ def pause_issue(*, session: Session, issue_id: int, reason: str, now: datetime) 
 
 
 def resume_issue(*, session: Session, issue_id: int) -> bool:
-    """Lift a pause; whether there was one. The reason is kept in the log, not here."""
+    """Lift a pause; whether there was one. The reason is kept in the log, not here.
+
+    The guardrail's running totals start again from zero: it judges what the provider reports after the
+    resume (once DIGEST_GUARDRAIL_MIN_EVENTS more are known), not the figures that paused the issue, which
+    would pause it again at the next webhook post whatever the operator fixed."""
     result = session.execute(update(Issue).where(Issue.id == issue_id, Issue.paused_at.is_not(None),
                                                  Issue.cancelled_at.is_(None))
-                             .values(paused_at=None, pause_reason=None))
+                             .values(paused_at=None, pause_reason=None, reported_delivered=0, reported_bounced=0,
+                                     reported_dropped=0, reported_complaints=0))
     return result.rowcount == 1
 
 
 def cancel_issue(*, session: Session, issue_id: int, now: datetime) -> int | None:
     """Cancel the issue: its pending deliveries become cancelled (what is sent or being sent stays as it is),
     and it is finished. How many were cancelled; None when it was cancelled already."""
-    issue = session.get(Issue, issue_id, with_for_update=True)
+    # FOR NO KEY UPDATE (key_share) on PostgreSQL: the webhook's event inserts hold a KEY SHARE lock on the
+    # issue row (their foreign key) while they add to its totals; a full FOR UPDATE here could deadlock with them.
+    issue = session.get(Issue, issue_id, with_for_update={"key_share": True})
     if issue.cancelled_at is not None:
         return None
     cancelled = session.execute(update(Delivery).where(Delivery.issue_id == issue_id,

@@ -176,20 +176,25 @@ def test_an_alert_the_provider_refuses_leaves_the_pause_standing_and_is_logged(e
     assert "verified Sender" in error.getMessage() and transport.batches == []
 
 
-def test_a_resumed_issue_that_trips_again_pauses_again_without_a_second_email(engine):
-    "resumed by hand, the next webhook post finds it still past the limit: paused again, logged, no second mail"
-    deliveries = an_issue(engine, 500)
+def test_a_resumed_issue_is_judged_afresh_and_a_second_trip_sends_no_second_email(engine):
+    """resumed by hand, the figures start again: one more bounce is not judged (under the minimum known);
+    past the limit again over 500 new outcomes, paused again, logged, no second mail"""
+    deliveries = an_issue(engine, 1_100)
     transport, conf = RecordingTransport(), settings(str(engine.url))
     report(engine, "bounce", deliveries[:50])
-    report(engine, "delivered", deliveries[50:])
+    report(engine, "delivered", deliveries[50:500])
     check(engine, conf, transport)
     with session_scope(engine) as session:
         assert resume_issue(session=session, issue_id=issue_row(engine).id)
     assert issue_row(engine).paused_at is None
-    report(engine, "bounce", deliveries[50:51])
+    report(engine, "bounce", deliveries[500:501])
+    check(engine, conf, transport, now=NOW + timedelta(hours=1))
+    assert issue_row(engine).paused_at is None, "one outcome since the resume is not enough to judge"
+    report(engine, "bounce", deliveries[501:541])
+    report(engine, "delivered", deliveries[541:1001])
     [again] = check(engine, conf, transport, now=NOW + timedelta(hours=2))
     issue = issue_row(engine)
-    assert issue.paused_at == NOW + timedelta(hours=2) and issue.pause_reason.startswith("guardrail: bounce rate 10.2%")
+    assert issue.paused_at == NOW + timedelta(hours=2) and issue.pause_reason.startswith("guardrail: bounce rate 8.2%")
     assert not again.alert and len(transport.batches) == 1 and issue.alerted_at == NOW
 
 
