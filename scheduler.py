@@ -3,7 +3,8 @@
 APScheduler 3.11 wiring only. A cron trigger from DIGEST_SEND_SCHEDULE in DIGEST_TIMEZONE, plus a
 catch-up run at start and every hour, all calling the same idempotent `digest.weekly.run`; with
 DIGEST_SITE_WEBHOOK_URL set, the push of readers' votes to the site every minute (`digest.votes.push`,
-which claims each attempt in the database, so several schedulers never send a batch twice). The scheduler
+which claims each attempt in the database, so several schedulers never send a batch twice); and once a day
+the sunset (`digest.subscribers.sunset`: silent readers asked once, the unanswered made dormant). The scheduler
 keeps no job store of its own (APScheduler's FAQ: a job store cannot be shared between processes), so
 any number of scheduler processes may run against one database: the unique issue per week and the
 unique delivery per subscriber make sure one issue goes out, once per subscriber.
@@ -27,6 +28,7 @@ log = logging.getLogger("digest.scheduler")
 
 CATCH_UP_EVERY_HOURS = 1  # a send interrupted by a crash or an outage resumes within the hour
 SITE_PUSH_EVERY_MINUTES = 1  # a vote reaches the site within a minute; the push's own backoff spaces retries
+SUNSET_AT = "30 4 * * *"  # daily, 04:30 local: the sunset counts in weeks and days, and runs away from most sends
 
 
 def weekly_job(services: Services, sender: Sender) -> bool:
@@ -77,6 +79,27 @@ def site_push_job(services: Services) -> bool:
     return done.error is None
 
 
+def sunset_job(services: Services) -> bool:
+    """One pass of the sunset (digest.subscribers.sunset): the unanswered made dormant, the silent asked.
+
+    Never raises; returns False when the store or the provider failed (the readers not asked are asked on
+    the next day's pass).
+    """
+    from digest.subscribers.sunset import sunset
+    from storage.types import utcnow
+
+    try:
+        report = sunset(services=services, now=utcnow())
+    except Exception:
+        log.exception("sunset failed; tomorrow's pass retries")
+        return False
+    log.info("sunset: %d readers asked whether they still want the verdicts, %d went dormant",
+             report.asked, report.dormant)
+    if report.error:
+        log.error("sunset: asking stopped early: %s", report.error)
+    return report.error is None
+
+
 def build_scheduler(services: Services, sender: Sender) -> BlockingScheduler:
     from digest.claim.weeks import cron_trigger
 
@@ -87,6 +110,8 @@ def build_scheduler(services: Services, sender: Sender) -> BlockingScheduler:
     scheduler.add_job(weekly_job, cron_trigger(settings.send_schedule, settings.tz), id="weekly", **common)
     scheduler.add_job(weekly_job, IntervalTrigger(hours=CATCH_UP_EVERY_HOURS, timezone=settings.tz),
                       id="catch-up", **common)
+    scheduler.add_job(sunset_job, cron_trigger(SUNSET_AT, settings.tz), id="sunset", args=[services], coalesce=True,
+                      max_instances=1, misfire_grace_time=3600)
     if settings.site_webhook_url:
         scheduler.add_job(site_push_job, IntervalTrigger(minutes=SITE_PUSH_EVERY_MINUTES, timezone=settings.tz),
                           id="site-push", args=[services], coalesce=True, max_instances=1, misfire_grace_time=60)
@@ -127,11 +152,13 @@ def checked_settings():
     """The settings, the schedule and the store checked at start; None (the error printed) when one is unusable."""
     from digest.claim.weeks import cron_trigger
     from digest.config import ConfigError, Settings
+    from digest.transports.safe_links import refuse_unsafe_links
     from storage.migrate import StoreUnusable, ready
 
     try:
         settings = Settings()
         settings.check_secrets()
+        refuse_unsafe_links(settings)  # a real send's links must be https:// and public (digest.transports.safe_links)
         cron_trigger(settings.send_schedule, settings.tz)
         note = ready(settings.database_url)  # the start-up check every entry point makes (storage.migrate)
     except (ConfigError, ValueError, StoreUnusable) as exc:

@@ -63,6 +63,7 @@ def serve(url: str, sendgrid: str, port: int, workdir: Path) -> subprocess.Popen
     env = {**os.environ, "DIGEST_DATABASE_URL": url, "DIGEST_SECRET_KEY": SECRET_KEY,
            "DIGEST_BASE_URL": f"http://127.0.0.1:{port}", "SENDGRID_API_KEY": API_KEY,
            "DIGEST_SENDGRID_HOST": sendgrid, "DIGEST_TRANSPORT": "sendgrid",
+           "DIGEST_SENDGRID_SANDBOX": "true",  # links to 127.0.0.1: a real send refuses them
            "DIGEST_SIGNUP_PER_CLIENT_PER_HOUR": "1000000", "DIGEST_OUTBOX_DIR": str(workdir / "outbox")}
     process = subprocess.Popen([sys.executable, "-m", "uvicorn", "digest.web.main:app", "--host", "127.0.0.1",
                                 "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"],

@@ -6,6 +6,7 @@ SendGrid's own tools use.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -95,6 +96,32 @@ class Settings(BaseSettings):
                                            description="HMAC key of X-Digest-Signature")
     # 10 s: a webhook answers a small JSON body at once; a site that takes longer is down, and the push retries.
     site_webhook_timeout: float = Field(default=10.0, gt=0, description="seconds one push POST may take")
+    # Reputation (issue 18). SendGrid's own click, open and subscription tracking: "off" (default) turns them
+    # off in every payload — we track opens and clicks ourselves, and SendGrid's click tracking would rewrite
+    # our /u/ and /c/ links and count each click twice; "account" leaves them as the SendGrid account sets them.
+    sendgrid_tracking: Literal["off", "account"] = "off"
+    # The guardrail (digest.track.guardrail): once this many of an issue's deliveries are known from the Event
+    # Webhook, a bounce rate ((bounces + drops) / processed) or a complaint rate (spam reports / delivered) past
+    # its maximum pauses the issue on every sender. Gmail: keep complaints under 0.1 %, never reach 0.3 %.
+    guardrail_min_events: int = Field(default=500, ge=1)
+    max_bounce_rate: float = Field(default=0.05, gt=0, le=1, description="e.g. 0.05 or 5%")
+    max_complaint_rate: float = Field(default=0.001, gt=0, le=1, description="e.g. 0.001 or 0.1%")
+    # Who hears of a guardrail pause (one email per issue); None: the log line only.
+    alert_email: str | None = None
+    # Sunset (digest.subscribers.sunset): a reader with no human open, click or vote in this many weeks, who
+    # got at least 8 issues in them, is asked once whether they still want the verdicts.
+    sunset_weeks: int = Field(default=26, ge=1)
+    # Warm-up of a new sending domain (digest.send.warmup): from this day, sends per day follow the ramp, most
+    # engaged readers first; None: no limit.
+    warmup_start: date | None = Field(default=None, description="first day of the warm-up, YYYY-MM-DD")
+
+    @field_validator("max_bounce_rate", "max_complaint_rate", mode="before")
+    @classmethod
+    def _rate(cls, value):
+        """A rate as a fraction (0.05) or a percentage ("5%")."""
+        if isinstance(value, str) and value.strip().endswith("%"):
+            return float(value.strip()[:-1]) / 100
+        return value
 
     @field_validator("base_url", "site_url", "sendgrid_host")
     @classmethod

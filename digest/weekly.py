@@ -2,19 +2,28 @@
 
 One idempotent function serves the cron trigger, the catch-up at start and every hourly tick: the
 database constraints, not the clock, make sure an issue is opened once and each email is sent once.
+
+A paused issue is never resumed here (only `digest issue resume` lifts a pause), nor a cancelled one sent:
+the run passes over them and says so, in its result and in the log (issue 18).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from digest.claim.opening import Opened, open_issue
 from digest.claim.weeks import iso_week, slot
-from digest.send.loop import Sender
+from digest.send.loop import Sender, SendReport
 from digest.services import Services
+from digest.track.stats import IssueState
 from storage.comparisons import claimable_comparisons
 from storage.issues import find_issue, unfinished_issues
+from storage.models import Issue
+from storage.stats import paused_issues
+
+log = logging.getLogger("digest.weekly")
 
 
 @dataclass
@@ -23,6 +32,23 @@ class RunResult:
     opened: Opened | None = None
     reports: list = field(default_factory=list)  # SendReport per issue sent or resumed
     reason: str = ""  # why nothing new was opened, in words
+    held: dict[str, str] = field(default_factory=dict)  # week → why that issue is paused or cancelled, in words
+
+    def hold(self, week: str, state: IssueState) -> None:
+        """Say (once) that the issue of ``week`` is not sending, and why; the scheduler's log has it too."""
+        if week not in self.held:
+            self.held[week] = state.sentence(week)
+            log.info("%s", self.held[week])
+
+    def add(self, report: SendReport) -> None:
+        self.reports.append(report)
+        if report.halted:  # paused or cancelled while this run sent it: it stopped after the batch in flight
+            self.hold(report.week, IssueState.halted(report.halted))
+
+
+def state_of(issue: Issue) -> IssueState:
+    return IssueState.of(created_at=issue.created_at, completed_at=issue.completed_at, paused_at=issue.paused_at,
+                         pause_reason=issue.pause_reason, cancelled_at=issue.cancelled_at)
 
 
 def run(*, services: Services, sender: Sender, now: datetime, week: str | None = None) -> RunResult:
@@ -36,23 +62,31 @@ def run(*, services: Services, sender: Sender, now: datetime, week: str | None =
     result = RunResult(week=week or iso_week(now.astimezone(settings.tz)))
 
     # Every step waits out a database outage, as the send loop's own transactions do.
-    unfinished = services.transaction(lambda session: unfinished_issues(session=session))
+    unfinished, paused = services.transaction(
+        lambda session: (unfinished_issues(session=session), paused_issues(session=session)))
+    for issue in paused:
+        result.hold(issue.week, state_of(issue))
     for issue in unfinished:
-        result.reports.append(sender.send_issue(issue))
+        result.add(sender.send_issue(issue))
     if week is None:
         result.reason = services.transaction(lambda session: not_due(session, settings, week=result.week, now=now))
         if result.reason:
             return result
-    result.opened = services.retrying(lambda: open_issue(engine=services.engine, week=result.week, now=now))
+    engaged_first = services.settings.warmup_start is not None  # a warm-up sends to the most engaged first
+    result.opened = services.retrying(lambda: open_issue(engine=services.engine, week=result.week, now=now,
+                                                         engaged_first=engaged_first))
     if result.opened.issue is None:
         result.reason = "no new comparison since the last issue: no issue, no email"
+        return result
+    if not result.opened.created and state_of(result.opened.issue).halts:
+        result.hold(result.week, state_of(result.opened.issue))
         return result
     if not result.opened.created and result.opened.issue.completed_at is not None:
         if all(report.week != result.week for report in result.reports):  # not finished by this run's resume
             result.reason = f"issue {result.week} was already sent"
         return result
-    if all(report.week != result.week for report in result.reports):
-        result.reports.append(sender.send_issue(result.opened.issue))
+    if all(report.week != result.week for report in result.reports) and result.week not in result.held:
+        result.add(sender.send_issue(result.opened.issue))
     return result
 
 

@@ -17,11 +17,13 @@ from sqlmodel import Session
 from storage.models import Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus
 
 # The reasons, in the order the list shows them: first the people an editor can still do something
-# about (they follow nothing this issue covers, or never confirmed), then those who chose to leave.
+# about (they follow nothing this issue covers, or never confirmed), then the silent readers the sunset
+# stopped (digest.subscribers.sunset: any old link of theirs offers to resume), then those who chose to leave.
 NO_MATCH = "no matching category"
 PENDING = "pending confirmation"
 PAUSED = "paused"
-REASONS = (NO_MATCH, PENDING, PAUSED, "unsubscribed", "bounced", "complained")
+DORMANT = "dormant"
+REASONS = (NO_MATCH, PENDING, PAUSED, DORMANT, "unsubscribed", "bounced", "complained")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Counts for `digest stats` (digest.track.stats, which defines each figure): three GROUP BY queries per
-issue, and where the push of vote events to the site has got."""
+issue, where the push of vote events to the site has got, and which issues are paused (issue 18)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ EVENT_SUMS = {"delivered": "delivered", "bounced": "bounced", "soft_bounced": "s
               "human_openers": "human_open", "opens": "opens", "machine_opens": "machine_opens",
               "clickers": "clicked", "clicks": "clicks", "unsubscribes": "unsubscribed", "complaints": "complained"}
 EVENT_COUNTS = ("machine_only_openers", *EVENT_SUMS)
+# The issue's own columns that say whether it is sending, paused (and why), cancelled or done (issue 18).
+STATE_COLUMNS = ("created_at", "completed_at", "paused_at", "pause_reason", "cancelled_at")
 
 
 def _flag(condition) -> object:
@@ -25,10 +27,12 @@ def _count(condition) -> object:
 
 
 def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[str, int]]:
-    """week → {IssueStats field: count}, for every issue or for the issue of ``week`` (none if there is none)."""
+    """week → {IssueStats field: count}, and the issue's STATE_COLUMNS, for every issue or for the issue of ``week``
+    (none if there is none)."""
     issue_filter = [Issue.week == week] if week else []
     with engine.connect() as connection:
-        counts = {row.week: {"recipients": row.recipients, "sent": int(row.sent or 0), "failed": int(row.failed or 0)}
+        counts = {row.week: {"recipients": row.recipients, "sent": int(row.sent or 0), "failed": int(row.failed or 0),
+                             **{name: getattr(row, name) for name in STATE_COLUMNS}}
                   for row in connection.execute(_delivery_counts(issue_filter))}
         for row in connection.execute(_event_counts(issue_filter)):
             counts[row.week].update({name: int(getattr(row, name) or 0) for name in EVENT_COUNTS})
@@ -43,11 +47,12 @@ def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[s
 def _delivery_counts(issue_filter: list):
     is_sent = Delivery.status == DeliveryStatus.sent.value
     is_failed = Delivery.status == DeliveryStatus.failed.value
+    state = [getattr(Issue, name) for name in STATE_COLUMNS]  # one value per issue: grouped by with it
     return (
         select(Issue.week, func.count(Delivery.id).label("recipients"), _count(is_sent).label("sent"),
-               _count(is_failed).label("failed"))
+               _count(is_failed).label("failed"), *state)
         .select_from(Issue).outerjoin(Delivery, Delivery.issue_id == Issue.id)
-        .where(*issue_filter).group_by(Issue.id, Issue.week)
+        .where(*issue_filter).group_by(Issue.id, Issue.week, *state)
     )
 
 
@@ -112,3 +117,17 @@ def site_push_counts(*, engine: Engine) -> dict:
             "failing_since": push.failing_since if push is not None else None,
             "last_error": push.last_error if push is not None else None,
             "expired": push.expired if push is not None else 0}
+
+
+def paused_issues(*, session) -> list[Issue]:
+    """Issues with deliveries left that are paused (and not cancelled): what the scheduler and the workers pass
+    over until `digest issue resume` (issue 18), read so that they can say so."""
+    query = select(Issue).where(Issue.fanned_out_at.is_not(None), Issue.completed_at.is_(None),
+                                Issue.paused_at.is_not(None), Issue.cancelled_at.is_(None)).order_by(Issue.id)
+    return list(session.execute(query).scalars())
+
+
+def issue_states_mark(*, session) -> tuple:
+    """Changes whenever an issue is paused, resumed, cancelled or finished: the editor's page reloads on it."""
+    return tuple(session.execute(select(func.count(Issue.paused_at), func.max(Issue.paused_at),
+                                        func.count(Issue.cancelled_at), func.count(Issue.completed_at))).one())

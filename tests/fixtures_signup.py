@@ -38,7 +38,7 @@ class SentMail:
 
     def all(self) -> list[Mail]:
         assert self._client.app.state.signup_mailer.wait_idle(timeout=60), "the signup mailer did not finish"
-        return [_mail(body) for body in list(self._server.accepted)]
+        return [_mail(body) for body in list(self._server.sandboxed)]
 
     def to(self, address: str) -> list[Mail]:
         return [mail for mail in self.all() if mail.email.lower() == address.lower()]
@@ -53,8 +53,10 @@ def _mail(body: dict) -> Mail:
 
 
 def signup_settings(db_url: str, server: FakeSendGrid, **overrides):
+    """SendGrid in sandbox mode (the stand-in validates each body and keeps it in `sandboxed`): the links point at
+    the TestClient's http://testserver, which a real send refuses (digest.transports.safe_links)."""
     return web_settings(db_url, transport="sendgrid", SENDGRID_API_KEY=server.api_key, sendgrid_host=server.url,
-                        sendgrid_timeout=5, **overrides)
+                        sendgrid_timeout=5, sendgrid_sandbox=True, **overrides)
 
 
 @pytest.fixture

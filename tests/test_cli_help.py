@@ -23,7 +23,7 @@ HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "psycopg", "fastapi", "starlette",
          "dotenv", "itsdangerous", "rich.progress", "rich.table", "rich.markdown", "storage")
 LIGHT_DIGEST = {"digest", "digest.__main__", "digest.cli", "digest.cli.main", "digest.cli.help", "digest.cli.shared",
                 "digest.cli.send", "digest.cli.preview", "digest.cli.stats", "digest.cli.serve", "digest.cli.store",
-                "digest.cli.votes"}
+                "digest.cli.votes", "digest.cli.issue", "digest.cli.doctor"}
 
 
 def help_paths():

@@ -19,7 +19,7 @@ def test_the_weekly_job_fires_at_the_schedule_in_the_configured_zone():
     "Thursday 09:00 Berlin time: the cron job's next fire time is the week's slot; a catch-up job ticks hourly"
     settings = Settings(send_schedule="0 9 * * thu", timezone="Europe/Berlin", secret_key="k" * 32)
     jobs = {job.id: job for job in scheduler.build_scheduler(StubServices(settings), sender=None).get_jobs()}
-    assert set(jobs) == {"weekly", "catch-up"}
+    assert set(jobs) == {"weekly", "catch-up", "sunset"}  # the sunset's daily job: tests/test_sunset.py
     berlin = ZoneInfo("Europe/Berlin")
     monday = datetime(2026, 11, 23, tzinfo=berlin)
     fire = jobs["weekly"].trigger.get_next_fire_time(None, monday)

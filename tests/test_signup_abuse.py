@@ -173,7 +173,7 @@ def test_every_signup_hands_one_letter_to_another_process_which_does_the_rest_la
 
     started = time.monotonic()
     answers = [post_json(client, address) for address in addresses]
-    sent_during_the_requests = list(server.accepted)
+    sent_during_the_requests = list(server.sandboxed)
     with session_scope(engine) as session:
         stored_during_the_requests = session.execute(select(Subscriber).where(Subscriber.email_key == "new@example.com")).first()
 
@@ -182,7 +182,7 @@ def test_every_signup_hands_one_letter_to_another_process_which_does_the_rest_la
         assert sent_during_the_requests == [] and stored_during_the_requests is None
     assert mailer.pid not in (None, os.getpid())
     assert mailer.wait_idle(timeout=30)
-    assert sorted(body["personalizations"][0]["to"][0]["email"] for body in server.accepted) == \
+    assert sorted(body["personalizations"][0]["to"][0]["email"] for body in server.sandboxed) == \
            sorted([addresses[0], "new@example.com"])
     with session_scope(engine) as session:
         assert session.execute(select(Subscriber.status).where(Subscriber.email_key == "new@example.com")).scalar() \
@@ -200,9 +200,9 @@ def test_shutdown_sends_the_waiting_letters_at_once(db_url, fake_sendgrid):
         started = time.monotonic()
 
     assert time.monotonic() - started < 60
-    assert sorted(b["personalizations"][0]["to"][0]["email"] for b in fake_sendgrid.accepted) == \
+    assert sorted(b["personalizations"][0]["to"][0]["email"] for b in fake_sendgrid.sandboxed) == \
            [f"patient{n}@example.com" for n in range(3)]
-    assert all(CONFIRM_LINK.search(part["value"]) for b in fake_sendgrid.accepted for part in b["content"])
+    assert all(CONFIRM_LINK.search(part["value"]) for b in fake_sendgrid.sandboxed for part in b["content"])
 
 
 def test_a_mailer_that_died_is_replaced_at_the_next_signup(web, sent):

@@ -53,7 +53,7 @@ class FannedOut:
 
 
 def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now: datetime,
-                  results_from: int | None = None) -> FannedOut:
+                  results_from: int | None = None, engaged_first: bool = False) -> FannedOut:
     """Segments and deliveries for ``planned``, plus the parts that carry verdict changes or, for the readers
     of issue ``results_from``, its readers' results; in the opening's transaction."""
     carry = _claim_carry(session=session, issue_id=issue_id, now=now, results_from=results_from)
@@ -64,7 +64,8 @@ def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now
         parts = _parts(session=session, issue_id=issue_id, plan=plan, carry=carry) if carry else {}
         by_origins = (carry.origins, {got: part.id for got, part in parts.items()}) if parts else None
         segment.size = fan_out(session=session, issue_id=issue_id, segment_id=segment.id,
-                               category_sets=plan.category_sets, now=now, by_origins=by_origins)
+                               category_sets=plan.category_sets, now=now, by_origins=by_origins,
+                               engaged_first=engaged_first)
         result.segments += [segment, *parts.values()]
     if carry:
         sizes = segment_sizes(session=session, issue_id=issue_id)

@@ -74,11 +74,12 @@ class Opened:
     results_told: int = 0  # readers of the previous issue who get its readers' results (issue 17)
 
 
-def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
+def open_issue(*, engine: Engine, week: str, now: datetime, engaged_first: bool = False) -> Opened:
     """Create issue ``week``, claim what is published, fan out: one transaction, all or nothing.
 
     If the issue exists (a rerun, or another scheduler won the race) it is returned as it is: its
     content and audience were fixed when it was opened. No claimable comparison: no issue.
+    ``engaged_first``: readers are queued most engaged first (a warm-up, digest.send.warmup).
     """
     week_monday(week)  # validates the label
     try:
@@ -96,7 +97,7 @@ def open_issue(*, engine: Engine, week: str, now: datetime) -> Opened:
             plan = plan_issue(session=session, now=now, ranked=ranked)
             previous = _results_of_previous(session, issue)
             fanned = fan_out_issue(session=session, issue_id=issue.id, planned=plan.segments, now=now,
-                                   results_from=previous)
+                                   results_from=previous, engaged_first=engaged_first)
             deliveries = fanned.deliveries
             refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from digest.editor.dry_run import DryRun, reason_text
+from digest.editor.dry_run import DryRun, reason_text, state_sentence
 from digest.render.email import HTML_BUDGET
 
 
@@ -31,13 +31,20 @@ def print_run(console: Console, result, reports) -> None:
                           style="yellow")
         for error in report.errors:
             console.print(f"  error: {error}", style="red", highlight=False, markup=False)
-    if result is not None and not reports and not result.reason:
+    for line in (result.held.values() if result is not None else ()):  # paused or cancelled: not sent (issue 18)
+        console.print(line, style="yellow", highlight=False, markup=False)
+    if result is not None and not reports and not result.reason and not result.held:
         console.print("nothing to send")
 
 
 def print_dry_run(console: Console, plan: DryRun, *, tz) -> None:
     if plan.feed is not None:  # first: what the issue would claim depends on what the feed brought
         console.print(plan.feed.sentence(tz=tz), highlight=False, markup=False)
+    halted = state_sentence(plan)  # paused (why, what a resume would send) or cancelled: issue 18
+    if halted is not None:
+        console.print(halted, highlight=False, markup=False)
+        if plan.state.name == "cancelled":
+            return
     if plan.sent:
         console.print(sent_sentence(plan, tz=tz), highlight=False, markup=False)
         return
@@ -90,6 +97,8 @@ def sent_sentence(plan: DryRun, *, tz) -> str:
         return f"issue {week} was closed on {closed:%a %d %b %Y} with nobody to send to: nothing to dry-run"
     when = f"{(sent.first_sent_at or sent.closed_at).astimezone(tz):%a %d %b %Y}"
     if sent.to_send:
+        # While paused, `digest send` sends nothing: the line above the sentence says what lifts the pause.
+        finishes = "" if plan.state is not None and plan.state.halts else "`digest send` finishes it, "
         return (f"issue {week} was sent on {when} to {sent.readers} readers, {sent.to_send} still to send: "
-                f"nothing to dry-run; `digest send` finishes it, {stats}")
+                f"nothing to dry-run; {finishes}{stats}")
     return f"issue {week} was sent on {when} to {sent.readers} readers: nothing to dry-run; {stats}"

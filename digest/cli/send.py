@@ -35,6 +35,10 @@ def send(
     unsubscribed, bounced, complained) and the count per reason; with --json, everyone. An issue that
     already went out is only described.
 
+    A paused issue is not sent: `digest send` says why it is paused and exits 1 (`digest issue resume WEEK` lifts
+    the pause; the next `digest send` sends the rest); a cancelled one is never sent again. A pause while it
+    sends stops it after the batch in flight. --dry-run says so too, and what resuming would send.
+
     --test-to sends the real rendered issue to those addresses only, through the configured transport,
     with "[TEST]" in the subject; it opens no issue and touches no delivery or statistic.
 
@@ -50,6 +54,8 @@ def send(
     if as_json and not dry_run:
         raise fail("--json goes with --dry-run: digest send --dry-run --json", 2)
     settings = settings_for_run(need_secrets=not dry_run)
+    if not dry_run:
+        refuse_unsafe_links(settings)  # before the feed, the issue or a claim
     now = utcnow()
     if test_to:
         _test_send(settings, week=week, now=now, addresses=test_to, as_email=as_email)
@@ -81,7 +87,8 @@ def _send(settings: Settings, *, week: str | None, now: datetime) -> None:
         print_run(console, None, [exc.report])
         raise fail(str(exc))
     print_run(console, result, result.reports)
-    if any(report.failed for report in result.reports):
+    # Exit 1 when a recipient failed, or the week asked is paused or cancelled (print_run said why).
+    if any(report.failed for report in result.reports) or result.week in result.held:
         raise typer.Exit(1)
 
 
@@ -116,6 +123,16 @@ def _test_send(settings: Settings, *, week: str | None, now: datetime, addresses
         raise fail(f"the test send failed: {exc}")
     where = f" (outbox: {settings.outbox_dir})" if settings.transport == "outbox" else ""
     console.print(f"test send of issue {rendered.week} as {rendered.reader} to {count} address(es){where}")
+
+
+def refuse_unsafe_links(settings: Settings) -> None:
+    """A real SendGrid send with links readers cannot safely follow (digest.transports.safe_links): one line, exit 2."""
+    from digest.transports.safe_links import UnsafeLinks, refuse_unsafe_links as refuse
+
+    try:
+        refuse(settings)
+    except UnsafeLinks as exc:
+        raise fail(str(exc), 2) from None
 
 
 def _test_addresses(addresses: str) -> list[str]:
@@ -154,6 +171,7 @@ def worker(
     from digest.services import build_services, settle_heap
 
     settings = settings_for_run()
+    refuse_unsafe_links(settings)
     if batch_size is not None:
         settings.batch_size = batch_size
     progress = _log_progress(settings)

@@ -27,10 +27,13 @@ def serve(
     """
     import uvicorn
 
+    from digest.cli.send import refuse_unsafe_links
     from digest.ports import listen_problem
     from digest.web.server import uvicorn_options
 
-    settings_for_run()  # refuse placeholder secrets before listening
+    # Refuse placeholder secrets, and a SendGrid base URL readers cannot safely reach (its signup confirmations
+    # would carry those links), before listening: a refusal at start is seen, a refused signup mail is not.
+    refuse_unsafe_links(settings_for_run())
     if problem := listen_problem(host, port):  # one line, not uvicorn's log and exit 1
         raise fail(problem, 2)
     uvicorn.run("digest.web.main:app", **uvicorn_options(host=host, port=port, workers=workers))

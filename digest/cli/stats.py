@@ -30,10 +30,17 @@ def stats(
     them. A vote counts as a click for engagement: a reader who voted from the issue's email is one of its
     clickers, once, whether or not they also clicked a link.
 
+    Each issue's state is sending, paused, cancelled or done; under the table, a line per paused or cancelled
+    issue says why, since when, and what to do (`digest issue resume WEEK`). --json gives "state",
+    "state_reason" and "state_since" per issue.
+
     With DIGEST_SITE_WEBHOOK_URL set, a last line says how many vote events wait for the push to the
     site, and since when the push fails and why. --json prints {"issues": [one object per issue],
     "site_push": {"waiting", "oldest_waiting_at", "failing_since", "last_error", "expired"} or null
     when no site webhook is set}.
+
+    Readers the sunset made dormant (silent for DIGEST_SUNSET_WEEKS, no answer to the re-permission
+    email: `digest subscribers sunset`) are not sent to; a line under the table and --json's "dormant" count them.
 
     --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
     issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
@@ -54,8 +61,10 @@ def stats(
     if week and not rows:
         raise fail(f"no issue for week {week}; `digest stats` lists every issue")
     push = site_push_status(engine=engine, webhook_url=settings.site_webhook_url)
+    dormant = dormant_readers(engine)
     if as_json:
-        document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None}
+        document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None,
+                    "dormant": dormant}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif html is not None:
         from digest.track.stats_page import stats_page
@@ -65,9 +74,23 @@ def stats(
     elif not rows:
         console.print("no issues yet")
     else:
-        console.print(stats_table(rows[:last] if last > 0 else rows))
+        shown = rows[:last] if last > 0 else rows
+        console.print(stats_table(shown))
+        for row in shown:  # why an issue is not sending, with what to do about it
+            if row.state.halts:
+                console.print(row.state.sentence(row.week), highlight=False, markup=False)
     if push is not None and not as_json and html is None:
         console.print(push_line(push), highlight=False)
+    if not as_json and html is None:
+        console.print(f"dormant readers: {dormant} (not sent to; any old link of theirs offers to resume)",
+                      highlight=False)
+
+
+def dormant_readers(engine) -> int:
+    from storage.sunset import count_dormant
+
+    with engine.connect() as connection:
+        return count_dormant(connection=connection)
 
 
 def push_line(push) -> str:
@@ -102,6 +125,7 @@ def pct(rate: float | None) -> str:
 
 # The table's rows, top to bottom: a label and how one issue's cell reads.
 FIGURES = {
+    "state": lambda r: r.state.name,
     "recipients": lambda r: str(r.recipients),
     "sent": lambda r: str(r.sent),
     "failed": lambda r: str(r.failed),

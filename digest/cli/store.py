@@ -1,5 +1,6 @@
-"""`digest db upgrade`, `digest comparisons import` and `pull`, `digest subscribers add` and `import`:
-what goes into the store. The work is storage.migrate's and digest.importing's; here, arguments and words."""
+"""`digest db upgrade`, `digest comparisons import` and `pull`, `digest subscribers add`, `import` and
+`sunset`: what goes into the store, and the sunset of silent readers. The work is storage.migrate's,
+digest.importing's and digest.subscribers.sunset's; here, arguments and words."""
 
 from __future__ import annotations
 
@@ -170,3 +171,36 @@ def print_row_errors(file: Path, result) -> None:
         warn(f"{file}: line {row.line}: {row.email!r}: {row.reason}")
     if result.bad_rows > len(result.errors):
         errors.print(f"{file}: … and {result.bad_rows - len(result.errors)} more bad rows", highlight=False)
+
+
+def subscribers_sunset(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count who would be asked and who would go dormant; change nothing")] = False,
+) -> None:
+    """Ask silent readers once whether they still want the verdicts; make dormant who did not answer.
+
+    A reader sent at least 8 issues in the last DIGEST_SUNSET_WEEKS weeks (default 26) without a human
+    open, a click or a vote gets one "Still want the verdicts?" email, whose button keeps them. Fourteen
+    days without an answer and they go dormant: no more issues until they resume from any old link.
+    The scheduler runs this daily; says how many were asked and how many went dormant. Exit 1 when the
+    provider failed (those not asked are asked on the next pass); exit 2, nothing done, when a real
+    SendGrid send would carry links to a DIGEST_BASE_URL that is not https:// on a public host.
+
+    \b
+    Examples:
+      digest subscribers sunset --dry-run
+      digest subscribers sunset
+    """
+    from digest.services import build_services
+    from digest.subscribers.sunset import sunset
+
+    settings = settings_for_run(need_secrets=not dry_run)
+    if not dry_run:
+        from digest.cli.send import refuse_unsafe_links
+
+        refuse_unsafe_links(settings)  # a real send's links must be https:// and public: one line, exit 2
+    report = sunset(services=build_services(settings), now=utcnow(), dry_run=dry_run)
+    would = "would be " if dry_run else ""
+    console.print(f"{report.asked} silent readers {would}asked whether they still want the verdicts; "
+                  f"{report.dormant} {'would go' if dry_run else 'went'} dormant", highlight=False)
+    if report.error:
+        raise fail(f"asking stopped early: {report.error}")

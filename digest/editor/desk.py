@@ -25,7 +25,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.datastructures import MutableHeaders
 
-from digest.editor.dry_run import SegmentSummary, dry_run
+from digest.editor.dry_run import DryRun, SegmentSummary, dry_run, state_sentence
 from digest.editor.preview import NothingToPreview, preview
 from digest.render.environment import RenderError, templates_dir
 from digest.services import Services
@@ -34,6 +34,7 @@ from digest.web.factory import answer_head_like_get
 from storage.audience import active_addresses, issues_mark, subscribers_mark
 from storage.comparisons import comparisons_mark
 from storage.db import session_scope
+from storage.stats import issue_states_mark
 from storage.types import utcnow
 
 # The editor's own pages: the reload script inline, the email framed from this server, nothing else.
@@ -123,6 +124,7 @@ def fingerprint(services: Services, root: Path | None = None) -> str:
         parts.append(str(comparisons_mark(session=session)))
         parts.append(str(subscribers_mark(session=session)))
         parts.append(str(issues_mark(session=session)))
+        parts.append(str(issue_states_mark(session=session)))  # a pause, a resume or a cancel shows at once
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -155,8 +157,9 @@ def _add_preview_page(app: FastAPI, services: Services, templates_root: Path | N
 
     @app.get("/", response_class=HTMLResponse)
     def page(week: str | None = None, reader: str | None = Query(None, alias="as")) -> HTMLResponse:
-        body = _preview_body(services, week, reader)
-        return _page(services, templates_root, body + _who_gets_what(services, week), week=week, reader=reader)
+        plan = _plan(services, week)
+        body = _state_banner(plan) + _preview_body(services, week, reader) + _who_gets_what(services, plan)
+        return _page(services, templates_root, body, week=week, reader=reader)
 
 
 def _add_email_frame(app: FastAPI, services: Services) -> None:
@@ -209,11 +212,29 @@ def _preview_body(services: Services, week: str | None, reader: str | None) -> s
         return f"<p>{html.escape(str(exc))}</p>"
 
 
-def _who_gets_what(services: Services, week: str | None) -> str:
+def _plan(services: Services, week: str | None) -> DryRun | None:
     try:
-        plan = dry_run(services=services, week=week or None, now=utcnow())
-    except (RenderError, NothingToPreview):  # the page above shows why
+        return dry_run(services=services, week=week or None, now=utcnow())
+    except (RenderError, NothingToPreview):  # the preview shows why
+        return None
+
+
+def _state_banner(plan: DryRun | None) -> str:
+    """Above the issue: its state (issue 18), and for a paused or cancelled one why and what a resume would send."""
+    if plan is None or plan.state is None:
         return ""
+    state = plan.state
+    sentence = state_sentence(plan)
+    if sentence is None:
+        left = f": {plan.to_send} deliveries left" if state.name == "sending" else ""
+        sentence = f"issue {plan.week} is {state.name}{left}"
+    return (f'<p class="state state-{html.escape(state.name)}" role="status"><strong>{html.escape(state.name.title())}'
+            f"</strong> · {html.escape(sentence)}</p>")
+
+
+def _who_gets_what(services: Services, plan: DryRun | None) -> str:
+    if plan is None or (plan.sent is None and plan.state is not None and plan.state.name == "cancelled"):
+        return ""  # the page above shows why: the preview's error, or the banner's cancel
     if plan.sent:  # an issue that went out: no audience to plan (the dry run says when and to how many)
         from digest.cli.reporting import sent_sentence
 
@@ -264,6 +285,7 @@ _SHELL = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Di
 <style>body{font:15px/1.5 system-ui,sans-serif;margin:1rem;color:#1f2328}.frames{display:flex;gap:1rem;align-items:flex-start;flex-wrap:wrap}
 figure{margin:0}iframe{border:1px solid #d0d7de;background:#fff}pre.text{font:13px/1.45 ui-monospace,"DejaVu Sans Mono",monospace;width:calc(78ch + 24px);height:900px;overflow:auto;white-space:pre;border:1px solid #d0d7de;padding:.5rem;margin:0}
 .error{background:#fff1f0;color:#a40e26;padding:1rem;border-left:4px solid #a40e26;white-space:pre-wrap}.muted{color:#59636e}
+.state{padding:.5rem .75rem;border-left:4px solid #59636e;background:#f6f8fa}.state-paused,.state-cancelled{border-color:#9a6700;background:#fff8c5}
 table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left}</style></head>
 <body><h1>Weekly AI Tool Verdicts: preview</h1><p><a href="/stats">How past issues did</a></p>{picker}{body}
 <script>const seen="{fingerprint}";setInterval(async()=>{try{const r=await fetch("/fingerprint",{cache:"no-store"});

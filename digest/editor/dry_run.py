@@ -11,11 +11,13 @@ from digest.editor.preview import issue_and_ranked, week_asked
 from digest.importing.feed import FeedReport, feed_report
 from digest.render import mail
 from digest.services import Services
+from digest.track.stats import IssueState
 from storage.db import session_scope
 from storage.audience import PAUSED, LeftOut, SentIssue, left_out, sent_issue
 from storage.changes import readers_of, waiting_changes, waiting_origins
 from storage.comparisons import comparison_titles
-
+from storage.deliveries import status_counts
+from storage.models import DeliveryStatus, Issue
 
 
 @dataclass(frozen=True)
@@ -50,17 +52,25 @@ class DryRun:
     sent: SentIssue | None = None  # the issue already went out: nothing else is filled in
     feed: FeedReport | None = None  # what DIGEST_COMPARISONS_FEED_URL last answered; None: no feed configured
     changes: ChangesSummary | None = None  # verdicts that changed, waiting for this issue; None: none
+    state: IssueState | None = None  # sending, paused (why), cancelled or done (issue 18); None: not opened yet
+    deliveries: dict[str, int] = field(default_factory=dict)  # the opened issue's deliveries by status
+
+    @property
+    def to_send(self) -> int:
+        """Deliveries pending or in flight: what resuming a paused issue would send."""
+        return self.deliveries.get(DeliveryStatus.pending.value, 0) + self.deliveries.get(DeliveryStatus.sending.value, 0)
 
     def as_dict(self, *, tz) -> dict:
         """For `digest send --dry-run --json`: plain JSON-ready data."""
         feed = self.feed.as_dict() if self.feed else None
+        state = {**(self.state or IssueState(None)).as_dict(), "to_send": self.to_send if self.state else None}
         if self.sent:
             sent = self.sent
-            return {"week": self.week, "feed": feed, "already_sent": {
+            return {"week": self.week, "feed": feed, **state, "already_sent": {
                 "first_sent_at": _iso(sent.first_sent_at), "closed_at": _iso(sent.closed_at),
                 "readers": sent.readers, "still_to_send": sent.to_send}}
         return {
-            "week": self.week, "feed": feed, "exists": self.exists, "comparisons": self.titles,
+            "week": self.week, "feed": feed, **state, "exists": self.exists, "comparisons": self.titles,
             "segments": [vars(segment) for segment in self.segments],
             "verdicts_changed": vars(self.changes) if self.changes else None,
             "recipients": sum(segment.recipients for segment in self.segments),
@@ -68,6 +78,20 @@ class DryRun:
                             "people": [{"email": person.email, "reason": reason_text(person, tz=tz)}
                                        for person in self.left_out]},
         }
+
+
+def state_sentence(plan: DryRun) -> str | None:
+    """Why an opened issue is not sending, and what a resume would send; None while it may send or is done."""
+    state, week = plan.state, plan.week
+    if state is None or not state.halts:
+        return None
+    if state.name == "cancelled":
+        cancelled = plan.deliveries.get(DeliveryStatus.cancelled.value, 0)
+        sent = plan.deliveries.get(DeliveryStatus.sent.value, 0)
+        return f"{state.sentence(week)} ({cancelled} deliveries cancelled, {sent} sent before)"
+    resuming = (f"resuming would send the {plan.to_send} deliveries left" if plan.to_send
+                else "nothing is left to send")
+    return f"{state.sentence(week)}; {resuming}"
 
 
 def reason_text(person: LeftOut, *, tz) -> str:
@@ -90,8 +114,10 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
         feed = feed_report(session=session, url=settings.comparisons_feed_url)
         issue, ranked = issue_and_ranked(session, week=week, now=now)
         sent = sent_issue(session=session, issue=issue) if issue is not None else None
-        if sent is not None:
-            return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent, feed=feed)
+        state, deliveries = _standing(session, issue)
+        if sent is not None or (state is not None and state.name == "cancelled"):
+            return DryRun(week=week, exists=True, titles=[], segments=[], nothing={}, sent=sent, feed=feed,
+                          state=state, deliveries=deliveries)
         plan: IssuePlan = plan_issue(session=session, now=now, ranked=ranked)
         titles_by_id = comparison_titles(session=session, ids=[c.id for c in ranked])
         summaries = []
@@ -109,7 +135,17 @@ def dry_run(*, services: Services, week: str | None, now: datetime, limit: int |
         nothing, people = left_out(session=session, now=now, reached=reached if ranked else None, limit=limit)
         changes = changes_summary(session, now=now) if ranked and issue is None else None
     return DryRun(week=week, exists=issue is not None, titles=[titles_by_id[c.id] for c in ranked],
-                  segments=summaries, nothing=nothing, left_out=people, feed=feed, changes=changes)
+                  segments=summaries, nothing=nothing, left_out=people, feed=feed, changes=changes, state=state,
+                  deliveries=deliveries)
+
+
+def _standing(session, issue: Issue | None) -> tuple[IssueState | None, dict[str, int]]:
+    """The opened issue's state and its deliveries by status; (None, {}) before it opens."""
+    if issue is None:
+        return None, {}
+    state = IssueState.of(created_at=issue.created_at, completed_at=issue.completed_at, paused_at=issue.paused_at,
+                          pause_reason=issue.pause_reason, cancelled_at=issue.cancelled_at)
+    return state, status_counts(session=session, issue_id=issue.id)
 
 
 def changes_summary(session, *, now: datetime) -> ChangesSummary | None:

@@ -27,13 +27,16 @@ from digest.progress import Progress
 from digest.render import mail
 from digest.render.environment import RenderedEmail
 from digest.send.owners import is_dead_here, new_owner
+from digest.send.warmup import warmup_day
 from digest.services import Services
 from digest.transports.base import Batch, PermanentError, RateLimited, TransientError
 from digest.votes.results import from_json
 from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
+from storage.issue_state import halted
 from storage.issues import complete_issue, find_segment, issue_segments
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
+from storage.warmup import give_back, reserve
 
 BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
 BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
@@ -65,6 +68,7 @@ class SendReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     remaining: int = 0  # still pending or leased when the run ended
+    halted: str | None = None  # the issue was paused ("paused: <reason>") or cancelled: the run stopped (issue 18)
 
 
 @dataclass
@@ -83,6 +87,8 @@ class Sender:
     # Rendered segments, kept for the life of the process: a segment's content is fixed when its issue
     # opens, and a worker comes back to the same segments batch after batch, issue after issue.
     rendered: dict[int, tuple[Segment, RenderedEmail]] = field(default_factory=dict)
+    # Why the current send_issue stopped before its issue was done: "paused: …" or "cancelled" (issue 18).
+    halted: str | None = None
 
     @property
     def lease(self) -> timedelta:
@@ -91,6 +97,7 @@ class Sender:
     def send_issue(self, issue: Issue) -> SendReport:
         started = time.monotonic()
         report = SendReport(week=issue.week)
+        self.halted = None
         dead, to_send = self.services.transaction(lambda session: self._survey(session, issue, report))
         progress = self.progress if to_send else None
         if progress is not None:
@@ -117,6 +124,7 @@ class Sender:
                     self.services.transaction(record)
             finally:
                 report.seconds = time.monotonic() - started
+                report.halted = self.halted
                 if progress is not None:
                     progress.end()
                 self.services.transaction(lambda session: self._count_up(session, issue, report))
@@ -134,11 +142,23 @@ class Sender:
         """Record the batch before as sent (``record``), then lease the next one, in this one transaction."""
         if record is not None:
             record(session)
+        halt = halted(session=session, issue_id=issue.id)
+        if halt is not None:  # paused by hand or by the guardrail, or cancelled: stop after the batch in flight
+            self.halted = halt
+            return None
         now = self.clock()
+        limit, day = self.services.settings.batch_size, warmup_day(self.services.settings, now)
+        if day is not None:  # a new domain warming up: no more than today's allowance, shared by every sender
+            limit = reserve(session=session, day=day[0], want=limit, allowance=day[1])
+            if limit == 0:
+                self.halted = f"warm-up: today's {day[1]:,} sends are used; the rest goes out from tomorrow"
+                return None
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
-                        lease_until=now + self.lease, limit=self.services.settings.batch_size, dead_owners=dead)
+                        lease_until=now + self.lease, limit=limit, dead_owners=dead)
         # After our last batch when there is anything there, else from the start, stale leases first.
         claimed = (after and claim(after=after)) or claim()
+        if day is not None:
+            give_back(session=session, day=day[0], unused=limit - (len(claimed.rows) if claimed else 0))
         if claimed is not None:
             self.services.transport.observe(session.connection())  # e.g. a shared rate limit, read in this transaction
         return claimed

@@ -9,6 +9,9 @@ by side with any number of other workers and schedulers. What keeps them apart i
 - each segment is rendered once per process (the sender's cache), not once per batch.
 
 SIGTERM or Ctrl-C: the batch in flight is finished and recorded, then the worker exits.
+
+A paused issue is passed over until `digest issue resume` (a worker never lifts a pause), and said once per
+pause in the log; a pause or a cancel while the worker sends an issue stops it after the batch in flight (issue 18).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from dataclasses import dataclass, field
 
 from digest.send.loop import SendAborted, Sender, SendReport
 from digest.services import Services
+from digest.track.stats import IssueState
 from storage.issues import unfinished_issues
+from storage.stats import paused_issues
 
 log = logging.getLogger("digest.worker")
 
@@ -56,6 +61,7 @@ class Worker:
         self.sender = sender
         self.idle_seconds = idle_seconds
         self.report = WorkerReport()
+        self._said: set[tuple[str, object]] = set()  # (week, paused at) of the pauses already in the log
         self._stop = threading.Event()
         sender.should_stop = self._stop.is_set  # checked between batches: the one in flight finishes
 
@@ -87,7 +93,9 @@ class Worker:
 
     def drain(self) -> bool:
         """One pass over every unfinished issue; True when this worker sent (or refused) something."""
-        issues = self.services.transaction(lambda session: unfinished_issues(session=session))
+        issues, paused = self.services.transaction(
+            lambda session: (unfinished_issues(session=session), paused_issues(session=session)))
+        self._say_paused(paused)
         before = self.report.sent + self.report.failed
         for issue in issues:
             if self.stopping:
@@ -101,4 +109,15 @@ class Worker:
             if report.sent or report.failed:
                 log.info("issue %s: sent %d, failed %d, left %d, %d possible duplicates, %.1f s", report.week,
                          report.sent, report.failed, report.remaining, report.ambiguous, report.seconds)
+            if report.halted:
+                log.warning("%s (stopped after the batch in flight)",
+                            IssueState.halted(report.halted).sentence(report.week))
         return self.report.sent + self.report.failed > before
+
+    def _say_paused(self, paused) -> None:
+        """Each pause once in the log, not once a pass (a worker idles DIGEST_WORKER_IDLE_SECONDS between passes)."""
+        for issue in paused:
+            if (issue.week, issue.paused_at) not in self._said:
+                self._said.add((issue.week, issue.paused_at))
+                state = IssueState.of(paused_at=issue.paused_at, pause_reason=issue.pause_reason)
+                log.warning("%s", state.sentence(issue.week))

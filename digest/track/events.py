@@ -8,14 +8,17 @@ unsubscribes them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from digest.subscribers.subscriptions import suppress, unsubscribe
+from digest.track.guardrail import COUNTED_KINDS
 from storage.db import session_scope
 from storage.events import deliveries_by_id, event_row, insert_event_once, subscribers_by_email
+from storage.guardrail import add_reports
 from storage.models import SubscriberStatus
 from storage.subscribers import find_subscriber
 
@@ -49,6 +52,8 @@ class WebhookSummary:
     applied: int = 0
     duplicates: int = 0  # a provider event id already recorded: the provider retries until it sees a 2xx
     ignored: int = 0  # an unknown event type, or neither a known delivery nor a known address
+    # issue id → the post's events that move its guardrail totals, by kind (digest.track.guardrail).
+    reports: dict[int, Counter] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,11 @@ def apply_provider_events(*, engine: Engine, events: Sequence[ProviderEvent | No
                 summary.duplicates += 1
                 continue
             summary.applied += 1
+            if target.issue_id is not None and event.kind in COUNTED_KINDS:
+                summary.reports.setdefault(target.issue_id, Counter())[event.kind] += 1
             if event.standing is not None:
                 _change_standing(session, target, event.standing, now)
+        add_reports(session=session, reports=summary.reports)  # the totals move with the events, in one commit
     return summary
 
 

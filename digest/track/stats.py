@@ -21,6 +21,10 @@ Definitions (each "deliveries with …" counts a recipient once, however many ev
 Rates are of *delivered* when the issue has any delivered events (the webhook is on), else of *sent*
 (`rate_base` says which): bounce rate is always of sent.
 
+Each issue's state (issue 18): sending (opened, deliveries left), paused (by hand or by the guardrail: the
+reason and since when; nothing more goes out until `digest issue resume`), cancelled (by hand: what was pending
+never goes out), or done (every delivery closed).
+
 Not per issue: the push of vote events to the site (DIGEST_SITE_WEBHOOK_URL), how many wait and since when
 it fails (`site_push_status`).
 """
@@ -28,13 +32,67 @@ it fails (`site_push_status`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from storage.stats import issue_counts, site_push_counts
+from storage.stats import STATE_COLUMNS, issue_counts, site_push_counts
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+STATES = ("sending", "paused", "cancelled", "done")
+
+
+@dataclass(frozen=True)
+class IssueState:
+    """Where an issue stands (issue 18): one of STATES, why (paused: who or what paused it; cancelled: by
+    hand, the only way), and since when (sending: since it opened)."""
+
+    name: str
+    reason: str | None = None
+    since: datetime | None = None
+
+    @classmethod
+    def of(cls, *, created_at=None, completed_at=None, paused_at=None, pause_reason=None,
+           cancelled_at=None) -> IssueState:
+        """From the issue's columns. Cancelled wins (final); done beats paused: a pause that came as the last
+        batch went out leaves nothing to resume."""
+        if cancelled_at is not None:
+            return cls("cancelled", "cancelled by hand", cancelled_at)
+        if completed_at is not None:
+            return cls("done", None, completed_at)
+        if paused_at is not None:
+            return cls("paused", pause_reason or "paused by hand", paused_at)
+        return cls("sending", None, created_at)
+
+    @classmethod
+    def halted(cls, halt: str) -> IssueState:
+        """From the send loop's SendReport.halted ("paused: <reason>" or "cancelled"), which carries no time."""
+        name, _, reason = halt.partition(": ")
+        return cls("paused", reason or "paused by hand") if name == "paused" else cls("cancelled", "cancelled by hand")
+
+    @property
+    def halts(self) -> bool:
+        return self.name in ("paused", "cancelled")
+
+    def sentence(self, week: str) -> str:
+        """ "issue 2026-W48 is paused since 2026-11-30 19:05 UTC (guardrail: …): nothing more is sent until …" """
+        since = f" since {utc(self.since)}" if self.since else ""
+        if self.name == "paused":
+            return (f"issue {week} is paused{since} ({self.reason}): nothing more is sent until "
+                    f"`digest issue resume {week}`")
+        if self.name == "cancelled":
+            on = f" on {utc(self.since)}" if self.since else ""
+            return f"issue {week} was cancelled{on}: nothing more is sent, and it cannot be resumed"
+        return f"issue {week} is {self.name}{since}"
+
+    def as_dict(self) -> dict:
+        return {"state": self.name, "state_reason": self.reason,
+                "state_since": self.since.isoformat() if self.since else None}
+
+
+def utc(moment: datetime) -> str:
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 @dataclass
@@ -57,6 +115,7 @@ class IssueStats:
     voters: int = 0
     unsubscribes: int = 0
     complaints: int = 0
+    state: IssueState = IssueState("sending")
 
     @property
     def rate_base(self) -> str:
@@ -79,14 +138,18 @@ class IssueStats:
         }
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "rate_base": self.rate_base, "rates": self.rates}
+        figures = {name: value for name, value in asdict(self).items() if name != "state"}
+        return {**figures, **self.state.as_dict(), "rate_base": self.rate_base, "rates": self.rates}
 
 
 def issue_stats(*, engine: Engine, week: str | None = None) -> list[IssueStats]:
     """Figures for every issue (newest first), or for the issue of ``week`` (empty if there is none)."""
     counts = issue_counts(engine=engine, week=week)
-    return sorted((IssueStats(week=issue_week, **figures) for issue_week, figures in counts.items()),
-                  key=lambda s: s.week, reverse=True)
+    rows = []
+    for issue_week, figures in counts.items():
+        state = IssueState.of(**{name: figures.pop(name) for name in STATE_COLUMNS})
+        rows.append(IssueStats(week=issue_week, state=state, **figures))
+    return sorted(rows, key=lambda s: s.week, reverse=True)
 
 
 @dataclass(frozen=True)

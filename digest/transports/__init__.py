@@ -23,6 +23,8 @@ def make_transport(settings) -> Transport:
             host=settings.sendgrid_host,
             timeout=settings.sendgrid_timeout,
             sandbox=settings.sendgrid_sandbox,
+            tracking=settings.sendgrid_tracking,
+            base_url=settings.base_url,  # a real send refuses unsafe links (digest.transports.safe_links)
         )
     from digest.transports.outbox import OutboxTransport
 

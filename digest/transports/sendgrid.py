@@ -11,16 +11,24 @@ import http.client
 import json
 import socket
 import urllib.error
+from typing import Literal
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from digest.transports.base import Alone, Batch, PermanentError, RateLimited, Recipient, SendResult, TransientError
+from digest.transports.safe_links import UnsafeLinks, unsafe_links_message
 
 MAX_RECIPIENTS = 1000  # per request, to+cc+bcc over all personalizations
 MAX_CATEGORIES = 10
 MAX_ARGS_BYTES = 10_000  # substitutions, and custom_args, per personalization
 # "You may not override the following headers" (schema, personalizations[].headers and headers).
+# We count opens and clicks ourselves (digest.track); SendGrid's own tracking, on by default in an account, would
+# rewrite every link (our /u/ and /c/ too) through its redirect, count each click twice and add its own pixel and
+# footer. Field names as in the schema's tracking_settings; sent per request, so a batch of 1000 pays it once.
+TRACKING_OFF = {"click_tracking": {"enable": False, "enable_text": False},
+                "open_tracking": {"enable": False},
+                "subscription_tracking": {"enable": False}}
 RESERVED_HEADERS = frozenset(
     name.lower()
     for name in ("x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type",
@@ -33,7 +41,8 @@ class SendGridTransport(Alone):
 
     name = "sendgrid"
 
-    def __init__(self, *, api_key: str, host: str, timeout: float, sandbox: bool = False):
+    def __init__(self, *, api_key: str, host: str, timeout: float, sandbox: bool = False,
+                 tracking: Literal["off", "account"] = "off", base_url: str | None = None):
         if not api_key:
             # the client would silently fall back to $SENDGRID_API_KEY
             raise ValueError("SendGridTransport: api_key is empty")
@@ -44,10 +53,16 @@ class SendGridTransport(Alone):
         # Client.timeout is copied into every child client (`client.mail.send`) and handed to urlopen.
         self._client.client.timeout = timeout
         self._sandbox = sandbox
+        self._tracking = tracking
+        # Outside sandbox mode, links to a base URL readers cannot reach (or not over https) are never sent:
+        # the entry points refuse before doing anything (digest.transports.safe_links); this is the last word.
+        self.refusal = None if sandbox or base_url is None else unsafe_links_message(base_url)
 
     def send(self, batch: Batch) -> SendResult:
         """See `Transport`."""
-        payload = build_payload(batch, sandbox=self._sandbox)
+        if self.refusal:
+            raise UnsafeLinks(self.refusal)
+        payload = build_payload(batch, sandbox=self._sandbox, tracking=self._tracking)
         try:
             response = self._client.client.mail.send.post(request_body=payload)
         except HTTPError as error:
@@ -62,8 +77,9 @@ class SendGridTransport(Alone):
         """See `Transport`. Nothing to release: the client opens a connection per request."""
 
 
-def build_payload(batch: Batch, *, sandbox: bool = False) -> dict:
-    """The Mail Send body as a plain dict (the `Mail` helper would reverse the personalizations)."""
+def build_payload(batch: Batch, *, sandbox: bool = False, tracking: Literal["off", "account"] = "off") -> dict:
+    """The Mail Send body as a plain dict (the `Mail` helper would reverse the personalizations); with
+    ``tracking="account"`` no tracking_settings, so the account's own apply (DIGEST_SENDGRID_TRACKING)."""
     if not batch.recipients:
         raise ValueError("batch has no recipients")
     if len(batch.recipients) > MAX_RECIPIENTS:
@@ -85,6 +101,8 @@ def build_payload(batch: Batch, *, sandbox: bool = False) -> dict:
         payload["categories"] = list(batch.categories)
     if batch.reply_to:
         payload["reply_to"] = {"email": _check_line("reply_to", batch.reply_to)}
+    if tracking == "off":
+        payload["tracking_settings"] = {name: dict(value) for name, value in TRACKING_OFF.items()}
     if sandbox:
         payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
     return payload

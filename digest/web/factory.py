@@ -116,5 +116,5 @@ def _routers():
     import importlib
 
     return [importlib.import_module(f"digest.web.{name}").router
-            for name in ("home", "tracking", "subscriber", "votes", "signup", "webhook", "api", "api_votes",
+            for name in ("home", "tracking", "subscriber", "keep", "votes", "signup", "webhook", "api", "api_votes",
                          "archive", "static")]

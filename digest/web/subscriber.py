@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from digest.subscribers import subscriptions
 from digest.web import subscriber_preferences
+from digest.web.keep import resume_offer
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
 from digest.web.subscriber_common import (
     LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, delivery_of, see_other, status_of,
@@ -33,7 +34,7 @@ def unsubscribe_page(link: SubscriberFromToken, request: Request, done: str = ""
                      ctx: WebContext = Depends(get_context)) -> Response:
     """The page behind the email's unsubscribe link: one button, nothing changed by looking."""
     return ctx.form_page(request, "unsubscribe.html", token=link.token, status=status_of(link.subscriber),
-                         email=link.subscriber.email, done=bool(done))
+                         email=link.subscriber.email, done=bool(done), **resume_offer(ctx, link))
 
 
 @router.post("/u/{token}")

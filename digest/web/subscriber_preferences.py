@@ -21,6 +21,7 @@ from digest.subscribers import subscriptions
 from digest.categories import followable, stored_categories
 from digest.claim.selection import category_key, followed
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
+from digest.web.keep import resume_offer
 from digest.web.subscriber_common import (
     LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, long_date, see_other, status_of,
 )
@@ -158,7 +159,7 @@ def _render(ctx: WebContext, request: Request, link: SubscriberLink, *, saved: s
         request, "preferences.html", status_code=status_code, token=link.token, email=subscriber.email,
         status=status, choices=choices, paused_until=long_date(ctx, paused) if paused else "",
         message=_message(saved, status, choices, paused is not None), error=error,
-        pause_weeks=subscriptions.PAUSE_WEEKS,
+        pause_weeks=subscriptions.PAUSE_WEEKS, **resume_offer(ctx, link),
     )
 
 

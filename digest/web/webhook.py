@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from digest.track.events import WebhookSummary, apply_provider_events
+from digest.track.guardrail import check_issues
+from digest.transports import make_transport
 from digest.transports.sendgrid_events import Refused, event_items, key_usable, read_events, verified_body
 from digest.web.context import WebContext, get_context
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 router = APIRouter()
 log = logging.getLogger("digest.web")
@@ -56,9 +54,13 @@ async def sendgrid_events(request: Request, ctx: WebContext = Depends(get_contex
     if items is None:
         return JSONResponse({"error": "expected a JSON array of event objects"}, status_code=400)
     # The store is synchronous, and reading the events is per-event work too: both off the event loop.
-    summary = await run_in_threadpool(_apply, ctx.engine, items, ctx.clock())
+    summary = await run_in_threadpool(_apply, ctx, items, ctx.clock())
     return JSONResponse({"applied": summary.applied, "duplicates": summary.duplicates, "ignored": summary.ignored})
 
 
-def _apply(engine: Engine, items: list[dict], now: datetime) -> WebhookSummary:
-    return apply_provider_events(engine=engine, events=read_events(items, now=now), now=now)
+def _apply(ctx: WebContext, items: list[dict], now: datetime) -> WebhookSummary:
+    summary = apply_provider_events(engine=ctx.engine, events=read_events(items, now=now), now=now)
+    # The guardrail, once the events are committed, on the issues they moved: it may pause a send going wrong.
+    check_issues(engine=ctx.engine, settings=ctx.settings, issue_ids=summary.reports, now=now,
+                 transport_for=lambda: make_transport(ctx.settings))
+    return summary

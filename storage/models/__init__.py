@@ -25,6 +25,7 @@ class SubscriberStatus(str, enum.Enum):
     unsubscribed = "unsubscribed"
     bounced = "bounced"
     complained = "complained"
+    dormant = "dormant"  # silent for DIGEST_SUNSET_WEEKS and did not answer the re-permission email (issue 18)
 
 
 class DeliveryStatus(str, enum.Enum):
@@ -151,6 +152,9 @@ class Subscriber(SQLModel, table=True):
     # True only for the rows stored when migration 0007 ran: their emails went out with links that carry
     # no tag, and those keep working. Every row inserted since needs the tag.
     accepts_untagged_links: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # Sunset (issue 18): when the "Still want the verdicts?" email went to this silent reader; a reader who
+    # does not answer within 14 days becomes dormant (status), and is asked again only after a new silence.
+    repermission_sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
 class Issue(SQLModel, table=True):
@@ -162,6 +166,19 @@ class Issue(SQLModel, table=True):
     # The readers' votes on the previous issue's comparisons, as this issue tells them (issue 17): JSON, fixed
     # when the issue opens, so every batch and every worker shows the same figures. "" when there were none.
     reader_results: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    # Reputation (issue 18, storage.issue_state): a paused issue sends nothing until resumed by hand; a
+    # cancelled one never again. The reason says who paused it and why ("guardrail: bounce rate 7.2% …").
+    paused_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    pause_reason: str | None = None
+    cancelled_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    alerted_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))  # the guardrail's alert, once
+    # What the Event Webhook has reported of this issue's emails (digest.track.guardrail), added up per post:
+    # each message ends delivered, bounced or dropped (counted once each, by the provider's event id), and
+    # may be reported as spam. Running totals, so the guardrail reads four numbers, not the issue's events.
+    reported_delivered: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    reported_bounced: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # hard bounces
+    reported_dropped: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    reported_complaints: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class IssueComparison(SQLModel, table=True):
@@ -295,3 +312,4 @@ from storage.models.verdicts import VerdictChange as VerdictChange  # noqa: E402
 from storage.models.votes import SitePush as SitePush  # noqa: E402
 from storage.models.votes import Vote as Vote  # noqa: E402
 from storage.models.votes import VoteEvent as VoteEvent  # noqa: E402
+from storage.models.warmup import SendDay as SendDay  # noqa: E402

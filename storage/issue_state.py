@@ -1,0 +1,67 @@
+"""An issue's standing (issue 18): paused (by hand or by the guardrail, with the reason), resumed, or
+cancelled. Senders read it before every batch (`halted`), so a pause takes effect within one batch on every
+sender and worker; nothing here ever resumes an issue by itself."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from storage.models import Delivery, DeliveryStatus, Issue
+
+
+def halted(*, session: Session, issue_id: int) -> str | None:
+    """Why the issue must not send now ("paused: …", "cancelled"), or None when it may."""
+    row = session.execute(select(Issue.paused_at, Issue.pause_reason, Issue.cancelled_at)
+                          .where(Issue.id == issue_id)).one()
+    if row.cancelled_at is not None:
+        return "cancelled"
+    if row.paused_at is not None:
+        return f"paused: {row.pause_reason or 'by hand'}"
+    return None
+
+
+def pause_issue(*, session: Session, issue_id: int, reason: str, now: datetime) -> bool:
+    """Pause the issue unless it is paused, cancelled or finished already; whether this call paused it (the
+    first reason stands: a guardrail tripping twice, or two senders seeing it at once, pause it once)."""
+    result = session.execute(update(Issue).where(Issue.id == issue_id, Issue.paused_at.is_(None),
+                                                 Issue.cancelled_at.is_(None), Issue.completed_at.is_(None))
+                             .values(paused_at=now, pause_reason=reason[:500]))
+    return result.rowcount == 1
+
+
+def resume_issue(*, session: Session, issue_id: int) -> bool:
+    """Lift a pause; whether there was one. The reason is kept in the log, not here.
+
+    The guardrail's running totals start again from zero: it judges what the provider reports after the
+    resume (once DIGEST_GUARDRAIL_MIN_EVENTS more are known), not the figures that paused the issue, which
+    would pause it again at the next webhook post whatever the operator fixed."""
+    result = session.execute(update(Issue).where(Issue.id == issue_id, Issue.paused_at.is_not(None),
+                                                 Issue.cancelled_at.is_(None))
+                             .values(paused_at=None, pause_reason=None, reported_delivered=0, reported_bounced=0,
+                                     reported_dropped=0, reported_complaints=0))
+    return result.rowcount == 1
+
+
+def cancel_issue(*, session: Session, issue_id: int, now: datetime) -> int | None:
+    """Cancel the issue: its pending deliveries become cancelled (what is sent or being sent stays as it is),
+    and it is finished. How many were cancelled; None when it was cancelled already."""
+    # FOR NO KEY UPDATE (key_share) on PostgreSQL: the webhook's event inserts hold a KEY SHARE lock on the
+    # issue row (their foreign key) while they add to its totals; a full FOR UPDATE here could deadlock with them.
+    issue = session.get(Issue, issue_id, with_for_update={"key_share": True})
+    if issue.cancelled_at is not None:
+        return None
+    cancelled = session.execute(update(Delivery).where(Delivery.issue_id == issue_id,
+                                                       Delivery.status == DeliveryStatus.pending.value)
+                                .values(status=DeliveryStatus.cancelled.value, error="issue cancelled")).rowcount
+    issue.cancelled_at = now
+    if issue.completed_at is None and not _leased(session, issue_id):
+        issue.completed_at = now
+    return cancelled
+
+
+def _leased(session: Session, issue_id: int) -> int:
+    return session.execute(select(func.count()).select_from(Delivery).where(
+        Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.sending.value)).scalar_one()
