@@ -43,7 +43,11 @@ class RunResult:
     def add(self, report: SendReport) -> None:
         self.reports.append(report)
         if report.halted:  # paused or cancelled while this run sent it: it stopped after the batch in flight
-            self.hold(report.week, IssueState.halted(report.halted))
+            state = IssueState.halted(report.halted)
+            if state.halts:
+                self.hold(report.week, state)
+            else:  # a warm-up's day is used up: the hourly catch-up sends the rest when the next day opens
+                log.info("%s", state.sentence(report.week))
 
 
 def state_of(issue: Issue) -> IssueState:

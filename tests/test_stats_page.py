@@ -82,3 +82,15 @@ def test_the_preview_servers_stats_page_counts_the_readers_votes(engine, tmp_pat
     assert '<th scope="row">Votes</th><td>2</td>' in page.text
     assert '<th scope="row">Voters</th><td>1 <span class=muted>(50.0%)</span></td>' in page.text
     assert '<th scope="row">Clickers (incl. voters)</th><td>1 <span class=muted>(50.0%)</span></td>' in page.text
+
+
+def test_the_table_says_each_issues_state_and_why_it_is_halted():
+    """issue 18: a paused issue's column says paused and the guardrail's reason; a finished one says done"""
+    from digest.track.stats import IssueState
+
+    paused, done = issue("2026-W48", 200, 80, 30, 20, 3), issue("2026-W47", 180, 70, 20, 15, 1)
+    paused.state = IssueState("paused", "guardrail: bounce rate 7.2% (36 of 500) > 5.0%")
+    done.state = IssueState("done", None)
+    page = stats_page([paused, done])
+    assert ('<th scope="row">State</th><td>paused <span class=muted>(guardrail: bounce rate 7.2% (36 of 500) &gt; '
+            '5.0%)</span></td><td>done</td></tr>') in page

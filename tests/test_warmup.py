@@ -94,3 +94,28 @@ def test_without_a_warm_up_nothing_is_held_back(db_url, tmp_path, warmup):
     report = sender.send_issue(issue)
     assert (report.sent, report.halted) == (1_500, None)
     sender.services.engine.dispose()
+
+
+def test_digest_send_says_the_days_allowance_is_used_and_exits_0(db_url, tmp_path):
+    """`digest send` on a warm-up's first day: 1,000 sent, one line saying the rest goes from tomorrow, exit 0
+    (nothing failed: the issue is not paused, the scheduler's catch-up sends the rest)"""
+    import os
+    import subprocess
+    import sys
+
+    from storage.migrate import upgrade
+
+    upgrade(db_url)
+    from storage.db import make_engine
+    engine = make_engine(db_url)
+    add_comparison(engine, published_at=datetime.now(UTC) - timedelta(days=1))
+    add_subscribers(engine, 1_200)
+    engine.dispose()
+    env = {**os.environ, "DIGEST_DATABASE_URL": db_url, "DIGEST_SECRET_KEY": "k" * 32, "DIGEST_TRANSPORT": "outbox",
+           "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"), "DIGEST_BASE_URL": "https://news.example.com",
+           "DIGEST_WARMUP_START": datetime.now(UTC).date().isoformat(), "DIGEST_TIMEZONE": "UTC"}
+    result = subprocess.run([sys.executable, "-m", "digest.cli", "send"], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "this run sent 1000 in 1 batches" in result.stdout
+    assert "warm-up: today's 1,000 sends are used; the rest goes out from tomorrow" in result.stdout

@@ -29,6 +29,8 @@ def print_run(console: Console, result, reports) -> None:
             console.print(f"  {report.ambiguous} recipients were handed over again after an unknown outcome "
                           "(a timeout or a crash after the request went out): they may get two copies",
                           style="yellow")
+        if report.halted and report.halted.startswith("warm-up:"):  # paused/cancelled: said below, with `held`
+            console.print(f"  {report.halted}", highlight=False, markup=False)
         for error in report.errors:
             console.print(f"  error: {error}", style="red", highlight=False, markup=False)
     for line in (result.held.values() if result is not None else ()):  # paused or cancelled: not sent (issue 18)

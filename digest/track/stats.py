@@ -69,6 +69,8 @@ class IssueState:
     def halted(cls, halt: str) -> IssueState:
         """From the send loop's SendReport.halted ("paused: <reason>" or "cancelled"), which carries no time."""
         name, _, reason = halt.partition(": ")
+        if name == "warm-up":  # not a halt: today's warm-up allowance is used (digest.send.warmup)
+            return cls("warming up", reason)
         return cls("paused", reason or "paused by hand") if name == "paused" else cls("cancelled", "cancelled by hand")
 
     @property
@@ -84,6 +86,8 @@ class IssueState:
         if self.name == "cancelled":
             on = f" on {utc(self.since)}" if self.since else ""
             return f"issue {week} was cancelled{on}: nothing more is sent, and it cannot be resumed"
+        if self.name == "warming up":
+            return f"issue {week} waits for the warm-up ({self.reason})"
         return f"issue {week} is {self.name}{since}"
 
     def as_dict(self) -> dict:

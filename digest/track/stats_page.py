@@ -81,7 +81,11 @@ FIGURES = (
 
 def table_html(rows: list[IssueStats]) -> str:
     head = "".join(f'<th scope="col">{escape(row.week)}</th>' for row in rows)
-    body = []
+    # The issue's state first (issue 18): a paused or cancelled issue says why, as `digest stats` does.
+    states = "".join(f"<td>{escape(row.state.name)}" + (f' <span class=muted>({escape(row.state.reason)})</span>'
+                                                          if row.state.halts and row.state.reason else "") + "</td>"
+                     for row in rows)
+    body = [f'<tr><th scope="row">State</th>{states}</tr>']
     rate_of = {"bounced": "bounce", "human_openers": "open", "machine_only_openers": "machine_only_open",
                "clickers": "click", "voters": "vote", "unsubscribes": "unsubscribe", "complaints": "complaint"}
     for field, label in FIGURES:
