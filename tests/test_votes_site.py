@@ -365,7 +365,7 @@ def test_the_scheduler_pushes_every_minute_only_with_a_webhook():
 
     with_hook = push_settings("sqlite:///unused.db", "https://site.example/hooks/votes")
     jobs = {job.id: job for job in scheduler.build_scheduler(Wired(with_hook), sender=None).get_jobs()}
-    assert set(jobs) == {"weekly", "catch-up", "site-push"}
+    assert set(jobs) == {"weekly", "catch-up", "sunset", "site-push"}
     assert jobs["site-push"].trigger.interval == timedelta(minutes=1) and jobs["site-push"].max_instances == 1
     plain = Settings(secret_key="k" * 32)
     assert "site-push" not in {job.id for job in scheduler.build_scheduler(Wired(plain), sender=None).get_jobs()}

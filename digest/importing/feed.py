@@ -18,13 +18,13 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from http.client import HTTPException
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from digest.importing.comparison_file import MAX_FILE_BYTES, checked_comparisons
 from digest.importing.comparisons import ComparisonImport, store_checked
 from digest.importing.errors import InvalidImport
+from digest.outbound import NO_ANSWER, no_answer
 from digest.quoting import quoted
 from storage.db import session_scope
 from storage.feeds import find_feed_state, record_answer, record_failure
@@ -160,14 +160,8 @@ def fetch(url: str, *, etag: str | None, last_modified: str | None, timeout: flo
         if exc.code == 304:
             return _Answer(None, exc.headers.get("ETag"), exc.headers.get("Last-Modified"))
         raise FeedError(f"answered HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, TimeoutError):
-            raise FeedError(f"no answer within {timeout:g} s") from None
-        raise FeedError(f"unreachable ({_reason(exc.reason)})") from None
-    except TimeoutError:
-        raise FeedError(f"no answer within {timeout:g} s") from None
-    except (OSError, HTTPException) as exc:
-        raise FeedError(f"unreachable ({_reason(exc)})") from None
+    except NO_ANSWER as exc:
+        raise FeedError(no_answer(exc, timeout=timeout)) from None
 
 
 def _read_capped(response, *, deadline: float, timeout: float) -> bytes:
@@ -186,12 +180,6 @@ def _read_capped(response, *, deadline: float, timeout: float) -> bytes:
             raise FeedError(f"no whole answer within {timeout:g} s")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _reason(reason: object) -> str:
-    """ "connection refused", not "[Errno 111] Connection refused"."""
-    text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
-    return text[:1].lower() + text[1:]
 
 
 # -- what the dry run says ------------------------------------------------------------------------------

@@ -25,12 +25,19 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http.client import HTTPException
 from typing import TYPE_CHECKING
 
+from digest.outbound import NO_ANSWER, no_answer
 from digest.votes.casting import event_json
 from storage.db import session_scope
-from storage.site_push import claim, expire_older, push_state, record_failure, record_sent, waiting_events
+from storage.site_push import (
+    claim,
+    expire_older,
+    push_state,
+    record_failure,
+    record_sent,
+    waiting_events,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -176,17 +183,5 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
             raise PushFailed(f"answered HTTP {exc.code} {exc.reason}, a redirect to {exc.headers.get('Location')}: "
                              "redirects are not followed; set DIGEST_SITE_WEBHOOK_URL to the address it names") from None
         raise PushFailed(f"answered HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, TimeoutError):
-            raise PushFailed(f"no answer within {timeout:g} s") from None
-        raise PushFailed(f"unreachable ({_reason(exc.reason)})") from None
-    except TimeoutError:
-        raise PushFailed(f"no answer within {timeout:g} s") from None
-    except (OSError, HTTPException) as exc:
-        raise PushFailed(f"unreachable ({_reason(exc)})") from None
-
-
-def _reason(reason: object) -> str:
-    """ "connection refused", not "[Errno 111] Connection refused"."""
-    text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
-    return text[:1].lower() + text[1:]
+    except NO_ANSWER as exc:
+        raise PushFailed(no_answer(exc, timeout=timeout)) from None
