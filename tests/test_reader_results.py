@@ -3,38 +3,22 @@ reach the readers who got it, fixed when the new issue opens; on SQLite and Post
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from digest.claim.opening import open_issue
-from digest.config import Settings
 from digest.votes.casting import ballot, cast_vote
 from digest.votes.results import MIN_VOTES, ReaderResult, reader_results
 from digest.web.factory import create_app
 from storage.db import session_scope
 from storage.models import Subscriber
 from storage.reader_results import ToolVotes
-from tests.factories import RecordingTransport, add_comparison, add_subscribers, build_sender
+from tests.factories import RecordingTransport, add_comparison, add_subscribers
+from tests.test_verdict_changes import send_week, sender  # noqa: F401  (the fixture)
 
 UTC = timezone.utc
 W47 = datetime(2026, 11, 19, 9, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
-
-
-@pytest.fixture
-def sender(db_url, tmp_path):
-    settings = Settings(database_url=db_url, secret_key="k" * 32, base_url="https://news.example.com",
-                        transport="outbox", outbox_dir=tmp_path / "outbox", timezone="UTC")
-    sender = build_sender(settings, transport=RecordingTransport(), sleep=lambda s: None)
-    yield sender
-    sender.services.engine.dispose()
-
-
-def send_week(sender, week, now):
-    opened = open_issue(engine=sender.services.engine, week=week, now=now)
-    sender.send_issue(opened.issue)
-    return opened
 
 
 def vote(engine, readers, slug, tool, choice):
