@@ -251,62 +251,13 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
-class EventKind(str, enum.Enum):
-    sent = "sent"
-    delivered = "delivered"
-    open = "open"
-    click = "click"
-    bounce = "bounce"
-    dropped = "dropped"
-    deferred = "deferred"
-    spamreport = "spamreport"
-    unsubscribe = "unsubscribe"
-    resubscribe = "resubscribe"
-    ambiguous = "ambiguous"
-
-
-class Event(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(index=True)  # an EventKind value; plain text so new provider events need no migration
-    occurred_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
-    source: str  # "pixel", "click", "webhook", "web", "cli", "sender"
-    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
-    subscriber_id: int | None = Field(default=None, foreign_key="subscriber.id", index=True)
-    issue_id: int | None = Field(default=None, foreign_key="issue.id", index=True)
-    machine: bool = False  # opens by image proxies / Apple Mail Privacy Protection
-    provider_event_id: str | None = Field(default=None, sa_column=Column(String(100), unique=True, nullable=True))
-    detail: str = ""
-
-
-class Suppression(SQLModel, table=True):
-    """An address that must never be added again, kept after its subscriber row is deleted.
-
-    Only a SHA-256 of the lower-cased address is stored, never the address: enough to refuse it on
-    import and signup (hash the candidate, look it up), nothing to mail or read back.
-    """
-
-    id: int | None = Field(default=None, primary_key=True)
-    email_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))  # hex SHA-256
-    reason: str = Field(max_length=20)  # "deleted" (asked to be forgotten), "bounced", "complained"
-    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
-
-
-class SendThrottle(SQLModel, table=True):
-    """One row (id 1): the provider said 429, so no sender posts before ``blocked_until``.
-
-    In the database, not in a process, so that every worker and scheduler waits out a rate limit that
-    any one of them was told about, instead of each finding it out with a 429 of its own.
-    """
-
-    __tablename__ = "send_throttle"
-    id: int | None = Field(default=None, primary_key=True)
-    blocked_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
-    reason: str = ""
-
-
 # Tables of their own concern, in modules of their own; imported here so that `storage.models` registers
 # every table and names every model, as it always has.
 from storage.models.feeds import FeedState as FeedState  # noqa: E402
+from storage.models.tracking import Event as Event  # noqa: E402
+from storage.models.tracking import EventKind as EventKind  # noqa: E402
+from storage.models.tracking import SendThrottle as SendThrottle  # noqa: E402
+from storage.models.tracking import Suppression as Suppression  # noqa: E402
 from storage.models.verdicts import ComparisonVersion as ComparisonVersion  # noqa: E402
 from storage.models.verdicts import VerdictChange as VerdictChange  # noqa: E402
 from storage.models.votes import SitePush as SitePush  # noqa: E402
