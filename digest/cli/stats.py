@@ -40,7 +40,8 @@ def stats(
     when no site webhook is set}.
 
     Readers the sunset made dormant (silent for DIGEST_SUNSET_WEEKS, no answer to the re-permission
-    email: `digest subscribers sunset`) are not sent to; a line under the table and --json's "dormant" count them.
+    email: `digest subscribers sunset`) are not sent to; a line under the table (when there are any) and
+    --json's "dormant" count them.
 
     --html writes a self-contained page with a chart of open, click and unsubscribe rates over the
     issues (human and machine opens apart) and the table; `digest preview --serve` shows it at /stats.
@@ -81,7 +82,7 @@ def stats(
                 console.print(row.state.sentence(row.week), highlight=False, markup=False)
     if push is not None and not as_json and html is None:
         console.print(push_line(push), highlight=False)
-    if not as_json and html is None:
+    if dormant and not as_json and html is None:  # none: no line (--json always has the count)
         console.print(f"dormant readers: {dormant} (not sent to; any old link of theirs offers to resume)",
                       highlight=False)
 
