@@ -19,9 +19,8 @@ from digest.send.loop import Sender, SendReport
 from digest.services import Services
 from digest.track.stats import IssueState
 from storage.comparisons import claimable_comparisons
-from storage.issues import find_issue, unfinished_issues
+from storage.issues import find_issue, paused_issues, unfinished_issues
 from storage.models import Issue
-from storage.stats import paused_issues
 
 log = logging.getLogger("digest.weekly")
 

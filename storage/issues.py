@@ -29,6 +29,14 @@ def unfinished_issues(*, session: Session) -> list[Issue]:
     return list(session.execute(query).scalars())
 
 
+def paused_issues(*, session: Session) -> list[Issue]:
+    """Issues with deliveries left that are paused (and not cancelled): what the scheduler and the workers pass
+    over until `digest issue resume` (issue 18), read so that they can say so."""
+    query = select(Issue).where(Issue.fanned_out_at.is_not(None), Issue.completed_at.is_(None),
+                                Issue.paused_at.is_not(None), Issue.cancelled_at.is_(None)).order_by(Issue.id)
+    return list(session.execute(query).scalars())
+
+
 def claim_comparisons(*, session: Session, issue_id: int, now: datetime) -> int:
     """Claim every published, unclaimed comparison into the issue; returns how many.
 

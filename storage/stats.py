@@ -119,14 +119,6 @@ def site_push_counts(*, engine: Engine) -> dict:
             "expired": push.expired if push is not None else 0}
 
 
-def paused_issues(*, session) -> list[Issue]:
-    """Issues with deliveries left that are paused (and not cancelled): what the scheduler and the workers pass
-    over until `digest issue resume` (issue 18), read so that they can say so."""
-    query = select(Issue).where(Issue.fanned_out_at.is_not(None), Issue.completed_at.is_(None),
-                                Issue.paused_at.is_not(None), Issue.cancelled_at.is_(None)).order_by(Issue.id)
-    return list(session.execute(query).scalars())
-
-
 def issue_states_mark(*, session) -> tuple:
     """Changes whenever an issue is paused, resumed, cancelled or finished: the editor's page reloads on it."""
     return tuple(session.execute(select(func.count(Issue.paused_at), func.max(Issue.paused_at),

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from digest.send.loop import SendAborted, Sender, SendReport
 from digest.services import Services
 from digest.track.stats import IssueState
-from storage.issues import unfinished_issues
-from storage.stats import paused_issues
+from storage.issues import paused_issues, unfinished_issues
 
 log = logging.getLogger("digest.worker")
 

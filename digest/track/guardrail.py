@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from digest.transports.base import Batch, Recipient, Transport
+from digest.render import mail
+from digest.render.environment import RenderedEmail
+from digest.transports.base import Recipient, Transport
 from storage.db import session_scope
 from storage.guardrail import REPORTED, IssueOutcomes, claim_alert, sending_issues
 from storage.issue_state import pause_issue
@@ -119,10 +121,10 @@ def check_issues(*, engine: Engine, settings: Settings, issue_ids: Iterable[int]
 
 def _send_alert(pause: Paused, *, settings: Settings, transport_for: Callable[[], Transport], now: datetime) -> None:
     subject, text = alert_email(pause, now=now)
-    batch = Batch(from_email=settings.from_email, from_name=settings.from_name, subject=subject,
-                  html=f"<pre>{html.escape(text)}</pre>", text=text, categories=["guardrail-alert"],
-                  recipients=[Recipient(delivery_id=None, email=settings.alert_email, name="", substitutions={},
-                                        headers={})])
+    email = RenderedEmail(subject=subject, html=f"<pre>{html.escape(text)}</pre>", text=text, mjml="")
+    batch = mail.batch(settings=settings, email=email, categories=["guardrail-alert"], custom_args={},
+                       recipients=[Recipient(delivery_id=None, email=settings.alert_email, name="", substitutions={},
+                                             headers={})])
     transport = None
     try:
         transport = transport_for()
