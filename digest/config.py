@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     sendgrid_sandbox: bool = False
     send_schedule: str = Field(default="0 9 * * thu", description="crontab line; use day names (APScheduler 3)")
     timezone: str = "UTC"
+    # When a reader gets the issue (issue 19): "global", every reader at the schedule's time in DIGEST_TIMEZONE;
+    # "local", each at the schedule's weekday and hour in their own time zone (subscriber.timezone, else
+    # DIGEST_TIMEZONE). The issue then opens early enough for the first zone, and SendGrid holds each batch
+    # until its due time (send_at, at most 72 hours ahead).
+    delivery: Literal["global", "local"] = "global"
     batch_size: int = Field(default=1000, ge=1, le=1000)  # SendGrid: at most 1000 recipients per request
     max_shown: int = Field(default=8, ge=1, le=50)
     max_attempts: int = Field(default=6, ge=1, le=50)

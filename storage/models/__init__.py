@@ -28,6 +28,18 @@ class SubscriberStatus(str, enum.Enum):
     dormant = "dormant"  # silent for DIGEST_SUNSET_WEEKS and did not answer the re-permission email (issue 18)
 
 
+class Cadence(str, enum.Enum):
+    """How often a reader hears from us (issue 19): every issue, or once a month the month's best they skipped."""
+
+    weekly = "weekly"
+    monthly = "monthly"
+
+
+class IssueKind(str, enum.Enum):
+    weekly = "weekly"  # the week's issue: claims what was published (week "2026-W48")
+    monthly = "monthly"  # the monthly readers' email: the best of the weekly issues it covers (week "2026-M12")
+
+
 class DeliveryStatus(str, enum.Enum):
     pending = "pending"  # in the audience, not yet handed to the provider
     sending = "sending"  # leased by a sender; the POST may or may not have happened
@@ -155,6 +167,13 @@ class Subscriber(SQLModel, table=True):
     # Sunset (issue 18): when the "Still want the verdicts?" email went to this silent reader; a reader who
     # does not answer within 14 days becomes dormant (status), and is asked again only after a new silence.
     repermission_sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # The reader's time (issue 19). An IANA zone name ("Pacific/Auckland"), checked where it comes in
+    # (digest.subscribers.zones); None: DIGEST_TIMEZONE. With DIGEST_DELIVERY=local the issue is due at the
+    # schedule's weekday and hour in this zone.
+    timezone: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    cadence: Cadence = Field(default=Cadence.weekly, sa_type=String(8),
+                             sa_column_kwargs={"server_default": Cadence.weekly.value})
+    welcomed_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))  # the welcome email, once
 
 
 class Issue(SQLModel, table=True):
@@ -179,6 +198,14 @@ class Issue(SQLModel, table=True):
     reported_bounced: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # hard bounces
     reported_dropped: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     reported_complaints: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Issue 19. A monthly issue ("2026-M12") claims nothing: it carries the best of the weekly issues it
+    # covers (their ids, ","-joined) to the monthly readers who skipped them.
+    kind: IssueKind = Field(default=IssueKind.weekly, sa_type=String(8),
+                            sa_column_kwargs={"server_default": IssueKind.weekly.value})
+    covers: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    # The provider's id for the sends it holds until their due time (SendGrid's batch_id, DIGEST_DELIVERY=local),
+    # so that cancelling the issue also cancels them there.
+    provider_batch_id: str | None = None
 
 
 class IssueComparison(SQLModel, table=True):
@@ -249,6 +276,9 @@ class Delivery(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # When the email is due in the reader's own time (DIGEST_DELIVERY=local, issue 19); None: at once. Fixed at
+    # fan-out, which inserts a segment's rows in due order, so a claim finds a batch of one due time together.
+    due_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
 # Tables of their own concern, in modules of their own; imported here so that `storage.models` registers
