@@ -51,10 +51,10 @@ def origin_parameters(origins: Sequence[int]) -> dict[str, int]:
 
 
 def audience_got(*, session: Session, now, origins: Sequence[int]) -> dict[tuple[str, int], int]:
-    """The audience (active, unpaused) counted by (categories followed, bits of ``origins`` they got)."""
+    """The weekly audience (active, unpaused) counted by (categories followed, bits of ``origins`` they got)."""
     statement = text(
         f"SELECT categories, got, count(*) FROM (SELECT s.categories, {got_sql(origins, reader='s.id')} AS got "
-        "FROM subscriber s WHERE s.status = 'active' AND (s.paused_until IS NULL OR s.paused_until <= :now)) AS a "
+        "FROM subscriber s WHERE s.status = 'active' AND s.cadence = 'weekly' AND (s.paused_until IS NULL OR s.paused_until <= :now)) AS a "
         "GROUP BY categories, got").bindparams(bindparam("now", type_=UTCDateTime()))
     rows = session.execute(statement, {"now": now, **origin_parameters(origins)})
     return {(categories, got): count for categories, got, count in rows}
@@ -127,7 +127,7 @@ def readers_of(*, session: Session, issue_ids: Sequence[int], now) -> int:
     if not issue_ids:
         return 0
     statement = text(
-        "SELECT count(*) FROM subscriber s WHERE s.status = 'active' "
+        "SELECT count(*) FROM subscriber s WHERE s.status = 'active' AND s.cadence = 'weekly' "
         "AND (s.paused_until IS NULL OR s.paused_until <= :now) AND EXISTS (SELECT 1 FROM delivery d "
         "WHERE d.subscriber_id = s.id AND d.issue_id IN :issue_ids AND d.status = 'sent')"
     ).bindparams(bindparam("issue_ids", expanding=True), bindparam("now", type_=UTCDateTime()))

@@ -13,7 +13,17 @@ from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlmodel import Session
 
 from storage.changes import got_sql, origin_parameters
-from storage.models import Comparison, Delivery, Issue, IssueComparison, Segment, Subscriber, SubscriberStatus
+from storage.models import (
+    Cadence,
+    Comparison,
+    Delivery,
+    Issue,
+    IssueComparison,
+    IssueKind,
+    Segment,
+    Subscriber,
+    SubscriberStatus,
+)
 from storage.types import UTCDateTime
 
 
@@ -75,23 +85,25 @@ def set_ranks(*, session: Session, issue_id: int, ranked_ids: Sequence[int]) -> 
     )
 
 
-def _audience(now: datetime):
-    return (Subscriber.status == SubscriberStatus.active.value) & or_(
+def _audience(now: datetime, cadence: str):
+    return (Subscriber.status == SubscriberStatus.active.value) & (Subscriber.cadence == cadence) & or_(
         Subscriber.paused_until.is_(None), Subscriber.paused_until <= now
     )
 
 
-def audience_category_sets(*, session: Session, now: datetime) -> dict[str, int]:
-    """Active, unpaused subscribers counted by the categories they follow."""
+def audience_category_sets(*, session: Session, now: datetime, cadence: str = Cadence.weekly.value) -> dict[str, int]:
+    """Active, unpaused subscribers of ``cadence`` (a weekly issue's audience; issue 19) counted by the categories
+    they follow."""
     rows = session.execute(
-        select(Subscriber.categories, func.count()).where(_audience(now)).group_by(Subscriber.categories)
+        select(Subscriber.categories, func.count()).where(_audience(now, cadence)).group_by(Subscriber.categories)
     )
     return {categories: count for categories, count in rows}
 
 
 def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime,
             by_origins: tuple[Sequence[int], dict[int, int]] | None = None, engaged_first: bool = False) -> int:
-    """One pending delivery per active subscriber following one of ``category_sets``.
+    """One pending delivery per active weekly reader following one of ``category_sets`` (a monthly reader gets
+    the monthly issue instead: digest.claim.monthly).
 
     INSERT … SELECT in the database: the audience of a million subscribers never passes through Python.
     A plain INSERT: an issue's deliveries are only ever inserted in the transaction that creates the
@@ -116,7 +128,7 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     statement = text(
         "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at) "
         f"SELECT :issue_id, s.id, {segment}, 'pending', 0, 0, :now FROM subscriber s "
-        "WHERE s.status = 'active' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
+        "WHERE s.status = 'active' AND s.cadence = 'weekly' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
         "AND s.categories IN :category_sets" + (_ENGAGED_FIRST if engaged_first else "")
     ).bindparams(bindparam("category_sets", expanding=True), bindparam("now", type_=UTCDateTime()))
     result = session.execute(
@@ -194,10 +206,11 @@ class PublishedIssue:
 
 
 def published_issues(*, session: Session) -> list[PublishedIssue]:
-    """Fanned-out issues (an issue is public once it went out), newest first, each with its comparisons' titles
+    """Fanned-out weekly issues (an issue is public once it went out; a monthly one repeats them), newest first, each with its comparisons' titles
     in rank order."""
     issues = session.execute(
-        select(Issue.id, Issue.week, Issue.created_at).where(Issue.fanned_out_at.is_not(None)).order_by(Issue.week.desc())
+        select(Issue.id, Issue.week, Issue.created_at)
+        .where(Issue.fanned_out_at.is_not(None), Issue.kind == IssueKind.weekly.value).order_by(Issue.week.desc())
     ).all()
     titles: dict[int, list[str]] = {issue.id: [] for issue in issues}
     if titles:
