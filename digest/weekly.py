@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from digest.claim.local_time import LocalSchedule, opens_at
 from digest.claim.opening import Opened, open_issue
 from digest.claim.weeks import iso_week, slot
 from digest.send.loop import Sender, SendReport
@@ -23,6 +24,9 @@ from storage.issues import find_issue, paused_issues, unfinished_issues
 from storage.models import Issue
 
 log = logging.getLogger("digest.weekly")
+
+# How far ahead of DIGEST_TIMEZONE a reader's clock can be (UTC-12 to UTC+14), plus the opening's lead.
+LOCAL_AHEAD = timedelta(hours=28)
 
 
 @dataclass
@@ -62,7 +66,7 @@ def run(*, services: Services, sender: Sender, now: datetime, week: str | None =
     With ``week`` (an editor): that issue opens now, early or late, with what is published now.
     """
     settings = services.settings
-    result = RunResult(week=week or iso_week(now.astimezone(settings.tz)))
+    result = RunResult(week=week or services.transaction(lambda session: current_week(session, settings, now)))
 
     # Every step waits out a database outage, as the send loop's own transactions do.
     unfinished, paused = services.transaction(
@@ -76,8 +80,9 @@ def run(*, services: Services, sender: Sender, now: datetime, week: str | None =
         if result.reason:
             return result
     engaged_first = services.settings.warmup_start is not None  # a warm-up sends to the most engaged first
+    local = LocalSchedule.of(settings)  # each reader at their own hour (DIGEST_DELIVERY=local)
     result.opened = services.retrying(lambda: open_issue(engine=services.engine, week=result.week, now=now,
-                                                         engaged_first=engaged_first))
+                                                         engaged_first=engaged_first, local=local))
     if result.opened.issue is None:
         result.reason = "no new comparison since the last issue: no issue, no email"
         return result
@@ -93,6 +98,17 @@ def run(*, services: Services, sender: Sender, now: datetime, week: str | None =
     return result
 
 
+def current_week(session, settings, now: datetime) -> str:
+    """The week the scheduler works on: this week in DIGEST_TIMEZONE; with local delivery, the next one once this
+    one is open and the next one's first readers (up to a day ahead of DIGEST_TIMEZONE) may already be due."""
+    week = iso_week(now.astimezone(settings.tz))
+    if settings.delivery == "local":
+        ahead = iso_week((now + LOCAL_AHEAD).astimezone(settings.tz))
+        if ahead != week and find_issue(session=session, week=week) is not None:
+            return ahead
+    return week
+
+
 def not_due(session, settings, *, week: str, now: datetime) -> str:
     """Why the scheduler opens no issue for ``week`` now, in words; "" when it is due."""
     due_at = slot(week, schedule=settings.send_schedule, tz=settings.tz)
@@ -101,7 +117,13 @@ def not_due(session, settings, *, week: str, now: datetime) -> str:
         return f"issue {week} already exists"
     if due_at is None:
         return f"the schedule {settings.send_schedule!r} does not fire in {week}"
-    if due_at > now:
+    local = LocalSchedule.of(settings)
+    if local is not None:  # it opens a little before the first reader's hour, wherever that reader lives
+        due_at = opens_at(local.due(session=session, week=week, now=now, at_once=False)) or due_at
+        if due_at > now:
+            return (f"issue {week} is not due yet (it opens {due_at:%a %d %b %H:%M %Z}, before the schedule's hour "
+                    "comes in its first reader's time zone)")
+    elif due_at > now:
         return f"issue {week} is not due yet (scheduled for {due_at:%a %d %b %H:%M %Z})"
     if not claimable_comparisons(session=session, now=due_at):
         return f"nothing was published for {week} by its slot; it rolls into the next issue"

@@ -19,10 +19,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
+from digest.claim.local_time import send_at
 from digest.progress import Progress
 from digest.render import mail
 from digest.render.environment import RenderedEmail
@@ -32,7 +33,7 @@ from digest.services import Services
 from digest.transports.base import Batch, PermanentError, RateLimited, TransientError
 from digest.votes.results import from_json
 from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
-from storage.issue_state import halted
+from storage.issue_state import halted, provider_batch_id, waiting
 from storage.issues import complete_issue, find_segment, issue_segments
 from storage.models import DeliveryStatus, Issue, Segment
 from storage.types import utcnow
@@ -68,6 +69,21 @@ class SendReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     remaining: int = 0  # still pending or leased when the run ended
+    # DIGEST_DELIVERY=local (issue 19): recipients this run handed over to be held until their hour; of those
+    # remaining, how many are due too far ahead to hand over yet, and when the first of them may be.
+    scheduled: int = 0
+    later: int = 0
+    next_claim_at: datetime | None = None
+
+    def timing(self) -> str:
+        """What this run left for the readers' own hour (DIGEST_DELIVERY=local), in words; "" when nothing."""
+        parts = []
+        if self.scheduled:
+            parts.append(f"{self.scheduled:,} handed over to be delivered at their readers' hour")
+        if self.later:
+            parts.append(f"{self.later:,} due too far ahead to hand over yet: from "
+                         f"{self.next_claim_at:%a %d %b %H:%M} UTC, the next run or worker does")
+        return "; ".join(parts)
     halted: str | None = None  # the issue was paused ("paused: <reason>") or cancelled: the run stopped (issue 18)
 
 
@@ -89,6 +105,8 @@ class Sender:
     rendered: dict[int, tuple[Segment, RenderedEmail]] = field(default_factory=dict)
     # Why the current send_issue stopped before its issue was done: "paused: …" or "cancelled" (issue 18).
     halted: str | None = None
+    # The provider's batch id of each issue whose batches it holds for their due time (issue 19).
+    batch_ids: dict[int, str] = field(default_factory=dict)
 
     @property
     def lease(self) -> timedelta:
@@ -115,7 +133,7 @@ class Sender:
                 report.ambiguous += claimed.resent
                 position = claimed.position
                 if claimed.rows:
-                    record = self._send_batch(self._leased_batch(issue, claimed), report)
+                    record = self._send_batch(self._leased_batch(issue, claimed), report, issue_id=issue.id)
                     if progress is not None and record is not None:  # once per batch: no cost per recipient
                         progress.advance(len(claimed.rows))
         finally:
@@ -154,7 +172,7 @@ class Sender:
                 self.halted = f"warm-up: today's {day[1]:,} sends are used; the rest goes out from tomorrow"
                 return None
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
-                        lease_until=now + self.lease, limit=limit, dead_owners=dead)
+                        lease_until=now + self.lease, limit=limit, dead_owners=dead, horizon=self._horizon(now))
         # After our last batch when there is anything there, else from the start, stale leases first.
         claimed = (after and claim(after=after)) or claim()
         if day is not None:
@@ -163,9 +181,13 @@ class Sender:
             self.services.transport.observe(session.connection())  # e.g. a shared rate limit, read in this transaction
         return claimed
 
+    def _horizon(self, now: datetime) -> datetime:
+        """Deliveries due by then may be handed over now: the provider holds each until its due time."""
+        return now + self.services.transport.schedule_ahead
+
     # -- one batch ------------------------------------------------------------------------------------
 
-    def _send_batch(self, batch: Batch, report: SendReport):
+    def _send_batch(self, batch: Batch, report: SendReport, *, issue_id: int):
         """Post one batch until the provider takes it; returns the work that records it as sent (None when
         the provider refused it for good, which is recorded here). Raises SendAborted when giving up."""
         ids = [recipient.delivery_id for recipient in batch.recipients]
@@ -174,6 +196,8 @@ class Sender:
         while True:
             report.requests += 1
             try:
+                if batch.send_at is not None and batch.batch_id is None:  # held: under the issue's batch id
+                    batch = replace(batch, batch_id=self._batch_id(issue_id))
                 result = self.services.transport.send(batch)
             except RateLimited as exc:
                 waits += 1
@@ -190,6 +214,7 @@ class Sender:
             # waits out an outage (Services.transaction) rather than leave the rows to be re-sent as ambiguous.
             report.sent += len(ids)
             report.batches += 1
+            report.scheduled += len(ids) if batch.send_at is not None else 0
             sent_at, message_id = self.clock(), result.message_id
             return lambda session: finish(session=session, ids=ids, owner=self.owner,
                                           status=DeliveryStatus.sent, now=sent_at, message_id=message_id)
@@ -242,8 +267,20 @@ class Sender:
             token = signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id,
                                            tag=row.link_tag)
             recipients.append(mail.recipient(row.delivery_id, row.email, row.name, token, links, settings))
-        return mail.issue_batch(settings=settings, week=issue.week, segment_id=segment.id, email=email,
-                                recipients=recipients)
+        held_until = send_at(claimed.due_at, self.clock())
+        return replace(mail.issue_batch(settings=settings, week=issue.week, segment_id=segment.id, email=email,
+                                        recipients=recipients), send_at=held_until)
+
+    def _batch_id(self, issue_id: int) -> str:
+        """The issue's batch id at the provider, made by the first batch held for its due time (issue 19)."""
+        if issue_id not in self.batch_ids:
+            known = self.services.transaction(lambda session: provider_batch_id(session=session, issue_id=issue_id))
+            if known is None:
+                new = self.services.transport.new_batch_id()
+                known = self.services.transaction(
+                    lambda session: provider_batch_id(session=session, issue_id=issue_id, new=new))
+            self.batch_ids[issue_id] = known
+        return self.batch_ids[issue_id]
 
     def _render(self, session, issue: Issue, segment_id: int) -> tuple[Segment, RenderedEmail]:
         segment = find_segment(session=session, segment_id=segment_id)
@@ -281,3 +318,8 @@ class Sender:
         report.remaining = counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
         if report.remaining == 0:
             complete_issue(session=session, issue_id=issue.id, now=self.clock())
+        elif report.halted is None:  # due too far ahead to hand over yet (DIGEST_DELIVERY=local)?
+            horizon = self._horizon(self.clock())
+            report.later, first = waiting(session=session, issue_id=issue.id, horizon=horizon)
+            if first is not None:
+                report.next_claim_at = first - self.services.transport.schedule_ahead
