@@ -57,6 +57,8 @@ def weekly_job(services: Services, sender: Sender) -> bool:
     for report in result.reports:
         log.info("issue %s: sent %d, failed %d, left %d, %d possible duplicates, %.1f s",
                  report.week, report.sent, report.failed, report.remaining, report.ambiguous, report.seconds)
+        if report.timing():
+            log.info("issue %s: %s", report.week, report.timing())
     return all(report.failed == 0 for report in result.reports)
 
 

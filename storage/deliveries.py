@@ -6,9 +6,10 @@ The per-batch statements run on the DB-API cursor (`storage.raw.Raw`); the rest 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 from sqlalchemy import func, select, update
@@ -34,13 +35,18 @@ class ClaimedBatch:
     rows: list[BatchRow]
     resent: int  # rows taken over from a sender whose outcome is unknown (counted as ambiguous)
     position: tuple[int, int] = (0, 0)  # (segment_id, id) of the last row leased: pass as ``after`` next time
+    due_at: datetime | None = None  # when every row of the batch is due (DIGEST_DELIVERY=local); None: now
 
 
 def claim_batch(
     *, session: Session, issue_id: int, owner: str, now: datetime, lease_until: datetime, limit: int,
-    dead_owners: Sequence[str] = (), after: tuple[int, int] | None = None,
+    dead_owners: Sequence[str] = (), after: tuple[int, int] | None = None, horizon: datetime | None = None,
 ) -> ClaimedBatch | None:
-    """Lease up to ``limit`` sendable deliveries of one segment (one content per request).
+    """Lease up to ``limit`` sendable deliveries of one segment (one content per request) and one due time.
+
+    ``horizon``: only rows due by then (DIGEST_DELIVERY=local: the provider holds a send at most that far
+    ahead); rows due later wait for a later claim. A batch's rows share one due time (one ``send_at`` per
+    request); the fan-out inserted each segment's rows in due order, so they are neighbours.
 
     Sendable: pending, or 'sending' under a lease that ran out or belongs to a process known dead. Rows
     taken over from 'sending' may already have been handed to the provider, so they are counted in
@@ -51,13 +57,13 @@ def claim_batch(
     SQLAlchemy's statement and row handling cost more than the statements did (benchmarks/send.py).
     """
     raw = Raw(session)
-    params = {"issue_id": issue_id, "limit": limit, "owner": owner}
+    params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON)}
     candidates = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
     if not candidates:
         return None
-    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag
-    segment_id = candidates[0][1]
-    chosen = [row for row in candidates if row[1] == segment_id]
+    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag, d.due_at
+    segment_id, due = candidates[0][1], candidates[0][9]
+    chosen = list(itertools.takewhile(lambda row: row[1] == segment_id and row[9] == due, candidates))
     ids = [row[0] for row in chosen]
     leased = DeliveryStatus.sending.value
     resent = sum(1 for row in chosen if row[2] == leased and row[3] != owner)
@@ -68,7 +74,8 @@ def claim_batch(
     if gone:
         _drop_gone(session, raw, gone, owner=owner, now=now)
     rows = [BatchRow(row[0], row[4], row[5], row[6], row[8]) for row in chosen if row[7] == active]
-    return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]))
+    due_at = raw.read_time(due) if due is not None else None
+    return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]), due_at=due_at)
 
 
 def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[str],
@@ -132,10 +139,13 @@ def finish(
 # PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery
 # whose subscriber was erased is found too (s.id is NULL), and deleted.
 _CANDIDATES_SQL = (
-    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag "
+    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag, d.due_at "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
-    "WHERE d.issue_id = :issue_id AND {sendable} ORDER BY d.segment_id, d.id LIMIT :limit"
+    "WHERE d.issue_id = :issue_id AND {sendable} AND (d.due_at IS NULL OR d.due_at <= :horizon) "
+    "ORDER BY d.segment_id, d.id LIMIT :limit"
 )
+# No horizon: every row is claimable (a time no due time reaches, as the column stores it).
+_NO_HORIZON = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 _SAME_SEGMENT = "d.status = 'pending' AND d.segment_id = :segment AND d.id > :last"

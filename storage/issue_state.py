@@ -65,3 +65,39 @@ def cancel_issue(*, session: Session, issue_id: int, now: datetime) -> int | Non
 def _leased(session: Session, issue_id: int) -> int:
     return session.execute(select(func.count()).select_from(Delivery).where(
         Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.sending.value)).scalar_one()
+
+
+# -- what the provider holds until each reader's hour (DIGEST_DELIVERY=local, issue 19) ---------------------
+
+def provider_batch_id(*, session: Session, issue_id: int, new: str | None = None) -> str | None:
+    """The provider's batch id holding the issue's scheduled sends; with ``new``, recorded first unless the
+    issue has one (two senders asking at once keep the first, and both use it)."""
+    if new is not None:
+        session.execute(update(Issue).where(Issue.id == issue_id, Issue.provider_batch_id.is_(None))
+                        .values(provider_batch_id=new))
+    return session.execute(select(Issue.provider_batch_id).where(Issue.id == issue_id)).scalar_one()
+
+
+def cancel_held(*, session: Session, issue_id: int, after: datetime) -> int:
+    """Deliveries handed to the provider to hold until after ``after``, which it has agreed to drop: cancelled,
+    not sent. How many."""
+    return session.execute(update(Delivery).where(Delivery.issue_id == issue_id,
+                                                  Delivery.status == DeliveryStatus.sent.value,
+                                                  Delivery.due_at > after)
+                           .values(status=DeliveryStatus.cancelled.value,
+                                   error="issue cancelled: the provider dropped it before its send time")).rowcount
+
+
+def held(*, session: Session, issue_id: int, now: datetime) -> tuple[int, datetime | None]:
+    """Deliveries handed to the provider that it holds still (due after ``now``), and the last due time."""
+    row = session.execute(select(func.count(), func.max(Delivery.due_at)).where(
+        Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.sent.value, Delivery.due_at > now)).one()
+    return row[0], row[1]
+
+
+def waiting(*, session: Session, issue_id: int, horizon: datetime) -> tuple[int, datetime | None]:
+    """Pending deliveries due after ``horizon`` (beyond what the provider may hold yet), and the first due time."""
+    row = session.execute(select(func.count(), func.min(Delivery.due_at)).where(
+        Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.pending.value,
+        Delivery.due_at > horizon)).one()
+    return row[0], row[1]

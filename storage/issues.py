@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, or_, select, text, update
@@ -25,6 +26,9 @@ from storage.models import (
     SubscriberStatus,
 )
 from storage.types import UTCDateTime
+
+if TYPE_CHECKING:
+    from digest.claim.local_time import DueTimes
 
 
 def find_issue(*, session: Session, week: str) -> Issue | None:
@@ -101,7 +105,8 @@ def audience_category_sets(*, session: Session, now: datetime, cadence: str = Ca
 
 
 def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime,
-            by_origins: tuple[Sequence[int], dict[int, int]] | None = None, engaged_first: bool = False) -> int:
+            by_origins: tuple[Sequence[int], dict[int, int]] | None = None, engaged_first: bool = False,
+            due: DueTimes | None = None) -> int:
     """One pending delivery per active weekly reader following one of ``category_sets`` (a monthly reader gets
     the monthly issue instead: digest.claim.monthly).
 
@@ -118,6 +123,9 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     ``engaged_first`` (a warm-up, issue 18): rows are inserted, so numbered and claimed, in the order of each
     reader's human opens and clicks, most first. It costs an index lookup per reader (event.subscriber_id),
     paid only while a new domain warms up, when lists are small and every send counts.
+
+    ``due`` (DIGEST_DELIVERY=local, issue 19): each row's due time by its reader's zone, and rows inserted in due
+    order, so the readers of one due time are neighbours in the claim index and a claim leases them together.
     """
     segment, parameters = ":segment_id", {}
     if by_origins is not None:
@@ -125,12 +133,19 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
         cases = " ".join(f"WHEN {bits} THEN {int(target)}" for bits, target in sorted(segments.items()))
         segment = f"CASE {got_sql(origins, reader='s.id')} {cases} ELSE :segment_id END" if cases else segment
         parameters = origin_parameters(origins)
+    due_sql, due_parameters, due_binds = due.sql("s") if due is not None else ("NULL", {}, [])
+    parameters.update(due_parameters)
+    order = ""
+    if due is not None:
+        order = f" ORDER BY {due_sql}, " + (_ENGAGEMENT if engaged_first else "s.id")
+    elif engaged_first:
+        order = f" ORDER BY {_ENGAGEMENT}"
     statement = text(
-        "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at) "
-        f"SELECT :issue_id, s.id, {segment}, 'pending', 0, 0, :now FROM subscriber s "
+        "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at, "
+        f"due_at) SELECT :issue_id, s.id, {segment}, 'pending', 0, 0, :now, {due_sql} FROM subscriber s "
         "WHERE s.status = 'active' AND s.cadence = 'weekly' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
-        "AND s.categories IN :category_sets" + (_ENGAGED_FIRST if engaged_first else "")
-    ).bindparams(bindparam("category_sets", expanding=True), bindparam("now", type_=UTCDateTime()))
+        "AND s.categories IN :category_sets" + order
+    ).bindparams(bindparam("category_sets", expanding=True), bindparam("now", type_=UTCDateTime()), *due_binds)
     result = session.execute(
         statement,
         {"issue_id": issue_id, "segment_id": segment_id, "now": now, "category_sets": list(category_sets),
@@ -139,8 +154,14 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     return result.rowcount
 
 
-_ENGAGED_FIRST = (" ORDER BY (SELECT count(*) FROM event e WHERE e.subscriber_id = s.id AND e.machine = false "
-                  "AND e.kind IN ('open', 'click')) DESC, s.id")
+_ENGAGEMENT = ("(SELECT count(*) FROM event e WHERE e.subscriber_id = s.id AND e.machine = false "
+               "AND e.kind IN ('open', 'click')) DESC, s.id")
+
+
+def audience_zones(*, session: Session, now: datetime, cadence: str = Cadence.weekly.value) -> list[str | None]:
+    """The time zones the audience of ``cadence`` lives in (None: readers who gave none), for local delivery."""
+    query = select(Subscriber.timezone).where(_audience(now, cadence)).distinct()
+    return list(session.execute(query).scalars())
 
 
 def segment_sizes(*, session: Session, issue_id: int) -> dict[int, int]:

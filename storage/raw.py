@@ -31,6 +31,7 @@ class Raw:
         self._connection = session.connection() if isinstance(session, Session) else session
         self.dialect = self._connection.dialect.name
         self._time = time_processor(self._connection.dialect)
+        self.read_time = time_reader(self._connection.dialect)  # a UTCDateTime column's value as read: aware UTC
 
     def among(self, name: str) -> str:
         if self.dialect == "postgresql":

@@ -14,6 +14,11 @@ reply_to xor reply_to_list, no duplicate address within a personalization, text/
 Valid: 202 with a random `X-Message-Id`; sandbox mode: 200, recorded in `sandboxed`. Invalid: 400 with
 `{"errors": [{"message", "field", "help"}]}`.
 
+Scheduled sends: `POST /v3/mail/batch` answers 201 with a new `batch_id`; a Mail Send body may carry
+`send_at` (unix seconds, at most 72 hours ahead by `clock`) and a known `batch_id`; `POST
+/v3/user/scheduled_sends {"batch_id", "status": "pause"|"cancel"}` is recorded in `stopped` (at most 10), and
+`delivered()` leaves out what a cancel stopped (a body whose send_at was more than 10 minutes away).
+
 Scripted actions, one per request, consumed in order before normal handling:
     ("status", code, headers)          answer with that status (and a SendGrid-shaped error body)
     ("status", code, headers, body)    ... with that body (a dict, sent as JSON)
@@ -21,6 +26,7 @@ Scripted actions, one per request, consumed in order before normal handling:
     ("stall", seconds)                 accept and record the batch, wait, then answer: a client with a
                                        shorter timeout gives up on a batch that WAS accepted
     ("accept_then_drop",)              accept and record the batch, then close without an answer
+    ("pass",)                          handle this one normally (to script the requests after it)
 `FakeSendGrid(faults=FaultRates(...), seed=1)` draws the same faults at random for reliability tests.
 """
 
@@ -44,6 +50,9 @@ SCHEMA_FILE = Path(__file__).parent / "data" / "sendgrid" / "tsg_mail_v3.json"
 MAX_BODY_BYTES = 30 * 1024 * 1024
 MAX_RECIPIENTS = 1000
 MAX_ARGS_BYTES = 10_000
+HOLD_SECONDS = 72 * 3600  # send_at at most 72 hours ahead
+CANCEL_NOTICE_SECONDS = 600  # a cancel stops a held batch up to 10 minutes before its send_at
+MAX_STOPPED_BATCHES = 10  # batch ids paused or cancelled at once
 RESERVED_HEADERS = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type",
                     "content-transfer-encoding", "to", "from", "subject", "reply-to", "cc", "bcc"}
 
@@ -218,6 +227,9 @@ class FakeSendGrid:
         self.requests = 0  # every request, whatever its answer
         self.request_times: list[float] = []  # time.time() at which each request arrived, in order
         self._faults = faults
+        self.batch_ids: list[str] = []  # from POST /v3/mail/batch, in order
+        self.stopped: dict[str, tuple[str, float]] = {}  # batch id → ("pause" | "cancel", when), scheduled_sends
+        self.clock = time.time  # the server's own clock, for send_at: a test may move it
         self._rng = random.Random(seed)
         self._script: list[tuple] = []
         self._lock = threading.Lock()
@@ -260,6 +272,47 @@ class FakeSendGrid:
             if self._script:
                 return self._script.pop(0)
             return self._faults.draw(self._rng) if self._faults else None
+
+    # -- scheduled sends: send_at, batch ids, pause and cancel ------------------------------------------
+
+    def _new_batch(self) -> str:
+        with self._lock:
+            batch_id = secrets.token_hex(16)
+            self.batch_ids.append(batch_id)
+            return batch_id
+
+    def _stop_batch(self, body) -> tuple[int, dict, dict | None]:
+        """POST /v3/user/scheduled_sends: {"batch_id", "status": "pause"|"cancel"}; 201 with the body."""
+        if not isinstance(body, dict) or body.get("status") not in ("pause", "cancel"):
+            return 400, {}, error_body(("status must be pause or cancel", "status"))
+        with self._lock:
+            if body.get("batch_id") not in self.batch_ids:
+                return 400, {}, error_body(("invalid batch id", "batch_id"))
+            if body["batch_id"] in self.stopped:
+                return 400, {}, error_body(("batch id already has a status: update it instead", "batch_id"))
+            if len(self.stopped) >= MAX_STOPPED_BATCHES:
+                return 400, {}, error_body(("max limit reached of 10 paused or cancelled batches", "batch_id"))
+            self.stopped[body["batch_id"]] = (body["status"], self.clock())
+        return 201, {}, {"batch_id": body["batch_id"], "status": body["status"]}
+
+    def _schedule_errors(self, body: dict) -> list[tuple[str, str | None]]:
+        found = []
+        send_at = body.get("send_at")
+        if send_at is not None and send_at > self.clock() + HOLD_SECONDS:
+            found.append(("The send_at parameter can't be more than 72 hours in the future.", "send_at"))
+        if body.get("batch_id") is not None and body["batch_id"] not in self.batch_ids:
+            found.append(("The batch_id is not valid.", "batch_id"))
+        return found
+
+    def delivered(self) -> list[dict]:
+        """The accepted bodies that reach their recipients: all but those a cancel stopped — a held batch whose
+        send_at was still more than 10 minutes away when its batch id was cancelled."""
+        with self._lock:
+            return [body for body in self.accepted if not self._dropped(body)]
+
+    def _dropped(self, body: dict) -> bool:
+        status, at = self.stopped.get(body.get("batch_id"), (None, None))
+        return status == "cancel" and body.get("send_at") is not None and body["send_at"] > at + CANCEL_NOTICE_SECONDS
 
     def _record(self, body: dict) -> tuple[int, str | None]:
         sandbox = body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable", False)
@@ -315,16 +368,22 @@ def _handler_for(fake: FakeSendGrid):
             self._answer(status, headers, body)
 
         def _handle(self, raw: bytes) -> tuple[int, dict, dict | None]:
-            if self.path.split("?")[0] != "/v3/mail/send":
+            path = self.path.split("?")[0]
+            if path not in ("/v3/mail/send", "/v3/mail/batch", "/v3/user/scheduled_sends"):
                 return 404, {}, error_body(("Not Found", None))
             if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                 return 401, {}, error_body(("The provided authorization grant is invalid, expired, or revoked",
                                             None))
+            if path == "/v3/mail/batch":
+                return 201, {}, {"batch_id": fake._new_batch()}
             try:
                 body = json.loads(raw)
             except ValueError:
                 return 400, {}, error_body(("Bad Request: the body is not valid JSON.", None))
+            if path == "/v3/user/scheduled_sends":
+                return fake._stop_batch(body)
             errors = fake._validator.errors(body) if fake.validate else _fast_errors(body)
+            errors = errors or fake._schedule_errors(body)
             if errors:
                 return 400, {}, error_body(*errors)
             status, message_id = fake._record(body)

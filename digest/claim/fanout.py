@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from digest.claim.local_time import DueTimes
 from digest.claim.selection import SegmentPlan, segment_key
 from storage.changes import audience_got, claim_changes
 from storage.issues import add_segment, fan_out, segment_sizes
@@ -53,9 +54,10 @@ class FannedOut:
 
 
 def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now: datetime,
-                  results_from: int | None = None, engaged_first: bool = False) -> FannedOut:
+                  results_from: int | None = None, engaged_first: bool = False, due: DueTimes | None = None) -> FannedOut:
     """Segments and deliveries for ``planned``, plus the parts that carry verdict changes or, for the readers
-    of issue ``results_from``, its readers' results; in the opening's transaction."""
+    of issue ``results_from``, its readers' results; in the opening's transaction. ``due``: each delivery's
+    due time by its reader's zone (DIGEST_DELIVERY=local)."""
     carry = _claim_carry(session=session, issue_id=issue_id, now=now, results_from=results_from)
     result = FannedOut(changes=len(carry.changes) if carry else 0)
     for plan in planned:
@@ -65,7 +67,7 @@ def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now
         by_origins = (carry.origins, {got: part.id for got, part in parts.items()}) if parts else None
         segment.size = fan_out(session=session, issue_id=issue_id, segment_id=segment.id,
                                category_sets=plan.category_sets, now=now, by_origins=by_origins,
-                               engaged_first=engaged_first)
+                               engaged_first=engaged_first, due=due)
         result.segments += [segment, *parts.values()]
     if carry:
         sizes = segment_sizes(session=session, issue_id=issue_id)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from digest.claim.fanout import fan_out_issue
+from digest.claim.local_time import LocalSchedule
 from digest.claim.selection import ComparisonFacts, SegmentPlan, plan_segments, rank
 from digest.claim.weeks import week_monday
 from digest.votes.results import reader_results, to_json
@@ -74,12 +75,14 @@ class Opened:
     results_told: int = 0  # readers of the previous issue who get its readers' results (issue 17)
 
 
-def open_issue(*, engine: Engine, week: str, now: datetime, engaged_first: bool = False) -> Opened:
+def open_issue(*, engine: Engine, week: str, now: datetime, engaged_first: bool = False,
+               local: LocalSchedule | None = None) -> Opened:
     """Create issue ``week``, claim what is published, fan out: one transaction, all or nothing.
 
     If the issue exists (a rerun, or another scheduler won the race) it is returned as it is: its
     content and audience were fixed when it was opened. No claimable comparison: no issue.
     ``engaged_first``: readers are queued most engaged first (a warm-up, digest.send.warmup).
+    ``local``: each delivery is due at the schedule's time in its reader's zone (DIGEST_DELIVERY=local).
     """
     week_monday(week)  # validates the label
     try:
@@ -96,8 +99,9 @@ def open_issue(*, engine: Engine, week: str, now: datetime, engaged_first: bool 
             set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
             plan = plan_issue(session=session, now=now, ranked=ranked)
             previous = _results_of_previous(session, issue)
+            due = local.due(session=session, week=week, now=now) if local is not None else None
             fanned = fan_out_issue(session=session, issue_id=issue.id, planned=plan.segments, now=now,
-                                   results_from=previous, engaged_first=engaged_first)
+                                   results_from=previous, engaged_first=engaged_first, due=due)
             deliveries = fanned.deliveries
             refresh_delivery_statistics(session=session)
             issue.fanned_out_at = now

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated, Optional
 
 import typer
@@ -20,16 +21,23 @@ BY_HAND = "paused by hand"  # the reason stored for a pause without --reason; th
 
 
 def _checked_week(value: str) -> str:
-    """WEEK as the store names weeks ("2026-w9" is 2026-W09), as `digest send --week` reads it; else exit 2."""
+    """WEEK as the store names weeks ("2026-w9" is 2026-W09), as `digest send --week` reads it, or a monthly
+    issue's label ("2026-M12", issue 19); else exit 2."""
+    import re
+
     from digest.claim.weeks import BadWeek, parse_week
 
+    month = re.fullmatch(r"(\d{4})-?m(\d{1,2})", value.strip(), re.IGNORECASE)
+    if month and 1 <= int(month[2]) <= 12:
+        return f"{month[1]}-M{int(month[2]):02d}"
     try:
         return parse_week(value, today=utcnow().date())
     except BadWeek as exc:
         raise fail(exc.for_option("WEEK"), 2)
 
 
-WEEK = typer.Argument(metavar="WEEK", help="the issue's ISO week, e.g. 2026-W48", callback=_checked_week,
+WEEK = typer.Argument(metavar="WEEK", help="the issue's ISO week, e.g. 2026-W48 (a monthly issue: 2026-M12)",
+                      callback=_checked_week,
                       show_default=False)
 
 
@@ -108,6 +116,9 @@ def cancel(
     deliveries would be cancelled and asks (--yes: does not ask), then how many were. A cancelled issue is
     finished and cannot be resumed; `digest stats` counts it as cancelled.
 
+    With DIGEST_DELIVERY=local, what SendGrid holds until its readers' hour is called back too, while SendGrid
+    still can (until 10 minutes before each batch's time); if it cannot be reached, run the command again.
+
     Exit 0 when the issue is cancelled (or was already), 1 when it is finished (nothing pending) or the answer is
     no, 2 when there is no issue for WEEK.
 
@@ -115,19 +126,62 @@ def cancel(
     Example:
       digest issue cancel 2026-W48 --yes
     """
-    engine = _engine()
+    from storage.issue_state import held
+
+    settings = settings_for_run(need_secrets=False)
+    engine = engine_for(settings)
     with _issue(engine, week) as (session, issue):
         state, counts = _state(issue), _counts(session, issue.id)
-    if state.name in ("done", "cancelled"):
+        waiting, until = held(session=session, issue_id=issue.id, now=utcnow() + CANCEL_NOTICE)
+    if state.name in ("done", "cancelled") and not waiting:
         if state.name == "cancelled":
             console.print(f"{state.sentence(week)} (already; nothing changed)", highlight=False, markup=False)
             return
         raise fail(f"issue {week} {_finished(state)}: nothing to cancel")
-    console.print(f"issue {week}: {counts['pending']} pending deliveries would be cancelled; {counts['sent']} "
-                  "already sent stay sent", highlight=False)
-    if not yes and not _confirmed(f"Cancel issue {week}?"):
-        raise fail(f"issue {week} not cancelled: nothing changed")
-    _cancel(engine, week)
+    if state.name != "cancelled":
+        kept = f"{counts['sent'] - waiting} already sent stay sent"
+        if waiting:
+            kept += f"; {waiting} the provider holds until their readers' hour (up to {_utc(until)}) are called back"
+        console.print(f"issue {week}: {counts['pending']} pending deliveries would be cancelled; {kept}",
+                      highlight=False)
+        if not yes and not _confirmed(f"Cancel issue {week}?"):
+            raise fail(f"issue {week} not cancelled: nothing changed")
+        _cancel(engine, week)
+    if waiting:
+        _call_back(settings, engine, week)
+
+
+# SendGrid stops a held batch no later than 10 minutes before its send_at: what is due sooner goes out anyway.
+CANCEL_NOTICE = timedelta(minutes=10)
+
+
+def _call_back(settings, engine, week: str) -> None:
+    """Ask the provider to drop what it holds of the issue (DIGEST_DELIVERY=local, issue 19); what it agrees to
+    drop is cancelled here too. A failure says so and exits 1: the same command asks again."""
+    from digest.transports import make_transport
+    from digest.transports.base import PermanentError, TransientError
+    from storage.issue_state import cancel_held
+
+    with _issue(engine, week) as (session, issue):
+        batch_id = issue.provider_batch_id
+    transport = make_transport(settings)
+    try:
+        dropped = transport.cancel_scheduled(batch_id)
+    except (TransientError, PermanentError) as exc:
+        _log(f"issue {week}: the provider's held sends could not be cancelled: {exc}")
+        raise fail(f"issue {week}: {transport.name} did not take back the sends it holds ({exc}); run "
+                   f"`digest issue cancel {week}` again to retry")
+    finally:
+        transport.close()
+    if not dropped:
+        console.print(f"issue {week}: the {transport.name} transport cannot take back what it was given: the emails "
+                      "it holds for their readers' hour stay as they are", highlight=False)
+        return
+    with _issue(engine, week) as (session, issue):
+        called_back = cancel_held(session=session, issue_id=issue.id, after=utcnow() + CANCEL_NOTICE)
+    _log(f"issue {week}: {called_back} deliveries held by {transport.name} cancelled there (batch {batch_id})")
+    console.print(f"issue {week}: {transport.name} dropped {called_back} deliveries it held for their readers' hour; "
+                  "what was due within 10 minutes may still go out", highlight=False)
 
 
 def _cancel(engine, week: str) -> None:

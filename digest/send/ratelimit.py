@@ -88,6 +88,19 @@ class SharedRateLimit:
             self.waited += delay
             self._sleep(delay)
 
+    @property
+    def schedule_ahead(self):
+        """See `Transport`."""
+        return self.inner.schedule_ahead
+
+    def new_batch_id(self) -> str:
+        """See `Transport`. (A rate limit is per Mail Send request: the batch endpoints do not wait for it.)"""
+        return self.inner.new_batch_id()
+
+    def cancel_scheduled(self, batch_id: str) -> bool:
+        """See `Transport`."""
+        return self.inner.cancel_scheduled(batch_id)
+
     def close(self) -> None:
         """See `Transport`."""
         self.inner.close()

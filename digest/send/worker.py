@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from digest.send.loop import SendAborted, Sender, SendReport
 from digest.services import Services
@@ -61,6 +62,9 @@ class Worker:
         self.idle_seconds = idle_seconds
         self.report = WorkerReport()
         self._said: set[tuple[str, object]] = set()  # (week, paused at) of the pauses already in the log
+        # Issues delivered at local time (issue 19) with nothing left to hand over before this time: not looked at
+        # again until then, rather than every DIGEST_WORKER_IDLE_SECONDS.
+        self._later: dict[int, datetime] = {}
         self._stop = threading.Event()
         sender.should_stop = self._stop.is_set  # checked between batches: the one in flight finishes
 
@@ -96,18 +100,25 @@ class Worker:
             lambda session: (unfinished_issues(session=session), paused_issues(session=session)))
         self._say_paused(paused)
         before = self.report.sent + self.report.failed
+        now = self.sender.clock()
         for issue in issues:
             if self.stopping:
                 break
+            if self._later.get(issue.id, now) > now:  # all it has left is due too far ahead to hand over yet
+                continue
             try:
                 report = self.sender.send_issue(issue)
             except SendAborted as exc:
                 self.report.add(exc.report)
                 raise
             self.report.add(report)
+            if report.next_claim_at is not None and report.remaining == report.later:
+                self._later[issue.id] = report.next_claim_at
             if report.sent or report.failed:
                 log.info("issue %s: sent %d, failed %d, left %d, %d possible duplicates, %.1f s", report.week,
                          report.sent, report.failed, report.remaining, report.ambiguous, report.seconds)
+                if report.timing():
+                    log.info("issue %s: %s", report.week, report.timing())
             if report.halted:
                 log.warning("%s (stopped after the batch in flight)",
                             IssueState.halted(report.halted).sentence(report.week))

@@ -9,7 +9,9 @@ headers (List-Unsubscribe) arrive ready in `Recipient.headers`.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 
@@ -34,6 +36,10 @@ class Batch:
     categories: list[str] = field(default_factory=list)  # at most 10 (SendGrid)
     custom_args: dict[str, str] = field(default_factory=dict)  # batch-wide; delivery_id is added per recipient
     reply_to: str | None = None
+    # DIGEST_DELIVERY=local (issue 19): the provider holds the batch until then (never more than the transport's
+    # ``schedule_ahead``); None: now. ``batch_id`` groups an issue's held batches, so they can be cancelled.
+    send_at: datetime | None = None
+    batch_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,15 +90,45 @@ class Transport(Protocol):
         the transaction that leased the next batch, so the next `send` needs no query of its own."""
         ...
 
+    # How far ahead of its ``send_at`` a batch is handed to the provider (SCHEDULE_AHEAD).
+    schedule_ahead: timedelta
+
+    def new_batch_id(self) -> str:
+        """A new id to group an issue's scheduled batches under (SendGrid: ``POST /v3/mail/batch``).
+        Raises like `send`."""
+        ...
+
+    def cancel_scheduled(self, batch_id: str) -> bool:
+        """Ask the provider to drop what it still holds of ``batch_id``; True when it will (SendGrid: up to 10
+        minutes before each batch's ``send_at``), False when this transport cannot take back what it was
+        given. Raises like `send`."""
+        ...
+
     def close(self) -> None:
         """Release connections; a transport may be used again after."""
         ...
 
 
+# SendGrid holds a batch for its send_at at most 72 hours; we ask at most 71 ahead, an hour's margin for clocks and
+# retries (a send_at past its limit is refused, and the whole batch with it).
+HOLD_LIMIT = timedelta(hours=72)
+SCHEDULE_AHEAD = HOLD_LIMIT - timedelta(hours=1)
+
+
 class Alone:
-    """For a transport that shares nothing with other senders: nothing to observe, never waits for them."""
+    """For a transport that shares nothing with other senders: nothing to observe, never waits for them; it holds
+    a batch for its ``send_at`` as long as SendGrid does, and cannot take one back."""
 
     waits = 0
+    schedule_ahead = SCHEDULE_AHEAD
+
+    def new_batch_id(self) -> str:
+        """See `Transport`."""
+        return f"local-{uuid.uuid4().hex}"
+
+    def cancel_scheduled(self, batch_id: str) -> bool:
+        """See `Transport`."""
+        return False
 
     def observe(self, connection) -> None:
         """See `Transport`."""

@@ -33,7 +33,8 @@ OWN_HEADERS = frozenset(
 
 
 class OutboxTransport(Alone):
-    """See `Transport`. Writes one `.eml` per recipient into ``directory`` (created when missing)."""
+    """See `Transport`. Writes one `.eml` per recipient into ``directory`` (created when missing); a batch with a
+    ``send_at`` is written at once, dated when it is due (the outbox holds nothing back, so cannot cancel)."""
 
     name = "outbox"
 
@@ -75,7 +76,8 @@ def _message(batch: Batch, recipient: Recipient) -> EmailMessage:
     message["From"] = sender
     message["To"] = to
     message["Subject"] = _line("subject", fill(batch.subject, recipient.substitutions))
-    message["Date"] = formatdate(localtime=False, usegmt=True)
+    # A batch held for its reader's hour (DIGEST_DELIVERY=local) is dated when it is due, as it would arrive.
+    message["Date"] = formatdate(batch.send_at.timestamp() if batch.send_at else None, localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain=sender.domain)  # no DNS lookup
     if reply_to is not None:
         message["Reply-To"] = reply_to
