@@ -25,6 +25,8 @@ def print_run(console: Console, result, reports) -> None:
             f"{report.remaining} left, in {report.seconds:.2f} s",
             highlight=False,
         )
+        if report.timing():
+            console.print(f"  {report.timing()}", highlight=False, markup=False)
         if report.ambiguous:
             console.print(f"  {report.ambiguous} recipients were handed over again after an unknown outcome "
                           "(a timeout or a crash after the request went out): they may get two copies",
