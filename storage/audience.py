@@ -14,16 +14,18 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
-from storage.models import Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus
+from storage.models import Cadence, Delivery, DeliveryStatus, Issue, Subscriber, SubscriberStatus
 
 # The reasons, in the order the list shows them: first the people an editor can still do something
-# about (they follow nothing this issue covers, or never confirmed), then the silent readers the sunset
-# stopped (digest.subscribers.sunset: any old link of theirs offers to resume), then those who chose to leave.
+# about (they follow nothing this issue covers, or never confirmed), then those who chose another email
+# (the monthly one, issue 19) or a break, then the silent readers the sunset stopped
+# (digest.subscribers.sunset: any old link of theirs offers to resume), then those who chose to leave.
 NO_MATCH = "no matching category"
 PENDING = "pending confirmation"
+MONTHLY = "reads the monthly email"
 PAUSED = "paused"
 DORMANT = "dormant"
-REASONS = (NO_MATCH, PENDING, PAUSED, DORMANT, "unsubscribed", "bounced", "complained")
+REASONS = (NO_MATCH, PENDING, MONTHLY, PAUSED, DORMANT, "unsubscribed", "bounced", "complained")
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,12 @@ class LeftOut:
 
 def _where(reason: str, *, now: datetime, reached: Sequence[str]):
     active = Subscriber.status == SubscriberStatus.active.value
+    unpaused = or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now)
     if reason == NO_MATCH:
-        unpaused = or_(Subscriber.paused_until.is_(None), Subscriber.paused_until <= now)
-        return active & unpaused & Subscriber.categories.not_in(list(reached))
+        weekly = Subscriber.cadence == Cadence.weekly.value
+        return active & unpaused & weekly & Subscriber.categories.not_in(list(reached))
+    if reason == MONTHLY:
+        return active & unpaused & (Subscriber.cadence == Cadence.monthly.value)
     if reason == PAUSED:
         return active & (Subscriber.paused_until > now)
     if reason == PENDING:

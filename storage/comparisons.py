@@ -66,9 +66,19 @@ def load_issue_comparisons(*, session: Session, issue_id: int, ids: Sequence[int
     """``load_comparisons`` as issue ``issue_id`` carried them: a comparison updated since shows the version
     the issue claimed (kept in comparison_version), so an issue reads the same from its first batch to its
     archive page. A version that was never kept (no newer one replaced it while claimed) is the current one."""
+    return _as_claimed(session, ids, IssueComparison.issue_id == issue_id)
+
+
+def load_claimed_comparisons(*, session: Session, ids: Sequence[int]) -> list[ComparisonRecord]:
+    """``load_comparisons`` as the issues that claimed them carried them: a monthly issue (issue 19) claims
+    nothing and shows each comparison as its own weekly issue did (a comparison is claimed once)."""
+    return _as_claimed(session, ids, IssueComparison.comparison_id.in_(list(ids)))
+
+
+def _as_claimed(session: Session, ids: Sequence[int], claims) -> list[ComparisonRecord]:
     current = load_comparisons(session=session, ids=ids)
     claimed = dict(session.execute(select(IssueComparison.comparison_id, IssueComparison.version)
-                                   .where(IssueComparison.issue_id == issue_id)).all())
+                                   .where(claims)).all())
     rows = {row.id: row for row in session.execute(select(Comparison.id, Comparison.version)
                                                    .where(Comparison.id.in_(list(ids))))}
     older = {(cid, version) for cid, version in claimed.items() if cid in rows and rows[cid].version != version}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select
 from sqlmodel import Session
 
-from storage.models import Comparison, Delivery, Issue, IssueComparison, Tool, Vote
+from storage.models import Comparison, Delivery, Issue, IssueComparison, IssueKind, Tool, Vote
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,11 @@ class ToolVotes:
 
 
 def previous_issue(*, session: Session, week: str) -> Issue | None:
-    """The last issue before ``week`` that went out (fanned out): whose readers voted on what it carried."""
-    query = (select(Issue).where(Issue.week < week, Issue.fanned_out_at.is_not(None))
+    """The last weekly issue before ``week`` that went out (fanned out): whose readers voted on what it carried.
+    Never a monthly issue (issue 19): it repeats weekly issues' comparisons, and its label ("2026-M12") does not
+    sort among the weeks'."""
+    query = (select(Issue).where(Issue.week < week, Issue.fanned_out_at.is_not(None),
+                                 Issue.kind == IssueKind.weekly.value)
              .order_by(Issue.week.desc()).limit(1))
     return session.execute(query).scalars().first()
 

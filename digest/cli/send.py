@@ -32,8 +32,10 @@ def send(
 
     --dry-run lists the comparisons the issue claims, its segments and their sizes, then the first 50
     people who get nothing with the reason (no matching category, pending confirmation, paused,
-    unsubscribed, bounced, complained) and the count per reason; with --json, everyone. An issue that
-    already went out is only described.
+    unsubscribed, bounced, complained, reads the monthly email) and the count per reason; with --json,
+    everyone. An issue that already went out is only described. Then the monthly email: on its day (the
+    schedule's first in the month) how many monthly readers get it, in how many segments, covering which
+    weekly issues; on other days, when the next one goes and to how many monthly readers.
 
     A paused issue is not sent: `digest send` says why it is paused and exits 1 (`digest issue resume WEEK` lifts
     the pause; the next `digest send` sends the rest); a cancelled one is never sent again. A pause while it
@@ -105,6 +107,8 @@ def _dry_run(settings: Settings, *, week: str | None, now: datetime, as_json: bo
         sys.stdout.write(json.dumps(found.as_dict(tz=settings.tz), indent=2, ensure_ascii=False) + "\n")
     else:
         print_dry_run(console, found, tz=settings.tz)
+        if found.monthly is not None:  # the monthly email (issue 19): its audience on its day, else when it goes
+            console.print(found.monthly.sentence(tz=settings.tz), highlight=False, markup=False)
 
 
 def _test_send(settings: Settings, *, week: str | None, now: datetime, addresses: str, as_email: str | None) -> None:

@@ -20,6 +20,7 @@ from datetime import date
 
 import jinja2
 
+from digest.claim.monthly import month_covered
 from digest.config import Settings
 from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, Links
 from digest.render.changes import change_views
@@ -118,6 +119,7 @@ class Renderer:
     def render_segment(
         self, *, week: str, issue_date: date, comparisons: Sequence[ComparisonRecord], more_count: int, audience: str,
         web: bool = False, changes: Sequence[VerdictChangeRecord] = (), results: Sequence[ReaderResult] = (),
+        monthly: bool = False,
     ) -> RenderedEmail:
         """Render what every recipient of one segment gets, with their per-recipient values as tags.
 
@@ -127,11 +129,18 @@ class Renderer:
         ``results`` the readers' votes on the previous issue (issue 17).
         ``web``: the page for anyone (the archive), with no tag and nothing per recipient; its ``text`` is
         empty, since the text part exists for mail clients only.
+        ``monthly``: the monthly edition (issue 19, ``week`` a month's label "2026-M12"): the month's best across
+        the weekly issues its readers skipped, said so in the subject and the heading; it carries no verdict
+        changes and no readers' results.
         """
         if not comparisons:
             raise ValueError("render_segment: no comparisons to show (a segment with nothing to show gets no email)")
+        if monthly:
+            changes, results = (), ()
         context = self._context(week=week, issue_date=issue_date, comparisons=comparisons,
                                 more_count=more_count, audience=audience)
+        if monthly:
+            context.update(self._monthly_context(week, shown=context["shown"], total=context["total"]))
         if web:
             context.update(self._web_context(comparisons))
         link = (lambda url: Tagged(self._direct(url))) if web else self._click
@@ -146,7 +155,8 @@ class Renderer:
             # comparison shown joins "and K more" instead. Only extreme content gets here (ten long four-tool
             # verdicts with the changes and the readers' results: tests/test_render.py).
             return self.render_segment(week=week, issue_date=issue_date, comparisons=comparisons[:-1],
-                                       more_count=more_count + 1, audience=audience, changes=changes, results=results)
+                                       more_count=more_count + 1, audience=audience, changes=changes, results=results,
+                                       monthly=monthly)
         return email
 
     def _context(self, *, week, issue_date, comparisons, more_count, audience) -> dict:
@@ -171,6 +181,26 @@ class Renderer:
             name_text=Tagged(NAME_TEXT_TAG),
             vote_url=self._vote,
             web=False,
+            monthly=False,
+            period="this week",  # what "and K more verdicts …" counts in
+        )
+
+    def _monthly_context(self, week: str, *, shown: list[Shown], total: int) -> dict:
+        """What the monthly edition says differently: which month, and that it is the best of it. Its readers
+        follow no single week, so its link goes to the archive of every weekly issue, not to a page of its own."""
+        month = month_covered(week)
+        noun = "verdict" if total == 1 else "verdicts"
+        titles = ", ".join(one_line(item.comparison.title, 80) for item in shown)
+        extra = total - len(shown)
+        return dict(
+            monthly=True,
+            month=month,
+            period="this month",
+            issue_label=f"Monthly edition · {month}",
+            headline=f"Your month of verdicts: {month}",
+            preheader=one_line(f"The month's {total} {noun}: {titles}" + (f", and {extra} more" if extra else ""),
+                               PREHEADER_MAX),
+            archive_url=Tagged(self.links.archive_index()),
         )
 
     def _web_context(self, comparisons: Sequence[ComparisonRecord]) -> dict:

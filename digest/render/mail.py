@@ -18,7 +18,7 @@ from digest.subscribers.names import clean_name
 from digest.transports.base import Batch, Recipient
 from digest.votes.results import ReaderResult
 from storage.changes import load_changes
-from storage.comparisons import load_comparisons, load_issue_comparisons
+from storage.comparisons import load_claimed_comparisons, load_comparisons, load_issue_comparisons
 
 
 def listed_ids(stored: str) -> list[int]:
@@ -28,14 +28,18 @@ def listed_ids(stored: str) -> list[int]:
 
 def render_segment(*, session, renderer: Renderer, settings: Settings, week: str, opened_at: datetime,
                    comparison_ids: Sequence[int], audience: str, web: bool = False, issue_id: int | None = None,
-                   change_ids: Sequence[int] = (), results: Sequence[ReaderResult] = ()) -> RenderedEmail:
+                   change_ids: Sequence[int] = (), results: Sequence[ReaderResult] = (),
+                   monthly: bool = False) -> RenderedEmail:
     """What every reader of one segment gets: the first `max_shown` of ``comparison_ids`` (ranked) in full,
     the rest as "and K more", then the readers' ``results`` on the previous issue and the verdicts
     ``change_ids`` that changed since they read them; dated by
     when the issue opened (or would open), in the configured zone. With ``issue_id`` the comparisons are
-    the versions that issue carried (an update since does not rewrite an issue); without, the current ones."""
+    the versions that issue carried (an update since does not rewrite an issue); without, the current ones.
+    ``monthly``: the monthly edition (issue 19), the comparisons as their own weekly issues carried them."""
     shown, more = cap(list(comparison_ids), settings.max_shown)
-    if issue_id is None:
+    if monthly:
+        comparisons = load_claimed_comparisons(session=session, ids=shown)
+    elif issue_id is None:
         comparisons = load_comparisons(session=session, ids=shown)
     else:
         comparisons = load_issue_comparisons(session=session, issue_id=issue_id, ids=shown)
@@ -48,6 +52,7 @@ def render_segment(*, session, renderer: Renderer, settings: Settings, week: str
         web=web,
         changes=load_changes(session=session, ids=change_ids),
         results=results,
+        monthly=monthly,
     )
 
 
