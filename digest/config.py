@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # DIGEST_TIMEZONE). The issue then opens early enough for the first zone, and SendGrid holds each batch
     # until its due time (send_at, at most 72 hours ahead).
     delivery: Literal["global", "local"] = "global"
+    # With local delivery, how long before a reader's hour their email is handed to SendGrid, which holds it until
+    # then (send_at). Longer rides out a longer outage of the scheduler and the workers; shorter keeps more of the
+    # send within reach of a pause, the guardrail and a cancel (SendGrid can call back what it holds, but only until
+    # 10 minutes before its time). At most 71: SendGrid holds a send 72 hours at most.
+    hold_hours: float = Field(default=3.0, gt=0, le=71)
     batch_size: int = Field(default=1000, ge=1, le=1000)  # SendGrid: at most 1000 recipients per request
     max_shown: int = Field(default=8, ge=1, le=50)
     max_attempts: int = Field(default=6, ge=1, le=50)

@@ -101,3 +101,8 @@ def waiting(*, session: Session, issue_id: int, horizon: datetime) -> tuple[int,
         Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.pending.value,
         Delivery.due_at > horizon)).one()
     return row[0], row[1]
+
+
+def set_provider_hold(*, session: Session, issue_id: int, status: str | None) -> None:
+    """Record what the provider was told to do with what it holds of the issue ("pause", "cancel", None)."""
+    session.execute(update(Issue).where(Issue.id == issue_id).values(provider_hold=status))

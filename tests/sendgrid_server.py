@@ -16,8 +16,9 @@ Valid: 202 with a random `X-Message-Id`; sandbox mode: 200, recorded in `sandbox
 
 Scheduled sends: `POST /v3/mail/batch` answers 201 with a new `batch_id`; a Mail Send body may carry
 `send_at` (unix seconds, at most 72 hours ahead by `clock`) and a known `batch_id`; `POST
-/v3/user/scheduled_sends {"batch_id", "status": "pause"|"cancel"}` is recorded in `stopped` (at most 10), and
-`delivered()` leaves out what a cancel stopped (a body whose send_at was more than 10 minutes away).
+/v3/user/scheduled_sends {"batch_id", "status": "pause"|"cancel"}` is recorded in `stopped` (at most 10; `PATCH
+…/{batch_id}` changes it, `DELETE …/{batch_id}` lifts it), and `delivered()` leaves out what a pause or a cancel
+holds back (a body whose send_at was more than 10 minutes away when its batch was stopped).
 
 Scripted actions, one per request, consumed in order before normal handling:
     ("status", code, headers)          answer with that status (and a SendGrid-shaped error body)
@@ -295,6 +296,24 @@ class FakeSendGrid:
             self.stopped[body["batch_id"]] = (body["status"], self.clock())
         return 201, {}, {"batch_id": body["batch_id"], "status": body["status"]}
 
+    def _change_stop(self, batch_id: str, body) -> tuple[int, dict, dict | None]:
+        """PATCH /v3/user/scheduled_sends/{batch_id} {"status"}: 204."""
+        if not isinstance(body, dict) or body.get("status") not in ("pause", "cancel"):
+            return 400, {}, error_body(("status must be pause or cancel", "status"))
+        with self._lock:
+            if batch_id not in self.stopped:
+                return 404, {}, error_body(("batch id not found", "batch_id"))
+            self.stopped[batch_id] = (body["status"], self.stopped[batch_id][1])
+        return 204, {}, None
+
+    def _release(self, batch_id: str) -> tuple[int, dict, dict | None]:
+        """DELETE /v3/user/scheduled_sends/{batch_id}: the pause lifted; 204."""
+        with self._lock:
+            if batch_id not in self.stopped:
+                return 404, {}, error_body(("batch id not found", "batch_id"))
+            del self.stopped[batch_id]
+        return 204, {}, None
+
     def _schedule_errors(self, body: dict) -> list[tuple[str, str | None]]:
         found = []
         send_at = body.get("send_at")
@@ -305,14 +324,14 @@ class FakeSendGrid:
         return found
 
     def delivered(self) -> list[dict]:
-        """The accepted bodies that reach their recipients: all but those a cancel stopped — a held batch whose
-        send_at was still more than 10 minutes away when its batch id was cancelled."""
+        """The accepted bodies that reach their recipients (as things stand): all but those a pause or a cancel
+        holds back — a held batch whose send_at was still more than 10 minutes away when its batch id was stopped."""
         with self._lock:
             return [body for body in self.accepted if not self._dropped(body)]
 
     def _dropped(self, body: dict) -> bool:
         status, at = self.stopped.get(body.get("batch_id"), (None, None))
-        return status == "cancel" and body.get("send_at") is not None and body["send_at"] > at + CANCEL_NOTICE_SECONDS
+        return status is not None and body.get("send_at") is not None and body["send_at"] > at + CANCEL_NOTICE_SECONDS
 
     def _record(self, body: dict) -> tuple[int, str | None]:
         sandbox = body.get("mail_settings", {}).get("sandbox_mode", {}).get("enable", False)
@@ -366,6 +385,29 @@ def _handler_for(fake: FakeSendGrid):
             if fake.latency:
                 fake._stopping.wait(fake.latency / 2)
             self._answer(status, headers, body)
+
+        def do_PATCH(self):
+            self._scheduled_send(lambda batch_id, body: fake._change_stop(batch_id, body))
+
+        def do_DELETE(self):
+            self._scheduled_send(lambda batch_id, body: fake._release(batch_id))
+
+        def _scheduled_send(self, handle) -> None:
+            """PATCH and DELETE /v3/user/scheduled_sends/{batch_id}."""
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            action = fake._next_action()
+            if action and action[0] == "status":
+                return self._answer(action[1], action[2], action[3] if len(action) > 3 else _default_body(action[1]))
+            prefix = "/v3/user/scheduled_sends/"
+            if not self.path.startswith(prefix):
+                return self._answer(404, {}, error_body(("Not Found", None)))
+            if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
+                return self._answer(401, {}, error_body(("The provided authorization grant is invalid", None)))
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                return self._answer(400, {}, error_body(("Bad Request: the body is not valid JSON.", None)))
+            self._answer(*handle(self.path[len(prefix):], body))
 
         def _handle(self, raw: bytes) -> tuple[int, dict, dict | None]:
             path = self.path.split("?")[0]

@@ -105,12 +105,15 @@ def readers_by_zone(engine) -> dict[str, str | None]:
 
 
 @pytest.fixture
-def local_sender(db_url, fake_sendgrid):
+def local_sender(db_url, fake_sendgrid, request):
+    """A sender with local delivery against the local SendGrid; it hands each delivery over up to 71 hours before
+    its time (DIGEST_HOLD_HOURS), unless the test asks for another window (indirect parameter)."""
     clock = {"now": at(2026, 12, 2, 18, 30)}
     fake_sendgrid.clock = lambda: clock["now"].timestamp()
     settings = Settings(database_url=db_url, secret_key="k" * 32, base_url="https://news.example.com",
                         transport="sendgrid", sendgrid_api_key=fake_sendgrid.api_key, sendgrid_host=fake_sendgrid.url,
-                        send_schedule=THURSDAY_NINE, timezone="UTC", delivery="local", batch_size=2)
+                        send_schedule=THURSDAY_NINE, timezone="UTC", delivery="local", batch_size=2,
+                        hold_hours=getattr(request, "param", 71))
     transport = SendGridTransport(api_key=fake_sendgrid.api_key, host=fake_sendgrid.url, timeout=5)
     sender = build_sender(settings, transport=transport, sleep=lambda s: None, clock=lambda: clock["now"])
     sender.test_clock = clock
@@ -181,7 +184,7 @@ def test_a_delivery_due_beyond_72_hours_waits_for_a_later_run(local_sender, fake
     la = {address for address, zone in zone_of.items() if zone == "America/Los_Angeles"}
     assert set(sent_to(fake_sendgrid.accepted)) == set(zone_of) - la
     assert report.later == len(la) and report.remaining == len(la)
-    assert report.next_claim_at == DUE["America/Los_Angeles"] - local_sender.services.transport.schedule_ahead
+    assert report.next_claim_at == DUE["America/Los_Angeles"] - timedelta(hours=71)
     clock["now"] = report.next_claim_at + timedelta(minutes=5)
     later = run(services=local_sender.services, sender=local_sender, now=clock["now"])
     assert later.reports[0].sent == len(la) and later.reports[0].remaining == 0
@@ -235,7 +238,7 @@ def test_cancelling_the_issue_calls_back_what_sendgrid_holds(local_sender, fake_
     la = {address for address, zone in zone_of.items() if zone == "America/Los_Angeles"}
     # Dated 3 December 2026, in the future of this machine's clock: all held, all called back.
     assert answer.exit_code == 0, answer.output
-    assert f"dropped {len(la)} deliveries" in answer.output
+    assert f"dropped the {len(la)} deliveries" in answer.output
     assert fake_sendgrid.stopped[fake_sendgrid.batch_ids[0]][0] == "cancel"
     assert set(sent_to(fake_sendgrid.delivered())) == set(zone_of) - la
     with session_scope(engine) as session:
@@ -269,7 +272,7 @@ def test_global_delivery_sends_everyone_at_once_without_send_at(db_url, fake_sen
 def test_the_outbox_dates_each_file_when_it_is_due(db_url, tmp_path):
     settings = Settings(database_url=db_url, secret_key="k" * 32, base_url="https://news.example.com",
                         transport="outbox", outbox_dir=tmp_path / "outbox", send_schedule=THURSDAY_NINE,
-                        timezone="UTC", delivery="local")
+                        timezone="UTC", delivery="local", hold_hours=71)
     now = DUE["Pacific/Auckland"] - OPEN_LEAD
     sender = build_sender(settings, sleep=lambda s: None, clock=lambda: now)
     try:
@@ -293,7 +296,7 @@ def test_two_workers_send_a_local_time_issue_once_and_wait_for_what_is_due_later
     fake_sendgrid.clock = lambda: clock["now"].timestamp()
     settings = Settings(database_url=postgres_url, secret_key="k" * 32, base_url="https://news.example.com",
                         transport="sendgrid", sendgrid_api_key=fake_sendgrid.api_key, sendgrid_host=fake_sendgrid.url,
-                        send_schedule=THURSDAY_NINE, timezone="UTC", delivery="local", batch_size=3)
+                        send_schedule=THURSDAY_NINE, timezone="UTC", delivery="local", batch_size=3, hold_hours=71)
     senders = [build_sender(settings, transport=SendGridTransport(api_key=fake_sendgrid.api_key,
                                                                   host=fake_sendgrid.url, timeout=5),
                             sleep=lambda s: None, clock=lambda: clock["now"]) for _ in range(2)]
@@ -315,7 +318,7 @@ def test_two_workers_send_a_local_time_issue_once_and_wait_for_what_is_due_later
         assert sum(worker.report.sent for worker in workers) == len(zone_of) - len(la)
         requests = fake_sendgrid.requests
         assert all(workers[0].drain() is False for _ in range(3)) and fake_sendgrid.requests == requests
-        clock["now"] = DUE["America/Los_Angeles"] - senders[0].services.transport.schedule_ahead
+        clock["now"] = DUE["America/Los_Angeles"] - senders[0].hold_window
         assert workers[0].drain() is True
         assert sent_to(fake_sendgrid.accepted) == Counter({address: 1 for address in zone_of})
         # Two workers may both ask SendGrid for a batch id at first; the store keeps one, and every request has it.
@@ -331,3 +334,60 @@ def test_two_workers_send_a_local_time_issue_once_and_wait_for_what_is_due_later
 def _batch_id(engine) -> str:
     with session_scope(engine) as session:
         return session.execute(select(Issue.provider_batch_id)).scalar_one()
+
+
+# -- the hold window (DIGEST_HOLD_HOURS): a send kept within reach of a pause -------------------------------------
+
+@pytest.mark.parametrize("local_sender", [3], indirect=True)
+def test_hourly_ticks_hand_each_zone_over_within_the_hold_window_before_its_hour(local_sender, fake_sendgrid):
+    engine, clock = local_sender.services.engine, local_sender.test_clock
+    add_comparison(engine, published_at=at(2026, 11, 30, 8))
+    zone_of = readers_by_zone(engine)
+    handed_at = {}
+    tick = at(2026, 12, 2, 17, 40)  # the scheduler's hourly catch-up, at whatever minute it started
+    while tick < at(2026, 12, 4):
+        clock["now"] = tick
+        before = len(fake_sendgrid.accepted)
+        run(services=local_sender.services, sender=local_sender, now=tick)
+        for body in fake_sendgrid.accepted[before:]:
+            handed_at.update({p["to"][0]["email"]: tick for p in body["personalizations"]})
+        tick += timedelta(hours=1)
+    assert sent_to(fake_sendgrid.accepted) == Counter({address: 1 for address in zone_of})
+    for address, zone in zone_of.items():  # never more than 3 hours ahead, always before the hour
+        assert DUE[zone] - timedelta(hours=3) <= handed_at[address] < DUE[zone], (zone, handed_at[address])
+    with session_scope(engine) as session:
+        issue = session.execute(select(Issue)).scalar_one()
+    assert issue.completed_at == at(2026, 12, 3, 14, 40)  # when Los Angeles, the last zone, was handed over
+
+
+@pytest.mark.parametrize("local_sender", [3], indirect=True)
+def test_a_pause_stops_what_is_not_handed_over_and_pauses_what_sendgrid_holds_until_resumed(
+        local_sender, fake_sendgrid):
+    engine, clock = local_sender.services.engine, local_sender.test_clock
+    add_comparison(engine, published_at=at(2026, 11, 30, 8))
+    zone_of = readers_by_zone(engine)
+    clock["now"] = at(2026, 12, 3, 6, 30)  # the issue is out for Auckland; Berlin and the default are handed over
+    run(services=local_sender.services, sender=local_sender, now=at(2026, 12, 2, 18), week=W49)
+    run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    by_zone = {zone: {a for a, z in zone_of.items() if z == zone} for zone in ZONES}
+    assert set(sent_to(fake_sendgrid.accepted)) == by_zone["Pacific/Auckland"] | by_zone["Europe/Berlin"] | by_zone[None]
+
+    fake_sendgrid.clock = lambda: clock["now"].timestamp()
+    env = {"DIGEST_DATABASE_URL": local_sender.services.settings.database_url, "DIGEST_TRANSPORT": "sendgrid",
+           "SENDGRID_API_KEY": fake_sendgrid.api_key, "DIGEST_SENDGRID_HOST": fake_sendgrid.url,
+           "DIGEST_SECRET_KEY": "k" * 32, "DIGEST_BASE_URL": "https://news.example.com", "DIGEST_DELIVERY": "local"}
+    paused = CliRunner().invoke(cli, ["issue", "pause", W49], env=env, terminal_width=300)
+    assert paused.exit_code == 0, paused.output
+    assert fake_sendgrid.stopped[fake_sendgrid.batch_ids[0]][0] == "pause" and "holds back" in paused.output
+    # Held back at SendGrid: Berlin and the default are not delivered while paused (the machine's clock is
+    # earlier than December 2026, so both are more than 10 minutes ahead); Auckland had its hour already.
+    assert set(sent_to(fake_sendgrid.delivered())) == by_zone["Pacific/Auckland"]
+    clock["now"] = at(2026, 12, 3, 15)
+    assert run(services=local_sender.services, sender=local_sender, now=clock["now"]).held  # nothing more goes
+    assert set(sent_to(fake_sendgrid.accepted)) == set(zone_of) - by_zone["America/Los_Angeles"]
+
+    resumed = CliRunner().invoke(cli, ["issue", "resume", W49], env=env, terminal_width=300)
+    assert resumed.exit_code == 0, resumed.output
+    assert fake_sendgrid.batch_ids[0] not in fake_sendgrid.stopped  # released: SendGrid sends them again
+    run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    assert sent_to(fake_sendgrid.delivered()) == Counter({address: 1 for address in zone_of})

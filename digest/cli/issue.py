@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Annotated, Optional
 
 import typer
@@ -50,6 +49,8 @@ def pause(
     The batch in flight finishes (a pause takes effect within one batch on every sender and worker); nothing
     already sent changes. The reason ("paused by hand", or "paused by hand: TEXT") is stored and shown by
     `digest send`, `digest stats`, the dry run and the preview. The scheduler never resumes an issue by itself.
+    With DIGEST_DELIVERY=local, what SendGrid holds for its readers' hour is paused there too (until 10 minutes
+    before each batch's time), and `digest issue resume` releases it.
 
     Exit 0 when the issue is paused (or was already: nothing changes), 1 when it is finished or cancelled (nothing
     to pause), 2 when there is no issue for WEEK.
@@ -60,20 +61,28 @@ def pause(
     """
     from storage.issue_state import pause_issue
 
+    from digest.send.held import NOTICE
+    from storage.issue_state import held
+
     why = f"{BY_HAND}: {reason.strip()}" if reason and reason.strip() else BY_HAND
-    with _issue(_engine(), week) as (session, issue):
+    settings = settings_for_run(need_secrets=False)
+    engine = engine_for(settings)
+    with _issue(engine, week) as (session, issue):
         state = _state(issue)
-        if state.name in ("done", "cancelled"):
+        holding = issue.provider_hold is None and held(session=session, issue_id=issue.id, now=utcnow() + NOTICE)[0]
+        if state.name == "cancelled" or (state.name == "done" and not holding):
             raise fail(f"issue {week} {_finished(state)}: nothing to pause")
-        paused = pause_issue(session=session, issue_id=issue.id, reason=why, now=utcnow())
+        paused = state.name != "done" and pause_issue(session=session, issue_id=issue.id, reason=why, now=utcnow())
         left = _left(session, issue.id)
-    if not paused:
+    if paused:
+        _log(f"issue {week} paused by hand ({_who()}): {why}")
+        console.print(f"issue {week} paused ({why}): {left} deliveries wait; no sender starts another batch of it "
+                      f"(the one in flight finishes). `digest issue resume {week}` lifts the pause", highlight=False,
+                      markup=False)
+    elif not holding:
         console.print(f"{_state(issue).sentence(week)} (already; nothing changed)", highlight=False, markup=False)
-        return
-    _log(f"issue {week} paused by hand ({_who()}): {why}")
-    console.print(f"issue {week} paused ({why}): {left} deliveries wait; no sender starts another batch of it (the "
-                  f"one in flight finishes). `digest issue resume {week}` lifts the pause", highlight=False,
-                  markup=False)
+    if holding:  # handed over to be delivered at their readers' hour (DIGEST_DELIVERY=local): held back there too
+        _provider(settings, engine, week, "pause")
 
 
 def resume(week: Annotated[str, WEEK]) -> None:
@@ -91,19 +100,24 @@ def resume(week: Annotated[str, WEEK]) -> None:
     """
     from storage.issue_state import resume_issue
 
-    with _issue(_engine(), week) as (session, issue):
+    settings = settings_for_run(need_secrets=False)
+    engine = engine_for(settings)
+    with _issue(engine, week) as (session, issue):
         was = _state(issue)
         if was.name == "cancelled":
             raise fail(f"issue {week} {_finished(was)}: a cancelled issue cannot be resumed")
         resumed = resume_issue(session=session, issue_id=issue.id)
         left = _left(session, issue.id)
-    if not resumed:
+        held_back = issue.provider_hold == "pause"
+    if resumed:
+        _log(f"issue {week} resumed by hand ({_who()}); it was paused since {_utc(was.since)}: {was.reason}")
+        console.print(f"issue {week} resumed (paused since {_utc(was.since)}: {was.reason}): {left} deliveries left; "
+                      f"`digest send --week {week}` sends them now, as do a running worker and the scheduler's next "
+                      "catch-up", highlight=False, markup=False)
+    elif not held_back:
         console.print(f"issue {week} is not paused (it is {was.name}): nothing to resume", highlight=False)
-        return
-    _log(f"issue {week} resumed by hand ({_who()}); it was paused since {_utc(was.since)}: {was.reason}")
-    console.print(f"issue {week} resumed (paused since {_utc(was.since)}: {was.reason}): {left} deliveries left; "
-                  f"`digest send --week {week}` sends them now, as do a running worker and the scheduler's next "
-                  "catch-up", highlight=False, markup=False)
+    if held_back:  # what the provider holds for its readers' hour (DIGEST_DELIVERY=local) goes out again
+        _provider(settings, engine, week, "release")
 
 
 def cancel(
@@ -116,7 +130,7 @@ def cancel(
     deliveries would be cancelled and asks (--yes: does not ask), then how many were. A cancelled issue is
     finished and cannot be resumed; `digest stats` counts it as cancelled.
 
-    With DIGEST_DELIVERY=local, what SendGrid holds until its readers' hour is called back too, while SendGrid
+    With DIGEST_DELIVERY=local, what SendGrid holds until its readers' hour is cancelled there too, while SendGrid
     still can (until 10 minutes before each batch's time); if it cannot be reached, run the command again.
 
     Exit 0 when the issue is cancelled (or was already), 1 when it is finished (nothing pending) or the answer is
@@ -126,13 +140,15 @@ def cancel(
     Example:
       digest issue cancel 2026-W48 --yes
     """
+    from digest.send.held import NOTICE
     from storage.issue_state import held
 
     settings = settings_for_run(need_secrets=False)
     engine = engine_for(settings)
     with _issue(engine, week) as (session, issue):
         state, counts = _state(issue), _counts(session, issue.id)
-        waiting, until = held(session=session, issue_id=issue.id, now=utcnow() + CANCEL_NOTICE)
+        waiting, until = held(session=session, issue_id=issue.id, now=utcnow() + NOTICE)
+        waiting = 0 if issue.provider_hold == "cancel" else waiting
     if state.name in ("done", "cancelled") and not waiting:
         if state.name == "cancelled":
             console.print(f"{state.sentence(week)} (already; nothing changed)", highlight=False, markup=False)
@@ -148,40 +164,31 @@ def cancel(
             raise fail(f"issue {week} not cancelled: nothing changed")
         _cancel(engine, week)
     if waiting:
-        _call_back(settings, engine, week)
+        _provider(settings, engine, week, "cancel")
 
 
-# SendGrid stops a held batch no later than 10 minutes before its send_at: what is due sooner goes out anyway.
-CANCEL_NOTICE = timedelta(minutes=10)
-
-
-def _call_back(settings, engine, week: str) -> None:
-    """Ask the provider to drop what it holds of the issue (DIGEST_DELIVERY=local, issue 19); what it agrees to
-    drop is cancelled here too. A failure says so and exits 1: the same command asks again."""
+def _provider(settings, engine, week: str, action: str) -> None:
+    """Tell the provider to pause, cancel or release what it holds of the issue for its readers' hour
+    (DIGEST_DELIVERY=local: digest.send.held), and say what came of it. A provider that cannot be reached: exit 1,
+    and the same command asks again."""
+    from digest.send.held import hold
     from digest.transports import make_transport
     from digest.transports.base import PermanentError, TransientError
-    from storage.issue_state import cancel_held
 
     with _issue(engine, week) as (session, issue):
-        batch_id = issue.provider_batch_id
+        issue_id = issue.id
     transport = make_transport(settings)
     try:
-        dropped = transport.cancel_scheduled(batch_id)
+        done = hold(engine=engine, transport=transport, issue_id=issue_id, action=action, now=utcnow())
     except (TransientError, PermanentError) as exc:
-        _log(f"issue {week}: the provider's held sends could not be cancelled: {exc}")
-        raise fail(f"issue {week}: {transport.name} did not take back the sends it holds ({exc}); run "
-                   f"`digest issue cancel {week}` again to retry")
+        _log(f"issue {week}: could not {action} what {transport.name} holds: {exc}")
+        raise fail(f"issue {week}: {transport.name} was not told to {action} the sends it holds ({exc}); run the "
+                   "same command again to retry")
     finally:
         transport.close()
-    if not dropped:
-        console.print(f"issue {week}: the {transport.name} transport cannot take back what it was given: the emails "
-                      "it holds for their readers' hour stay as they are", highlight=False)
-        return
-    with _issue(engine, week) as (session, issue):
-        called_back = cancel_held(session=session, issue_id=issue.id, after=utcnow() + CANCEL_NOTICE)
-    _log(f"issue {week}: {called_back} deliveries held by {transport.name} cancelled there (batch {batch_id})")
-    console.print(f"issue {week}: {transport.name} dropped {called_back} deliveries it held for their readers' hour; "
-                  "what was due within 10 minutes may still go out", highlight=False)
+    if done.action:
+        _log(done.sentence(week))
+        console.print(done.sentence(week), highlight=False, markup=False)
 
 
 def _cancel(engine, week: str) -> None:
@@ -212,10 +219,6 @@ def _issue(engine, week: str):
         if issue is None:
             raise fail(f"no issue for week {week}: `digest stats` lists the issues", 2)
         yield session, issue
-
-
-def _engine():
-    return engine_for(settings_for_run(need_secrets=False))
 
 
 def _state(issue):

@@ -97,9 +97,13 @@ class SharedRateLimit:
         """See `Transport`. (A rate limit is per Mail Send request: the batch endpoints do not wait for it.)"""
         return self.inner.new_batch_id()
 
-    def cancel_scheduled(self, batch_id: str) -> bool:
+    def hold_scheduled(self, batch_id: str, status: str, *, change: bool = False) -> bool:
         """See `Transport`."""
-        return self.inner.cancel_scheduled(batch_id)
+        return self.inner.hold_scheduled(batch_id, status, change=change)
+
+    def release_scheduled(self, batch_id: str) -> bool:
+        """See `Transport`."""
+        return self.inner.release_scheduled(batch_id)
 
     def close(self) -> None:
         """See `Transport`."""

@@ -114,9 +114,32 @@ def check_issues(*, engine: Engine, settings: Settings, issue_ids: Iterable[int]
         week = pause.outcomes.week
         log.warning("issue %s paused by the guardrail: %s; no more batches go out until `digest issue resume %s` "
                     "(or `digest issue cancel %s`)", week, pause.trip.reason, week, week)
+        _hold_at_provider(pause, engine=engine, transport_for=transport_for, now=now)
         if pause.alert:
             _send_alert(pause, settings=settings, transport_for=transport_for, now=now)
     return paused
+
+
+def _hold_at_provider(pause: Paused, *, engine: Engine, transport_for: Callable[[], Transport], now: datetime) -> None:
+    """What the provider holds of the issue for its readers' hour (DIGEST_DELIVERY=local) is paused there too."""
+    from digest.send.held import hold
+    from storage.issue_state import provider_batch_id
+
+    with session_scope(engine) as session:
+        if provider_batch_id(session=session, issue_id=pause.outcomes.issue_id) is None:
+            return  # nothing handed over ahead of its time: the common case costs one primary-key read
+    transport = None
+    try:
+        transport = transport_for()
+        held = hold(engine=engine, transport=transport, issue_id=pause.outcomes.issue_id, action="pause", now=now)
+        if held.action:
+            log.warning("%s", held.sentence(pause.outcomes.week))
+    except Exception as error:  # noqa: BLE001 — the pause is stored; `digest issue pause WEEK` asks the provider again
+        log.error("issue %s: what the provider holds for its readers' hour was not paused (%s: %s); run `digest issue "
+                  "pause %s` to ask again", pause.outcomes.week, type(error).__name__, error, pause.outcomes.week)
+    finally:
+        if transport is not None:
+            transport.close()
 
 
 def _send_alert(pause: Paused, *, settings: Settings, transport_for: Callable[[], Transport], now: datetime) -> None:

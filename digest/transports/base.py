@@ -98,10 +98,14 @@ class Transport(Protocol):
         Raises like `send`."""
         ...
 
-    def cancel_scheduled(self, batch_id: str) -> bool:
-        """Ask the provider to drop what it still holds of ``batch_id``; True when it will (SendGrid: up to 10
-        minutes before each batch's ``send_at``), False when this transport cannot take back what it was
-        given. Raises like `send`."""
+    def hold_scheduled(self, batch_id: str, status: str, *, change: bool = False) -> bool:
+        """Tell the provider to "pause" or "cancel" what it still holds of ``batch_id`` (SendGrid: up to 10 minutes
+        before each batch's ``send_at``); ``change``: the batch has a status already, this replaces it. True when
+        the provider took it, False when this transport cannot hold back what it was given. Raises like `send`."""
+        ...
+
+    def release_scheduled(self, batch_id: str) -> bool:
+        """Lift a pause of ``batch_id``: what the provider holds goes out at its time again. Like `hold_scheduled`."""
         ...
 
     def close(self) -> None:
@@ -126,7 +130,11 @@ class Alone:
         """See `Transport`."""
         return f"local-{uuid.uuid4().hex}"
 
-    def cancel_scheduled(self, batch_id: str) -> bool:
+    def hold_scheduled(self, batch_id: str, status: str, *, change: bool = False) -> bool:
+        """See `Transport`."""
+        return False
+
+    def release_scheduled(self, batch_id: str) -> bool:
         """See `Transport`."""
         return False
 

@@ -206,6 +206,9 @@ class Issue(SQLModel, table=True):
     # The provider's id for the sends it holds until their due time (SendGrid's batch_id, DIGEST_DELIVERY=local),
     # so that cancelling the issue also cancels them there.
     provider_batch_id: str | None = None
+    # What the provider was told to do with what it holds (digest.send.held): "pause" (a pause, by hand or by the
+    # guardrail), "cancel"; None: nothing, it sends each batch at its time.
+    provider_hold: str | None = Field(default=None, sa_column=Column(String(8), nullable=True))
 
 
 class IssueComparison(SQLModel, table=True):

@@ -28,10 +28,12 @@ def upgrade() -> None:
     op.add_column('issue', sa.Column('kind', sa.String(length=8), server_default='weekly', nullable=False))
     op.add_column('issue', sa.Column('covers', sqlmodel.sql.sqltypes.AutoString(), server_default='', nullable=False))
     op.add_column('issue', sa.Column('provider_batch_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+    op.add_column('issue', sa.Column('provider_hold', sa.String(length=8), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('issue') as batch:
+        batch.drop_column('provider_hold')
         batch.drop_column('provider_batch_id')
         batch.drop_column('covers')
         batch.drop_column('kind')
