@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from digest.claim.local_time import LocalSchedule, opens_at
+from digest.claim.monthly import MonthlyOpened, open_monthly
 from digest.claim.opening import Opened, open_issue
 from digest.claim.weeks import iso_week, slot
 from digest.send.loop import Sender, SendReport
@@ -36,6 +37,7 @@ class RunResult:
     reports: list = field(default_factory=list)  # SendReport per issue sent or resumed
     reason: str = ""  # why nothing new was opened, in words
     held: dict[str, str] = field(default_factory=dict)  # week → why that issue is paused or cancelled, in words
+    monthly: MonthlyOpened | None = None  # the scheduler's monthly email (issue 19); None with ``week``
 
     def hold(self, week: str, state: IssueState) -> None:
         """Say (once) that the issue of ``week`` is not sending, and why; the scheduler's log has it too."""
@@ -59,6 +61,21 @@ def state_of(issue: Issue) -> IssueState:
 
 
 def run(*, services: Services, sender: Sender, now: datetime, week: str | None = None) -> RunResult:
+    """The week's run (`_run_week`), then for the scheduler the month's: on the first scheduled day of a month,
+    the monthly readers' email opens once the week's issue is out, and is sent (digest.claim.monthly)."""
+    result = _run_week(services=services, sender=sender, now=now, week=week)
+    if week is None:
+        settings = services.settings
+        result.monthly = services.retrying(lambda: open_monthly(engine=services.engine, schedule=settings.send_schedule,
+                                                                tz=settings.tz, now=now))
+        if result.monthly.label is not None:
+            log.info("%s", result.monthly.sentence())
+        if result.monthly.created:
+            result.add(sender.send_issue(result.monthly.issue))
+    return result
+
+
+def _run_week(*, services: Services, sender: Sender, now: datetime, week: str | None = None) -> RunResult:
     """The weekly job: resume unfinished issues, then open and send the week's issue when it is due.
 
     Without ``week`` (the scheduler): the current week's issue opens once its scheduled slot has passed

@@ -35,7 +35,7 @@ from digest.votes.results import from_json
 from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
 from storage.issue_state import halted, provider_batch_id, waiting
 from storage.issues import complete_issue, find_segment, issue_segments
-from storage.models import DeliveryStatus, Issue, Segment
+from storage.models import DeliveryStatus, Issue, IssueKind, Segment
 from storage.types import utcnow
 from storage.warmup import give_back, reserve
 
@@ -181,9 +181,14 @@ class Sender:
             self.services.transport.observe(session.connection())  # e.g. a shared rate limit, read in this transaction
         return claimed
 
+    @property
+    def hold_window(self) -> timedelta:
+        """How long before its due time a delivery is handed over (DIGEST_HOLD_HOURS, within the provider's limit)."""
+        return min(self.services.transport.schedule_ahead, timedelta(hours=self.services.settings.hold_hours))
+
     def _horizon(self, now: datetime) -> datetime:
         """Deliveries due by then may be handed over now: the provider holds each until its due time."""
-        return now + self.services.transport.schedule_ahead
+        return now + self.hold_window
 
     # -- one batch ------------------------------------------------------------------------------------
 
@@ -288,7 +293,8 @@ class Sender:
                                     week=issue.week, opened_at=issue.created_at,
                                     comparison_ids=mail.listed_ids(segment.comparison_ids), audience=segment.audience,
                                     issue_id=issue.id, change_ids=mail.listed_ids(segment.change_ids),
-                                    results=from_json(issue.reader_results) if segment.reader_results else ())
+                                    results=from_json(issue.reader_results) if segment.reader_results else (),
+                                    monthly=issue.kind == IssueKind.monthly.value)
         return segment, email
 
     # -- leases and bookkeeping ------------------------------------------------------------------------
@@ -322,4 +328,4 @@ class Sender:
             horizon = self._horizon(self.clock())
             report.later, first = waiting(session=session, issue_id=issue.id, horizon=horizon)
             if first is not None:
-                report.next_claim_at = first - self.services.transport.schedule_ahead
+                report.next_claim_at = first - self.hold_window
