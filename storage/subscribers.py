@@ -41,10 +41,11 @@ def delivery_of(*, session: Session, subscriber_id: int, delivery_id: int) -> De
 
 # -- writes ----------------------------------------------------------------------------------------------------
 
-def add_pending(*, session: Session, email: str, email_key: str, categories: str, now: datetime) -> Subscriber:
+def add_pending(*, session: Session, email: str, email_key: str, categories: str, now: datetime,
+                timezone: str | None = None) -> Subscriber:
     """A new pending row with no name (a signup's name travels in its confirmation link); flushed, so it has
     its id and the link_tag the database drew. Raises storage.faults.Conflict when another process stored it first."""
-    subscriber = Subscriber(email=email, email_key=email_key, name="", categories=categories,
+    subscriber = Subscriber(email=email, email_key=email_key, name="", categories=categories, timezone=timezone,
                             status=SubscriberStatus.pending, created_at=now, updated_at=now)
     session.add(subscriber)
     session.flush()

@@ -287,7 +287,9 @@ def test_the_signup_form_is_accessible_and_lists_the_stores_categories(web):
     assert page.status_code == 200 and "digest_csrf" in page.headers["set-cookie"]
     assert '<label for="email">' in page.text and 'id="email"' in page.text and 'type="email"' in page.text
     assert re.findall(r'name="categories" value="([^"]+)"', page.text) == ["Developer Tools", "Writing"]
-    assert "style=" not in page.text and "<script" not in page.text  # the CSP allows neither
+    assert "style=" not in page.text  # the CSP allows no inline style, and no inline script:
+    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/reader-zone.js" defer>']
+    assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
 @pytest.mark.mjml_validator

@@ -1,12 +1,12 @@
 """Subscribers from an operator: one address (``add_subscriber``) or a CSV list (``import_subscribers``).
 
-An operator's import is taken as confirmed consent: whoever imports a list vouches that the people on it
-asked for the digest, so new subscribers start ``active`` with ``confirmed_at = now`` and get no
-double-opt-in email. Someone already known (the same address in any letter case) gets the new name and
-categories, but never a new status: an unsubscribed, bounced or complaining person stays so — an import
-must not re-subscribe anyone who left. An address that asked to be forgotten (a Suppression hash, see
-digest.subscribers.subscriptions) is never added again: ``add_subscriber`` raises SuppressedAddress, an import
-skips the row and reports it.
+An operator's import is taken as confirmed consent: whoever imports a list vouches that the people on it asked
+for the digest, so new subscribers start ``active`` with ``confirmed_at = now`` and get no double-opt-in
+email. Someone already known (the same address in any letter case) gets the new name and categories (and time
+zone, when the file has that column), but never a new status: an unsubscribed, bounced or complaining person
+stays so — an import must not re-subscribe anyone who left. An address that asked to be forgotten (a
+Suppression hash, see digest.subscribers.subscriptions) is never added again: ``add_subscriber`` raises
+SuppressedAddress, an import skips the row and reports it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from digest.importing.addresses import InvalidAddress, normalize_address
 from digest.importing.csv_rows import Unreadable, records
 from digest.importing.known_categories import CellCheck, KnownCategories
 from digest.importing.outcome import ImportStopped, RowError, SubscriberImport
-from digest.importing.subscriber_rows import checked_name, good_rows, subscriber_row
+from digest.importing.subscriber_rows import checked_name, good_rows, subscriber_row, zone_problems
 from digest.progress import NullProgress, Progress
 from digest.subscribers.subscriptions import suppressed_keys
 from storage.imports import stored_subscribers, subscriber_id, upsert_subscribers
@@ -87,13 +87,16 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime,
                        progress: Progress | None = None) -> SubscriberImport:
     """Import a CSV of subscribers: good rows are upserted, bad rows reported by line and skipped.
 
-    The header row names the columns, in any order and letter case: ``email`` (required), ``name`` and
-    ``categories`` (``;``-separated, empty = every category). Lines are physical lines, as an editor
-    numbers them; a row is named by the line where it starts. An address that appears twice, in any
-    letter case, is imported once, from its later row, and counted in ``duplicates``. The file is
-    streamed and written in chunks of CHUNK_ROWS, each its own transaction, so a problem that stops the
-    file halfway (a quote never closed, bytes that are not UTF-8) raises ImportStopped after every row
-    before it was imported, saying how many; importing the fixed file again is safe, every row is an upsert.
+    The header row names the columns, in any order and letter case: ``email`` (required), ``name``,
+    ``categories`` (``;``-separated, empty = every category) and ``timezone`` (an IANA name such as
+    Europe/Berlin; empty = DIGEST_TIMEZONE; a file without the column leaves stored zones as they are). A time
+    zone zoneinfo does not know refuses the whole file before anything is stored (InvalidImport, naming each
+    line). Lines are physical lines, as an editor numbers them; a row is named by the line where it starts. An
+    address that appears twice, in any letter case, is imported once, from its later row, and counted in
+    ``duplicates``. The file is streamed and written in chunks of CHUNK_ROWS, each its own transaction, so a
+    problem that stops the file halfway (a quote never closed, bytes that are not UTF-8) raises ImportStopped
+    after every row before it was imported, saying how many; importing the fixed file again is safe, every row
+    is an upsert.
     ``progress`` hears of the file's lines after the header as they are read, once per chunk.
     A category no comparison in the store uses makes its row bad (digest.importing.known_categories).
     """
@@ -109,6 +112,8 @@ def import_subscribers(*, engine: Engine, path: Path, now: datetime,
 
 def _import(*, engine: Engine, path: Path, now: datetime, progress: Progress, total: int) -> SubscriberImport:
     result = SubscriberImport()
+    with path.open("rb") as file:
+        zone_problems(records(file), path)  # a second read, of files with a timezone column: before any write
     with engine.connect() as connection:
         check = CellCheck(KnownCategories.in_store(connection))
     with path.open("rb") as file:
@@ -194,7 +199,7 @@ def _write(engine: Engine, chunk: _Chunk, now: datetime, result: SubscriberImpor
         row = rows[key]
         if key not in known:
             result.created += 1
-        elif known[key] == (row["name"], row["categories"]):
+        elif known[key] == (row["name"], row["categories"], row.get("timezone", known[key][2])):
             result.unchanged += 1
         else:
             result.updated += 1

@@ -8,10 +8,11 @@ here, and the one who learns anything is the owner of the address, by email:
 - an active one gets "you are already subscribed", with a link to their preferences;
 - a bounced, complained or otherwise suppressed one gets nothing.
 
-What the person chose at the form (name, categories) travels inside the signed link and is stored only when
-the owner of the address confirms, so nobody can change a known subscriber's settings, or put words in
-their `To:` and greeting, by typing their address into the form: a signup stores no name on any row, and
-the email it sends carries no name at all (whoever typed one may not own the address).
+What the person chose at the form (name, categories, and the time zone the page read from their browser)
+travels inside the signed link and is stored only when the owner of the address confirms, so nobody can change
+a known subscriber's settings, or put words in their `To:` and greeting, by typing their address into the
+form: a signup stores no name on any row, and the email it sends carries no name at all (whoever typed one may
+not own the address).
 
 None of this runs in the request: the web process counts the signup and hands it to digest.subscribers.signup_mailer,
 whose own process calls `answer` — record it (`plan_signup`), render the letter and send it unless its kind
@@ -36,6 +37,7 @@ from digest.subscribers import subscriptions
 from digest.config import Settings
 from digest.links import BadToken, Links, tag_fits
 from digest.subscribers.names import name_problem
+from digest.subscribers.zones import UnknownZone, checked_zone
 from digest.render.environment import RenderError, RenderedEmail, render_email
 from digest.render import mail
 from digest.transports.base import Batch, Recipient, TransientError, Transport
@@ -66,6 +68,7 @@ class SignupRequest:
     email_key: str
     name: str  # cleaned, may be ""
     categories: str  # canonical; "" = every category
+    timezone: str | None = None  # checked (digest.subscribers.zones); None: the browser sent none we know
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class ConfirmRef:
     categories: str
     issued_at: datetime
     tag: int | None = None  # the row's link_tag (digest.links); None in a link signed before tags
+    timezone: str | None = None  # the browser's zone at signup; None without one, or in a link signed before zones
 
 
 @dataclass(frozen=True)
@@ -118,23 +122,34 @@ class ConfirmTokens:
         return cls(settings.secret_key, settings.old_secret_keys, clock=clock,
                    max_age=timedelta(days=settings.confirm_max_age_days))
 
-    def dumps(self, *, subscriber_id: int, email_key: str, name: str, categories: str, tag: int) -> str:
+    def dumps(self, *, subscriber_id: int, email_key: str, name: str, categories: str, tag: int,
+              zone: str | None = None) -> str:
         # The address goes in as a hash: the token is readable (signed, not encrypted) and lands in access logs.
-        return self._serializer.dumps([subscriber_id, _address_hash(email_key), name, categories, tag])
+        return self._serializer.dumps([subscriber_id, _address_hash(email_key), name, categories, tag, zone or ""])
 
     def read(self, token: str) -> ConfirmRef:
         """The link's content; raises BadToken when forged, altered, expired or signed in the future."""
         try:
             payload, issued = self._serializer.loads(token, max_age=self._max_age, return_timestamp=True)
-            subscriber_id, address_hash, name, categories, *tagged = payload  # no tag: signed before tags
+            # After the categories: the tag, then the zone; a link signed before either has neither.
+            subscriber_id, address_hash, name, categories, *later = payload
         except (BadSignature, ValueError, TypeError) as exc:
             raise BadToken() from exc
-        tag = tagged[0] if tagged else None
+        tag = later[0] if later else None
+        zone = later[1] if len(later) > 1 else ""
         if not (isinstance(subscriber_id, int) and all(isinstance(v, str) for v in (address_hash, name, categories))
-                and (not tagged or len(tagged) == 1 and type(tag) is int)):
+                and len(later) <= 2 and (not later or type(tag) is int) and isinstance(zone, str)):
             raise BadToken()
         return ConfirmRef(subscriber_id=subscriber_id, address_hash=address_hash, name=name, categories=categories,
-                          issued_at=issued.astimezone(timezone.utc), tag=tag)
+                          issued_at=issued.astimezone(timezone.utc), tag=tag, timezone=_usable_zone(zone))
+
+
+def _usable_zone(name: str) -> str | None:
+    """A signed zone, checked again: the server's zone database may have lost it since the signup (rare)."""
+    try:
+        return checked_zone(name)
+    except UnknownZone:
+        return None
 
 
 def _address_hash(email_key: str) -> str:
@@ -158,11 +173,11 @@ def plan_signup(*, session: Session, signup: SignupRequest, tokens: ConfirmToken
     subscriber = rows.find_by_email_key(session=session, email_key=signup.email_key)
     if subscriber is None and not suppressed:
         subscriber = rows.add_pending(session=session, email=signup.email, email_key=signup.email_key,
-                                      categories=signup.categories, now=now)
+                                      categories=signup.categories, timezone=signup.timezone, now=now)
     subscriber_id, tag = (subscriber.id, subscriber.link_tag) if subscriber is not None else (0, 0)
     confirm_url = f"{links.base_url}/confirm/" + tokens.dumps(
         subscriber_id=subscriber_id, email_key=signup.email_key, name=signup.name, categories=signup.categories,
-        tag=tag)
+        tag=tag, zone=signup.timezone)
     preferences_url = links.preferences(links.signer.recipient_token(subscriber_id=subscriber_id, delivery_id=None,
                                                                       tag=tag))
     if subscriber is None or suppressed or SubscriberStatus(subscriber.status) in subscriptions.SUPPRESSED:
@@ -199,7 +214,8 @@ def confirm(*, session: Session, ref: ConfirmRef, now: datetime) -> Subscriber |
 
     The name becomes the link's: a pending row's own name was never confirmed by anyone (rows stored
     before signups stopped writing names may hold a stranger's), so without one in the link it is cleared;
-    a returning subscriber who typed none keeps the name they confirmed before.
+    a returning subscriber who typed none keeps the name they confirmed before. The time zone likewise: the
+    link's, else a returning subscriber's own, else none (DIGEST_TIMEZONE).
     """
     subscriber = confirmable(session=session, ref=ref)
     return activate(session=session, subscriber=subscriber, ref=ref, now=now) if subscriber is not None else None
@@ -209,10 +225,11 @@ def activate(*, session: Session, subscriber: Subscriber, ref: ConfirmRef, now: 
     """`confirm` for the subscriber `confirmable` found for ``ref``: the page's dependency has looked it up."""
     if subscriber.status == SubscriberStatus.active:
         return subscriber
-    kept = subscriber.name if subscriber.status != SubscriberStatus.pending else ""
+    returning = subscriber.status != SubscriberStatus.pending
+    kept, kept_zone = (subscriber.name, subscriber.timezone) if returning else ("", None)
     rows.update_subscriber(subscriber=subscriber, now=now, status=SubscriberStatus.active, confirmed_at=now,
                            unsubscribed_at=None, paused_until=None, categories=ref.categories,
-                           name=confirmed_name(ref) or kept)
+                           name=confirmed_name(ref) or kept, timezone=ref.timezone or kept_zone)
     subscriptions.record_event(session=session, kind="confirm", source="web", now=now, subscriber_id=subscriber.id)
     return subscriber
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from storage import subscribers as rows
-from storage.models import SubscriberStatus
+from storage.models import Cadence, SubscriberStatus
 from storage.subscribers import record_event
 from storage.votes import forget_votes, reader_votes
 
@@ -69,6 +69,16 @@ def set_categories(*, session: Session, subscriber: Subscriber, categories: str,
     if subscriber.categories == categories:
         return False
     rows.update_subscriber(subscriber=subscriber, now=now, categories=categories)
+    return True
+
+
+def set_timing(*, session: Session, subscriber: Subscriber, timezone: str | None, cadence: Cadence,
+               now: datetime) -> bool:
+    """Store the reader's time zone (checked by digest.subscribers.zones; None: DIGEST_TIMEZONE) and how often
+    they hear from us; True if either changed."""
+    if subscriber.timezone == timezone and Cadence(subscriber.cadence) == cadence:
+        return False
+    rows.update_subscriber(subscriber=subscriber, now=now, timezone=timezone, cadence=cadence.value)
     return True
 
 
@@ -159,6 +169,9 @@ def _about(subscriber: Subscriber) -> dict:
         "categories": [part for part in subscriber.categories.split(";") if part],
         "categories_note": "an empty list means every category",
         "paused_until": _iso(subscriber.paused_until),
+        "timezone": subscriber.timezone,
+        "timezone_note": "null means the newsletter's own time zone",
+        "cadence": Cadence(subscriber.cadence).value,
         "created_at": _iso(subscriber.created_at),
         "updated_at": _iso(subscriber.updated_at),
         "confirmed_at": _iso(subscriber.confirmed_at),

@@ -8,9 +8,13 @@ seconds looks the address up, stores it if new and sends the email it calls for,
 nor the timing of this request or the next tells who owns the address, or whether it was known. The rate limits count per mailbox and per client,
 whoever owns the address, so a 429 tells nothing either (digest.web.signup_limits).
 
-Nothing typed at the form is stored on a known row, and a new row gets no name: the name and categories
-travel inside the signed confirmation link and are stored when the owner of the address confirms (POST).
-A name that looks like a web or email address is refused (digest.subscribers.names).
+Nothing typed at the form is stored on a known row, and a new row gets no name: the name, categories and
+time zone travel inside the signed confirmation link and are stored when the owner of the address confirms
+(POST). A name that looks like a web or email address is refused (digest.subscribers.names).
+
+The time zone is the browser's: /static/reader-zone.js fills the form's hidden field (without JavaScript it
+stays empty). A name the server does not know is no fault of the reader (their browser may know a newer
+zone than our zoneinfo), so it is dropped, not refused: they get the newsletter's time until they choose.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from digest.claim.selection import canonical_categories, category_key
 from digest.web import signup_confirm
 from digest.web.context import WebContext, get_context
 from digest.web.security import CSRF_FIELD, csrf_ok
+from digest.web.static import SCRIPT_PAGE_HEADERS
 from digest.subscribers.signup_mailer import Letter
+from digest.subscribers.zones import UnknownZone, checked_zone
 from digest.web.signup_limits import RATE_WINDOW, count_signup
 from storage.catalog import category_names
 from storage.db import session_scope
@@ -43,7 +49,8 @@ SENT_MESSAGE = ("Thanks! If that address can receive our emails, a message is on
                 "Open it and confirm to start getting Weekly AI Tool Verdicts.")
 LIMITED_MESSAGE = "Too many signups from here or for this address in the last hour. Please try again in an hour."
 NO_STORE = {"Cache-Control": "no-store"}
-JSON_SHAPE = 'send {"email": "you@example.com", "name": "Ada", "categories": ["Writing"]} (name and categories optional).'
+JSON_SHAPE = ('send {"email": "you@example.com", "name": "Ada", "categories": ["Writing"], '
+              '"timezone": "Europe/Berlin"} (name, categories and timezone optional).')
 
 
 class SignupError(Exception):
@@ -62,6 +69,7 @@ class Submitted:
     name: str
     categories: list[str]
     is_json: bool
+    timezone: str = ""
 
 
 # -- the form -------------------------------------------------------------------------------------------------
@@ -75,7 +83,8 @@ def _form_page(request: Request, ctx: WebContext, *, status_code: int = 200, err
                values: Submitted | None = None) -> Response:
     chosen = {category_key(name) for name in values.categories} if values else set()
     return ctx.form_page(
-        request, "subscribe.html", status_code=status_code, token_page=False, headers=NO_STORE, csrf_name=CSRF_FIELD,
+        request, "subscribe.html", status_code=status_code, token_page=False,
+        headers={**NO_STORE, **SCRIPT_PAGE_HEADERS}, csrf_name=CSRF_FIELD,
         error=error.message if error else "", error_field=(error.field or "email") if error else "",
         email=values.email if values else "", reader_name=values.name if values else "",
         categories=[(name, category_key(name) in chosen) for name in _known_categories(ctx).values()])
@@ -141,11 +150,13 @@ async def _read(request: Request, ctx: WebContext) -> Submitted:
     if not csrf_ok(request, form.get(CSRF_FIELD), ctx.settings.secret_key):
         raise SignupError(403, "This form has expired or was sent from another site. Reload the page and try again.")
     return Submitted(email=_text(form.get("email")), name=_text(form.get("name")),
-                     categories=[_text(value) for value in form.getlist("categories")], is_json=False)
+                     categories=[_text(value) for value in form.getlist("categories")], is_json=False,
+                     timezone=_text(form.get("timezone")))
 
 
 def _from_json(body: bytes) -> Submitted:
-    """A flat object: "email" (required) and "name" strings, "categories" a list of strings; nothing else."""
+    """A flat object: "email" (required), "name" and "timezone" strings, "categories" a list of strings;
+    nothing else."""
     try:
         data = json.loads(body, object_pairs_hook=_no_repeated_keys)
     except RecursionError:  # nested arrays or objects deeper than Python's stack: no signup looks like that
@@ -154,7 +165,7 @@ def _from_json(body: bytes) -> Submitted:
         raise SignupError(400, f"The body is not valid JSON ({str(exc)[:100]}); {JSON_SHAPE}") from None
     if not isinstance(data, dict):
         raise SignupError(400, f"The body must be a JSON object; {JSON_SHAPE}")
-    unknown = sorted(set(data) - {"email", "name", "categories"})
+    unknown = sorted(set(data) - {"email", "name", "categories", "timezone"})
     if unknown:
         raise SignupError(400, f"Unknown field {json.dumps(unknown[0])[:60]}; {JSON_SHAPE}")
     if not isinstance(data.get("email"), str):
@@ -165,7 +176,10 @@ def _from_json(body: bytes) -> Submitted:
     categories = data.get("categories", [])
     if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
         raise SignupError(400, f"\"categories\" must be a list of category names; {JSON_SHAPE}", field="categories")
-    return Submitted(email=data["email"], name=name, categories=categories, is_json=True)
+    zone = data.get("timezone", "")
+    if not isinstance(zone, str):
+        raise SignupError(400, f"\"timezone\" must be a string; {JSON_SHAPE}", field="timezone")
+    return Submitted(email=data["email"], name=name, categories=categories, is_json=True, timezone=zone)
 
 
 def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -200,7 +214,15 @@ def _validated(submitted: Submitted, ctx: WebContext) -> SignupRequest:
                                f"Choose from: {', '.join(known.values()) or 'none yet'}; none means all.",
                           field="categories")
     return SignupRequest(email=address.email, email_key=address.key, name=name,
-                         categories=canonical_categories(wanted))
+                         categories=canonical_categories(wanted), timezone=_zone(submitted.timezone))
+
+
+def _zone(name: str) -> str | None:
+    """The browser's zone when we know it; None (the newsletter's time) for none, or for one we do not."""
+    try:
+        return checked_zone(name)
+    except UnknownZone:
+        return None
 
 
 def _with(response: Response, headers: dict[str, str]) -> Response:

@@ -1,4 +1,5 @@
-"""The preference centre, `GET/POST /p/{token}`: categories, pause, unsubscribe or resubscribe, export, delete.
+"""The preference centre, `GET/POST /p/{token}`: categories, time zone and cadence, pause, unsubscribe or
+resubscribe, export, delete.
 
 Every form on the page POSTs here with an `action` and the CSRF field. A successful change answers 303
 to `GET /p/{token}?saved=ACTION` (Post/Redirect/Get), which shows what was done in a role="status"
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from digest.subscribers import subscriptions
+from digest.subscribers.zones import UnknownZone, checked_zone, choices as zone_choices
 from digest.categories import followable, stored_categories
 from digest.claim.selection import category_key, followed
 from digest.web.context import TOKEN_PAGE_HEADERS, WebContext, get_context
@@ -26,10 +28,13 @@ from digest.web.subscriber_common import (
     LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, long_date, see_other, status_of,
 )
 from storage.catalog import category_counts
+from storage.models import Cadence, Subscriber
 
 router = APIRouter(route_class=LinkRoute)
 
 EXPORT_FILENAME = "weekly-ai-tool-verdicts-my-data.json"
+CADENCES = {Cadence.weekly: "Weekly: every issue",
+            Cadence.monthly: "Monthly: once a month, the month's best verdicts you haven't seen"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Change:
     weeks: str
     confirm: str
     now: datetime
+    timezone: str = ""
+    cadence: str = ""
 
     def again(self, error: str, status_code: int = 400) -> Response:
         """The page again, saying what was wrong; nothing was changed."""
@@ -75,12 +82,14 @@ def preferences_post(
     category: Annotated[list[str], Form()] = [],  # noqa: B006 — FastAPI copies defaults per request
     weeks: Annotated[str, Form()] = "",
     confirm: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
+    cadence: Annotated[str, Form()] = "",
     csrf: Annotated[str | None, Form()] = None,
     ctx: WebContext = Depends(get_context),
 ) -> Response:
     """A token naming nobody got the one 404 before the CSRF check, whatever else the request holds."""
     change = Change(ctx=ctx, request=request, link=link, category=category, weeks=weeks, confirm=confirm,
-                    now=ctx.clock())
+                    now=ctx.clock(), timezone=timezone, cadence=cadence)
     if not csrf_valid(ctx, request, csrf):
         return csrf_refused(ctx)
     act = ACTIONS.get(action)
@@ -98,6 +107,25 @@ def _categories(change: Change) -> None:
     chosen = stored_categories(name for name in change.category if category_key(name) in allowed)
     subscriptions.set_categories(session=change.link.session, subscriber=change.link.subscriber, categories=chosen,
                                  now=change.now)
+
+
+def _timing(change: Change) -> Response | None:
+    """The zone must be one the page offers (or the reader's own, which an import may have set to a name the
+    list leaves out, such as "US/Pacific"): anything else was not sent by our form, and nothing is stored."""
+    subscriber = change.link.subscriber
+    try:
+        zone = checked_zone(change.timezone)
+        if zone is not None and zone not in zone_choices() and zone != subscriber.timezone:
+            raise UnknownZone(zone)
+    except UnknownZone:
+        return change.again("Choose your time zone from the list, or the newsletter's time.")
+    try:
+        cadence = Cadence(change.cadence)
+    except ValueError:
+        return change.again("Choose weekly or monthly.")
+    subscriptions.set_timing(session=change.link.session, subscriber=subscriber, timezone=zone, cadence=cadence,
+                             now=change.now)
+    return None
 
 
 def _pause(change: Change) -> Response | None:
@@ -142,7 +170,7 @@ def _delete(change: Change) -> Response:
 
 
 ACTIONS: dict[str, Callable[[Change], Response | None]] = {
-    "categories": _categories, "pause": _pause, "resume": _resume, "unsubscribe": _unsubscribe,
+    "categories": _categories, "timing": _timing, "pause": _pause, "resume": _resume, "unsubscribe": _unsubscribe,
     "resubscribe": _resubscribe, "export": _export, "delete": _delete,
 }
 
@@ -158,9 +186,32 @@ def _render(ctx: WebContext, request: Request, link: SubscriberLink, *, saved: s
     return ctx.form_page(
         request, "preferences.html", status_code=status_code, token=link.token, email=subscriber.email,
         status=status, choices=choices, paused_until=long_date(ctx, paused) if paused else "",
-        message=_message(saved, status, choices, paused is not None), error=error,
-        pause_weeks=subscriptions.PAUSE_WEEKS, **resume_offer(ctx, link),
+        message=_message(saved, status, choices, paused is not None) or _timing_message(saved, ctx, subscriber),
+        error=error, pause_weeks=subscriptions.PAUSE_WEEKS, **_timing_choices(ctx, subscriber),
+        **resume_offer(ctx, link),
     )
+
+
+def _timing_choices(ctx: WebContext, subscriber: Subscriber) -> dict:
+    """The time zone select's options as (value, label, selected), the newsletter's own first as ""; the cadences."""
+    mine = subscriber.timezone or ""
+    zones = sorted({*zone_choices(), mine} - {""})  # the reader's own stays offered, even one the list leaves out
+    return {
+        "zones": [("", f"The newsletter's time ({ctx.settings.timezone})", not mine),
+                  *((zone, zone.replace("_", " "), zone == mine) for zone in zones)],
+        "cadences": [(cadence.value, label, cadence == Cadence(subscriber.cadence))
+                     for cadence, label in CADENCES.items()],
+        "monthly": Cadence(subscriber.cadence) == Cadence.monthly,
+    }
+
+
+def _timing_message(saved: str, ctx: WebContext, subscriber: Subscriber) -> str:
+    if saved != "timing":
+        return ""
+    how = ("one email a month, the month's best verdicts you haven't seen"
+           if Cadence(subscriber.cadence) == Cadence.monthly else "one email a week")
+    zone = subscriber.timezone or f"the newsletter's time ({ctx.settings.timezone})"
+    return f"Saved. You will get {how}, timed for {zone}."
 
 
 def _choices(link: SubscriberLink) -> list[CategoryChoice]:
