@@ -1,5 +1,5 @@
-"""Accessibility of the digest HTML: a language, a title, alt on every image, a real outline of headings,
-dark-mode support declared, and text contrast of at least 4.5:1 in the light and the dark palette.
+"""Accessibility of the digest and the welcome HTML: a language, a title, alt on every image, a real outline
+of headings, dark-mode support declared, and text contrast of at least 4.5:1 in the light and the dark palette.
 
 Contrast is measured on what a reader sees: Chromium resolves the cascade (inline styles, the style block,
 the dark-mode media query) and every visible text element is checked against the background it sits on.
@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from tests.email_samples import SampleIssue, filled_html, maximal_issue, three_and_four_tools_issue, typical_issue
+from tests.welcome_samples import WELCOMES, after_an_issue, filled_welcome_html, render_welcome
 
 # WCAG 2.x, 1.4.3 (AA) for normal text; applied to all text here, large text included.
 MIN_CONTRAST = 4.5
@@ -83,6 +84,22 @@ def test_headings_form_an_outline(issue):
     assert levels.count(3) == sum(len(names) for names in issue.tool_names)
     skips = [(a, b) for a, b in zip(levels, levels[1:]) if b > a + 1]
     assert not skips, f"heading levels skipped: {skips}"
+
+
+@pytest.mark.parametrize("sample", WELCOMES, ids=lambda sample: sample.__name__)
+def test_the_welcome_has_a_language_a_title_and_an_outline(sample):
+    """the welcome says its language, has a title, no image, one h1 first, an h3 per verdict and no skipped level"""
+    welcome = sample()
+    page = Outline(filled_welcome_html(welcome))
+    levels = [level for level, _ in page.headings]
+    shown = render_welcome(welcome).text.count("\n  Panel: ")
+
+    assert page.all("html")[0].get("lang") == "en"
+    assert "Weekly AI Tool Verdicts" in page.title, f"title: {page.title!r}"
+    assert page.all("img") == [], "the welcome has no image (nor an open pixel: it is no delivery)"
+    assert levels.count(1) == 1 and levels[0] == 1, f"one h1 first: {levels}"
+    assert levels.count(3) == shown, f"an h3 per verdict shown ({shown}): {levels}"
+    assert not [(a, b) for a, b in zip(levels, levels[1:]) if b > a + 1], f"heading levels skipped: {levels}"
 
 
 def test_html_declares_dark_mode_support():
@@ -161,19 +178,35 @@ def contrast_table(pairs) -> str:
     return "\n".join(f"{ratio:5.2f}:1  {fg} on {bg}  e.g. {example}" for (fg, bg), (ratio, example) in rows)
 
 
-@pytest.fixture
-def digest_page(page):
+def shown(page, html: str):
+    """``page`` showing ``html`` at 600 px, with every request but data: and file: aborted."""
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("data:", "file:"))
                else route.abort())
     page.set_viewport_size({"width": 600, "height": 800})
-    page.set_content(filled_html(typical_issue()), wait_until="load")
+    page.set_content(html, wait_until="load")
     return page
 
 
+@pytest.fixture
+def digest_page(page):
+    return shown(page, filled_html(typical_issue()))
+
+
+# The emails whose palette is checked: the typical digest, and the welcome after an issue (before any, it is
+# the same page less the verdicts' section: three of these colours).
+EMAILS = {"digest": lambda: filled_html(typical_issue()), "welcome": lambda: filled_welcome_html(after_an_issue())}
+
+
+@pytest.fixture(params=list(EMAILS))
+def email_page(page, request):
+    return shown(page, EMAILS[request.param]())
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_every_text_has_contrast_of_at_least_4_5_to_1(digest_page, scheme):
-    """in the light and in the dark palette, every visible text is at least 4.5:1 against its background"""
-    pairs = text_pairs(digest_page, scheme)
+def test_every_text_has_contrast_of_at_least_4_5_to_1(email_page, scheme):
+    """in the light and in the dark palette, every visible text of the digest and of the welcome is at least
+    4.5:1 against its background"""
+    pairs = text_pairs(email_page, scheme)
     print(f"\n{scheme} palette, text on background:\n{contrast_table(pairs)}")
     low = {pair: found for pair, found in pairs.items() if found[0] < MIN_CONTRAST}
 
@@ -181,11 +214,11 @@ def test_every_text_has_contrast_of_at_least_4_5_to_1(digest_page, scheme):
     assert not low, f"{scheme}: text below {MIN_CONTRAST}:1\n{contrast_table(low)}"
 
 
-def test_dark_mode_really_changes_the_palette(digest_page):
+def test_dark_mode_really_changes_the_palette(email_page):
     """under prefers-color-scheme: dark the page background is dark and the text colours differ from light"""
-    light = set(text_pairs(digest_page, "light"))
-    dark = set(text_pairs(digest_page, "dark"))
-    body = digest_page.evaluate("getComputedStyle(document.body).backgroundColor")
+    light = set(text_pairs(email_page, "light"))
+    dark = set(text_pairs(email_page, "dark"))
+    body = email_page.evaluate("getComputedStyle(document.body).backgroundColor")
 
     assert luminance(tuple(float(v) for v in body[body.index("(") + 1:-1].split(",")[:3])) < 0.05, body
     assert not light & dark, f"text colours unchanged in dark mode: {light & dark}"

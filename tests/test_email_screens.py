@@ -1,8 +1,10 @@
-"""The digest in a real headless Chromium at phone (375 px), email (600 px) and desktop (1024 px) widths.
+"""The digest and the welcome in a real headless Chromium at phone (375 px), email (600 px) and desktop (1024 px)
+widths.
 
 The HTML is the one a subscriber receives (substitutions filled). Nothing leaves the machine: every request
 but data: and file: is aborted (the open pixel is the one that tries). Full-page screenshots are kept in
-test-artifacts/email-{width}.png (name-{width}.png for the other issues) for a person to look at.
+test-artifacts/email-{width}.png (name-{width}.png for the other issues, welcome-name-{width}.png for the
+welcomes) for a person to look at.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.email_samples import SampleIssue, filled_html, maximal_issue, three_and_four_tools_issue, typical_issue
+from tests.welcome_samples import WELCOMES, filled_welcome_html
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PHONE, EMAIL, DESKTOP = 375, 600, 1024
@@ -132,12 +135,49 @@ def test_each_comparison_ends_with_a_filled_button(page, width):
     issue = typical_issue()
     open_email(page, filled_html(issue), width)
 
-    buttons = page.evaluate(
-        """() => [...document.querySelectorAll('a')].filter(a => a.textContent.trim() === 'Read the full verdict')
-             .map(a => { const r = a.getBoundingClientRect();
-                         return {height: r.height, width: r.width, fill: getComputedStyle(a.closest('td')).backgroundColor}; })""")
+    buttons = filled_buttons(page, "Read the full verdict")
 
     assert len(buttons) == len(issue.comparisons), buttons
     for button in buttons:
         assert button["height"] >= 40 and button["width"] >= 150, f"{width} px: a button too small {button}"
         assert button["fill"] == "rgb(29, 78, 216)", f"{width} px: the button's cell is not filled {button}"
+
+
+def filled_buttons(page, label: str) -> list[dict]:
+    """Every link reading ``label``: its size and the fill of the cell around it (an mj-button's)."""
+    return page.evaluate(
+        """label => [...document.querySelectorAll('a')].filter(a => a.textContent.trim() === label)
+             .map(a => { const r = a.getBoundingClientRect();
+                         return {height: r.height, width: r.width, fill: getComputedStyle(a.closest('td')).backgroundColor}; })""",
+        label)
+
+
+@pytest.mark.parametrize("width", [PHONE, EMAIL, DESKTOP])
+@pytest.mark.parametrize("sample", WELCOMES, ids=lambda sample: sample.__name__)
+def test_the_welcome_fits_every_width_and_keeps_a_screenshot(page, sample, width):
+    """the welcome (after an issue, before any, with the longest titles) shows without horizontal scroll at 375,
+    600 and 1024 px, requests nothing, and its preferences button is a filled box a thumb can hit"""
+    welcome = sample()
+    blocked = open_email(page, filled_welcome_html(welcome), width)
+
+    scroll_width, inner_width = horizontal_overflow(page)
+    screenshot(page, f"welcome-{welcome.name}-{width}")
+    [button] = filled_buttons(page, "Manage my preferences")
+
+    assert scroll_width <= inner_width, f"{welcome.name}, {width} px: scrolls sideways ({scroll_width} > {inner_width})"
+    assert blocked == [], f"{welcome.name}: a welcome has no pixel and no image, yet it requested {blocked}"
+    assert button["height"] >= 40 and button["width"] >= 150, f"{width} px: the button is too small {button}"
+    assert button["fill"] == "rgb(29, 78, 216)", f"{width} px: the button's cell is not filled {button}"
+
+
+def test_the_welcome_in_the_dark_palette_fits_on_a_dark_page(page):
+    """in dark mode the welcome still fits 375 px, on a dark page (test-artifacts/welcome-375-dark.png)"""
+    page.emulate_media(color_scheme="dark")
+    open_email(page, filled_welcome_html(WELCOMES[0]()), PHONE)
+
+    scroll_width, inner_width = horizontal_overflow(page)
+    screenshot(page, f"welcome-{PHONE}-dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+    assert scroll_width <= inner_width, f"dark: the page scrolls sideways ({scroll_width} > {inner_width})"
+    assert background == "rgb(13, 17, 23)", background

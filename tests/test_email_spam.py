@@ -1,5 +1,5 @@
-"""SpamAssassin (Debian's package, local tests only: no DNS, no network) scores the digest as the outbox
-writes it, headers and both parts included. The rules that fired are printed and put in every failure."""
+"""SpamAssassin (Debian's package, local tests only: no DNS, no network) scores the digest and the welcome as
+the outbox writes them, headers and both parts included. The rules that fired are printed and put in every failure."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from digest.transports.outbox import OutboxTransport
 from tests.email_samples import sample_batch, typical_issue
+from tests.welcome_samples import after_an_issue, before_any_issue, welcome_batch
 
 # SpamAssassin's own threshold is 5.0; a newsletter that wants the inbox, not the spam folder, keeps far
 # below it, since a receiving server adds its own points (DNS lists, reputation) to these.
@@ -61,35 +62,43 @@ def parse_report(report: str, *, debug: str = "") -> Verdict:
     return Verdict(score=float(total[1]), rules=rules, debug=debug)
 
 
-@pytest.fixture
-def digest_eml(tmp_path) -> Path:
-    """The typical issue for one subscriber, written by the outbox transport exactly as it sends it."""
-    OutboxTransport(tmp_path / "outbox").send(sample_batch(typical_issue()))
+# The emails a reader gets from the list, each as one recipient's batch: the typical issue, and the welcome
+# (after an issue, and before any).
+BATCHES = {"digest": lambda: sample_batch(typical_issue()),
+           "welcome": lambda: welcome_batch(after_an_issue()),
+           "welcome-before-any-issue": lambda: welcome_batch(before_any_issue())}
+
+
+@pytest.fixture(params=list(BATCHES))
+def list_eml(request, tmp_path) -> Path:
+    """One of the list's emails for one subscriber, written by the outbox transport exactly as it sends it."""
+    OutboxTransport(tmp_path / "outbox").send(BATCHES[request.param]())
     (eml,) = (tmp_path / "outbox").glob("*.eml")
     return eml
 
 
-def test_the_eml_is_a_complete_list_message(digest_eml):
+def test_the_eml_is_a_complete_list_message(list_eml):
     """the scored file carries the headers a bulk sender needs and both parts, text before HTML"""
-    message = email.message_from_bytes(digest_eml.read_bytes())
+    message = email.message_from_bytes(list_eml.read_bytes())
 
     for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
                    "List-Unsubscribe-Post"):
-        assert message[header], f"{digest_eml.name}: no {header} header"
+        assert message[header], f"{list_eml.name}: no {header} header"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in message.get_payload()] == ["text/plain", "text/html"]
 
 
-def test_spamassassin_scores_the_digest_below_two(digest_eml, tmp_path):
-    """the digest .eml scores under 2.0 with SpamAssassin's local rules; the rules that fired are listed"""
-    verdict = spamassassin(digest_eml, tmp_path)
+def test_spamassassin_scores_the_digest_and_the_welcome_below_two(list_eml, tmp_path):
+    """the digest's and the welcome's .eml score under 2.0 with SpamAssassin's local rules; the rules that fired
+    are listed"""
+    verdict = spamassassin(list_eml, tmp_path)
     print("\n" + verdict.listing())
 
     score, listing = verdict.score, verdict.listing()
 
     assert "DNS not available" in verdict.debug, "SpamAssassin did not confirm it ran without DNS:\n" + verdict.debug
-    assert score < MAX_SCORE, f"{digest_eml.name} scores {score}, the limit is {MAX_SCORE}.\n{listing}"
+    assert score < MAX_SCORE, f"{list_eml.name} scores {score}, the limit is {MAX_SCORE}.\n{listing}"
 
 
 def test_spamassassin_is_not_a_no_op(tmp_path):

@@ -13,6 +13,7 @@ from digest.links import Links, Signer
 from digest.render.email import Renderer
 from tests.email_samples import with_tools
 from tests.test_render import long_comparison, make_comparison
+from tests.welcome_samples import WELCOMES, render_welcome
 
 pytestmark = pytest.mark.mjml_validator
 
@@ -50,6 +51,18 @@ def test_rendered_mjml_passes_strict_validation(issue, tmp_path):
                                     more_count=more, audience="all categories")
     path = tmp_path / f"{issue.__name__}.mjml"
     path.write_text(email.mjml, encoding="utf-8")
+
+    result = validate(path)
+
+    assert result.returncode == 0, f"mjml --validate failed on {path}:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("sample", WELCOMES, ids=lambda f: f.__name__)
+def test_the_welcome_passes_strict_validation(sample, tmp_path):
+    """the welcome (after an issue, before any, with the longest titles) is valid MJML for the reference
+    implementation"""
+    path = tmp_path / f"welcome-{sample.__name__}.mjml"
+    path.write_text(render_welcome(sample()).mjml, encoding="utf-8")
 
     result = validate(path)
 

@@ -1,6 +1,6 @@
-"""The plain-text part (issue 13, item 7): imported text cannot forge lines. Column 0 is the template's own
-(its words, the rules, our URLs); every imported value stays on its own indented line or block, whatever
-line breaks (CR, LF, CRLF, VT, FF, NEL, U+2028/2029…) or wrapping it brings."""
+"""The plain-text part (issue 13, item 7), the digest's and the welcome's: imported text cannot forge lines.
+Column 0 is the template's own (its words, the rules, our URLs); every imported value stays on its own
+indented line or block, whatever line breaks (CR, LF, CRLF, VT, FF, NEL, U+2028/2029…) or wrapping it brings."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from digest.render.email import Renderer
 from storage.records import ComparisonRecord, ToolRecord
 from tests.email_samples import ISSUE_DATE, WEEK, make_comparison, sample_renderer
+from tests.welcome_samples import after_an_issue, reader, render_welcome
 
 # Every boundary str.splitlines() knows, and the words a forger needs.
 BREAKS = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
@@ -142,3 +143,27 @@ def test_the_decision_line_names_the_pick_under_the_title():
 
     assert "\n  Tool A0 vs Tool B0\n  Panel pick: Tool A0 — 3 of 4 ship vs 0 of 4\n" in text
     assert "    Panel: 0 ship / 4 skip" in tool_block(text, "Tool B0")
+
+
+# -- the welcome (issue 19, item 3) ---------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(hostile, min_size=1, max_size=40), urls=st.lists(hostile, min_size=3, max_size=3),
+       count=st.integers(1, 4))
+def test_imported_text_never_writes_a_line_of_its_own_in_the_welcome(texts, urls, count):
+    "any text in the titles, tool names and URLs of the latest issue: the welcome's column 0 is a plain one's"
+    plain, texts = issue(count, 2, 4), cycle(texts)
+    forged = [replace(comparison, title=next(texts) or "t", url=f"https://verdicts.example.com/{url}",
+                      tools=tuple(replace(tool, name=next(texts)) for tool in comparison.tools))
+              for comparison, url in zip(plain, cycle(urls))]
+
+    def text(comparisons) -> str:
+        return render_welcome(replace(after_an_issue(), newcomer=reader(comparisons=tuple(comparisons)))).text
+
+    lines = column0(text(forged))
+    assert lines == column0(text(plain))
+    links = sample_renderer().links
+    for label, url in (("Unsubscribe:", links.unsubscribe()), ("Manage preferences:", links.preferences())):
+        assert [i for i, line in enumerate(lines) if line.startswith(label)] == [lines.index(label)]
+        assert lines[lines.index(label) + 1] == url
+    assert {url for line in lines for url in URL.findall(line)} == {links.unsubscribe(), links.preferences()}

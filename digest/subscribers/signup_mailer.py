@@ -19,6 +19,10 @@ What a signup can count on:
 - a child that died loses its waiting letters; the next signup logs how many and starts a new one.
 A lost letter is a signup to make again: nothing was stored for it, not even a pending row.
 
+The welcome a confirmation claims (digest.subscribers.welcome.Welcome, handed over by the confirm POST once
+its transaction has committed) takes the same road and the same wait, and is sent by
+digest.subscribers.welcome.send; a lost one is not sent again (its claim is stored: once means at most once).
+
 Wire format, down the child's stdin: frames of a 4-byte big-endian length and a pickle — first
 (settings, spread), then one `Letter` per signup (pickle: both ends are this package, on this machine). Up its stdout: one byte per letter dealt with. The child ignores SIGINT and SIGTERM (a
 Ctrl-C or a process manager's stop reaches the whole process group) and ends when its input does.
@@ -51,6 +55,7 @@ from datetime import datetime
 from digest.children import start_child
 from digest.config import Settings
 from digest.subscribers.confirmation import SignupRequest
+from digest.subscribers.welcome import Welcome
 from digest.transports.base import Transport
 
 log = logging.getLogger("digest.web")
@@ -92,7 +97,7 @@ class SignupMailer:
         """The child's process id while one runs (for an operator's `ps`, and tests); None for a thread."""
         return self._worker.pid if self._worker is not None else None
 
-    def hand_over(self, letter: Letter) -> None:
+    def hand_over(self, letter: Letter | Welcome) -> None:
         """Queue one letter; never waits for what it leads to."""
         with self._lock:
             if self._worker is None or not self._worker.alive():
@@ -136,7 +141,7 @@ class _Worker(abc.ABC):
         self.handled = 0
         self._letters: queue.Queue = queue.Queue(MAX_WAITING)  # this process's side: never blocks a request
 
-    def put(self, letter: Letter) -> bool:
+    def put(self, letter: Letter | Welcome) -> bool:
         try:
             self._letters.put_nowait(letter)
         except queue.Full:
@@ -221,14 +226,21 @@ class _Child(_Worker):
 
 # -- the worker's side ---------------------------------------------------------------------------------------
 
-def answerer(settings: Settings, transport: Transport) -> Callable[[Letter], object]:
-    """What the worker does with a letter: digest.subscribers.confirmation.answer, with its own engine and templates."""
+def answerer(settings: Settings, transport: Transport) -> Callable[[Letter | Welcome], object]:
+    """What the worker does with a letter: digest.subscribers.confirmation.answer, or for a `Welcome`
+    digest.subscribers.welcome.send, with its own engine and templates."""
     from digest.render.environment import email_environment
     from digest.services import build_services
-    from digest.subscribers import confirmation
+    from digest.subscribers import confirmation, welcome
 
     services, env = build_services(settings, transport=transport), email_environment()
-    return lambda letter: confirmation.answer(services=services, env=env, signup=letter.signup, now=letter.now)
+
+    def answer(letter: Letter | Welcome) -> object:
+        if isinstance(letter, Welcome):
+            return welcome.send(services=services, env=env, letter=letter)
+        return confirmation.answer(services=services, env=env, signup=letter.signup, now=letter.now)
+
+    return answer
 
 
 def run(get: Callable, done: Callable[[], None], spread: float, answer: Callable[[Letter], object]) -> None:
