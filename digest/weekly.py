@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from digest.claim.local_time import LocalSchedule, opens_at
+from digest.claim.local_time import LOCAL_AHEAD, LocalSchedule, opens_at
 from digest.claim.monthly import MonthlyOpened, open_monthly
 from digest.claim.opening import Opened, open_issue
 from digest.claim.weeks import iso_week, slot
@@ -25,9 +25,6 @@ from storage.issues import find_issue, paused_issues, unfinished_issues
 from storage.models import Issue
 
 log = logging.getLogger("digest.weekly")
-
-# How far ahead of DIGEST_TIMEZONE a reader's clock can be (UTC-12 to UTC+14), plus the opening's lead.
-LOCAL_AHEAD = timedelta(hours=28)
 
 
 @dataclass
@@ -67,7 +64,7 @@ def run(*, services: Services, sender: Sender, now: datetime, week: str | None =
     if week is None:
         settings = services.settings
         result.monthly = services.retrying(lambda: open_monthly(engine=services.engine, schedule=settings.send_schedule,
-                                                                tz=settings.tz, now=now))
+                                                                tz=settings.tz, now=now, local=LocalSchedule.of(settings)))
         if result.monthly.label is not None:
             log.info("%s", result.monthly.sentence())
         if result.monthly.created:

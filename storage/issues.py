@@ -136,7 +136,7 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
     due_sql, due_parameters, due_binds = due.sql("s") if due is not None else ("NULL", {}, [])
     parameters.update(due_parameters)
     order = ""
-    if due is not None:
+    if due is not None and due_sql.startswith("CASE"):  # else one due time for all (PostgreSQL orders by no constant)
         order = f" ORDER BY {due_sql}, " + (_ENGAGEMENT if engaged_first else "s.id")
     elif engaged_first:
         order = f" ORDER BY {_ENGAGEMENT}"

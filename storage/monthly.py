@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, or_, select, text
 from sqlmodel import Session
@@ -21,6 +22,9 @@ from storage.models import (
     SubscriberStatus,
 )
 from storage.types import UTCDateTime
+
+if TYPE_CHECKING:
+    from digest.claim.local_time import DueTimes
 
 
 def weekly_issues_to_cover(*, session: Session, since: datetime, now: datetime) -> list[tuple[int, str]]:
@@ -68,7 +72,7 @@ def _cover_parameters(covers: Sequence[int]) -> dict[str, int]:
     return {f"cover_{k}": issue_id for k, issue_id in enumerate(covers)}
 
 
-_READERS = ("SELECT s.id, s.categories, {had} AS had FROM subscriber s WHERE s.status = 'active' "
+_READERS = ("SELECT s.id, s.categories, s.timezone, {had} AS had FROM subscriber s WHERE s.status = 'active' "
             "AND s.cadence = 'monthly' AND (s.paused_until IS NULL OR s.paused_until <= :now)")
 
 
@@ -82,13 +86,14 @@ def monthly_audience(*, session: Session, now: datetime, covers: Sequence[int]) 
 
 
 def fan_out_monthly(*, session: Session, issue_id: int, covers: Sequence[int], now: datetime,
-                    segments: dict[tuple[str, int], int]) -> int:
+                    segments: dict[tuple[str, int], int], due: DueTimes | None = None) -> int:
     """One pending delivery per monthly reader whose (categories, bits of ``covers`` they have) is a key of
     ``segments``, in that key's segment; a reader of any other key has nothing new and gets none.
 
     One INSERT … SELECT, as storage.issues.fan_out: the readers never pass through Python. A plain INSERT
     on the unique (subscriber, issue): only the transaction that creates the issue inserts its deliveries,
-    and a racing one fails on the issue's unique label first.
+    and a racing one fails on the issue's unique label first. ``due``: each row's due time by its reader's zone,
+    rows inserted in due order (DIGEST_DELIVERY=local, as storage.issues.fan_out).
     """
     if not segments:
         return 0
@@ -97,13 +102,16 @@ def fan_out_monthly(*, session: Session, issue_id: int, covers: Sequence[int], n
         arms.append(f"WHEN a.categories = :categories_{number} AND a.had = {int(had)} THEN {int(segment_id)}")
         parameters[f"categories_{number}"] = categories
     readers = _READERS.format(had=_had_sql(covers, reader="s.id"))
+    due_sql, due_parameters, due_binds = due.sql("a") if due is not None else ("NULL", {}, [])
+    due_sql = "CAST(NULL AS TIMESTAMP)" if due_sql == "NULL" else due_sql  # typed: PostgreSQL reads a bare NULL as text
     statement = text(
-        "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at) "
-        "SELECT :issue_id, r.id, r.segment_id, 'pending', 0, 0, :now FROM "
-        f"(SELECT a.id, CASE {' '.join(arms)} END AS segment_id FROM ({readers}) AS a) AS r "
-        "WHERE r.segment_id IS NOT NULL"
-    ).bindparams(bindparam("now", type_=UTCDateTime()))
-    result = session.execute(statement, {"issue_id": issue_id, "now": now, **parameters, **_cover_parameters(covers)})
+        "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at, "
+        "due_at) SELECT :issue_id, r.id, r.segment_id, 'pending', 0, 0, :now, r.due_at FROM "
+        f"(SELECT a.id, CASE {' '.join(arms)} END AS segment_id, {due_sql} AS due_at FROM ({readers}) AS a) AS r "
+        "WHERE r.segment_id IS NOT NULL" + (" ORDER BY r.due_at, r.id" if due is not None else "")
+    ).bindparams(bindparam("now", type_=UTCDateTime()), *due_binds)
+    result = session.execute(statement, {"issue_id": issue_id, "now": now, **parameters, **_cover_parameters(covers),
+                                         **due_parameters})
     return result.rowcount
 
 

@@ -391,3 +391,37 @@ def test_a_pause_stops_what_is_not_handed_over_and_pauses_what_sendgrid_holds_un
     assert fake_sendgrid.batch_ids[0] not in fake_sendgrid.stopped  # released: SendGrid sends them again
     run(services=local_sender.services, sender=local_sender, now=clock["now"])
     assert sent_to(fake_sendgrid.delivered()) == Counter({address: 1 for address in zone_of})
+
+
+# -- the monthly email at each reader's hour ------------------------------------------------------------------------
+
+def test_the_monthly_email_opens_before_its_first_reader_and_is_due_at_each_readers_hour(local_sender, fake_sendgrid):
+    "3 December 2026 is the month's first Thursday: the monthly readers in Auckland and Los Angeles get it then"
+    engine, clock = local_sender.services.engine, local_sender.test_clock
+    add_comparison(engine, published_at=at(2026, 11, 23, 8))
+    monthly = {}
+    for zone in ("Pacific/Auckland", "America/Los_Angeles"):
+        (reader,) = add_subscribers(engine, 1, prefix=f"m{zone.split('/')[-1].lower()}")
+        with session_scope(engine) as session:
+            subscriber = session.get(Subscriber, reader)
+            subscriber.timezone, subscriber.cadence = zone, "monthly"
+            monthly[subscriber.email] = zone
+    add_subscribers(engine, 1, prefix="weekly")
+    clock["now"] = at(2026, 11, 26, 9)
+    run(services=local_sender.services, sender=local_sender, now=clock["now"], week="2026-W48")  # November's issue
+    add_comparison(engine, published_at=at(2026, 11, 30, 8))
+    before = len(fake_sendgrid.accepted)
+
+    clock["now"] = DUE["Pacific/Auckland"] - OPEN_LEAD
+    result = run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    assert result.monthly is not None and result.monthly.created, result.monthly
+    bodies = [body for body in fake_sendgrid.accepted[before:] if issue_of(body) == "2026-M12"]
+    assert {p["to"][0]["email"]: body["send_at"] for body in bodies for p in body["personalizations"]} == {
+        address: int(DUE[zone].timestamp()) for address, zone in monthly.items()}
+    again = run(services=local_sender.services, sender=local_sender, now=clock["now"] + timedelta(hours=1))
+    assert again.monthly.issue is not None and not again.monthly.created
+    assert len([b for b in fake_sendgrid.accepted if issue_of(b) == "2026-M12"]) == len(bodies)
+
+
+def issue_of(body: dict) -> str:
+    return body["personalizations"][0]["custom_args"]["issue"]

@@ -24,6 +24,9 @@ from storage.types import UTCDateTime
 
 # The issue opens this long before the first reader's hour: the scheduler's hourly catch-up is never late for it.
 OPEN_LEAD = timedelta(hours=2)
+# How far ahead of DIGEST_TIMEZONE a reader's clock can be (UTC-12 to UTC+14), plus the opening's lead: the
+# scheduler looks this far ahead for an issue whose first readers may be due.
+LOCAL_AHEAD = timedelta(hours=28)
 
 
 @dataclass(frozen=True)

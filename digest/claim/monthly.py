@@ -22,7 +22,8 @@ from digest.claim.selection import (
     segment_key,
     visible_to,
 )
-from digest.claim.weeks import cron_trigger
+from digest.claim.local_time import LOCAL_AHEAD, DueTimes, LocalSchedule, opens_at
+from digest.claim.weeks import cron_trigger, iso_week
 from storage.comparisons import claimed_comparisons
 from storage.db import session_scope
 from storage.faults import Conflict
@@ -213,13 +214,16 @@ class MonthlyOpened:
         return self.reason
 
 
-def open_monthly(*, engine: Engine, schedule: str, tz, now: datetime) -> MonthlyOpened:
+def open_monthly(*, engine: Engine, schedule: str, tz, now: datetime,
+                 local: LocalSchedule | None = None) -> MonthlyOpened:
     """Open the month's email when it is due: create it, plan its segments, fan out — one transaction.
 
     Once per month: an existing one (a later tick, or another scheduler won the race) is returned as it is.
-    Nothing to cover, or nobody with anything new: no issue.
+    Nothing to cover, or nobody with anything new: no issue. ``local`` (DIGEST_DELIVERY=local): it opens, as the
+    week's issue does, a little before the month's first day comes in its first reader's zone, and each reader's
+    email is due at the schedule's hour on that day in their own zone.
     """
-    due = due_month(now, schedule=schedule, tz=tz)
+    due = due_month(now + LOCAL_AHEAD if local is not None else now, schedule=schedule, tz=tz)
     if due is None:
         return MonthlyOpened(label=None, reason="no monthly email is due")
     try:
@@ -227,6 +231,14 @@ def open_monthly(*, engine: Engine, schedule: str, tz, now: datetime) -> Monthly
             existing = find_issue(session=session, week=due.label)
             if existing is not None:
                 return MonthlyOpened(label=due.label, issue=existing, reason=f"monthly issue {due.label} already exists")
+            times = None
+            if local is not None:
+                week = iso_week(due.at.astimezone(tz))
+                opens = opens_at(local.due(session=session, week=week, now=now, cadence="monthly", at_once=False))
+                if opens is not None and opens > now and due.at > now:
+                    return MonthlyOpened(label=None, reason=f"monthly issue {due.label} is not due yet (it opens "
+                                                            f"{opens:%a %d %b %H:%M %Z})")
+                times = local.due(session=session, week=week, now=now, cadence="monthly")
             plan = plan_monthly(session=session, slot=due, now=now)
             if not plan.covers:
                 return MonthlyOpened(label=due.label, reason=f"no weekly issue went out since the last monthly email: "
@@ -235,7 +247,7 @@ def open_monthly(*, engine: Engine, schedule: str, tz, now: datetime) -> Monthly
                 return MonthlyOpened(label=due.label, reason=f"no monthly reader has anything new in "
                                                              f"{', '.join(week for _, week in plan.covers)}: "
                                                              f"no monthly email {due.label}")
-            issue = _fan_out(session, label=due.label, plan=plan, now=now)
+            issue = _fan_out(session, label=due.label, plan=plan, now=now, due=times)
             return MonthlyOpened(label=due.label, issue=issue, created=True, segments=len(plan.segments),
                                  covers=[week for _, week in plan.covers],
                                  deliveries=sum(segment_sizes(session=session, issue_id=issue.id).values()))
@@ -247,7 +259,7 @@ def open_monthly(*, engine: Engine, schedule: str, tz, now: datetime) -> Monthly
         return MonthlyOpened(label=due.label, issue=existing, reason=f"monthly issue {due.label} already exists")
 
 
-def _fan_out(session, *, label: str, plan: MonthPlan, now: datetime) -> Issue:
+def _fan_out(session, *, label: str, plan: MonthPlan, now: datetime, due: DueTimes | None) -> Issue:
     ids = [issue_id for issue_id, _ in plan.covers]
     issue = create_monthly_issue(session=session, label=label, now=now, covers=ids)  # a racing process fails here
     targets: dict[tuple[str, int], int] = {}
@@ -257,7 +269,7 @@ def _fan_out(session, *, label: str, plan: MonthPlan, now: datetime) -> Issue:
                               comparison_ids=planned.comparison_ids)
         targets.update((readers, segment.id) for readers in planned.readers)
         segments.append(segment)
-    fan_out_monthly(session=session, issue_id=issue.id, covers=ids, now=now, segments=targets)
+    fan_out_monthly(session=session, issue_id=issue.id, covers=ids, now=now, segments=targets, due=due)
     sizes = segment_sizes(session=session, issue_id=issue.id)
     for segment in segments:
         segment.size = sizes.get(segment.id, 0)
