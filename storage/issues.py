@@ -25,6 +25,7 @@ from storage.models import (
     Subscriber,
     SubscriberStatus,
 )
+from storage.due import due_sql as due_expression
 from storage.types import UTCDateTime
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: 
         cases = " ".join(f"WHEN {bits} THEN {int(target)}" for bits, target in sorted(segments.items()))
         segment = f"CASE {got_sql(origins, reader='s.id')} {cases} ELSE :segment_id END" if cases else segment
         parameters = origin_parameters(origins)
-    due_sql, due_parameters, due_binds = due.sql("s") if due is not None else ("NULL", {}, [])
+    due_sql, due_parameters, due_binds = due_expression(due, "s")
     parameters.update(due_parameters)
     order = ""
     if due is not None and due_sql.startswith("CASE"):  # else one due time for all (PostgreSQL orders by no constant)

@@ -21,6 +21,7 @@ from storage.models import (
     Subscriber,
     SubscriberStatus,
 )
+from storage.due import due_sql as due_expression
 from storage.types import UTCDateTime
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def fan_out_monthly(*, session: Session, issue_id: int, covers: Sequence[int], n
         arms.append(f"WHEN a.categories = :categories_{number} AND a.had = {int(had)} THEN {int(segment_id)}")
         parameters[f"categories_{number}"] = categories
     readers = _READERS.format(had=_had_sql(covers, reader="s.id"))
-    due_sql, due_parameters, due_binds = due.sql("a") if due is not None else ("NULL", {}, [])
+    due_sql, due_parameters, due_binds = due_expression(due, "a")
     due_sql = "CAST(NULL AS TIMESTAMP)" if due_sql == "NULL" else due_sql  # typed: PostgreSQL reads a bare NULL as text
     statement = text(
         "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at, "

@@ -6,7 +6,7 @@ Berlin), computed by the same cron rule that times the global send, so a zone's 
 the zone's business, not ours. A reader whose hour has already passed when the issue opens is due at once.
 
 The fan-out writes each delivery's due time in its one INSERT: the few hundred zones readers live in are
-timed here, in Python, and go into the statement as one CASE over ``subscriber.timezone`` (`DueTimes.sql`).
+timed here, in Python, and go into the statement as one CASE over ``subscriber.timezone`` (storage.due).
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam
-
 from digest.claim.weeks import slot
 from digest.subscribers.zones import UnknownZone, checked_zone
-from storage.types import UTCDateTime
 
 # The issue opens this long before the first reader's hour: the scheduler's hourly catch-up is never late for it.
 OPEN_LEAD = timedelta(hours=2)
@@ -45,24 +42,6 @@ class DueTimes:
 
     def of(self, zone: str | None) -> datetime | None:
         return self.by_zone.get(zone, self.default) if zone else self.default
-
-    def sql(self, reader: str = "s") -> tuple[str, dict, list]:
-        """The due time of ``reader``'s row as a SQL expression: (expression, parameters, bindparams typed for
-        the statement). Only zones whose time differs from the default get a branch."""
-        branches, parameters, binds = [], {}, []
-        for k, (zone, due) in enumerate(sorted(self.by_zone.items())):
-            if due == self.default:
-                continue
-            parameters[f"zone_{k}"], parameters[f"due_{k}"] = zone, due
-            binds.append(bindparam(f"due_{k}", type_=UTCDateTime()))
-            branches.append(f"WHEN :zone_{k} THEN :due_{k}" if due is not None else f"WHEN :zone_{k} THEN NULL")
-        default = "NULL"
-        if self.default is not None:
-            parameters["due_default"], default = self.default, ":due_default"
-            binds.append(bindparam("due_default", type_=UTCDateTime()))
-        if not branches:
-            return default, parameters, binds
-        return f"CASE {reader}.timezone {' '.join(branches)} ELSE {default} END", parameters, binds
 
 
 def due_times(*, week: str, schedule: str, default_zone: str, zones: Iterable[str | None],
