@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from digest.cli.shared import console, engine_for, fail, settings_for_run, utcnow
+from digest.cli.shared import checked_issue_label, console, engine_for, fail, settings_for_run, utcnow
 
 log = logging.getLogger("digest.issue")
 BY_HAND = "paused by hand"  # the reason stored for a pause without --reason; the guardrail writes "guardrail: …"
@@ -22,17 +22,7 @@ BY_HAND = "paused by hand"  # the reason stored for a pause without --reason; th
 def _checked_week(value: str) -> str:
     """WEEK as the store names weeks ("2026-w9" is 2026-W09), as `digest send --week` reads it, or a monthly
     issue's label ("2026-M12", issue 19); else exit 2."""
-    import re
-
-    from digest.claim.weeks import BadWeek, parse_week
-
-    month = re.fullmatch(r"(\d{4})-?m(\d{1,2})", value.strip(), re.IGNORECASE)
-    if month and 1 <= int(month[2]) <= 12:
-        return f"{month[1]}-M{int(month[2]):02d}"
-    try:
-        return parse_week(value, today=utcnow().date())
-    except BadWeek as exc:
-        raise fail(exc.for_option("WEEK"), 2)
+    return checked_issue_label(value, "WEEK")
 
 
 WEEK = typer.Argument(metavar="WEEK", help="the issue's ISO week, e.g. 2026-W48 (a monthly issue: 2026-M12)",

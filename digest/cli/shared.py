@@ -33,20 +33,43 @@ def warn(message: str) -> None:
 
 
 def _checked_week(value: Optional[str]) -> Optional[str]:
-    """--week as the store names weeks ("2026-w9" is 2026-W09); "banana" or 2026-W54 is one line, exit 2."""
+    """--week as the store names weeks ("2026-w9" is 2026-W09); "banana" or 2026-W54 is one line, exit 2.
+    (A typer callback: one parameter, the value.)"""
+    return _label(value, option="--week", months=False)
+
+
+def _checked_issue_week(value: Optional[str]) -> Optional[str]:
+    """--week naming any issue: an ISO week or a monthly issue's label."""
+    return _label(value, option="--week", months=True)
+
+
+def _label(value: Optional[str], *, option: str, months: bool) -> Optional[str]:
+    """``value`` as the store names weeks ("2026-w9" is 2026-W09); "banana" or 2026-W54 is one line, exit 2. With
+    ``months``, a monthly issue's label too ("2026-m12" is 2026-M12, issue 19)."""
     if value is None:
         return None
+    import re
+
     from digest.claim.weeks import BadWeek, parse_week
 
+    month = re.fullmatch(r"(\d{4})-?m(\d{1,2})", value.strip(), re.IGNORECASE) if months else None
+    if month and 1 <= int(month[2]) <= 12:
+        return f"{month[1]}-M{int(month[2]):02d}"
     try:
         return parse_week(value, today=utcnow().date())
     except BadWeek as exc:
-        raise fail(exc.for_option(), 2)
+        raise fail(exc.for_option(option), 2)
 
 
-def week_option(help: str):
-    """The --week option of every command that takes one: checked before the command runs."""
-    return typer.Option("--week", help=help, callback=_checked_week)
+def checked_issue_label(value: Optional[str], option: str) -> Optional[str]:
+    """An issue's label given as ``option``: an ISO week, or a monthly issue's "2026-M12"; else one line, exit 2."""
+    return _label(value, option=option, months=True)
+
+
+def week_option(help: str, *, months: bool = False):
+    """The --week option of every command that takes one: checked before the command runs (``months``: a monthly
+    issue's label too)."""
+    return typer.Option("--week", help=help, callback=_checked_issue_week if months else _checked_week)
 
 
 def reports_template_errors(command):

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 def stats(
-    week: Annotated[Optional[str], week_option("only this ISO week, e.g. 2026-W48 (default: every issue)")] = None,
+    week: Annotated[Optional[str], week_option("only this issue: an ISO week, e.g. 2026-W48, or a month, e.g. "
+                                               "2026-M12 (default: every issue)", months=True)] = None,
     last: Annotated[int, typer.Option(metavar="N", help="the table shows this many latest issues (0: all)")] = 6,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of a table (every issue)")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="write a page with a chart of the rates over the issues to this file")] = None,
