@@ -30,8 +30,10 @@ def flip(text: str, index: int) -> str:
 def bad_tokens(web, subscriber_id: int) -> dict[str, str]:
     good = token_for(web, subscriber_id)
     tag = link_tags(engine_of(web), [subscriber_id])[subscriber_id]
-    payload, signature = good.split(".")
+    value, signature = good.rsplit(".", 1)  # "{subscriber}.{delivery}.{tag}" and its MAC (digest.links)
     gone, = add_subscribers(engine_of(web), 1)
+    legacy = URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).dumps([subscriber_id, None, tag])  # before issue 20
+    legacy_payload, legacy_signature = legacy.split(".")
     return {
         "forged (another key)": Signer("someone-elses-secret-key-000").recipient_token(
             subscriber_id=subscriber_id, delivery_id=None, tag=tag),
@@ -40,10 +42,14 @@ def bad_tokens(web, subscriber_id: int) -> dict[str, str]:
             subscriber_id=subscriber_id, delivery_id=None, tag=tag ^ 1),
         "a link from before tags, for a row stored since": URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).dumps(
             [subscriber_id, None]),
+        "an old-format link of another key": URLSafeSerializer("someone-elses-secret-key-000",
+                                                               salt=RECIPIENT_SALT).dumps([subscriber_id, None, tag]),
         # The middle of each part: the last base64 character may only carry padding bits.
-        "altered signature": f"{payload}.{flip(signature, len(signature) // 2)}",
-        "altered payload": f"{flip(payload, len(payload) // 2)}.{signature}",
-        "another subscriber's payload": f"{token_for(web, gone).split('.')[0]}.{signature}",
+        "altered signature": f"{value}.{flip(signature, len(signature) // 2)}",
+        "altered payload": f"{subscriber_id}.-.{tag ^ 2}.{signature}",
+        "another subscriber's payload": f"{token_for(web, gone).rsplit('.', 1)[0]}.{signature}",
+        "altered old-format signature": f"{legacy_payload}.{flip(legacy_signature, len(legacy_signature) // 2)}",
+        "altered old-format payload": f"{flip(legacy_payload, len(legacy_payload) // 2)}.{legacy_signature}",
         "truncated": good[:-6],
         "signature only": signature,
         "wrong salt (a click-link token)": web.app.state.ctx.signer.link_token("https://example.com/"),
@@ -117,21 +123,23 @@ def test_old_key_still_works_after_rotation_unknown_key_does_not(db_url):
 
 
 def test_tokens_carry_no_time_and_work_a_year_later(web):
-    """A token has no timestamp: made again later it is the same string, and a clock a year on still accepts it."""
+    """A token has no timestamp: made again later it is the same string, and a clock a year on still accepts it,
+    as it accepts the tokens of the format every email carried before issue 20."""
     sid, = add_subscribers(engine_of(web), 1)
     token = token_for(web, sid)
-    payload, signature = token.split(".")  # itsdangerous' timed tokens have a third, timestamp part
-
     tag = link_tags(engine_of(web), [sid])[sid]
-    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) == [sid, None, tag]
-    assert URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).loads(token) == [sid, None, tag]
+    assert token.rsplit(".", 1)[0] == f"{sid}.-.{tag}"  # subscriber, no delivery, tag: no time anywhere
     assert Signer(SECRET).recipient_token(subscriber_id=sid, delivery_id=None, tag=tag) == token
+    before = URLSafeSerializer(SECRET, salt=RECIPIENT_SALT).dumps([sid, None, tag])
+    payload, signature = before.split(".")  # itsdangerous' timed tokens have a third, timestamp part
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) == [sid, None, tag]
 
     ctx = web.app.state.ctx
     a_year_later = ctx.clock() + timedelta(days=366)
     ctx.clock = lambda: a_year_later
     assert web.get(f"/p/{token}").status_code == 200
-    assert web.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert web.get(f"/p/{before}").status_code == 200
+    assert web.post(f"/u/{before}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
     assert subscriber(web, sid).unsubscribed_at == a_year_later
 
 

@@ -267,11 +267,10 @@ class Sender:
                 lambda session: self._render(session, issue, claimed.segment_id))
         segment, email = self.rendered[claimed.segment_id]
         settings, links, signer = self.services.settings, self.services.links, self.services.signer
-        recipients = []
-        for row in claimed.rows:
-            token = signer.recipient_token(subscriber_id=row.subscriber_id, delivery_id=row.delivery_id,
-                                           tag=row.link_tag)
-            recipients.append(mail.recipient(row.delivery_id, row.email, row.name, token, links, settings))
+        rows = claimed.rows
+        tokens = signer.recipient_tokens([(row.subscriber_id, row.delivery_id, row.link_tag) for row in rows])
+        recipients = [mail.recipient(row.delivery_id, row.email, row.name, token, links, settings)
+                      for row, token in zip(rows, tokens)]
         held_until = send_at(claimed.due_at, self.clock())
         return replace(mail.issue_batch(settings=settings, week=issue.week, segment_id=segment.id, email=email,
                                         recipients=recipients), send_at=held_until)
