@@ -122,8 +122,11 @@ def subscribers_add(
     warn_unchecked(result.unchecked)
 
 
-def subscribers_import(file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV with a header row email,name,categories")]) -> None:
-    """Import subscribers from CSV: header `email,name,categories`, categories separated by `;` (empty = all).
+def subscribers_import(file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV with a header row email,name,categories[,timezone]")]) -> None:
+    """Import subscribers from CSV: header `email,name,categories`, categories separated by `;` (empty = all),
+    and optionally `timezone` (an IANA name such as Europe/Berlin; empty = DIGEST_TIMEZONE). An unknown time
+    zone refuses the whole file, naming its line, and imports nothing; a file without the column leaves the
+    zones already stored as they are.
 
     Good rows are imported; each bad row is reported by the line where it starts, as an editor numbers
     lines. The summary counts new addresses, addresses already in the store, rows repeating an address

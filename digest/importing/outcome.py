@@ -24,8 +24,8 @@ class SubscriberImport:
     unchanged (the first row of an address), duplicates (a later row of the same address) or bad_rows."""
 
     created: int = 0
-    updated: int = 0  # addresses already in the store whose name or categories changed
-    unchanged: int = 0  # addresses already in the store with the same name and categories
+    updated: int = 0  # addresses already in the store whose name, categories or time zone changed
+    unchanged: int = 0  # addresses already in the store with the same name, categories and time zone
     duplicates: int = 0  # rows repeating an address met earlier in the file (any letter case): the later row wins
     bad_rows: int = 0  # rows skipped; ``errors`` lists the first MAX_ROW_ERRORS of them
     suppressed: int = 0  # of the bad rows, addresses that asked to be forgotten: never re-created
