@@ -22,6 +22,7 @@ from digest.transports.safe_links import UnsafeLinks, unsafe_links_message
 MAX_RECIPIENTS = 1000  # per request, to+cc+bcc over all personalizations
 MAX_CATEGORIES = 10
 MAX_ARGS_BYTES = 10_000  # substitutions, and custom_args, per personalization
+DELIVERY_ARG_BYTES = len("delivery_id") + 19  # the one custom arg each personalization adds: a delivery id
 # "You may not override the following headers" (schema, personalizations[].headers and headers).
 # We count opens and clicks ourselves (digest.track); SendGrid's own tracking, on by default in an account, would
 # rewrite every link (our /u/ and /c/ too) through its redirect, count each click twice and add its own pixel and
@@ -133,7 +134,7 @@ def build_payload(batch: Batch, *, sandbox: bool = False, tracking: Literal["off
     _check_line("subject", batch.subject)
     _check_line("from name", batch.from_name)
     payload: dict = {
-        "personalizations": [_personalization(r, batch.custom_args) for r in batch.recipients],
+        "personalizations": [_personalization(r) for r in batch.recipients],
         "from": _address(batch.from_email, batch.from_name),
         "subject": batch.subject,
         # text/plain first: SendGrid requires that order when both are present
@@ -143,6 +144,8 @@ def build_payload(batch: Batch, *, sandbox: bool = False, tracking: Literal["off
         payload["headers"] = _checked_headers("batch headers", batch.headers)
     if batch.categories:
         payload["categories"] = list(batch.categories)
+    if batch.custom_args:  # once per request: SendGrid adds them to every recipient's events
+        payload["custom_args"] = _checked_size("custom_args", batch.custom_args, room=MAX_ARGS_BYTES - DELIVERY_ARG_BYTES)
     if batch.reply_to:
         payload["reply_to"] = {"email": _check_line("reply_to", batch.reply_to)}
     if tracking == "off":
@@ -156,18 +159,15 @@ def build_payload(batch: Batch, *, sandbox: bool = False, tracking: Literal["off
     return payload
 
 
-def _personalization(recipient: Recipient, batch_args: dict[str, str]) -> dict:
-    where = f"recipient {recipient.email!r}"
-    custom_args = dict(batch_args)
-    if recipient.delivery_id is not None:
-        custom_args["delivery_id"] = str(recipient.delivery_id)  # custom_args values must be strings
+def _personalization(recipient: Recipient) -> dict:
     out: dict = {"to": [_address(recipient.email, recipient.name)]}
     if recipient.substitutions:
-        out["substitutions"] = _checked_size(f"{where}: substitutions", recipient.substitutions)
+        out["substitutions"] = _checked_size(lambda: f"recipient {recipient.email!r}: substitutions",
+                                             recipient.substitutions)
     if recipient.headers:
-        out["headers"] = _checked_headers(f"{where}: headers", recipient.headers)
-    if custom_args:
-        out["custom_args"] = _checked_size(f"{where}: custom_args", custom_args)
+        out["headers"] = _checked_headers(lambda: f"recipient {recipient.email!r}: headers", recipient.headers)
+    if recipient.delivery_id is not None:
+        out["custom_args"] = {"delivery_id": str(recipient.delivery_id)}  # custom_args values must be strings
     return out
 
 
@@ -190,22 +190,28 @@ def _check_line(where: str, value: str) -> str:
     return value
 
 
-def _checked_headers(where: str, headers: dict[str, str]) -> dict[str, str]:
+def _checked_headers(where, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` when none is reserved or holds CR or LF; ``where``: a string, or a callable that makes it (only
+    for the error: a batch checks a thousand recipients' headers)."""
     for name, value in headers.items():
-        _check_line(f"{where}: header name", name)
-        _check_line(f"{where}: header {name}", value)
-        if name.lower() in RESERVED_HEADERS:
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value or name.lower() in RESERVED_HEADERS:
+            where = where() if callable(where) else where
+            _check_line(f"{where}: header name", name)
+            _check_line(f"{where}: header {name}", value)
             raise ValueError(f"{where}: {name} is reserved by SendGrid; set it through its own field")
-    return dict(headers)
+    return headers
 
 
-def _checked_size(where: str, values: dict[str, str]) -> dict[str, str]:
-    # Measured as the UTF-8 length of the compact JSON object: never less than the sum of key and value
-    # bytes that SendGrid's "10,000 bytes" may mean, so a batch that passes here passes there.
-    size = len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode())
-    if size > MAX_ARGS_BYTES:
-        raise ValueError(f"{where}: {size} bytes; SendGrid takes at most {MAX_ARGS_BYTES} per personalization")
-    return dict(values)
+def _checked_size(where, values: dict[str, str], *, room: int = MAX_ARGS_BYTES) -> dict[str, str]:
+    """``values`` within SendGrid's "10,000 bytes" per personalization: the UTF-8 bytes of the keys and values (a
+    request's own custom_args count against each personalization's, so they leave room for the delivery id).
+    ``where`` as for `_checked_headers`."""
+    size = sum((len(k) if k.isascii() else len(k.encode())) + (len(v) if v.isascii() else len(v.encode()))
+               for k, v in values.items())
+    if size > room:
+        where = where() if callable(where) else where
+        raise ValueError(f"{where}: {size} bytes; SendGrid takes at most {room} per personalization")
+    return values
 
 
 def _http_error(error: HTTPError) -> Exception:
