@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import datetime, timedelta
 from typing import Protocol
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
+    """One recipient of a batch (a tuple: a thousand are made per batch, a million per send)."""
+
     delivery_id: int | None  # None for a test send, which touches no delivery
     email: str
     name: str
