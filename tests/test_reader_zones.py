@@ -251,6 +251,19 @@ def test_an_unknown_zone_refuses_the_file_naming_file_line_and_field_and_stores_
     assert everyone(engine) == before
 
 
+def test_digest_subscribers_add_sets_a_zone_keeps_it_when_not_given_and_refuses_an_unknown_one(engine):
+    """add with --timezone stores it; an update without it leaves it; "" clears it; an unknown name is refused"""
+    add_subscriber(engine=engine, email="ana@example.com", now=NOW, timezone="Pacific/Auckland")
+    add_subscriber(engine=engine, email="ana@example.com", name="Ana", now=LATER)
+    [(_, name, _, zone, _, _)] = everyone(engine)
+    assert (name, zone) == ("Ana", "Pacific/Auckland")
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        add_subscriber(engine=engine, email="ana@example.com", now=LATER, timezone="Mars/Olympus")
+    add_subscriber(engine=engine, email="ana@example.com", name="Ana", now=LATER, timezone="")
+    [(_, _, _, zone, _, _)] = everyone(engine)
+    assert zone is None
+
+
 def test_the_header_names_the_new_column_when_refusing_one_it_does_not_know(engine, tmp_path):
     """an unknown column's message lists timezone among the columns one may use"""
     with pytest.raises(InvalidImport) as refused:

@@ -100,8 +100,10 @@ def subscribers_add(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="the subscriber's address")],
     name: Annotated[str, typer.Option(help="how to greet them")] = "",
     category: Annotated[Optional[list[str]], typer.Option("--category", "-c", help="a category to follow; repeat for more; none = all")] = None,
+    timezone: Annotated[Optional[str], typer.Option("--timezone", metavar="ZONE", help="their IANA time zone, e.g. Europe/Berlin (\"\": the newsletter's own); unset: left as it is")] = None,
 ) -> None:
-    """Add a subscriber, or update the name and categories of an existing one (never their status).
+    """Add a subscriber, or update the name and categories (and with --timezone the time zone) of an existing
+    one (never their status).
 
     A category must be one the imported comparisons use (any letter case): a typo is refused with the
     closest match. Before any comparison is imported nothing can be checked, and a warning says so.
@@ -110,12 +112,14 @@ def subscribers_add(
     Examples:
       digest subscribers add ada@example.com --name Ada
       digest subscribers add ada@example.com -c "Developer Tools" -c Writing
+      digest subscribers add ada@example.com --timezone Pacific/Auckland
     """
     from digest.importing import InvalidAddress, add_subscriber
 
     settings = settings_for_run(need_secrets=False)
     try:
-        result = add_subscriber(engine=engine_for(settings), email=email, name=name, categories=category or [], now=utcnow())
+        result = add_subscriber(engine=engine_for(settings), email=email, name=name, categories=category or [], now=utcnow(),
+                                timezone=timezone)
     except (InvalidAddress, ValueError) as exc:  # ValueError: a name digest.subscribers.names refuses
         raise fail(str(exc))
     console.print(f"{result.email}: {'added' if result.created else 'updated'}")

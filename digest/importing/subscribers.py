@@ -25,6 +25,7 @@ from digest.importing.outcome import ImportStopped, RowError, SubscriberImport
 from digest.importing.subscriber_rows import checked_name, good_rows, subscriber_row, zone_problems
 from digest.progress import NullProgress, Progress
 from digest.subscribers.subscriptions import suppressed_keys
+from digest.subscribers.zones import checked_zone
 from storage.imports import stored_subscribers, subscriber_id, upsert_subscribers
 
 if TYPE_CHECKING:
@@ -56,8 +57,9 @@ class AddResult:
 
 
 def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: Iterable[str] = (),
-                   now: datetime) -> AddResult:
-    """Add an active, confirmed subscriber, or update the name and categories of a known address.
+                   now: datetime, timezone: str | None = None) -> AddResult:
+    """Add an active, confirmed subscriber, or update the name and categories of a known address; with
+    ``timezone`` (an IANA name, "" for none: the newsletter's own) their time zone too, else it is left as it is.
 
     ``categories`` are names as a person writes them ("Developer Tools"), or ``;``-separated lists of
     them; none means every category. Raises InvalidAddress with email-validator's reason,
@@ -69,7 +71,8 @@ def add_subscriber(*, engine: Engine, email: str, name: str = "", categories: It
     address = normalize_address(email.strip())
     names = [categories] if isinstance(categories, str) else categories
     chosen = [part for each in names for part in category_list(each)]
-    row = subscriber_row(address.email, address.key, checked_name(name), stored_categories(chosen))
+    zone = {} if timezone is None else {"timezone": checked_zone(timezone)}  # UnknownZone: a ValueError
+    row = subscriber_row(address.email, address.key, checked_name(name), stored_categories(chosen), **zone)
     with engine.begin() as connection:
         known = KnownCategories.in_store(connection)
         for category in chosen:
