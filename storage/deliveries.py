@@ -186,15 +186,18 @@ def release(*, session: Session, ids: Sequence[int], owner: str, error: str) -> 
     return result.rowcount
 
 
-def extend_lease(*, session: Session, ids: Sequence[int], owner: str, lease_until: datetime, ambiguous: bool) -> None:
-    """Before a retry: keep the lease, and count a possible duplicate when the last try was ambiguous."""
+def extend_lease(*, session: Session, ids: Sequence[int], owner: str, lease_until: datetime, ambiguous: bool) -> int:
+    """Before a retry: keep the lease, and count a possible duplicate when the last try was ambiguous. How many of
+    ``ids`` are still ``owner``'s: fewer than all when another sender took them over (the lease ran out while this
+    one could not reach the database), and then those must not be posted again."""
     values: dict = dict(leased_until=lease_until)
     if ambiguous:
         values["ambiguous_resends"] = Delivery.ambiguous_resends + 1
-    session.execute(
-        update(Delivery).where(Delivery.id.in_(list(ids)), Delivery.lease_owner == owner).values(**values)
+    return session.execute(
+        update(Delivery).where(Delivery.id.in_(list(ids)), Delivery.lease_owner == owner,
+                               Delivery.status == DeliveryStatus.sending.value).values(**values)
         .execution_options(synchronize_session=False)
-    )
+    ).rowcount
 
 
 def sending_owners(*, session: Session, issue_id: int) -> list[str]:

@@ -5,7 +5,7 @@ import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.factories import build_sender
 from digest.config import Settings
@@ -14,7 +14,7 @@ from digest.send.loop import SendAborted
 from digest.transports.base import PermanentError, RateLimited, TransientError
 from digest.claim.opening import open_issue
 from storage.throttle import block_sending
-from storage.db import session_scope
+from storage.db import make_engine, session_scope
 from storage.models import Delivery, DeliveryStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
 
@@ -69,6 +69,39 @@ def test_429_waits_until_the_reset_time_then_sends(db_url, tmp_path, clock):
     assert report.sent == 3 and report.rate_limited == 1
     assert clock.slept and 30 <= clock.slept[0] <= 31
     assert clock.now.timestamp() >= reset
+
+
+class TakenOverWhileWaiting(RecordingTransport):
+    """Answers the first batch 429; meanwhile another sender takes its rows over (their lease ran out while this
+    one could not reach the database), as a host cut off from the network would find when it comes back."""
+
+    def __init__(self, db_url: str, reset_at: float):
+        super().__init__(RateLimited("429 too many requests", reset_at=reset_at))
+        self.db_url = db_url
+
+    def send(self, batch):
+        if self.calls == 0:
+            engine = make_engine(self.db_url)
+            with session_scope(engine) as session:
+                session.execute(update(Delivery).where(Delivery.id.in_([r.delivery_id for r in batch.recipients]))
+                                .values(lease_owner=OTHER))
+            engine.dispose()
+        return super().send(batch)
+
+
+OTHER = "other-host:1:x"
+
+
+def test_a_batch_taken_over_while_waiting_for_a_retry_is_not_posted_again(db_url, tmp_path, clock):
+    "a 429, then the rows are another sender's: the retry does not post them, and they stay the other sender's"
+    transport = TakenOverWhileWaiting(db_url, reset_at=SLOT.timestamp() + 5)
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 3))
+    assert transport.calls == 1 and transport.batches == []  # refused once, never posted again
+    assert report.sent == 0 and any("taken over by another sender" in error for error in report.errors)
+    with session_scope(sender.services.engine) as session:
+        rows = session.execute(select(Delivery.status, Delivery.lease_owner)).all()
+    assert rows == [(DeliveryStatus.sending.value, OTHER)] * 3
 
 
 class BlockedByAnotherSender(RecordingTransport):

@@ -108,11 +108,6 @@ class SentAgainAfterComeback(AssertionError):
     """The cut-off host, back on the network, posted rows that the other host had taken over and sent."""
 
 
-# A known bug, strict: this test fails as soon as the bug is fixed, so the marker goes with the fix; anything
-# else that goes wrong (the namespaces, the takeover, a second copy before host-a comes back) fails as usual.
-@pytest.mark.xfail(strict=True, raises=SentAgainAfterComeback, reason=(
-    "digest/send/loop.py posts a batch again (a retry after a 429, a timeout or a 5xx) without checking that its "
-    "lease still holds: host-a, back, re-posts the rows host-b took over and sent"))
 def test_a_host_cut_off_mid_send_loses_its_leases_to_the_other_and_sends_nothing_when_it_comes_back(
         postgres_url, tmp_path):
     "host-a is cut off holding leases it has not posted: host-b sends them once they end; host-a, back, sends nothing"

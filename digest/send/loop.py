@@ -45,6 +45,10 @@ RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage
 RATE_LIMIT_MAX_WAITS = 100  # consecutive 429s on one batch before we give up for this run
 
 
+class LeaseLost(Exception):
+    """Another sender took over (some of) a batch's rows while this one waited to try it again."""
+
+
 class SendAborted(Exception):
     """The provider kept failing; the batch went back to pending and a rerun resumes. Carries the report."""
 
@@ -194,7 +198,17 @@ class Sender:
 
     def _send_batch(self, batch: Batch, report: SendReport, *, issue_id: int):
         """Post one batch until the provider takes it; returns the work that records it as sent (None when
-        the provider refused it for good, which is recorded here). Raises SendAborted when giving up."""
+        the provider refused it for good, which is recorded here, or when another sender took it over while this
+        one waited to try again). Raises SendAborted when giving up."""
+        try:
+            return self._post(batch, report, issue_id=issue_id)
+        except LeaseLost as exc:  # what is still ours goes back to pending; the rest is the other sender's to send
+            ids = [recipient.delivery_id for recipient in batch.recipients]
+            self.services.transaction(lambda session: release(session=session, ids=ids, owner=self.owner, error=None))
+            report.errors.append(str(exc))
+            return None
+
+    def _post(self, batch: Batch, report: SendReport, *, issue_id: int):
         ids = [recipient.delivery_id for recipient in batch.recipients]
         failures = 0
         waits = 0
@@ -233,6 +247,7 @@ class Sender:
             self._give_up(ids, f"rate limited until too far ahead: {exc}", report)
         self._extend(ids, ambiguous=False, extra=delay)
         self.services.sleep(delay)
+        self._extend(ids, ambiguous=False, extra=0.0, observe=True)
 
     def _back_off(self, ids: list[int], exc: TransientError, failures: int, report: SendReport) -> None:
         report.retries += 1
@@ -243,6 +258,7 @@ class Sender:
         delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1)) * (0.5 + self.jitter() / 2)
         self._extend(ids, ambiguous=exc.ambiguous, extra=delay)
         self.services.sleep(delay)
+        self._extend(ids, ambiguous=False, extra=0.0, observe=True)
 
     def _refused(self, ids: list[int], message: str, report: SendReport) -> None:
         self.services.transaction(lambda session: finish(session=session, ids=ids, owner=self.owner,
@@ -307,10 +323,24 @@ class Sender:
         # A little past the reset, jittered, so that several senders do not all return at the same instant.
         return max(0.0, delay) + 0.05 + self.jitter() * 0.5
 
-    def _extend(self, ids: list[int], *, ambiguous: bool, extra: float) -> None:
-        self.services.transaction(lambda session: extend_lease(
-            session=session, ids=ids, owner=self.owner, lease_until=self.clock() + self.lease + timedelta(seconds=extra),
-            ambiguous=ambiguous))
+    def _extend(self, ids: list[int], *, ambiguous: bool, extra: float, observe: bool = False) -> None:
+        """Keep the batch's lease through the wait before its next try (and again once the wait is over, just
+        before the try, with ``observe``); LeaseLost when another sender holds any of its rows now (this one was
+        cut off from the database past its lease): they are theirs to send.
+
+        ``observe``: the transport reads what it shares with other senders (a rate limit) in this transaction, so
+        the try that follows goes out at once, without a database read of its own that could outlast the lease.
+        """
+        def extend(session) -> int:
+            kept = extend_lease(session=session, ids=ids, owner=self.owner, ambiguous=ambiguous,
+                                lease_until=self.clock() + self.lease + timedelta(seconds=extra))
+            if observe:
+                self.services.transport.observe(session.connection())
+            return kept
+        kept = self.services.transaction(extend)
+        if kept < len(ids):
+            raise LeaseLost(f"{len(ids) - kept} of the batch's {len(ids)} recipients were taken over by another sender "
+                            "while this one waited: not posted again")
 
     def _give_up(self, ids: list[int], why: str, report: SendReport) -> None:
         self.services.transaction(lambda session: release(session=session, ids=ids, owner=self.owner, error=why[:1000]))
