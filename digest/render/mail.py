@@ -6,8 +6,10 @@ archive and the signup mail all build their emails here, so a rule about what an
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from digest.claim.selection import cap
 from digest.config import Settings
@@ -15,10 +17,15 @@ from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links
 from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail
 from digest.subscribers.names import clean_name
-from digest.transports.base import Batch, Recipient
+from digest.transports.base import Batch, Recipient, TransientError
 from digest.votes.results import ReaderResult
 from storage.changes import load_changes
 from storage.comparisons import load_claimed_comparisons, load_comparisons, load_issue_comparisons
+
+if TYPE_CHECKING:
+    from digest.transports.base import Transport
+
+log = logging.getLogger("digest.mail")
 
 
 def listed_ids(stored: str) -> list[int]:
@@ -96,3 +103,25 @@ def batch(*, settings: Settings, email: RenderedEmail, recipients: list[Recipien
         categories=categories,
         custom_args=custom_args,
     )
+
+
+LETTER_ATTEMPTS = 3  # a one-off email (the welcome, the re-permission letters): tried again after 1 s and 2 s
+
+
+def send_letter(transport: Transport, batch: Batch, *, what: str, sleep: Callable[[float], None]) -> str | None:
+    """Hand a one-off email (the confirmation, the welcome, the re-permission letters; not an issue's batch, which
+    the send loop owns) to the transport, trying a transient failure again; None when it was taken, else why not,
+    in words (logged, with ``what`` it was)."""
+    for attempt in range(1, LETTER_ATTEMPTS + 1):
+        try:
+            transport.send(batch)
+            return None
+        except TransientError as exc:
+            log.warning("%s: attempt %d of %d failed: %s", what, attempt, LETTER_ATTEMPTS, exc)
+            if attempt == LETTER_ATTEMPTS:
+                return f"the provider failed {LETTER_ATTEMPTS} times: {exc}"
+            sleep(2.0 ** (attempt - 1))
+        except Exception as exc:  # noqa: BLE001 — a refusal (PermanentError, unsafe links) or a bug: logged
+            log.exception("%s refused", what)
+            return f"the provider refused it: {exc}"
+    return None

@@ -40,7 +40,7 @@ from digest.subscribers.names import name_problem
 from digest.subscribers.zones import UnknownZone, checked_zone
 from digest.render.environment import RenderError, RenderedEmail, render_email
 from digest.render import mail
-from digest.transports.base import Batch, Recipient, TransientError, Transport
+from digest.transports.base import Batch, Recipient, Transport
 from storage import subscribers as rows
 from storage.db import in_transaction
 from storage.faults import Conflict
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 
 CONFIRM_SALT = "digest.confirm.v1"  # its own salt: a confirmation token is never a recipient or link token
 TEMPLATES = ("email/confirm.subject.j2", "email/confirm.txt.j2", "email/confirm.mjml.j2")
-SEND_ATTEMPTS = 3  # a duplicate confirmation costs nothing, a lost one costs a subscriber: retry transients
 # An unsubscribe within this long after the link was signed does not void it: timestamps are whole seconds.
 _CLOCK_SLACK = timedelta(seconds=1)
 
@@ -277,15 +276,5 @@ def deliver(*, transport: Transport, env: jinja2.Environment, settings: Settings
         return False
     if outgoing.kind == "none":
         return False
-    for attempt in range(1, SEND_ATTEMPTS + 1):
-        try:
-            transport.send(batch)
-            return True
-        except TransientError as exc:
-            log.warning("signup email: attempt %d of %d failed: %s", attempt, SEND_ATTEMPTS, exc)
-            if attempt < SEND_ATTEMPTS:
-                sleep(0.5 * 2 ** attempt)
-        except Exception:  # noqa: BLE001 — the mailer has nobody to raise to
-            log.exception("signup email refused")
-            return False
+    return mail.send_letter(transport, batch, what="signup email", sleep=sleep) is None
     return False

@@ -24,7 +24,7 @@ from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links
 from digest.render import mail
 from digest.render.environment import RenderedEmail, email_environment, render_email
 from digest.render.text import Tagged
-from digest.transports.base import Batch, TransientError
+from digest.transports.base import Batch
 from storage import sunset as rows
 from storage.models import SubscriberStatus
 from storage.subscribers import record_event, update_subscriber
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 TEMPLATES = ("email/repermission.subject.j2", "email/repermission.txt.j2", "email/repermission.mjml.j2")
 ANSWER_DAYS = 14  # issue 18: the time a reader has to answer before they go dormant
 BATCH_SIZE = 1000  # SendGrid's per-request recipient limit, as the digest's batches
-SEND_ATTEMPTS = 3  # a transient failure is tried again after 1 s and 2 s; then the pass stops for the day
 
 
 @dataclass
@@ -74,7 +73,8 @@ def sunset(*, services: Services, now: datetime, dry_run: bool = False) -> Sunse
                                                                          after=after, limit=BATCH_SIZE))
         if not claimed:
             return report
-        report.error = _send(services, letter_batch(services=services, email=email, readers=claimed))
+        report.error = mail.send_letter(services.transport, letter_batch(services=services, email=email, readers=claimed),
+                                        what="re-permission emails", sleep=services.sleep)
         if report.error:
             ids = [reader.id for reader in claimed]
             services.transaction(lambda session: rows.release_claim(session=session, ids=ids, asked_at=now))
@@ -104,23 +104,6 @@ def letter_batch(*, services: Services, email: RenderedEmail, readers: list[rows
         for reader in readers]
     return mail.batch(settings=settings, email=email, recipients=recipients, headers={"List-Id": settings.list_id},
                       categories=["repermission"], custom_args={"kind": "repermission"})
-
-
-def _send(services: Services, batch: Batch) -> str | None:
-    """Send with retries on transient failures; None when sent, else why not (logged)."""
-    for attempt in range(1, SEND_ATTEMPTS + 1):
-        try:
-            services.transport.send(batch)
-            return None
-        except TransientError as exc:
-            log.warning("re-permission emails: attempt %d of %d failed: %s", attempt, SEND_ATTEMPTS, exc)
-            if attempt == SEND_ATTEMPTS:
-                return f"the provider failed {SEND_ATTEMPTS} times: {exc}"
-            services.sleep(2.0 ** (attempt - 1))
-        except Exception as exc:  # noqa: BLE001 — a refusal (PermanentError) or a bug: the pass stops, logged
-            log.exception("re-permission emails refused")
-            return f"the provider refused them: {exc}"
-    return None
 
 
 # -- the reader's answers (digest.web.keep) ------------------------------------------------------------------

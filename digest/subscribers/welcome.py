@@ -35,7 +35,7 @@ from digest.render.environment import RenderError, RenderedEmail, render_email
 from digest.render.text import Tagged, clip
 from digest.render.verdicts import PICK_NAME_MAX, tally
 from digest.subscribers.zones import zone_or_default
-from digest.transports.base import Batch, TransientError
+from digest.transports.base import Batch
 from storage import welcome as rows
 from storage.comparisons import load_issue_comparisons
 from storage.issues import ranked_comparison_ids
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = ("email/welcome.subject.j2", "email/welcome.txt.j2", "email/welcome.mjml.j2")
 SHOWN = 3  # issue 19: "the latest issue's three clearest verdicts"
-SEND_ATTEMPTS = 3  # as the confirmation: transient failures are tried again after 1 s and 2 s
 # English names whatever the process locale (calendar.day_name follows it), as digest.render.email's months.
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -248,15 +247,5 @@ def send(*, services: Services, env: jinja2.Environment, letter: Welcome) -> boo
     except RenderError:
         log.exception("welcome email did not render")
         return False
-    for attempt in range(1, SEND_ATTEMPTS + 1):
-        try:
-            services.transport.send(batch)
-            return True
-        except TransientError as exc:
-            log.warning("welcome email: attempt %d of %d failed: %s", attempt, SEND_ATTEMPTS, exc)
-            if attempt < SEND_ATTEMPTS:
-                services.sleep(2.0 ** (attempt - 1))
-        except Exception:  # noqa: BLE001 — a refusal (PermanentError, unsafe links) or a bug: logged
-            log.exception("welcome email refused")
-            return False
+    return mail.send_letter(services.transport, batch, what="welcome email", sleep=services.sleep) is None
     return False
