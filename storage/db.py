@@ -9,6 +9,7 @@ one failing later with "database is locked" halfway through a transaction. A con
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,12 +50,34 @@ def _sqlite_engine(url: str, **kwargs) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         cursor.close()
 
+    # SQLite has one writer at a time; a writer that finds the lock taken sleeps and tries again (1, 2, 5 … up to
+    # 100 ms a time), so threads of one process queued behind each other waited out those sleeps, not each other:
+    # 8 requests at once made a vote POST take a second (benchmarks/web_writes.py). They queue here instead, on a
+    # lock of this process that hands over the moment a transaction ends; other processes still meet SQLite's.
+    writers = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         # A connection opened with execution_options(read_only=True) only reads: in WAL mode it needs no
         # lock at all, so it must not queue for the writers' one.
-        read_only = connection.get_execution_options().get("read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("read_only", False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # Past the busy timeout, on to SQLite's own wait, which fails as it always did.
+        held = writers.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if held:
+                writers.release()
+            raise
+        connection.info["digest_writer"] = held
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(connection):
+        if connection.info.pop("digest_writer", False):
+            writers.release()
 
     return engine
 
