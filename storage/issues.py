@@ -90,7 +90,8 @@ def set_ranks(*, session: Session, issue_id: int, ranked_ids: Sequence[int]) -> 
     )
 
 
-def _audience(now: datetime, cadence: str):
+def in_audience(now: datetime, cadence: str):
+    """The readers an issue of ``cadence`` goes to at ``now``: active, of that cadence, not paused."""
     return (Subscriber.status == SubscriberStatus.active.value) & (Subscriber.cadence == cadence) & or_(
         Subscriber.paused_until.is_(None), Subscriber.paused_until <= now
     )
@@ -100,7 +101,7 @@ def audience_category_sets(*, session: Session, now: datetime, cadence: str = Ca
     """Active, unpaused subscribers of ``cadence`` (a weekly issue's audience; issue 19) counted by the categories
     they follow."""
     rows = session.execute(
-        select(Subscriber.categories, func.count()).where(_audience(now, cadence)).group_by(Subscriber.categories)
+        select(Subscriber.categories, func.count()).where(in_audience(now, cadence)).group_by(Subscriber.categories)
     )
     return {categories: count for categories, count in rows}
 
@@ -161,7 +162,7 @@ _ENGAGEMENT = ("(SELECT count(*) FROM event e WHERE e.subscriber_id = s.id AND e
 
 def audience_zones(*, session: Session, now: datetime, cadence: str = Cadence.weekly.value) -> list[str | None]:
     """The time zones the audience of ``cadence`` lives in (None: readers who gave none), for local delivery."""
-    query = select(Subscriber.timezone).where(_audience(now, cadence)).distinct()
+    query = select(Subscriber.timezone).where(in_audience(now, cadence)).distinct()
     return list(session.execute(query).scalars())
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, func, or_, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlmodel import Session
 
 from storage.models import (
@@ -19,9 +19,9 @@ from storage.models import (
     IssueComparison,
     IssueKind,
     Subscriber,
-    SubscriberStatus,
 )
 from storage.due import due_sql as due_expression
+from storage.issues import in_audience
 from storage.types import UTCDateTime
 
 if TYPE_CHECKING:
@@ -48,14 +48,9 @@ def issue_of_comparisons(*, session: Session, issue_ids: Sequence[int]) -> dict[
                                 .where(IssueComparison.issue_id.in_(list(issue_ids)))).all())
 
 
-def _unpaused_monthly(now: datetime):
-    return (Subscriber.status == SubscriberStatus.active.value) & (Subscriber.cadence == Cadence.monthly.value) & or_(
-        Subscriber.paused_until.is_(None), Subscriber.paused_until <= now)
-
-
 def monthly_readers(*, session: Session, now: datetime) -> int:
     """Active, unpaused readers of the monthly email."""
-    return session.execute(select(func.count()).select_from(Subscriber).where(_unpaused_monthly(now))).scalar_one()
+    return session.execute(select(func.count()).select_from(Subscriber).where(in_audience(now, Cadence.monthly.value))).scalar_one()
 
 
 # Which of the covered issues a reader has (bit k: covers[k]): a delivery that went out or is still going

@@ -105,7 +105,7 @@ def batch(*, settings: Settings, email: RenderedEmail, recipients: list[Recipien
     )
 
 
-LETTER_ATTEMPTS = 3  # a one-off email (the welcome, the re-permission letters): tried again after 1 s and 2 s
+LETTER_ATTEMPTS = 3  # a one-off email (the confirmation, the welcome, the re-permission letters): again after 1 s, 2 s
 
 
 def send_letter(transport: Transport, batch: Batch, *, what: str, sleep: Callable[[float], None]) -> str | None:

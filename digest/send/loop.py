@@ -78,6 +78,7 @@ class SendReport:
     scheduled: int = 0
     later: int = 0
     next_claim_at: datetime | None = None
+    halted: str | None = None  # the issue was paused ("paused: <reason>") or cancelled: the run stopped (issue 18)
 
     def timing(self) -> str:
         """What this run left for the readers' own hour (DIGEST_DELIVERY=local), in words; "" when nothing."""
@@ -88,7 +89,6 @@ class SendReport:
             parts.append(f"{self.later:,} due too far ahead to hand over yet: from "
                          f"{self.next_claim_at:%a %d %b %H:%M} UTC, the next run or worker does")
         return "; ".join(parts)
-    halted: str | None = None  # the issue was paused ("paused: <reason>") or cancelled: the run stopped (issue 18)
 
 
 @dataclass
