@@ -20,7 +20,8 @@ from storage.raw import Raw
 
 
 class BatchRow(NamedTuple):
-    """One recipient of a claimed batch (a tuple: a thousand are built per batch)."""
+    """What a claimed batch's rows begin with, in this order (they are the tuples the claim's SELECT returns, as
+    they come: a million per send, so no object is made of each; index them, row[0] to row[4])."""
 
     delivery_id: int
     subscriber_id: int
@@ -32,7 +33,7 @@ class BatchRow(NamedTuple):
 @dataclass(frozen=True)
 class ClaimedBatch:
     segment_id: int
-    rows: list[BatchRow]
+    rows: list[tuple]  # each begins as a BatchRow
     resent: int  # rows taken over from a sender whose outcome is unknown (counted as ambiguous)
     position: tuple[int, int] = (0, 0)  # (segment_id, id) of the last row leased: pass as ``after`` next time
     due_at: datetime | None = None  # when every row of the batch is due (DIGEST_DELIVERY=local); None: now
@@ -58,29 +59,33 @@ def claim_batch(
     """
     raw = Raw(session)
     params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON)}
-    candidates = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
+    candidates, stale = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
     if not candidates:
         return None
-    # d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag, d.due_at
-    segment_id, due = candidates[0][1], candidates[0][9]
-    chosen = list(itertools.takewhile(lambda row: row[1] == segment_id and row[9] == due, candidates))
-    ids = [row[0] for row in chosen]
+    # d.id, d.subscriber_id, s.email, s.name, s.link_tag, s.status, d.segment_id, d.due_at, d.status, d.lease_owner
+    first, last = candidates[0], candidates[-1]
+    segment_id, due = first[6], first[7]
+    if last[6] != segment_id or last[7] != due:  # the rows run into the next segment or due time: up to there
+        candidates = list(itertools.takewhile(lambda row: row[6] == segment_id and row[7] == due, candidates))
+    ids = [row[0] for row in candidates]
     leased = DeliveryStatus.sending.value
-    resent = sum(1 for row in chosen if row[2] == leased and row[3] != owner)
+    resent = sum(1 for row in candidates if row[8] == leased and row[9] != owner) if stale else 0
     raw.run(_LEASE_SQL.format(among=raw.among("ids")),
             {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids(ids)})
     active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
-    gone = [row for row in chosen if row[7] != active]
+    gone = [row for row in candidates if row[5] != active]
     if gone:
         _drop_gone(session, raw, gone, owner=owner, now=now)
-    rows = [BatchRow(row[0], row[4], row[5], row[6], row[8]) for row in chosen if row[7] == active]
+        candidates = [row for row in candidates if row[5] == active]
     due_at = raw.read_time(due) if due is not None else None
-    return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]), due_at=due_at)
+    return ClaimedBatch(segment_id=segment_id, rows=candidates, resent=resent, position=(segment_id, ids[-1]),
+                        due_at=due_at)
 
 
 def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[str],
-                after: tuple[int, int] | None) -> list[tuple]:
-    """The next rows a claim may lease, in index order, with their subscribers.
+                after: tuple[int, int] | None) -> tuple[list[tuple], bool]:
+    """The next rows a claim may lease, in index order, with their subscribers; and whether they are stale
+    leases (taken over: then some may have been handed to the provider already).
 
     Each query walks the issue's rows in the (issue_id, segment_id, id) index, in order, and stops at
     ``limit``; status is a filter, not part of the index, so that leasing and closing a row never touch
@@ -98,23 +103,23 @@ def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[
         # for every batch (11 ms a claim at 200,000 recipients, growing with the list).
         segment, last = after
         return raw.fetch(_candidates_sql(raw.dialect, _SAME_SEGMENT), {**params, "segment": segment, "last": last}) \
-            or raw.fetch(_candidates_sql(raw.dialect, _LATER_SEGMENTS), {**params, "segment": segment})
+            or raw.fetch(_candidates_sql(raw.dialect, _LATER_SEGMENTS), {**params, "segment": segment}), False
     # Stale: a lease that ran out, or belongs to a process known dead, or is ``owner``'s own, still
     # open: a claim whose commit succeeded but whose answer was lost (the database went away at that
     # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
     # sender records its last batch in the same transaction, before this (Sender._claim).
     stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
-    return raw.fetch(_candidates_sql(raw.dialect, stale),
-                     {**params, "now": raw.time(now), "dead": raw.array(dead_owners)}) \
-        or raw.fetch(_candidates_sql(raw.dialect, _PENDING), params)
+    rows = raw.fetch(_candidates_sql(raw.dialect, stale), {**params, "now": raw.time(now), "dead": raw.array(dead_owners)})
+    return (rows, True) if rows else (raw.fetch(_candidates_sql(raw.dialect, _PENDING), params), False)
 
 
 def _drop_gone(session: Session, raw: Raw, gone: list[tuple], *, owner: str, now: datetime) -> None:
     """Claimed rows whose subscriber is no longer active: they are not sent."""
-    erased = [row[0] for row in gone if row[4] is None]
-    if erased:  # written by a fan-out while an erase ran (see Delivery): erasing meant deleting them
+    erased = [row[0] for row in gone if row[2] is None]
+    if erased:  # no subscriber row (the LEFT JOIN read NULLs): written by a fan-out while an erase ran (see
+        # Delivery), and erasing meant deleting them
         raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
-    left = [row[0] for row in gone if row[4] is not None]
+    left = [row[0] for row in gone if row[2] is not None]
     if left:  # left between fan-out and now: they get nothing more from us
         finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
                error="subscriber no longer active")
@@ -139,7 +144,7 @@ def finish(
 # PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery
 # whose subscriber was erased is found too (s.id is NULL), and deleted.
 _CANDIDATES_SQL = (
-    "SELECT d.id, d.segment_id, d.status, d.lease_owner, s.id, s.email, s.name, s.status, s.link_tag, d.due_at "
+    "SELECT d.id, d.subscriber_id, s.email, s.name, s.link_tag, s.status, d.segment_id, d.due_at, d.status, d.lease_owner "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
     "WHERE d.issue_id = :issue_id AND {sendable} AND (d.due_at IS NULL OR d.due_at <= :horizon) "
     "ORDER BY d.segment_id, d.id LIMIT :limit"

@@ -369,6 +369,10 @@ def _handler_for(fake: FakeSendGrid):
                     length -= len(self.rfile.read(min(length, 1 << 20))) or length
                 return self._answer(413, {}, error_body(("Payload Too Large: the limit is 30 MB.", None)))
             raw = self.rfile.read(length)
+            media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if raw and media != "application/json":  # as SendGrid answers (parameters such as charset are fine)
+                fake._next_action()
+                return self._answer(415, {}, error_body(("Content-Type should be application/json.", None)))
             if fake.latency:
                 fake._stopping.wait(fake.latency / 2)
             action = fake._next_action()

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 
 from digest.transports import Batch, PermanentError, RateLimited, Recipient, TransientError
-from digest.transports.sendgrid import SendGridTransport, build_payload
+from digest.transports.base import RecipientRows
+from digest.transports.sendgrid import SendGridTransport, build_payload, payload_text
 from tests.sendgrid_server import FakeSendGrid, FaultRates, error_body
 
 
@@ -356,3 +357,94 @@ def test_a_body_over_30_mb_is_refused_with_413(fake_sendgrid):
 
     assert status == 413
     assert answer["errors"][0]["message"].startswith("Payload Too Large")
+
+
+# -- an issue's batch: RecipientRows, written to JSON straight from its rows (digest.transports.sendgrid.payload_text)
+
+def as_rows(recipients: list[Recipient]) -> RecipientRows:
+    """The same recipients as an issue's batch carries them: one tuple each (they share tags and headers)."""
+    tags, names = tuple(recipients[0].substitutions), tuple(recipients[0].headers)
+    return RecipientRows([(r.delivery_id, r.email, r.name, *r.substitutions.values(), *r.headers.values())
+                          for r in recipients], substitutions=tags, headers=names)
+
+
+AWKWARD_NAMES = ["Reader 1", "", "José Müller", 'Ann "the critic" O\'Neil', "Back\\slash", "A & B <Co>", "李雷",
+                 "{0} {braces}", "Tab\there"]
+
+
+def test_an_issue_batch_written_from_its_rows_is_the_payload_of_its_recipients(fake_sendgrid, sendgrid_transport):
+    """Rows written as text make the very body build_payload makes of the same recipients — plain rows through
+    the template, the rest (non-ASCII, quotes, backslashes, braces, a tab, no name) value by value — and the
+    server, checking SendGrid's published schema, takes it."""
+    people = [recipient(n, name=name, substitutions={"[%unsub%]": f"https://verdicts.example/u/t{n}", "[%name%]": name})
+              for n, name in enumerate(AWKWARD_NAMES)]
+    rows = batch(as_rows(people), send_at=None)
+
+    assert json.loads(payload_text(rows)) == build_payload(batch(people))
+    assert payload_text(rows).isascii()
+    sendgrid_transport.send(rows)
+
+    sent = fake_sendgrid.accepted[0]["personalizations"]
+    assert [p["to"][0].get("name", "") for p in sent] == AWKWARD_NAMES
+    assert [p["custom_args"]["delivery_id"] for p in sent] == [str(100 + n) for n in range(len(AWKWARD_NAMES))]
+
+
+def test_rows_read_as_a_sequence_are_the_recipients_they_stand_for():
+    """Any transport (the outbox, a test's) reads RecipientRows as the Recipients they stand for."""
+    people = [recipient(n) for n in range(3)]
+    rows = as_rows(people)
+
+    assert list(rows) == people and rows[1] == people[1] and list(rows[1:]) == people[1:] and len(rows) == 3
+    assert batch(rows).delivery_ids() == [100, 101, 102]
+
+
+@pytest.mark.parametrize("field", ["email", "name", "header"])
+def test_cr_or_lf_in_a_row_is_refused_before_any_request(fake_sendgrid, sendgrid_transport, field):
+    """A row is checked as a Recipient is: CR or LF in an address, a name or a header value is refused."""
+    bad = "x\r\nBcc: victim@example.com"
+    broken = {"email": dict(email="a@example.com" + bad), "name": dict(name="Ann" + bad),
+              "header": dict(headers={"List-Unsubscribe": "<https://u>" + bad,
+                                      "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})}[field]
+    with pytest.raises(ValueError, match="CR or LF"):
+        sendgrid_transport.send(batch(as_rows([recipient(0), recipient(1, **broken)])))
+
+    assert fake_sendgrid.requests == 0
+
+
+def test_a_reserved_header_in_rows_is_refused(fake_sendgrid, sendgrid_transport):
+    with pytest.raises(ValueError, match="reserved"):
+        sendgrid_transport.send(batch(as_rows([recipient(0, headers={"Reply-To": "x@example.com"})])))
+
+    assert fake_sendgrid.requests == 0
+
+
+def test_oversized_substitutions_in_a_row_are_refused(fake_sendgrid, sendgrid_transport):
+    """Within the limit in characters, over it in bytes: the row is measured in UTF-8, as SendGrid counts."""
+    people = [recipient(0), recipient(1, substitutions={"[%unsub%]": "u", "[%name%]": "é" * 5000})]
+
+    with pytest.raises(ValueError, match="substitutions"):
+        sendgrid_transport.send(batch(as_rows(people)))
+
+    assert fake_sendgrid.requests == 0
+
+
+def test_more_than_1000_rows_are_refused(fake_sendgrid, sendgrid_transport):
+    with pytest.raises(ValueError, match="1001 recipients"):
+        sendgrid_transport.send(batch(as_rows([recipient(n) for n in range(1001)])))
+
+    assert fake_sendgrid.requests == 0
+
+
+def test_the_server_refuses_a_body_that_is_not_json_as_sendgrid_does(fake_sendgrid):
+    """The body's media type must be application/json (a charset parameter is fine): 415 otherwise."""
+    def post(content_type: str) -> int:
+        request = urllib.request.Request(f"{fake_sendgrid.url}/v3/mail/send", data=json.dumps(build_payload(batch())).encode(),
+                                         headers={"Authorization": f"Bearer {fake_sendgrid.api_key}",
+                                                  "Content-Type": content_type})
+        try:
+            return urllib.request.urlopen(request, timeout=10).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert post("text/plain") == 415
+    assert post("application/json; charset=utf-8") == 202

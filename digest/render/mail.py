@@ -17,7 +17,7 @@ from digest.links import NAME_HTML_TAG, NAME_TEXT_TAG, TOKEN_TAG, Links
 from digest.render.email import Renderer
 from digest.render.environment import RenderedEmail
 from digest.subscribers.names import clean_name
-from digest.transports.base import Batch, Recipient, TransientError
+from digest.transports.base import Batch, Recipient, RecipientRows, TransientError
 from digest.votes.results import ReaderResult
 from storage.changes import load_changes
 from storage.comparisons import load_claimed_comparisons, load_comparisons, load_issue_comparisons
@@ -65,21 +65,32 @@ def render_segment(*, session, renderer: Renderer, settings: Settings, week: str
 
 def recipient(delivery_id: int | None, email: str, name: str, token: str, links: Links, settings: Settings) -> Recipient:
     """One recipient's substitutions and headers (headers are never substituted, so they come ready)."""
-    name = clean_name(name)
-    unsubscribe = f"<{links.unsubscribe(token)}>"
-    if settings.unsubscribe_mailto:
-        unsubscribe += f", <mailto:{settings.unsubscribe_mailto}?subject=unsubscribe%20{token}>"
-    return Recipient(
-        delivery_id=delivery_id,
-        email=email,
-        name=name,
-        substitutions={TOKEN_TAG: token, NAME_HTML_TAG: html.escape(name or "there"), NAME_TEXT_TAG: name or "there"},
-        headers={"List-Unsubscribe": unsubscribe, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
-    )
+    return recipients([(delivery_id, None, email, name)], [token], links, settings)[0]
+
+
+# Every recipient's substitution tags, and the one header of their own (the rest are the same for every one).
+RECIPIENT_TAGS = (TOKEN_TAG, NAME_HTML_TAG, NAME_TEXT_TAG)
+RECIPIENT_HEADERS = ("List-Unsubscribe",)
+ONE_CLICK = {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def recipients(rows: Sequence[tuple], tokens: Sequence[str], links: Links, settings: Settings) -> RecipientRows:
+    """A batch's recipients: ``rows`` begin (delivery id, subscriber id, email, name), as a claim reads them
+    (storage.deliveries), and ``tokens`` are theirs, in the same order. One tuple per recipient, a million per send:
+    what is the same for all of them is worked out once."""
+    unsubscribe = links.unsubscribe("")
+    mailto = f"mailto:{settings.unsubscribe_mailto}?subject=unsubscribe%20" if settings.unsubscribe_mailto else None
+    escape, people = html.escape, []
+    for row, token in zip(rows, tokens):
+        name = clean_name(row[3])
+        greeting = name or "there"
+        header = f"<{unsubscribe}{token}>, <{mailto}{token}>" if mailto else f"<{unsubscribe}{token}>"
+        people.append((row[0], row[2], name, token, escape(greeting), greeting, header))
+    return RecipientRows(people, substitutions=RECIPIENT_TAGS, headers=RECIPIENT_HEADERS, fixed_headers=ONE_CLICK)
 
 
 def issue_batch(*, settings: Settings, week: str, segment_id: int | None, email: RenderedEmail,
-                recipients: list[Recipient], test: bool = False) -> Batch:
+                recipients: Sequence[Recipient], test: bool = False) -> Batch:
     """One request's worth of an issue: the rendered segment and its recipients, with the list headers and tags."""
     custom_args = {"issue": week, "segment": str(segment_id or 0)}
     if test:
@@ -88,7 +99,7 @@ def issue_batch(*, settings: Settings, week: str, segment_id: int | None, email:
                  categories=["test-send" if test else "weekly-digest", week], custom_args=custom_args)
 
 
-def batch(*, settings: Settings, email: RenderedEmail, recipients: list[Recipient], categories: list[str],
+def batch(*, settings: Settings, email: RenderedEmail, recipients: Sequence[Recipient], categories: list[str],
           custom_args: dict[str, str], headers: dict[str, str] | None = None) -> Batch:
     """An email from us (the configured sender and reply-to) to ``recipients``."""
     return Batch(

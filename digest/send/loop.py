@@ -203,13 +203,13 @@ class Sender:
         try:
             return self._post(batch, report, issue_id=issue_id)
         except LeaseLost as exc:  # what is still ours goes back to pending; the rest is the other sender's to send
-            ids = [recipient.delivery_id for recipient in batch.recipients]
+            ids = batch.delivery_ids()
             self.services.transaction(lambda session: release(session=session, ids=ids, owner=self.owner, error=None))
             report.errors.append(str(exc))
             return None
 
     def _post(self, batch: Batch, report: SendReport, *, issue_id: int):
-        ids = [recipient.delivery_id for recipient in batch.recipients]
+        ids = batch.delivery_ids()
         failures = 0
         waits = 0
         while True:
@@ -272,7 +272,7 @@ class Sender:
         try:
             return self._batch(issue, claimed)
         except Exception as exc:
-            ids = [row.delivery_id for row in claimed.rows]
+            ids = [row[0] for row in claimed.rows]
             error = f"not rendered: {exc}"[:1000]
             self.services.transaction(lambda session: release(session=session, ids=ids, owner=self.owner, error=error))
             raise
@@ -284,9 +284,8 @@ class Sender:
         segment, email = self.rendered[claimed.segment_id]
         settings, links, signer = self.services.settings, self.services.links, self.services.signer
         rows = claimed.rows
-        tokens = signer.recipient_tokens([(row.subscriber_id, row.delivery_id, row.link_tag) for row in rows])
-        recipients = [mail.recipient(row.delivery_id, row.email, row.name, token, links, settings)
-                      for row, token in zip(rows, tokens)]
+        tokens = signer.recipient_tokens([(row[1], row[0], row[4]) for row in rows])
+        recipients = mail.recipients(rows, tokens, links, settings)
         held_until = send_at(claimed.due_at, self.clock())
         return replace(mail.issue_batch(settings=settings, week=issue.week, segment_id=segment.id, email=email,
                                         recipients=recipients), send_at=held_until)

@@ -10,10 +10,10 @@ headers (List-Unsubscribe) arrive ready in `Recipient.headers`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class Recipient(NamedTuple):
@@ -26,6 +26,43 @@ class Recipient(NamedTuple):
     headers: dict[str, str]
 
 
+class RecipientRows(Sequence[Recipient]):
+    """An issue's batch of recipients as one tuple each: ``(delivery_id, email, name, *values)``, the values
+    filling, in order, the substitution tags ``substitutions`` and then the headers ``headers``; the batch's
+    recipients all have the same tags and headers, and ``fixed_headers`` are the same for each of them.
+
+    A send's million recipients cost a tuple each instead of a tuple and two dicts, and a transport that
+    writes its own wire format (SendGrid's JSON, digest.transports.sendgrid) writes the values as they are.
+    Read as a sequence it is the `Recipient`s it stands for, so every transport can take it.
+    """
+
+    __slots__ = ("rows", "substitutions", "headers", "fixed_headers")
+
+    def __init__(self, rows: list[tuple], *, substitutions: tuple[str, ...], headers: tuple[str, ...] = (),
+                 fixed_headers: dict[str, str] | None = None):
+        self.rows = rows
+        self.substitutions = substitutions
+        self.headers = headers
+        self.fixed_headers = fixed_headers or {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return RecipientRows(self.rows[index], substitutions=self.substitutions, headers=self.headers,
+                                 fixed_headers=self.fixed_headers)
+        return self._recipient(self.rows[index])
+
+    def __iter__(self) -> Iterator[Recipient]:
+        return map(self._recipient, self.rows)
+
+    def _recipient(self, row: tuple) -> Recipient:
+        tags = len(self.substitutions)
+        return Recipient(row[0], row[1], row[2], dict(zip(self.substitutions, row[3:3 + tags])),
+                         {**dict(zip(self.headers, row[3 + tags:])), **self.fixed_headers})
+
+
 @dataclass(frozen=True)
 class Batch:
     from_email: str
@@ -33,7 +70,7 @@ class Batch:
     subject: str
     html: str
     text: str
-    recipients: list[Recipient]
+    recipients: Sequence[Recipient]  # a list, or an issue's RecipientRows
     headers: dict[str, str] = field(default_factory=dict)  # the same for every recipient (List-Id)
     categories: list[str] = field(default_factory=list)  # at most 10 (SendGrid)
     custom_args: dict[str, str] = field(default_factory=dict)  # batch-wide; delivery_id is added per recipient
@@ -42,6 +79,12 @@ class Batch:
     # ``schedule_ahead``); None: now. ``batch_id`` groups an issue's held batches, so they can be cancelled.
     send_at: datetime | None = None
     batch_id: str | None = None
+
+    def delivery_ids(self) -> list[int | None]:
+        recipients = self.recipients
+        if isinstance(recipients, RecipientRows):  # without making a Recipient of each
+            return [row[0] for row in recipients.rows]
+        return [recipient.delivery_id for recipient in recipients]
 
 
 @dataclass(frozen=True)

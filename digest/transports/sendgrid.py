@@ -11,12 +11,15 @@ import http.client
 import json
 import socket
 import urllib.error
+from dataclasses import replace
 from typing import Literal
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from digest.transports.base import Alone, Batch, PermanentError, RateLimited, Recipient, SendResult, TransientError
+from digest.transports.base import (
+    Alone, Batch, PermanentError, RateLimited, Recipient, RecipientRows, SendResult, TransientError,
+)
 from digest.transports.safe_links import UnsafeLinks, unsafe_links_message
 
 MAX_RECIPIENTS = 1000  # per request, to+cc+bcc over all personalizations
@@ -50,9 +53,14 @@ class SendGridTransport(Alone):
         if not timeout or timeout <= 0:
             raise ValueError(f"SendGridTransport: timeout must be > 0 seconds, got {timeout!r}")
         self._client = SendGridAPIClient(api_key, host=host)
+        # The Mail Send body goes as JSON text we write (payload_text); the client sends a body as it is only
+        # when its Content-Type is not exactly application/json (else it json.dumps it). Its headers are shared
+        # by every child client of one root, so this one has a root of its own.
+        self._send_client = SendGridAPIClient(api_key, host=host)
+        self._send_client.client.request_headers["Content-Type"] = JSON_TEXT
         # The client has no default timeout: a stalled connection would hang a send worker for ever.
         # Client.timeout is copied into every child client (`client.mail.send`) and handed to urlopen.
-        self._client.client.timeout = timeout
+        self._client.client.timeout = self._send_client.client.timeout = timeout
         self._sandbox = sandbox
         self._tracking = tracking
         # Outside sandbox mode, links to a base URL readers cannot reach (or not over https) are never sent:
@@ -63,9 +71,9 @@ class SendGridTransport(Alone):
         """See `Transport`."""
         if self.refusal:
             raise UnsafeLinks(self.refusal)
-        payload = build_payload(batch, sandbox=self._sandbox, tracking=self._tracking)
+        payload = payload_text(batch, sandbox=self._sandbox, tracking=self._tracking)
         try:
-            response = self._client.client.mail.send.post(request_body=payload)
+            response = self._send_client.client.mail.send.post(request_body=payload)
         except HTTPError as error:
             raise _http_error(error) from None
         except (OSError, http.client.HTTPException) as error:
@@ -157,6 +165,66 @@ def build_payload(batch: Batch, *, sandbox: bool = False, tracking: Literal["off
     if sandbox:
         payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
     return payload
+
+
+def payload_text(batch: Batch, *, sandbox: bool = False, tracking: Literal["off", "account"] = "off") -> str:
+    """The Mail Send body as JSON text (ASCII): `build_payload`'s, with an issue's `RecipientRows` written straight
+    from their values (a million personalizations per send: no dict per recipient, and no encoder walking them)."""
+    recipients = batch.recipients
+    if not isinstance(recipients, RecipientRows) or not recipients:
+        return json.dumps(build_payload(batch, sandbox=sandbox, tracking=tracking))
+    if len(recipients) > MAX_RECIPIENTS:
+        raise ValueError(f"batch has {len(recipients)} recipients; SendGrid takes at most {MAX_RECIPIENTS}")
+    # Everything but the personalizations, checked and built as for any batch (with its first recipient).
+    envelope = build_payload(replace(batch, recipients=[recipients[0]]), sandbox=sandbox, tracking=tracking)
+    del envelope["personalizations"]
+    return '{"personalizations":[' + ",".join(_rows_text(recipients)) + "]," + json.dumps(envelope)[1:]
+
+
+JSON_TEXT = "application/json; charset=utf-8"  # what payload_text writes (ASCII, so UTF-8 too)
+
+
+def _rows_text(recipients: RecipientRows) -> list[str]:
+    """Each row's personalization as JSON text. A row of plain values (printable ASCII without a quote or
+    backslash: nearly every one) goes into a template made once per batch; any other row is checked and
+    encoded value by value (`_row_values`), as build_payload would check it."""
+    tags, names = recipients.substitutions, recipients.headers
+    _checked_headers("recipients' headers", {**dict.fromkeys(names, ""), **recipients.fixed_headers})
+    size = sum(map(len, tags)) + DELIVERY_ARG_BYTES  # the tags' own bytes count against the limit (ASCII)
+    slots = iter(range(3, 3 + len(tags) + len(names)))  # row[3:]: the tags' values, then the headers'
+    substitutions = [_braced(json.dumps(tag) + ":") + f"{{{next(slots)}}}" for tag in tags]
+    headers = [_braced(json.dumps(name) + ":") + f"{{{next(slots)}}}" for name in names]
+    headers += [_braced(json.dumps(name) + ":" + json.dumps(value)) for name, value in recipients.fixed_headers.items()]
+    rest = (',"substitutions":{{' + ",".join(substitutions) + '}},"headers":{{' + ",".join(headers) + "}}"
+            ',"custom_args":{{"delivery_id":"{0}"}}}}')
+    named, nameless = '{{"to":[{{"email":{1},"name":{2}}}]' + rest, '{{"to":[{{"email":{1}}}]' + rest
+    plain = ('"' + "{}" + '"').format
+    out = []
+    for row in recipients.rows:
+        text = "".join(row[1:])
+        if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text \
+                and len(text) + size <= MAX_ARGS_BYTES and type(row[0]) is int:
+            out.append((named if row[2] else nameless).format(row[0], *map(plain, row[1:])))
+        else:
+            out.append((named if row[2] else nameless).format(*_row_values(row, tags, names)))
+    return out
+
+
+def _row_values(row: tuple, tags: tuple[str, ...], names: tuple[str, ...]) -> list:
+    """One row's values as JSON text, checked as `_personalization` checks a `Recipient`."""
+    delivery_id, email, name, *values = row
+    if type(delivery_id) is not int:
+        raise ValueError(f"recipient {email!r}: RecipientRows need a delivery id, not {delivery_id!r}")
+    _address(email, name)
+    substitutions = dict(zip(tags, values))
+    _checked_size(lambda: f"recipient {email!r}: substitutions", substitutions)
+    _checked_headers(lambda: f"recipient {email!r}: headers", dict(zip(names, values[len(tags):])))
+    return [delivery_id, *map(json.dumps, (email, name, *values))]
+
+
+def _braced(text: str) -> str:
+    """``text`` as a literal part of a str.format template."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _personalization(recipient: Recipient) -> dict:
