@@ -58,7 +58,8 @@ def claim_batch(
     SQLAlchemy's statement and row handling cost more than the statements did (benchmarks/send.py).
     """
     raw = Raw(session)
-    params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON)}
+    params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON),
+              "now": raw.time(now)}
     candidates, stale = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
     if not candidates:
         return None
@@ -109,20 +110,20 @@ def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[
     # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
     # sender records its last batch in the same transaction, before this (Sender._claim).
     stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
-    rows = raw.fetch(_candidates_sql(raw.dialect, stale), {**params, "now": raw.time(now), "dead": raw.array(dead_owners)})
+    rows = raw.fetch(_candidates_sql(raw.dialect, stale), {**params, "dead": raw.array(dead_owners)})
     return (rows, True) if rows else (raw.fetch(_candidates_sql(raw.dialect, _PENDING), params), False)
 
 
 def _drop_gone(session: Session, raw: Raw, gone: list[tuple], *, owner: str, now: datetime) -> None:
-    """Claimed rows whose subscriber is no longer active: they are not sent."""
+    """Claimed rows whose subscriber is no longer active, or paused: they are not sent."""
     erased = [row[0] for row in gone if row[2] is None]
     if erased:  # no subscriber row (the LEFT JOIN read NULLs): written by a fan-out while an erase ran (see
         # Delivery), and erasing meant deleting them
         raw.run(f"DELETE FROM delivery WHERE id {raw.among('ids')}", {"ids": raw.ids(erased)})
-    left = [row[0] for row in gone if row[2] is not None]
-    if left:  # left between fan-out and now: they get nothing more from us
-        finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now,
-               error="subscriber no longer active")
+    for paused, error in ((False, "subscriber no longer active"), (True, "subscriber paused")):
+        left = [row[0] for row in gone if row[2] is not None and (row[5] == PAUSED) is paused]
+        if left:  # left, or paused, between fan-out and now: not sent this issue
+            finish(session=session, ids=left, owner=owner, status=DeliveryStatus.cancelled, now=now, error=error)
 
 
 def finish(
@@ -141,10 +142,14 @@ def finish(
 
 
 # The claim's candidates, with the subscriber each goes to: one statement. FOR UPDATE OF d SKIP LOCKED on
-# PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery
-# whose subscriber was erased is found too (s.id is NULL), and deleted.
+# PostgreSQL locks the delivery rows only; subscribers are read, not locked. A LEFT JOIN: a delivery whose
+# subscriber was erased is found too (s.email is NULL), and deleted. An active reader who paused since the
+# fan-out, until after the email is due, reads as PAUSED instead of their status, and is not sent this issue.
+PAUSED = "paused"  # not a SubscriberStatus: what the claim reads for an active reader paused at the email's time
 _CANDIDATES_SQL = (
-    "SELECT d.id, d.subscriber_id, s.email, s.name, s.link_tag, s.status, d.segment_id, d.due_at, d.status, d.lease_owner "
+    "SELECT d.id, d.subscriber_id, s.email, s.name, s.link_tag, "
+    f"CASE WHEN s.status = 'active' AND s.paused_until > COALESCE(d.due_at, :now) THEN '{PAUSED}' ELSE s.status END, "
+    "d.segment_id, d.due_at, d.status, d.lease_owner "
     "FROM delivery d LEFT JOIN subscriber s ON s.id = d.subscriber_id "
     "WHERE d.issue_id = :issue_id AND {sendable} AND (d.due_at IS NULL OR d.due_at <= :horizon) "
     "ORDER BY d.segment_id, d.id LIMIT :limit"

@@ -204,9 +204,6 @@ def test_resume_now_brings_the_next_issue_back(newsletter):
     assert newsletter.fanned_out_to(resumed.week) == {newsletter.ada, newsletter.ben}
 
 
-@pytest.mark.xfail(strict=True, reason="the claim (storage.deliveries.claim_batch) drops the rows of readers no longer "
-                                       "active, not of readers paused since the fan-out: a pause taken while an issue "
-                                       "is sending (a warm-up's days, local delivery's day ahead) does not stop it")
 def test_a_pause_taken_while_the_issue_is_sending_stops_the_rest_of_it(newsletter):
     "W50 opens with Ada in it; she pauses from W49's link before her batch goes: the email is not sent to her"
     agreed(newsletter, slot=SLOT)
