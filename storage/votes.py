@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Connection, delete, func, select
 from sqlmodel import Session
 
-from storage.models import Comparison, IssueComparison, Tool, Vote, VoteEvent
+from storage.models import Comparison, Tool, Vote, VoteEvent
+from storage.raw import Raw
 
 _EVENT_ORDER_LOCK = 17_017  # pg_advisory_xact_lock key of the vote events' order
 
@@ -30,15 +31,44 @@ class Votable:
     tools: tuple[str, ...]  # names, in page order: the link's tool n is tools[n - 1]
 
 
-def votable(*, session: Session, slug: str) -> Votable | None:
-    """The comparison ``slug`` if an issue carried it (nothing else was ever in an email), else None."""
-    row = session.execute(select(Comparison.id, Comparison.slug, Comparison.title, Comparison.url)
-                          .join(IssueComparison, IssueComparison.comparison_id == Comparison.id)
-                          .where(Comparison.slug == slug)).first()
-    if row is None:
+@dataclass(frozen=True)
+class Reader:
+    """What a vote link's POST needs of the subscriber its token names: whether the token fits the row
+    (digest.links.RecipientRef.fits), whether they may vote (digest.votes.casting.why_not), and the issue of
+    the delivery the token names when that delivery is theirs."""
+
+    id: int
+    link_tag: int
+    accepts_untagged_links: bool
+    status: str
+    paused_until: datetime | None
+    issue_id: int | None  # of the token's delivery, if it is this reader's; None for none (or another's)
+
+
+def reader(*, session: Session | Connection, subscriber_id: int, delivery_id: int | None) -> Reader | None:
+    """The subscriber ``subscriber_id`` as a vote needs them, with the issue of delivery ``delivery_id`` when it
+    is theirs; None for no such subscriber. One statement on the driver's cursor, in the caller's transaction."""
+    raw = Raw(session)
+    rows = raw.fetch("SELECT s.id, s.link_tag, s.accepts_untagged_links, s.status, s.paused_until, d.issue_id "
+                     "FROM subscriber s LEFT JOIN delivery d ON d.id = :d AND d.subscriber_id = s.id "
+                     "WHERE s.id = :s", {"s": subscriber_id, "d": delivery_id})
+    if not rows:
         return None
-    names = session.execute(select(Tool.name).where(Tool.comparison_id == row.id).order_by(Tool.position)).scalars()
-    return Votable(id=row.id, slug=row.slug, title=row.title, url=row.url, tools=tuple(names))
+    found, link_tag, untagged, status, paused_until, issue_id = rows[0]
+    return Reader(id=found, link_tag=link_tag, accepts_untagged_links=bool(untagged), status=status,
+                  paused_until=raw.read_time(paused_until) if paused_until is not None else None, issue_id=issue_id)
+
+
+def votable(*, session: Session | Connection, slug: str) -> Votable | None:
+    """The comparison ``slug`` if an issue carried it (nothing else was ever in an email), else None."""
+    raw = Raw(session)
+    found = raw.fetch("SELECT c.id, c.slug, c.title, c.url FROM comparison c WHERE c.slug = :slug AND EXISTS "
+                      "(SELECT 1 FROM issue_comparison ic WHERE ic.comparison_id = c.id)", {"slug": slug})
+    if not found:
+        return None
+    comparison_id, slug, title, url = found[0]
+    names = raw.fetch("SELECT name FROM tool WHERE comparison_id = :c ORDER BY position", {"c": comparison_id})
+    return Votable(id=comparison_id, slug=slug, title=title, url=url, tools=tuple(name for name, in names))
 
 
 def standing_choice(*, session: Session, subscriber_id: int, comparison_id: int, position: int) -> str | None:
@@ -47,28 +77,35 @@ def standing_choice(*, session: Session, subscriber_id: int, comparison_id: int,
     return session.execute(query).scalar_one_or_none()
 
 
-def cast(*, session: Session, subscriber_id: int, comparison: Votable, position: int, choice: str,
+def cast(*, session: Session | Connection, subscriber_id: int, comparison: Votable, position: int, choice: str,
          issue_id: int | None, voter: str, now: datetime) -> str:
     """Record the reader's vote: "recorded" (their first on this tool), "changed" (the other choice
-    replaces theirs, and the event says which it replaces) or "unchanged" (the same again: nothing written)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_ORDER_LOCK})
-    query = select(Vote).where(Vote.subscriber_id == subscriber_id, Vote.comparison_id == comparison.id,
-                               Vote.tool_position == position).with_for_update()
-    vote = session.execute(query).scalar_one_or_none()
-    if vote is not None and vote.choice == choice:
+    replaces theirs, and the event says which it replaces) or "unchanged" (the same again: nothing written).
+
+    On the driver's cursor (storage.raw): a vote is a few small statements, and SQLAlchemy's unit of work
+    cost several times what they do, all of it inside the one write transaction SQLite allows at a time."""
+    raw = Raw(session)
+    locking = raw.dialect == "postgresql"
+    if locking:
+        raw.fetch("SELECT pg_advisory_xact_lock(:key)", {"key": _EVENT_ORDER_LOCK})
+    tool = {"s": subscriber_id, "c": comparison.id, "p": position}
+    standing = raw.fetch("SELECT choice, event_id FROM vote WHERE subscriber_id = :s AND comparison_id = :c "
+                         "AND tool_position = :p" + (" FOR UPDATE" if locking else ""), tool)
+    if standing and standing[0][0] == choice:
         return "unchanged"
-    event = VoteEvent(comparison=comparison.slug, tool=position + 1, choice=choice, voter=voter, cast_at=now,
-                      replaces=vote.event_id if vote is not None else None)
-    session.add(event)
-    session.flush()
-    if vote is None:
-        session.add(Vote(subscriber_id=subscriber_id, comparison_id=comparison.id, tool_position=position,
-                         choice=choice, issue_id=issue_id, event_id=event.id, cast_at=now))
-        session.flush()
+    at = raw.time(now)
+    (event_id,), = raw.fetch(
+        "INSERT INTO vote_event (comparison, tool, choice, voter, cast_at, replaces) "
+        "VALUES (:slug, :tool, :choice, :voter, :at, :replaces) RETURNING id",
+        {"slug": comparison.slug, "tool": position + 1, "choice": choice, "voter": voter, "at": at,
+         "replaces": standing[0][1] if standing else None})
+    values = {**tool, "choice": choice, "issue": issue_id, "event": event_id, "at": at}
+    if not standing:
+        raw.run("INSERT INTO vote (subscriber_id, comparison_id, tool_position, choice, issue_id, event_id, cast_at) "
+                "VALUES (:s, :c, :p, :choice, :issue, :event, :at)", values)
         return "recorded"
-    vote.choice, vote.event_id, vote.cast_at = choice, event.id, now
-    vote.issue_id = issue_id if issue_id is not None else vote.issue_id
+    raw.run("UPDATE vote SET choice = :choice, event_id = :event, cast_at = :at, issue_id = COALESCE(:issue, issue_id) "
+            "WHERE subscriber_id = :s AND comparison_id = :c AND tool_position = :p", values)
     return "changed"
 
 

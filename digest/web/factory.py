@@ -109,6 +109,7 @@ async def _lifespan(app: FastAPI):
     if writer is not None:
         await writer.close()
     await asyncio.to_thread(app.state.signup_mailer.close)  # sends the letters still waiting
+    await asyncio.to_thread(app.state.ctx.close_writes)
 
 
 def _routers():

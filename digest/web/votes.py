@@ -11,18 +11,23 @@ another choice), gets the one bad-link answer of every token page, on GET and PO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
+from digest.links import RecipientRef
 from digest.votes.casting import Ballot, ballot, cast_vote, current_choice, readers_tally, why_not
+from digest.votes.voters import CHOICES
 from digest.web.context import WebContext, get_context
 from digest.web.subscriber_common import (
-    BadLink, LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, delivery_of, see_other,
+    BadLink, LinkRoute, SubscriberFromToken, SubscriberLink, csrf_refused, csrf_valid, see_other,
 )
+from storage.votes import Reader, reader
 
 router = APIRouter(route_class=LinkRoute)
 
@@ -64,41 +69,89 @@ def vote_page(vote: VoteFromLink, request: Request, done: str = "",
 
 
 @router.post(VOTE_PATH)
-def vote_post(
-    vote: VoteFromLink,
+async def vote_post(
+    token: str,
+    slug: str,
+    tool: str,
+    choice: str,
     request: Request,
     chosen: Annotated[str, Form(alias="vote")] = "",
     csrf: Annotated[str | None, Form()] = None,
     ctx: WebContext = Depends(get_context),
 ) -> Response:
-    """Cast the choice the form's radio buttons say (the link's choice only preselected one)."""
-    if not csrf_valid(ctx, request, csrf):
-        return csrf_refused(ctx)
-    link = vote.link
+    """Cast the choice the form's radio buttons say (the link's choice only preselected one).
+
+    The answers, in order: the bad-link page (token or path names nothing), 403 (CSRF), 409 (the reader may
+    not vote), 400 (no choice), else 303 once the vote is committed. The checks and the vote are one short
+    transaction on the driver's cursor (`_cast`), on the process's writing thread; only the rare refusals render a page."""
+    ref = ctx.recipient(token)
+    if ref is None:
+        return ctx.not_found()
+    csrf_passed = csrf_valid(ctx, request, csrf)
     now = ctx.clock()
-    if why_not(link.subscriber, now=now) is not None:
+    outcome, reader, asked = await ctx.write(_cast, ctx, ref, (slug, tool, choice), chosen, csrf_passed, now)
+    if outcome == "bad link":
+        return ctx.not_found()
+    if outcome == "refused":
+        return csrf_refused(ctx)
+    path = f"/v/{token}/{quote(asked.comparison.slug, safe='')}/{asked.position + 1}/"
+    if outcome == "closed":
         # 409: the request is understood but the reader's subscription forbids it; the page says why in
         # words, as the GET does, so a browser shows the same page and a script can tell nothing was cast.
-        return _render(ctx, request, vote, status_code=409)
-    asked = ballot(session=link.session, slug=vote.ballot.comparison.slug, tool=str(vote.ballot.position + 1),
-                   choice=chosen)
-    if asked is None:  # no radio ticked, or a forged value: nothing is cast
-        return _render(ctx, request, vote, status_code=400, error="Choose Ship or Skip, then Cast my vote.")
-    delivery = delivery_of(link.session, link.subscriber, link.ref)
-    cast_vote(session=link.session, secret_key=ctx.settings.secret_key, subscriber=link.subscriber,
-              issue_id=delivery.issue_id if delivery else None, ballot=asked, now=now)
-    # The page of the choice cast, so its radio buttons show the vote; the vote commits before this leaves.
-    return see_other(f"{vote.path(asked.choice)}?done=1")
+        return await run_in_threadpool(_refusal, ctx, request, token, reader, asked, path, 409, "")
+    if outcome == "no choice":  # no radio ticked, or a forged value: nothing is cast
+        return await run_in_threadpool(_refusal, ctx, request, token, reader, asked, path, 400,
+                                       "Choose Ship or Skip, then Cast my vote.")
+    # The page of the choice cast, so its radio buttons show the vote; the vote committed before this leaves.
+    return see_other(f"{path}{chosen}?done=1")
+
+
+def _cast(ctx: WebContext, ref: RecipientRef, link: tuple[str, str, str], chosen: str, csrf_passed: bool,
+          now: datetime) -> tuple[str, Reader | None, Ballot | None]:
+    """In one transaction: the reader and the ballot the link names, then (CSRF passed, the reader may vote,
+    a choice made) the vote: ("bad link" | "refused" | "closed" | "no choice" | "cast", reader, ballot)."""
+    slug, tool, choice = link
+    with ctx.engine.begin() as connection:
+        found = reader(session=connection, subscriber_id=ref.subscriber_id, delivery_id=ref.delivery_id)
+        # As subscriber_for: the token must fit the row, and a token from before tags its own delivery.
+        if found is None or not ref.fits(link_tag=found.link_tag, accepts_untagged_links=found.accepts_untagged_links) \
+                or (ref.tag is None and ref.delivery_id is not None and found.issue_id is None):
+            return "bad link", None, None
+        asked = ballot(session=connection, slug=slug, tool=tool, choice=choice)
+        if asked is None:
+            return "bad link", None, None
+        if not csrf_passed:
+            return "refused", found, asked
+        if why_not(found, now=now) is not None:
+            return "closed", found, asked
+        if chosen not in CHOICES:
+            return "no choice", found, asked
+        cast_vote(session=connection, secret_key=ctx.settings.secret_key, subscriber=found, issue_id=found.issue_id,
+                  ballot=replace(asked, choice=chosen), now=now)
+        return "cast", found, asked
+
+
+def _refusal(ctx: WebContext, request: Request, token: str, found: Reader, asked: Ballot, path: str,
+             status_code: int, error: str) -> Response:
+    with ctx.engine.connect().execution_options(read_only=True) as connection, connection.begin():
+        return _page(ctx, request, connection, token=token, subscriber=found, ballot=asked, path=path,
+                     status_code=status_code, error=error)
 
 
 def _render(ctx: WebContext, request: Request, vote: VoteLink, *, status_code: int = 200, done: bool = False,
             error: str = "") -> Response:
     link, asked = vote.link, vote.ballot
-    ship, skip = readers_tally(session=link.session, ballot=asked)
+    return _page(ctx, request, link.session, token=link.token, subscriber=link.subscriber, ballot=asked,
+                 path=vote.path(""), status_code=status_code, done=done, error=error)
+
+
+def _page(ctx: WebContext, request: Request, session, *, token: str, subscriber, ballot: Ballot, path: str,
+          status_code: int = 200, done: bool = False, error: str = "") -> Response:
+    """The vote page: the ballot, the reader's standing vote and the readers' tally, read in ``session``."""
+    ship, skip = readers_tally(session=session, ballot=ballot)
     return ctx.form_page(
         request, "vote.html", status_code=status_code,
-        token=link.token, action=vote.path(asked.choice), comparison=asked.comparison, tool=asked.tool,
-        preselected=asked.choice, current=current_choice(session=link.session, subscriber=link.subscriber,
-                                                         ballot=asked),
-        ship=ship, skip=skip, closed=why_not(link.subscriber, now=ctx.clock()), done=done, error=error,
+        token=token, action=path + ballot.choice, comparison=ballot.comparison, tool=ballot.tool,
+        preselected=ballot.choice, current=current_choice(session=session, subscriber=subscriber, ballot=ballot),
+        ship=ship, skip=skip, closed=why_not(subscriber, now=ctx.clock()), done=done, error=error,
     )
