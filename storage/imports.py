@@ -8,19 +8,25 @@ session or connection here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ARRAY, Connection, any_, bindparam, false, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import selectinload
 from sqlalchemy.types import DateTime, String
 from sqlmodel import Session
 
-from storage.models import Comparison, Issue, IssueComparison, Review, Subscriber, SubscriberStatus, Tool
+from storage.models import Comparison, Issue, IssueComparison, Subscriber, SubscriberStatus
+from storage.raw import Raw
 from storage.types import UTCDateTime
 
 # A comparison's tools as the importer hands them over: (tool columns, [review columns, …]), in order.
 ToolColumns = list[tuple[dict, list[dict]]]
+# The columns of that shape (digest.importing.comparisons fills each, with its defaults).
+COMPARISON_COLUMNS = ("title", "url", "category", "published_at", "community_votes")
+TOOL_COLUMNS = ("name", "tagline", "summary", "category", "pricing", "entry_price", "panel_ship_pct",
+                "community_ship_pct")
+REVIEW_COLUMNS = ("persona", "score", "verdict", "text")
 
 IN_LIST = 500  # slugs per IN list: well under SQLite's 32,766 parameters
 
@@ -31,29 +37,134 @@ ZONE = "timezone"  # a row's optional key: rows from a file without that column 
 
 # -- comparisons -----------------------------------------------------------------------------------------
 
-def stored_comparisons(*, session: Session, slugs: Sequence[str]) -> dict[str, Comparison]:
-    """The stored comparisons among ``slugs``, by slug, with their tools and reviews loaded."""
-    found: dict[str, Comparison] = {}
+@dataclass(frozen=True)
+class StoredComparison:
+    """A stored comparison as an import compares and replaces it: its content in the importer's shape, and
+    the ids of the rows that hold it (an update rewrites only the rows that changed)."""
+
+    id: int
+    version: int
+    claimed: bool
+    columns: dict  # COMPARISON_COLUMNS
+    tools: ToolColumns  # TOOL_COLUMNS, with their REVIEW_COLUMNS, in page order
+    tool_ids: list[int] = field(default_factory=list, repr=False)  # in page order
+    review_ids: list[list[int]] = field(default_factory=list, repr=False)  # each tool's, in page order
+
+
+def stored_comparisons(*, session: Session, slugs: Sequence[str]) -> dict[str, StoredComparison]:
+    """The stored comparisons among ``slugs``, by slug, with their tools and reviews.
+
+    One statement on the driver's cursor (storage.raw) per IN_LIST slugs: the ORM's loading of the
+    comparison, its tools and its reviews as objects was most of a push's time, inside the write transaction.
+    """
+    raw = Raw(session)
+    # Locked (PostgreSQL) until the import commits: an issue claiming one of them meanwhile waits, so
+    # whether it was claimed, and at which version, is what the import reads.
+    lock = " FOR UPDATE OF c" if raw.dialect == "postgresql" else ""
+    found: dict[str, StoredComparison] = {}
     for start in range(0, len(slugs), IN_LIST):
-        # Locked (PostgreSQL) until the import commits: an issue claiming one of them meanwhile waits, so
-        # whether it was claimed, and at which version, is what the import reads.
-        query = (select(Comparison).where(Comparison.slug.in_(slugs[start:start + IN_LIST]))
-                 .options(selectinload(Comparison.tools).selectinload(Tool.reviews)).with_for_update())
-        found.update((comparison.slug, comparison) for comparison in session.execute(query).scalars())
+        for row in raw.fetch(_STORED + f"WHERE c.slug {raw.among('slugs')} ORDER BY c.id, t.position, r.position{lock}",
+                             {"slugs": raw.array(slugs[start:start + IN_LIST])}):
+            _add_row(found, row, raw)
     return found
 
 
+_STORED = (f"SELECT c.id, c.slug, c.version, c.claimed, {', '.join('c.' + name for name in COMPARISON_COLUMNS)}, "
+           f"t.id, {', '.join('t.' + name for name in TOOL_COLUMNS)}, r.id, {', '.join('r.' + name for name in REVIEW_COLUMNS)} "
+           "FROM comparison c LEFT JOIN tool t ON t.comparison_id = c.id LEFT JOIN review r ON r.tool_id = t.id ")
+_TOOL_AT = 4 + len(COMPARISON_COLUMNS)  # where a row's tool columns begin (its id first), then its review's
+_REVIEW_AT = _TOOL_AT + 1 + len(TOOL_COLUMNS)
+
+
+def _add_row(found: dict[str, StoredComparison], row: tuple, raw: Raw) -> None:
+    """One row of _STORED (a comparison, one of its tools, one of that tool's reviews) into ``found``."""
+    comparison_id, slug, version, claimed = row[:4]
+    stored = found.get(slug)
+    if stored is None:
+        columns = dict(zip(COMPARISON_COLUMNS, row[4:_TOOL_AT]))
+        columns["published_at"] = raw.read_time(columns["published_at"])
+        stored = found[slug] = StoredComparison(id=comparison_id, version=version, claimed=bool(claimed),
+                                                columns=columns, tools=[])
+    tool_id, review_id = row[_TOOL_AT], row[_REVIEW_AT]
+    if tool_id is None:
+        return
+    if not stored.tool_ids or stored.tool_ids[-1] != tool_id:
+        stored.tool_ids.append(tool_id)
+        stored.review_ids.append([])
+        stored.tools.append((dict(zip(TOOL_COLUMNS, row[_TOOL_AT + 1:_REVIEW_AT])), []))
+    if review_id is not None:
+        stored.review_ids[-1].append(review_id)
+        stored.tools[-1][1].append(dict(zip(REVIEW_COLUMNS, row[_REVIEW_AT + 1:])))
+
+
 def create_comparison(*, session: Session, slug: str, columns: dict, tools: ToolColumns, now: datetime) -> None:
-    session.add(Comparison(slug=slug, **columns, tools=_new_tools(tools), created_at=now, updated_at=now))
+    raw = Raw(session)
+    at = raw.time(now)
+    values = {**columns, "published_at": raw.time(columns["published_at"]), "slug": slug, "at": at}
+    (comparison_id,), = raw.fetch(
+        f"INSERT INTO comparison (slug, {', '.join(COMPARISON_COLUMNS)}, created_at, updated_at) "
+        f"VALUES (:slug, {', '.join(':' + name for name in COMPARISON_COLUMNS)}, :at, :at) RETURNING id",
+        values)  # claimed and version: their server defaults, false and 1
+    reviews: list[dict] = []
+    for position, (tool, tool_reviews) in enumerate(tools):
+        _insert_tool(raw, comparison_id, position, tool, tool_reviews, reviews)
+    _insert_reviews(raw, reviews)
 
 
-def update_comparison(*, comparison: Comparison, columns: dict, tools: ToolColumns, now: datetime) -> None:
-    """``comparison`` (from ``stored_comparisons``) takes ``columns`` and ``tools``; ``created_at`` stays."""
-    for field, value in columns.items():
-        setattr(comparison, field, value)
-    comparison.tools = _new_tools(tools)  # delete-orphan: the old tools and reviews go
-    comparison.version += 1
-    comparison.updated_at = now
+def update_comparison(*, session: Session, comparison: StoredComparison, columns: dict, tools: ToolColumns,
+                      now: datetime) -> None:
+    """``comparison`` (from ``stored_comparisons``) takes ``columns`` and ``tools`` as its next version;
+    ``created_at`` stays. A tool or review row is rewritten only where it changed, in its place: a push that
+    moves one tool's panel figure writes that tool's row and the comparison's, not all of them again."""
+    raw = Raw(session)
+    reviews: list[dict] = []
+    gone_tools: list[int] = comparison.tool_ids[len(tools):]
+    gone_reviews: list[int] = []
+    for position, (tool, tool_reviews) in enumerate(tools):
+        if position >= len(comparison.tool_ids):
+            _insert_tool(raw, comparison.id, position, tool, tool_reviews, reviews)
+            continue
+        tool_id, (stored_tool, stored_reviews) = comparison.tool_ids[position], comparison.tools[position]
+        if tool != stored_tool:
+            raw.run(f"UPDATE tool SET {_assignments(TOOL_COLUMNS)} WHERE id = :id", {**tool, "id": tool_id})
+        review_ids = comparison.review_ids[position]
+        for order, review in enumerate(tool_reviews):
+            if order >= len(review_ids):
+                reviews.append({**review, "t": tool_id, "position": order})
+            elif review != stored_reviews[order]:
+                raw.run(f"UPDATE review SET {_assignments(REVIEW_COLUMNS)} WHERE id = :id",
+                        {**review, "id": review_ids[order]})
+        gone_reviews += review_ids[len(tool_reviews):]
+    for gone in comparison.review_ids[len(tools):]:
+        gone_reviews += gone
+    if gone_reviews:
+        raw.run(f"DELETE FROM review WHERE id {raw.among('ids')}", {"ids": raw.ids(gone_reviews)})
+    if gone_tools:
+        raw.run(f"DELETE FROM tool WHERE id {raw.among('ids')}", {"ids": raw.ids(gone_tools)})
+    _insert_reviews(raw, reviews)
+    raw.run(f"UPDATE comparison SET {_assignments(COMPARISON_COLUMNS)}, version = version + 1, updated_at = :at "
+            "WHERE id = :id", {**columns, "published_at": raw.time(columns["published_at"]), "at": raw.time(now),
+                               "id": comparison.id})
+
+
+def _assignments(names: Sequence[str]) -> str:
+    return ", ".join(f"{name} = :{name}" for name in names)
+
+
+def _insert_tool(raw: Raw, comparison_id: int, position: int, tool: dict, tool_reviews: list[dict],
+                 reviews: list[dict]) -> None:
+    """Insert one tool; its reviews join ``reviews``, to be inserted together (_insert_reviews)."""
+    (tool_id,), = raw.fetch(
+        f"INSERT INTO tool (comparison_id, position, {', '.join(TOOL_COLUMNS)}) "
+        f"VALUES (:c, :position, {', '.join(':' + name for name in TOOL_COLUMNS)}) RETURNING id",
+        {**tool, "c": comparison_id, "position": position})
+    reviews += [{**review, "t": tool_id, "position": order} for order, review in enumerate(tool_reviews)]
+
+
+def _insert_reviews(raw: Raw, reviews: list[dict]) -> None:
+    if reviews:
+        raw.run_many(f"INSERT INTO review (tool_id, position, {', '.join(REVIEW_COLUMNS)}) "
+                     f"VALUES (:t, :position, {', '.join(':' + name for name in REVIEW_COLUMNS)})", reviews)
 
 
 def delete_unclaimed_comparison(*, session: Session, slug: str) -> bool:
@@ -83,12 +194,6 @@ def claiming_week(*, session: Session, slug: str) -> str | None:
     query = (select(Issue.week).join(IssueComparison, IssueComparison.issue_id == Issue.id)
              .join(Comparison, Comparison.id == IssueComparison.comparison_id).where(Comparison.slug == slug))
     return session.execute(query).scalar_one_or_none()
-
-
-def _new_tools(tools: ToolColumns) -> list[Tool]:
-    return [Tool(position=position, **columns,
-                 reviews=[Review(position=order, **review) for order, review in enumerate(reviews)])
-            for position, (columns, reviews) in enumerate(tools)]
 
 
 # -- subscribers -----------------------------------------------------------------------------------------

@@ -106,6 +106,31 @@ def test_reimport_updates_in_place(engine, tmp_path):
     assert (comparison.created_at, comparison.updated_at) == (NOW, LATER)
 
 
+def test_each_version_is_stored_exactly_whatever_it_adds_drops_or_moves(engine, tmp_path):
+    "tools and reviews added, dropped, reordered and edited over five versions: each time the store holds that version and nothing else"
+    base = example()[0]
+    mistral, llama = base["tools"][1], base["tools"][0]
+    third = {key: value for key, value in dict(llama, name="Qwen Coder", reviews=llama["reviews"][:1]).items()
+             if key != "panel_ship_pct"}
+    versions = [
+        [llama, mistral],
+        [llama, dict(mistral, reviews=mistral["reviews"][:2]), third],  # reviews dropped, a tool added
+        [dict(third, reviews=llama["reviews"] + mistral["reviews"]), llama],  # moved, reviews added, one tool gone
+        [dict(llama, tagline="new", reviews=[dict(llama["reviews"][0], score=1)] + llama["reviews"][1:]), mistral],
+        [dict(mistral, reviews=[]), dict(llama, reviews=[])],  # no reviews left
+    ]
+    for n, tools in enumerate(versions):
+        import_comparisons(engine=engine, path=write(tmp_path, [dict(base, tools=tools)]), now=NOW)
+        comparison = stored(engine, EXAMPLE_SLUG)
+        assert comparison.version == n + 1
+        assert [(tool.position, tool.name, tool.tagline, tool.panel_ship_pct) for tool in comparison.tools] == [
+            (position, tool["name"], tool["tagline"], tool.get("panel_ship_pct")) for position, tool in enumerate(tools)]
+        assert [[(r.position, r.persona, r.score, r.verdict, r.text) for r in tool.reviews] for tool in comparison.tools] == [
+            [(order, r["persona"], r["score"], r["verdict"], r["text"]) for order, r in enumerate(tool["reviews"])]
+            for tool in tools]
+        assert counts(engine) == (1, len(tools), sum(len(tool["reviews"]) for tool in tools))
+
+
 def test_reimport_of_the_same_file_changes_nothing(engine):
     "importing the same file twice counts it unchanged and keeps updated_at"
     import_comparisons(engine=engine, path=DATA / "example.json", now=NOW)
@@ -372,3 +397,50 @@ def test_the_cli_warns_about_stored_categories_the_contract_now_refuses(tmp_path
     assert 'warning: comparisons in the store are filed under categories the contract refuses: "AI; Agents" (2).' \
         in warned.stderr
     assert "import those comparisons again with the category renamed" in warned.stderr
+
+
+# -- the compiled schema (the push API's fast check) never passes what jsonschema refuses -------------------
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**40) | st.floats(allow_nan=False) | st.sampled_from(
+        [0, 1, 50, 100, 101, -1, 1.0, 50.0, "", "ship", "skip", "maybe", "a;b", "ab\n", "Abc", "abc\n", "x" * 301,
+         "😀" * 300, "😀" * 301, "https://x.example", "http://x\n", "ftp://x", "2026-11-23T09:30:00Z"])
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _places(value, path=()):
+    """Every (path) in a JSON value, the value itself included."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        yield from _places(inner, (*path, key))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_what_the_compiled_schema_passes_jsonschema_passes_too(data):
+    """One comparison with one to three places replaced, removed or added to: when the compiled schema passes
+    it, jsonschema finds nothing either (it decides, and words the problems, of all the compiled one refuses)."""
+    from digest.importing.comparison_file import _PASSES, _VALIDATOR
+
+    item = example()[0]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(list(_places(item))[1:]))
+        parent = item
+        for key in path[:-1]:
+            parent = parent[key]
+        action = data.draw(st.sampled_from(["replace", "remove", "add"]))
+        if action == "remove":
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent, dict):
+            parent[data.draw(st.sampled_from(["extra", "summary", "category", "community_votes"]))] = data.draw(_JSONISH)
+        else:
+            parent[path[-1]] = data.draw(_JSONISH)
+    try:
+        _PASSES([item])
+    except Exception:
+        return
+    assert not list(_VALIDATOR.iter_errors([item])), item

@@ -22,13 +22,15 @@ from digest.importing.revisions import revise
 from digest.progress import NullProgress, Progress
 from storage.catalog import category_counts
 from storage.db import session_scope
-from storage.imports import ToolColumns, create_comparison, stored_comparisons, update_comparison
+from storage.imports import (
+    COMPARISON_COLUMNS, REVIEW_COLUMNS, TOOL_COLUMNS, ToolColumns, create_comparison, stored_comparisons,
+    update_comparison,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlmodel import Session
 
-    from storage.models import Comparison
 
 PROGRESS_ITEMS = 100  # items per progress report: reports go per batch, never per item (digest.progress)
 
@@ -36,6 +38,9 @@ COMPARISON_FIELDS = {"title": None, "url": None, "category": None, "published_at
 TOOL_FIELDS = {"name": None, "tagline": "", "summary": "", "category": "", "pricing": "", "entry_price": "",
                "panel_ship_pct": None, "community_ship_pct": None}  # field: value when the file leaves it out
 REVIEW_FIELDS = {"persona": None, "score": None, "verdict": None, "text": None}
+# What is stored is compared with these in that shape: the same fields, in the same order.
+assert (tuple(COMPARISON_FIELDS), tuple(TOOL_FIELDS), tuple(REVIEW_FIELDS)) == (
+    COMPARISON_COLUMNS, TOOL_COLUMNS, REVIEW_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -95,14 +100,14 @@ def _upsert_in(*, session: Session, items: list[dict], now: datetime, progress: 
         if current is None:
             create_comparison(session=session, slug=item["slug"], columns=columns, tools=tools, now=now)
             counts["created"] += 1
-        elif _content(current) == (columns, tools):
+        elif (current.columns, current.tools) == (columns, tools):
             counts["unchanged"] += 1
         else:
             if current.claimed:  # readers got a version of it: keep that one, and see what changed for them
                 counts["verdicts_changed"] += revise(session=session, comparison_id=current.id,
-                                                     version=current.version, before=_content(current),
+                                                     version=current.version, before=(current.columns, current.tools),
                                                      after=tools, now=now)
-            update_comparison(comparison=current, columns=columns, tools=tools, now=now)
+            update_comparison(session=session, comparison=current, columns=columns, tools=tools, now=now)
             counts["updated"] += 1
         if done % PROGRESS_ITEMS == 0:
             progress.advance(PROGRESS_ITEMS)
@@ -133,12 +138,3 @@ def _tools(item: dict) -> ToolColumns:
     return [({field: tool.get(field, default) for field, default in TOOL_FIELDS.items()},
              [{field: review[field] for field in REVIEW_FIELDS} for review in tool["reviews"]])
             for tool in item["tools"]]
-
-
-def _content(comparison: Comparison) -> tuple[dict, ToolColumns]:
-    """A stored comparison in the shape of ``_columns`` and ``_tools``, to see whether anything changed."""
-    columns = {field: getattr(comparison, field) for field in COMPARISON_FIELDS}
-    tools = [({field: getattr(tool, field) for field in TOOL_FIELDS},
-              [{field: getattr(review, field) for field in REVIEW_FIELDS} for review in tool.reviews])
-             for tool in comparison.tools]
-    return columns, tools

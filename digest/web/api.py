@@ -76,11 +76,11 @@ async def put_comparison(slug: str, request: Request, ctx: WebContext = Depends(
     if refused is not None:
         return refused
     raw = await request.body()  # at most limits.API.bytes: BodyLimits cut off anything longer
-    # Checking (a JSON Schema over up to 1 MB) and storing are both off the event loop.
-    item, errors = await run_in_threadpool(_checked, raw, slug)
+    # Checking (a JSON Schema over up to 1 MB) and storing, one after the other on the process's writing
+    # thread (WebContext.write), off the event loop; the write transaction starts after the checks.
+    item, errors, outcome = await ctx.write(_put, ctx.engine, raw, slug, ctx.clock())
     if errors:
         return json_answer({"errors": errors}, 422)
-    outcome = await run_in_threadpool(_store, ctx.engine, item, ctx.clock())
     return json_answer({"slug": slug, "result": outcome}, STORED[outcome])
 
 
@@ -111,6 +111,12 @@ def _checked(raw: bytes, slug: str) -> tuple[object, list[dict[str, str]]]:
         problems.append(("slug", f"{quoted(given)} is not the slug in the address ({quoted(slug)}): "
                                  "PUT each comparison to /api/comparisons/<its slug>"))
     return item, [{"path": where, "message": what} for where, what in problems]
+
+
+def _put(engine: Engine, raw: bytes, slug: str, now: datetime) -> tuple[object, list[dict[str, str]], str | None]:
+    """The body checked, then (no problem found) stored: (item, problems, "created" | "updated" | "unchanged")."""
+    item, errors = _checked(raw, slug)
+    return item, errors, None if errors else _store(engine, item, now)
 
 
 def _store(engine: Engine, item: dict, now: datetime) -> str:
