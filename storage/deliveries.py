@@ -63,24 +63,40 @@ def claim_batch(
     candidates, stale = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
     if not candidates:
         return None
+    return _lease(session, raw, _one_kind(candidates), owner=owner, now=now, lease_until=lease_until, stale=stale)
+
+
+def _one_kind(candidates: list[tuple]) -> list[tuple]:
+    """The candidates of the first one's segment and due time (one content and one ``send_at`` per request)."""
     # d.id, d.subscriber_id, s.email, s.name, s.link_tag, s.status, d.segment_id, d.due_at, d.status, d.lease_owner
     first, last = candidates[0], candidates[-1]
     segment_id, due = first[6], first[7]
     if last[6] != segment_id or last[7] != due:  # the rows run into the next segment or due time: up to there
-        candidates = list(itertools.takewhile(lambda row: row[6] == segment_id and row[7] == due, candidates))
-    ids = [row[0] for row in candidates]
+        return list(itertools.takewhile(lambda row: row[6] == segment_id and row[7] == due, candidates))
+    return candidates
+
+
+def _lease(session: Session, raw: Raw, chosen: list[tuple], *, owner: str, now: datetime, lease_until: datetime,
+           stale: bool) -> ClaimedBatch:
+    """Lease ``chosen`` (candidates of one kind); rows whose reader left or paused are closed, not sent."""
+    ids = [row[0] for row in chosen]
     leased = DeliveryStatus.sending.value
-    resent = sum(1 for row in candidates if row[8] == leased and row[9] != owner) if stale else 0
+    resent = sum(1 for row in chosen if row[8] == leased and row[9] != owner) if stale else 0
     raw.run(_LEASE_SQL.format(among=raw.among("ids")),
             {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids(ids)})
-    active = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
-    gone = [row for row in candidates if row[5] != active]
-    if gone:
-        _drop_gone(session, raw, gone, owner=owner, now=now)
-        candidates = [row for row in candidates if row[5] == active]
-    due_at = raw.read_time(due) if due is not None else None
-    return ClaimedBatch(segment_id=segment_id, rows=candidates, resent=resent, position=(segment_id, ids[-1]),
-                        due_at=due_at)
+    rows = _active(chosen)
+    if len(rows) < len(chosen):
+        _drop_gone(session, raw, [row for row in chosen if row[5] != _ACTIVE], owner=owner, now=now)
+    segment_id, due = chosen[0][6], chosen[0][7]
+    return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]),
+                        due_at=raw.read_time(due) if due is not None else None)
+
+
+_ACTIVE = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row
+
+
+def _active(chosen: list[tuple]) -> list[tuple]:
+    return chosen if all(row[5] == _ACTIVE for row in chosen) else [row for row in chosen if row[5] == _ACTIVE]
 
 
 def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[str],
