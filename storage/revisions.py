@@ -1,5 +1,6 @@
 """Versions of claimed comparisons and the verdict changes waiting for an issue (issue 16, item 3): the
-reads and writes of digest.importing.revisions, in the importer's transaction."""
+reads and writes of digest.importing.revisions, in the importer's transaction (a Session or a Connection:
+Core statements only)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlmodel import Session
 
 from storage.models import ComparisonVersion, IssueComparison, VerdictChange
@@ -36,23 +37,23 @@ class ToolSeen:
     origin_issue_id: int  # the issue that carried the comparison first: whose readers hear of a change
 
 
-def keep_version(*, session: Session, comparison_id: int, version: int, content: str, now: datetime) -> None:
+def keep_version(*, session: Session | Connection, comparison_id: int, version: int, content: str, now: datetime) -> None:
     """Keep ``version`` of a claimed comparison before a newer one replaces it (once: a version is kept as
     it was first replaced, and never changes after)."""
     kept = select(ComparisonVersion.id).where(ComparisonVersion.comparison_id == comparison_id,
                                               ComparisonVersion.version == version)
     if session.execute(kept).first() is None:
-        session.add(ComparisonVersion(comparison_id=comparison_id, version=version, content=content, created_at=now))
-        session.flush()
+        session.execute(insert(ComparisonVersion).values(comparison_id=comparison_id, version=version, content=content,
+                                                         created_at=now))
 
 
-def kept_content(*, session: Session, comparison_id: int, version: int) -> str | None:
+def kept_content(*, session: Session | Connection, comparison_id: int, version: int) -> str | None:
     query = select(ComparisonVersion.content).where(ComparisonVersion.comparison_id == comparison_id,
                                                     ComparisonVersion.version == version)
     return session.execute(query).scalar_one_or_none()
 
 
-def kept_versions(*, session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], str]:
+def kept_versions(*, session: Session | Connection, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], str]:
     """The kept content of each (comparison id, version) in ``pairs`` that has one."""
     if not pairs:
         return {}
@@ -62,13 +63,13 @@ def kept_versions(*, session: Session, pairs: set[tuple[int, int]]) -> dict[tupl
     return {(cid, version): content for cid, version, content in rows if (cid, version) in pairs}
 
 
-def drop_waiting_changes(*, session: Session, comparison_id: int) -> None:
+def drop_waiting_changes(*, session: Session | Connection, comparison_id: int) -> None:
     """Forget the changes of this comparison no issue carried yet: a newer version measures them again."""
     session.execute(delete(VerdictChange).where(VerdictChange.comparison_id == comparison_id,
                                                 VerdictChange.issue_id.is_(None)))
 
 
-def what_readers_saw(*, session: Session, comparison_id: int, tools: int) -> list[ToolSeen]:
+def what_readers_saw(*, session: Session | Connection, comparison_id: int, tools: int) -> list[ToolSeen]:
     """For each tool position below ``tools``: the version its last carried change showed, else the version
     the first issue carried. Empty when no issue claimed the comparison."""
     claim = session.execute(select(IssueComparison.issue_id, IssueComparison.version)
@@ -84,11 +85,11 @@ def what_readers_saw(*, session: Session, comparison_id: int, tools: int) -> lis
                      origin_issue_id=claim.issue_id) for position in range(tools)]
 
 
-def add_change(*, session: Session, comparison_id: int, seen: ToolSeen, after_version: int,
+def add_change(*, session: Session | Connection, comparison_id: int, seen: ToolSeen, after_version: int,
                before: tuple[int, int, int | None], after: tuple[int, int, int | None], minds: str,
                now: datetime) -> None:
     """A waiting change of one tool's verdict: (ship, skip, ship %) before and after, and the minds (JSON)."""
-    session.add(VerdictChange(
+    session.execute(insert(VerdictChange).values(
         comparison_id=comparison_id, origin_issue_id=seen.origin_issue_id, tool_position=seen.position,
         before_version=seen.version, after_version=after_version, before_ship=before[0], before_skip=before[1],
         before_pct=before[2], after_ship=after[0], after_skip=after[1], after_pct=after[2], minds=minds,

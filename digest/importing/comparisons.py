@@ -28,7 +28,7 @@ from storage.imports import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
     from sqlmodel import Session
 
 
@@ -85,13 +85,13 @@ def store_checked(*, session: Session, items: list[dict], now: datetime) -> Comp
 
 
 def _upsert(*, engine: Engine, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
-    with session_scope(engine) as session:
-        counts = _upsert_in(session=session, items=items, now=now, progress=progress)
+    with engine.begin() as connection:  # Core statements only: no ORM session to set up (a push is 0.2 ms)
+        counts = _upsert_in(session=connection, items=items, now=now, progress=progress)
     progress.advance(len(items) % PROGRESS_ITEMS)  # the rest, once they are committed
     return counts
 
 
-def _upsert_in(*, session: Session, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
+def _upsert_in(*, session: Session | Connection, items: list[dict], now: datetime, progress: Progress) -> Counter[str]:
     counts: Counter[str] = Counter()
     stored = stored_comparisons(session=session, slugs=[item["slug"] for item in items])
     for done, item in enumerate(items, 1):
