@@ -61,14 +61,15 @@ def reader(*, session: Session | Connection, subscriber_id: int, delivery_id: in
 
 def votable(*, session: Session | Connection, slug: str) -> Votable | None:
     """The comparison ``slug`` if an issue carried it (nothing else was ever in an email), else None."""
-    raw = Raw(session)
-    found = raw.fetch("SELECT c.id, c.slug, c.title, c.url FROM comparison c WHERE c.slug = :slug AND EXISTS "
-                      "(SELECT 1 FROM issue_comparison ic WHERE ic.comparison_id = c.id)", {"slug": slug})
-    if not found:
+    rows = Raw(session).fetch(
+        "SELECT c.id, c.slug, c.title, c.url, t.name FROM comparison c LEFT JOIN tool t ON t.comparison_id = c.id "
+        "WHERE c.slug = :slug AND EXISTS (SELECT 1 FROM issue_comparison ic WHERE ic.comparison_id = c.id) "
+        "ORDER BY t.position", {"slug": slug})
+    if not rows:
         return None
-    comparison_id, slug, title, url = found[0]
-    names = raw.fetch("SELECT name FROM tool WHERE comparison_id = :c ORDER BY position", {"c": comparison_id})
-    return Votable(id=comparison_id, slug=slug, title=title, url=url, tools=tuple(name for name, in names))
+    comparison_id, slug, title, url, _ = rows[0]
+    return Votable(id=comparison_id, slug=slug, title=title, url=url,
+                   tools=tuple(name for *_, name in rows if name is not None))
 
 
 def standing_choice(*, session: Session, subscriber_id: int, comparison_id: int, position: int) -> str | None:
