@@ -219,7 +219,8 @@ def test_after_a_fan_out_the_claim_walks_the_index_instead_of_sorting_the_issue(
     raw = sender.services.engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("EXPLAIN " + claim, {"issue_id": opened.issue.id, "limit": 1000, "horizon": SLOT + timedelta(hours=72)})
+        cursor.execute("EXPLAIN " + claim, {"issue_id": opened.issue.id, "limit": 1000, "horizon": SLOT + timedelta(hours=72),
+                                          "now": SLOT})
         plan = "\n".join(row[0] for row in cursor.fetchall())
     finally:
         raw.close()
