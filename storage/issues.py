@@ -106,53 +106,79 @@ def audience_category_sets(*, session: Session, now: datetime, cadence: str = Ca
     return {categories: count for categories, count in rows}
 
 
+@dataclass(frozen=True)
+class FanOutTarget:
+    """Where the readers following ``category_sets`` go: ``segment_id``, or, for a reader who got the original
+    issues of some bits (storage.changes.got_sql over the fan-out's ``origins``), ``parts[bits]`` instead — the
+    segment that carries their verdict changes or their readers' results (issues 16 and 17)."""
+
+    category_sets: Sequence[str]
+    segment_id: int
+    parts: dict[int, int] | None = None
+
+
 def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime,
             by_origins: tuple[Sequence[int], dict[int, int]] | None = None, engaged_first: bool = False,
             due: DueTimes | None = None) -> int:
-    """One pending delivery per active weekly reader following one of ``category_sets`` (a monthly reader gets
-    the monthly issue instead: digest.claim.monthly).
+    """`fan_out_segments` for one segment (``by_origins``: its origins and parts)."""
+    origins, parts = by_origins or ((), None)
+    return fan_out_segments(session=session, issue_id=issue_id, now=now, origins=origins, engaged_first=engaged_first,
+                            due=due, targets=[FanOutTarget(category_sets, segment_id, parts)])
 
-    INSERT … SELECT in the database: the audience of a million subscribers never passes through Python.
+
+def fan_out_segments(*, session: Session, issue_id: int, targets: Sequence[FanOutTarget], now: datetime,
+                     origins: Sequence[int] = (), engaged_first: bool = False, due: DueTimes | None = None) -> int:
+    """One pending delivery per active weekly reader following one of the targets' category sets, in the target's
+    segment (a monthly reader gets the monthly issue instead: digest.claim.monthly); how many.
+
+    One INSERT … SELECT in the database: the audience of a million subscribers never passes through Python, and
+    is read once, not once per segment. Rows are inserted in segment order (then as below), so one segment's rows
+    are neighbours in the table: a batch's lease and record write a few pages, not a thousand.
     A plain INSERT: an issue's deliveries are only ever inserted in the transaction that creates the
-    issue, one segment per category set, so nothing can conflict — and if a planning bug ever put one
-    subscriber in two segments, the unique (subscriber, issue) fails the whole opening loudly rather than
-    drop a row. (ON CONFLICT DO NOTHING cost ~20 % of the fan-out on PostgreSQL: docs/benchmarks.md.)
+    issue, so nothing can conflict — and if a planning bug ever put one subscriber in two segments, the
+    unique (subscriber, issue) fails the whole opening loudly rather than drop a row. (ON CONFLICT DO NOTHING
+    cost ~20 % of the fan-out on PostgreSQL: docs/benchmarks.md.)
 
-    ``by_origins`` = (original issues, {bits: segment id}): a reader who got the original issues of the
-    bits (storage.changes.got_sql) goes to that segment instead, the one that carries their verdict
-    changes (issue 16). Decided in the same INSERT: no delivery is written twice.
+    A target's ``parts``: decided in the same INSERT, so no delivery is written twice (issue 16).
 
-    ``engaged_first`` (a warm-up, issue 18): rows are inserted, so numbered and claimed, in the order of each
-    reader's human opens and clicks, most first. It costs an index lookup per reader (event.subscriber_id),
-    paid only while a new domain warms up, when lists are small and every send counts.
+    ``engaged_first`` (a warm-up, issue 18): within a segment, rows are inserted, so numbered and claimed, in the
+    order of each reader's human opens and clicks, most first. It costs an index lookup per reader
+    (event.subscriber_id), paid only while a new domain warms up, when lists are small and every send counts.
 
-    ``due`` (DIGEST_DELIVERY=local, issue 19): each row's due time by its reader's zone, and rows inserted in due
-    order, so the readers of one due time are neighbours in the claim index and a claim leases them together.
+    ``due`` (DIGEST_DELIVERY=local, issue 19): each row's due time by its reader's zone, and a segment's rows in
+    due order, so the readers of one due time are neighbours in the claim index and a claim leases them together.
     """
-    segment, parameters = ":segment_id", {}
-    if by_origins is not None:
-        origins, segments = by_origins
-        cases = " ".join(f"WHEN {bits} THEN {int(target)}" for bits, target in sorted(segments.items()))
-        segment = f"CASE {got_sql(origins, reader='s.id')} {cases} ELSE :segment_id END" if cases else segment
-        parameters = origin_parameters(origins)
+    parameters, binds, branches, every_set = origin_parameters(origins) if origins else {}, [], [], []
+    for k, target in enumerate(targets):
+        segment = str(int(target.segment_id))
+        if target.parts:
+            cases = " ".join(f"WHEN {int(bits)} THEN {int(part)}" for bits, part in sorted(target.parts.items()))
+            segment = f"CASE {got_sql(origins, reader='s.id')} {cases} ELSE {segment} END"
+        parameters[f"sets_{k}"] = list(target.category_sets)
+        binds.append(bindparam(f"sets_{k}", expanding=True))
+        branches.append(f"WHEN s.categories IN :sets_{k} THEN {segment}")
+        every_set += target.category_sets
+    if not every_set:
+        return 0
+    if len(targets) == 1 and not targets[0].parts:  # one segment: no CASE to decide it
+        segment, binds = str(int(targets[0].segment_id)), []
+        del parameters["sets_0"]
+    else:
+        segment = f"CASE {' '.join(branches)} END"
     due_sql, due_parameters, due_binds = due_expression(due, "s")
     parameters.update(due_parameters)
-    order = ""
-    if due is not None and due_sql.startswith("CASE"):  # else one due time for all (PostgreSQL orders by no constant)
-        order = f" ORDER BY {due_sql}, " + (_ENGAGEMENT if engaged_first else "s.id")
-    elif engaged_first:
-        order = f" ORDER BY {_ENGAGEMENT}"
+    order = ["3"] if segment.startswith("CASE") else []  # the segment (PostgreSQL orders by no constant)
+    if due is not None and due_sql.startswith("CASE"):  # else one due time for all
+        order.append(due_sql)
+    if order or engaged_first:  # one segment, one due time: the scan's own order (by id) is the one wanted
+        order.append(_ENGAGEMENT if engaged_first else "s.id")
     statement = text(
         "INSERT INTO delivery (issue_id, subscriber_id, segment_id, status, attempts, ambiguous_resends, created_at, "
         f"due_at) SELECT :issue_id, s.id, {segment}, 'pending', 0, 0, :now, {due_sql} FROM subscriber s "
         "WHERE s.status = 'active' AND s.cadence = 'weekly' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
-        "AND s.categories IN :category_sets" + order
-    ).bindparams(bindparam("category_sets", expanding=True), bindparam("now", type_=UTCDateTime()), *due_binds)
-    result = session.execute(
-        statement,
-        {"issue_id": issue_id, "segment_id": segment_id, "now": now, "category_sets": list(category_sets),
-         **parameters},
-    )
+        "AND s.categories IN :every_set" + (f" ORDER BY {', '.join(order)}" if order else "")
+    ).bindparams(bindparam("every_set", expanding=True), bindparam("now", type_=UTCDateTime()), *binds, *due_binds)
+    result = session.execute(statement, {"issue_id": issue_id, "now": now, "every_set": every_set, **parameters})
     return result.rowcount
 
 

@@ -4,8 +4,8 @@ readers' votes on the previous issue, for the readers of that issue (issue 17, i
 
 Both ride along with an issue that has new comparisons; they never open one by themselves. Each planned
 segment splits by which of the earlier issues concerned its readers got, each part a segment of its own
-(rendered once, like any other), and the fan-out's one INSERT puts every reader in their part
-(storage.issues.fan_out).
+(rendered once, like any other), and the fan-out's one INSERT puts every reader in their segment or part
+(storage.issues.fan_out_segments).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime
 from digest.claim.local_time import DueTimes
 from digest.claim.selection import SegmentPlan, segment_key
 from storage.changes import audience_got, claim_changes
-from storage.issues import add_segment, fan_out, segment_sizes
+from storage.issues import FanOutTarget, add_segment, fan_out_segments, segment_sizes
 from storage.models import Segment
 
 
@@ -60,19 +60,20 @@ def fan_out_issue(*, session, issue_id: int, planned: Sequence[SegmentPlan], now
     due time by its reader's zone (DIGEST_DELIVERY=local)."""
     carry = _claim_carry(session=session, issue_id=issue_id, now=now, results_from=results_from)
     result = FannedOut(changes=len(carry.changes) if carry else 0)
+    targets = []
     for plan in planned:
         segment = add_segment(session=session, issue_id=issue_id, key=plan.key, audience=plan.audience,
                               comparison_ids=plan.comparison_ids)
         parts = _parts(session=session, issue_id=issue_id, plan=plan, carry=carry) if carry else {}
-        by_origins = (carry.origins, {got: part.id for got, part in parts.items()}) if parts else None
-        segment.size = fan_out(session=session, issue_id=issue_id, segment_id=segment.id,
-                               category_sets=plan.category_sets, now=now, by_origins=by_origins,
-                               engaged_first=engaged_first, due=due)
+        targets.append(FanOutTarget(plan.category_sets, segment.id, {got: part.id for got, part in parts.items()}))
         result.segments += [segment, *parts.values()]
+    # Every segment in one INSERT: the audience is read once (storage.issues.fan_out_segments).
+    fan_out_segments(session=session, issue_id=issue_id, targets=targets, now=now,
+                     origins=carry.origins if carry else (), engaged_first=engaged_first, due=due)
+    sizes = segment_sizes(session=session, issue_id=issue_id)
+    for segment in result.segments:
+        segment.size = sizes.get(segment.id, 0)
     if carry:
-        sizes = segment_sizes(session=session, issue_id=issue_id)
-        for segment in result.segments:
-            segment.size = sizes.get(segment.id, 0)
         result.told = sum(segment.size for segment in result.segments if segment.change_ids)
         result.results_told = sum(segment.size for segment in result.segments if segment.reader_results)
     return result
