@@ -106,13 +106,15 @@ def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[
 
     Each query walks the issue's rows in the (issue_id, segment_id, id) index, in order, and stops at
     ``limit``; status is a filter, not part of the index, so that leasing and closing a row never touch
-    an index (see Delivery). Stale rows first: they are older.
+    an index (see Delivery).
     ``after``: where this sender's last batch ended. Every row before it is sent or leased, so a claim
     from the start would step over all of them: a million rows half-way through a million. Starting
     after our last batch skips them; a row left behind (a batch given back, a row another sender
     skipped) is found by the scan from the start that follows when nothing is left after the position.
     The same holds for the 'sending' rows, so stale leases are looked for when a send starts and when
     nothing is left after the position, not before every batch: the caller asks again without ``after``.
+    From the start, pending and stale rows are looked for in one walk, in index order (a send that starts
+    finds its first batch at once; one that ends walks the issue once, not once for each).
     """
     if after is not None:  # only pending rows after the position: a caller resuming a send
         # Two queries, not "(segment_id, id) > (:segment, :last)": SQLite bounds an index range by the
@@ -125,9 +127,8 @@ def _candidates(raw: Raw, params: dict, *, now: datetime, dead_owners: Sequence[
     # open: a claim whose commit succeeded but whose answer was lost (the database went away at that
     # moment) and was then retried. Those rows never left, so they are not counted as ambiguous. The
     # sender records its last batch in the same transaction, before this (Sender._claim).
-    stale = _STALE + (f" OR d.lease_owner {raw.among('dead')})" if dead_owners else ")")
-    rows = raw.fetch(_candidates_sql(raw.dialect, stale), {**params, "dead": raw.array(dead_owners)})
-    return (rows, True) if rows else (raw.fetch(_candidates_sql(raw.dialect, _PENDING), params), False)
+    sendable = f"({_PENDING} OR ({_STALE}" + (f" OR d.lease_owner {raw.among('dead')})))" if dead_owners else ")))")
+    return raw.fetch(_candidates_sql(raw.dialect, sendable), {**params, "dead": raw.array(dead_owners)}), True
 
 
 def _drop_gone(session: Session, raw: Raw, gone: list[tuple], *, owner: str, now: datetime) -> None:

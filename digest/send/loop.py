@@ -157,8 +157,9 @@ class Sender:
         report.segments = len(issue_segments(session=session, issue_id=issue.id))
         counts = status_counts(session=session, issue_id=issue.id)
         report.recipients = sum(counts.values())
-        dead = [o for o in sending_owners(session=session, issue_id=issue.id) if is_dead_here(o)]
-        return dead, counts.get(DeliveryStatus.pending.value, 0) + counts.get(DeliveryStatus.sending.value, 0)
+        leased = counts.get(DeliveryStatus.sending.value, 0)
+        dead = [o for o in sending_owners(session=session, issue_id=issue.id) if is_dead_here(o)] if leased else []
+        return dead, counts.get(DeliveryStatus.pending.value, 0) + leased
 
     def _claim(self, session, *, issue: Issue, record, after, dead: list[str]) -> ClaimedBatch | None:
         """Record the batch before as sent (``record``), then lease the next one, in this one transaction."""
