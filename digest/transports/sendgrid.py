@@ -191,23 +191,34 @@ def _rows_text(recipients: RecipientRows) -> list[str]:
     tags, names = recipients.substitutions, recipients.headers
     _checked_headers("recipients' headers", {**dict.fromkeys(names, ""), **recipients.fixed_headers})
     size = sum(map(len, tags)) + DELIVERY_ARG_BYTES  # the tags' own bytes count against the limit (ASCII)
-    slots = iter(range(3, 3 + len(tags) + len(names)))  # row[3:]: the tags' values, then the headers'
-    substitutions = [_braced(json.dumps(tag) + ":") + f"{{{next(slots)}}}" for tag in tags]
-    headers = [_braced(json.dumps(name) + ":") + f"{{{next(slots)}}}" for name in names]
-    headers += [_braced(json.dumps(name) + ":" + json.dumps(value)) for name, value in recipients.fixed_headers.items()]
-    rest = (',"substitutions":{{' + ",".join(substitutions) + '}},"headers":{{' + ",".join(headers) + "}}"
-            ',"custom_args":{{"delivery_id":"{0}"}}}}')
-    named, nameless = '{{"to":[{{"email":{1},"name":{2}}}]' + rest, '{{"to":[{{"email":{1}}}]' + rest
-    plain = ('"' + "{}" + '"').format
+    fast, slow = _templates(recipients, '"'), _templates(recipients, "")
     out = []
     for row in recipients.rows:
         text = "".join(row[1:])
         if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text \
                 and len(text) + size <= MAX_ARGS_BYTES and type(row[0]) is int:
-            out.append((named if row[2] else nameless).format(row[0], *map(plain, row[1:])))
+            out.append(fast[not row[2]].format(*row))  # values as they are, between the template's quotes
         else:
-            out.append((named if row[2] else nameless).format(*_row_values(row, tags, names)))
+            out.append(slow[not row[2]].format(*_row_values(row, tags, names)))
     return out
+
+
+def _templates(recipients: RecipientRows, quote: str) -> tuple[str, str]:
+    """A personalization as a str.format template over a row (with its name, without), each value between
+    ``quote``s (the values go in as they are) or none (they go in as JSON already)."""
+    tags, names = recipients.substitutions, recipients.headers
+    slots = iter(range(3, 3 + len(tags) + len(names)))  # row[3:]: the tags' values, then the headers'
+
+    def slot(n: int) -> str:
+        return f"{quote}{{{n}}}{quote}"
+
+    substitutions = [_braced(json.dumps(tag) + ":") + slot(next(slots)) for tag in tags]
+    headers = [_braced(json.dumps(name) + ":") + slot(next(slots)) for name in names]
+    headers += [_braced(json.dumps(name) + ":" + json.dumps(value)) for name, value in recipients.fixed_headers.items()]
+    rest = (',"substitutions":{{' + ",".join(substitutions) + '}},"headers":{{' + ",".join(headers) + "}}"
+            ',"custom_args":{{"delivery_id":"{0}"}}}}')
+    return (f'{{{{"to":[{{{{"email":{slot(1)},"name":{slot(2)}}}}}]' + rest,
+            f'{{{{"to":[{{{{"email":{slot(1)}}}}}]' + rest)
 
 
 def _row_values(row: tuple, tags: tuple[str, ...], names: tuple[str, ...]) -> list:
