@@ -22,7 +22,7 @@ TOKEN = r"([A-Za-z0-9_\-.]+)"
 CONFIRM, CLICK, PREFERENCES = (re.compile(p + TOKEN) for p in ("/confirm/", "/c/", 'href="/p/'))
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 HUMAN_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Thunderbird/128.3.0"
-TABLES = ("subscriber", "delivery", "event", "suppression")  # what any link could change
+TABLES = ("subscriber", "delivery", "event", "suppression", "vote", "vote_event")  # what any link could change
 
 
 @dataclass
@@ -97,6 +97,7 @@ def answers(web, links: Links) -> dict[str, tuple]:
         "POST /p resubscribe (welcome page)": lambda: web.post(f"/p/{links.welcome_preferences}",
                                                                 data={"action": "resubscribe"}),
         "GET /confirm": lambda: web.get(f"/confirm/{links.confirm}"),
+        "POST /v vote": lambda: web.post(f"/v/{links.recipient}/{carried_slug(web)}/1/ship", data={"vote": "ship"}),
         "POST /confirm": lambda: web.post(f"/confirm/{links.confirm}"),
     }
     result = {}
@@ -105,6 +106,13 @@ def answers(web, links: Links) -> dict[str, tuple]:
         result[name] = (response.status_code, response.content, response.headers.get("location"))
     web.portal.call(web.app.state.ctx.open_writer().settled)  # the pixel's open, if any, is committed
     return result
+
+
+def carried_slug(web) -> str:
+    """A comparison an issue carried: what a vote link names."""
+    with web.app.state.ctx.engine.connect() as connection:
+        return connection.execute(text("SELECT c.slug FROM comparison c JOIN issue_comparison ic "
+                                       "ON ic.comparison_id = c.id ORDER BY c.id LIMIT 1")).scalar_one()
 
 
 def bad_link_answers(web, click: str) -> dict[str, tuple]:
