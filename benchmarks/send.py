@@ -117,14 +117,16 @@ def floor(floor_script: Path, server: str, count: int, email_file: str) -> dict:
     process = subprocess.Popen([sys.executable, str(floor_script), "--host", server, "--n", str(count),
                                 "--html", str(html), "--text", str(text), "--key", API_KEY],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err, rss = _wait(process)
+    out, err, rss, cpu = _wait(process)
     if process.returncode != 0:
         raise RuntimeError(f"the floor failed:\n{err[-4000:]}")
-    return {"seconds": float(out.strip().splitlines()[-1]), "wall": time.perf_counter() - started, "rss_mb": rss}
+    return {"seconds": float(out.strip().splitlines()[-1]), "wall": time.perf_counter() - started, "rss_mb": rss,
+            "cpu": cpu}
 
 
-def _wait(process: subprocess.Popen) -> tuple[str, str, float]:
-    """``process``'s output and its own peak RSS in MB (wait4: this child's, not every child's)."""
+def _wait(process: subprocess.Popen) -> tuple[str, str, float, float]:
+    """``process``'s output, its own peak RSS in MB and the CPU seconds it used (wait4: this child's, not every
+    child's). CPU time moves less than wall time when other work shares the machine: a second reading."""
     import os
     import threading
 
@@ -137,7 +139,7 @@ def _wait(process: subprocess.Popen) -> tuple[str, str, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     for reader in readers:
         reader.join()
-    return "".join(chunks["out"]), "".join(chunks["err"]), usage.ru_maxrss / 1024
+    return "".join(chunks["out"]), "".join(chunks["err"]), usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def digest_send(url: str, server: str) -> dict:
@@ -150,12 +152,12 @@ def digest_send(url: str, server: str) -> dict:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "digest", "send", "--week", WEEK], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err, rss = _wait(process)
+    out, err, rss, cpu = _wait(process)
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"digest send failed:\n{out[-2000:]}\n{err[-4000:]}")
     sent = [int(n) for n in __import__("re").findall(r"this run sent (\d+)", out)]
-    return {"total": seconds, "open": 0.0, "drain": seconds, "sent": sum(sent), "rss_mb": rss,
+    return {"total": seconds, "open": 0.0, "drain": seconds, "sent": sum(sent), "rss_mb": rss, "cpu": cpu,
             "requests": int((__import__("re").search(r"in (\d+) batches", out) or [0, 0])[1]),
             "segments": int((__import__("re").search(r"(\d+) segments", out) or [0, 0])[1]), "per_worker": sum(sent)}
 
@@ -267,7 +269,7 @@ def main() -> int:
 
         before = baseline()
         print(f"  floor before ({args.floor.name}: sign, build, POST): {before['seconds']:.1f} s "
-              f"({before['wall']:.1f} s with its start), peak RSS {before['rss_mb']:.0f} MB")
+              f"({before['wall']:.1f} s with its start, {before['cpu']:.1f} s of CPU), peak RSS {before['rss_mb']:.0f} MB")
         runs = {}
         for count in workers:
             result, seeded = run_size(args.db, args.subscribers, count, server, workdir, args.profile)
@@ -275,11 +277,13 @@ def main() -> int:
             print(f"  seeded in {seeded:.1f} s; {result['segments']} segments")
             what = "`digest send`, the whole command" if args.db == "sqlite" and not args.profile else \
                 f"open {result['open']:.1f} s, send {result['drain']:.1f} s"
-            print(f"  pipeline, {count} worker(s): {result['total']:.1f} s ({what}), {result['requests']} requests, "
+            cpu = f", {result['cpu']:.1f} s of CPU" if "cpu" in result else ""
+            print(f"  pipeline, {count} worker(s): {result['total']:.1f} s ({what}{cpu}), {result['requests']} requests, "
                   f"sent {result['sent']:,}, peak RSS {result['rss_mb']:.0f} MB")
         after = baseline()
         base = {"seconds": (before["seconds"] + after["seconds"]) / 2, "rss_mb": max(before["rss_mb"], after["rss_mb"])}
-        print(f"  floor after: {after['seconds']:.1f} s; reference (mean): {base['seconds']:.1f} s")
+        print(f"  floor after: {after['seconds']:.1f} s ({after['cpu']:.1f} s of CPU); reference (mean): "
+              f"{base['seconds']:.1f} s")
         target = target_sqlite(args.subscribers) if args.db == "sqlite" else TARGET_POSTGRES
         for count, result in runs.items():
             ratio = result["total"] / base["seconds"]

@@ -141,12 +141,14 @@ class Settings(BaseSettings):
     @field_validator("comparisons_feed_url")
     @classmethod
     def _web_feed(cls, value: str | None) -> str | None:
-        from digest.importing.feed import url_problem
-
         value = (value or "").strip()
-        if value and url_problem(value):
+        if not value:
+            return None
+        from digest.importing.feed import url_problem  # only then: it loads the importers (and jsonschema)
+
+        if url_problem(value):
             raise ValueError(f"DIGEST_COMPARISONS_FEED_URL: {url_problem(value)}")
-        return value or None
+        return value
 
     @field_validator("site_webhook_url")
     @classmethod
