@@ -72,7 +72,6 @@ def _send(settings: Settings, *, week: str | None, now: datetime) -> None:
     exit 1 on failures."""
     from digest.claim.weeks import iso_week
     from digest.cli.reporting import print_run
-    from digest.importing.feed import pull_configured
     from digest.send.loop import SendAborted, Sender
     from digest.services import build_services, settle_heap
     from digest.weekly import run
@@ -80,7 +79,11 @@ def _send(settings: Settings, *, week: str | None, now: datetime) -> None:
     services = build_services(settings)
     sender = Sender(services=services, progress=progress_shown(settings))
     settle_heap()
-    pulled = pull_configured(services=services, now=now)  # a failure is logged: a warning on stderr
+    pulled = None
+    if settings.comparisons_feed_url:  # the importers (and jsonschema) load only for a feed: 0.3 s of every send
+        from digest.importing.feed import pull_configured
+
+        pulled = pull_configured(services=services, now=now)  # a failure is logged: a warning on stderr
     if pulled is not None:
         console.print(f"feed {pulled.url}: {pulled.summary()}", highlight=False, markup=False)
     try:
