@@ -116,6 +116,8 @@ def _routers():
     """Each part of the app is a router in a module of its own."""
     import importlib
 
+    # The routes that take many requests first: FastAPI tries each router in turn (3–4 µs each), and no two
+    # routers answer the same path, so the order decides nothing else. The pixel never gets here (DigestApp).
     return [importlib.import_module(f"digest.web.{name}").router
-            for name in ("home", "tracking", "subscriber", "keep", "votes", "signup", "webhook", "api", "api_votes",
+            for name in ("votes", "api", "tracking", "home", "subscriber", "keep", "signup", "webhook", "api_votes",
                          "archive", "static")]
