@@ -10,16 +10,18 @@ from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from storage.models import Delivery, DeliveryStatus, Issue
+from storage.raw import Raw
 
 
 def halted(*, session: Session, issue_id: int) -> str | None:
     """Why the issue must not send now ("paused: …", "cancelled"), or None when it may."""
-    row = session.execute(select(Issue.paused_at, Issue.pause_reason, Issue.cancelled_at)
-                          .where(Issue.id == issue_id)).one()
-    if row.cancelled_at is not None:
+    # Asked before every batch: on the driver's cursor (storage.raw), not through the ORM's statement handling.
+    (paused_at, reason, cancelled_at), = Raw(session).fetch(
+        "SELECT paused_at, pause_reason, cancelled_at FROM issue WHERE id = :id", {"id": issue_id})
+    if cancelled_at is not None:
         return "cancelled"
-    if row.paused_at is not None:
-        return f"paused: {row.pause_reason or 'by hand'}"
+    if paused_at is not None:
+        return f"paused: {reason or 'by hand'}"
     return None
 
 
