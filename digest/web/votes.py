@@ -83,7 +83,8 @@ async def vote_post(
 
     The answers, in order: the bad-link page (token or path names nothing), 403 (CSRF), 409 (the reader may
     not vote), 400 (no choice), else 303 once the vote is committed. The checks and the vote are one short
-    transaction on the driver's cursor (`_cast`), on the process's writing thread; only the rare refusals render a page."""
+    transaction on the driver's cursor (`_cast`), on the process's writing thread; only the rare refusals
+    render a page."""
     ref = ctx.recipient(token)
     if ref is None:
         return ctx.not_found()
@@ -113,9 +114,7 @@ def _cast(ctx: WebContext, ref: RecipientRef, link: tuple[str, str, str], chosen
     slug, tool, choice = link
     with ctx.engine.begin() as connection:
         found = reader(session=connection, subscriber_id=ref.subscriber_id, delivery_id=ref.delivery_id)
-        # As subscriber_for: the token must fit the row, and a token from before tags its own delivery.
-        if found is None or not ref.fits(link_tag=found.link_tag, accepts_untagged_links=found.accepts_untagged_links) \
-                or (ref.tag is None and ref.delivery_id is not None and found.issue_id is None):
+        if found is None or not _named_by(ref, found):
             return "bad link", None, None
         asked = ballot(session=connection, slug=slug, tool=tool, choice=choice)
         if asked is None:
@@ -129,6 +128,14 @@ def _cast(ctx: WebContext, ref: RecipientRef, link: tuple[str, str, str], chosen
         cast_vote(session=connection, secret_key=ctx.settings.secret_key, subscriber=found, issue_id=found.issue_id,
                   ballot=replace(asked, choice=chosen), now=now)
         return "cast", found, asked
+
+
+def _named_by(ref: RecipientRef, found: Reader) -> bool:
+    """As `subscriber_for`: the token fits the row, and a token from before tags that names a delivery
+    names one of this reader's."""
+    if not ref.fits(link_tag=found.link_tag, accepts_untagged_links=found.accepts_untagged_links):
+        return False
+    return not (ref.tag is None and ref.delivery_id is not None and found.issue_id is None)
 
 
 def _refusal(ctx: WebContext, request: Request, token: str, found: Reader, asked: Ballot, path: str,
