@@ -108,9 +108,9 @@ def answers(web, links: Links) -> dict[str, tuple]:
     return result
 
 
-def carried_slug(web) -> str:
+def carried_slug(client) -> str:
     """A comparison an issue carried: what a vote link names."""
-    with web.app.state.ctx.engine.connect() as connection:
+    with client.app.state.ctx.engine.connect() as connection:
         return connection.execute(text("SELECT c.slug FROM comparison c JOIN issue_comparison ic "
                                        "ON ic.comparison_id = c.id ORDER BY c.id LIMIT 1")).scalar_one()
 
