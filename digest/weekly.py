@@ -108,7 +108,8 @@ def _run_week(*, services: Services, sender: Sender, now: datetime, week: str | 
             result.reason = f"issue {result.week} was already sent"
         return result
     if all(report.week != result.week for report in result.reports) and result.week not in result.held:
-        result.add(sender.send_issue(result.opened.issue))
+        opened = result.opened.deliveries if result.opened.created else None
+        result.add(sender.send_issue(result.opened.issue, opened=opened))
     return result
 
 

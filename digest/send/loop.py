@@ -116,11 +116,13 @@ class Sender:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.services.settings.lease_seconds)
 
-    def send_issue(self, issue: Issue) -> SendReport:
+    def send_issue(self, issue: Issue, *, opened: int | None = None) -> SendReport:
+        """Send what is left of ``issue``. ``opened``: the caller has just opened it, with that many deliveries,
+        so its rows need no survey (a walk of all of them, 0.3 s at a million)."""
         started = time.monotonic()
         report = SendReport(week=issue.week)
         self.halted = None
-        dead, to_send = self.services.transaction(lambda session: self._survey(session, issue, report))
+        dead, to_send = self.services.transaction(lambda session: self._survey(session, issue, report, opened))
         progress = self.progress if to_send else None
         if progress is not None:
             progress.begin(issue.week, total=to_send, unit="sent")
@@ -152,9 +154,12 @@ class Sender:
                 self.services.transaction(lambda session: self._count_up(session, issue, report))
         return report
 
-    def _survey(self, session, issue: Issue, report: SendReport) -> tuple[list[str], int]:
+    def _survey(self, session, issue: Issue, report: SendReport, opened: int | None) -> tuple[list[str], int]:
         """The issue's size in the report; the owners of its leases that died on this host, and how many to send."""
         report.segments = len(issue_segments(session=session, issue_id=issue.id))
+        if opened is not None:  # just opened: every row pending, no lease of anyone's to take over
+            report.recipients = opened
+            return [], opened
         counts = status_counts(session=session, issue_id=issue.id)
         report.recipients = sum(counts.values())
         leased = counts.get(DeliveryStatus.sending.value, 0)
