@@ -10,7 +10,7 @@ import functools
 import json
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
@@ -105,5 +105,21 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 @functools.lru_cache(maxsize=4)
 def time_processor(dialect):
     """What SQLAlchemy does to a UTCDateTime parameter on ``dialect`` (on SQLite: a fixed-format string)."""
+    if dialect.name == "sqlite":
+        return sqlite_time
     column_type = UTCDateTime().dialect_impl(dialect)
     return column_type.bind_processor(dialect) or (lambda value: column_type.process_bind_param(value, dialect))
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """The string SQLAlchemy stores for a UTCDateTime on SQLite, "2026-01-05 09:30:00.000000" (naive UTC,
+    always six digits of microseconds), made by `datetime.isoformat` in C: SQLAlchemy's own processors
+    (a dict, a %-format, two Python calls) took 2.5 µs a value, 1.1 µs this way: a tenth of the pixel
+    writer's time per open."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass an aware datetime")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"

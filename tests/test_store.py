@@ -196,6 +196,36 @@ def test_a_batch_of_row_ids_goes_as_one_value_and_only_as_integers(engine):
             raw.ids(["1}, {2"])
 
 
+def test_a_time_written_on_the_cursor_is_the_time_the_orm_writes_and_reads_back(engine):
+    "the pixel writer and the send loop store times on the driver's cursor: the same text (SQLite compares it as text) and the same instant as the ORM's, from any time zone"
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import bindparam, select
+    from sqlmodel import Session
+
+    from storage.models import Issue
+    from storage.raw import Raw as _Raw
+
+    paris = timezone(timedelta(hours=1))
+    times = [datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc), datetime(2026, 1, 5, 10, 30, 0, 7, tzinfo=paris),
+             datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)]
+    with Session(engine) as session:
+        raw = _Raw(session)
+        for n, moment in enumerate(times, start=1):
+            session.add(Issue(id=n, week=f"2026-W{n:02d}", created_at=moment))
+            raw.run("INSERT INTO issue (id, week, created_at) VALUES (:id, :week, :at)",
+                    {"id": 10 + n, "week": f"2027-W{n:02d}", "at": raw.time(moment)})
+        session.commit()
+        stored = dict(session.connection().execute(text("SELECT id, created_at FROM issue")).all())
+        for n, moment in enumerate(times, start=1):
+            assert stored[10 + n] == stored[n]
+            assert session.get(Issue, 10 + n).created_at == moment
+        before = select(Issue.id).where(Issue.created_at < bindparam("at")).order_by(Issue.id)
+        assert session.scalars(before, {"at": times[0]}).all() == [3, 13]
+        with pytest.raises(ValueError, match="naive"):
+            raw.time(datetime(2026, 1, 5, 9, 30))
+
+
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_links_sent_before_0007_keep_working_and_a_link_without_a_tag_names_no_row_stored_since(kind, tmp_path):
     "0007: a tagless link sent before it opens its subscriber's page and counts their open; for later rows it names nobody"

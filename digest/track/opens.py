@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from digest.links import RecipientRef
-from storage.events import OpenTarget, event_row, insert_events, open_targets
+from storage.events import OpenTarget, event_row, insert_events, insert_opens, open_targets
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -84,6 +84,7 @@ def record_opens(*, engine: Engine, opens: list[tuple[RecipientRef, str | None, 
 
     The pixel's writer process (`digest.track.open_writer`) calls this once per group of opens."""
     ids = {recipient.delivery_id for recipient, _, _ in opens if recipient.delivery_id is not None}
+    window = timedelta(seconds=window_seconds)
     with engine.begin() as connection:
         # On the DB-API cursor (storage.raw): this runs for every group of pixel fetches.
         found = open_targets(connection=connection, ids=list(ids)) if ids else {}
@@ -93,14 +94,13 @@ def record_opens(*, engine: Engine, opens: list[tuple[RecipientRef, str | None, 
             if target is None or not _names(recipient, target):
                 results.append(False)
                 continue
-            machine = is_machine_open(user_agent=user_agent, sent_at=target.sent_at, now=now,
-                                      window_seconds=window_seconds)
-            rows.append(event_row(kind="open", source="pixel", now=now, machine=machine,
-                                  delivery_id=recipient.delivery_id, subscriber_id=target.subscriber_id,
-                                  issue_id=target.issue_id, detail=(user_agent or "")[:USER_AGENT_CHARS]))
+            # is_machine_open, with the window made once per group
+            machine = is_machine_agent(user_agent) or (target.sent_at is not None and now - target.sent_at < window)
+            rows.append((now, recipient.delivery_id, target.subscriber_id, target.issue_id, machine,
+                         (user_agent or "")[:USER_AGENT_CHARS]))
             results.append(True)
         if rows:
-            insert_events(connection=connection, rows=rows)
+            insert_opens(connection=connection, rows=rows)
     return results
 
 
