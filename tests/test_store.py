@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -26,6 +28,17 @@ def test_the_migrations_build_exactly_the_models(db_url, engine):
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert differences == []
+
+
+def test_the_newest_revision_read_from_the_file_names_is_alembics_head():
+    "every command checks the store against head() without loading Alembic: the file names must say what Alembic reads in the files"
+    from storage.migrate import MIGRATIONS, head
+
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    assert head() == scripts.get_current_head()
+    for script in scripts.walk_revisions():
+        assert Path(script.path).name.startswith(f"{script.revision}_")
+        assert script.down_revision is None or int(script.down_revision) == int(script.revision) - 1
 
 
 def test_sqlite_runs_in_wal_mode(sqlite_url):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-from digest.editor.dry_run import DryRun, reason_text, state_sentence
 from digest.render.email import HTML_BUDGET
+
+if TYPE_CHECKING:  # the dry run's module is loaded by the dry run only: `digest send` paid 0.2-0.5 s for it
+    from digest.editor.dry_run import DryRun
 
 
 def print_run(console: Console, result, reports) -> None:
@@ -42,6 +46,8 @@ def print_run(console: Console, result, reports) -> None:
 
 
 def print_dry_run(console: Console, plan: DryRun, *, tz) -> None:
+    from digest.editor.dry_run import state_sentence
+
     if plan.feed is not None:  # first: what the issue would claim depends on what the feed brought
         console.print(plan.feed.sentence(tz=tz), highlight=False, markup=False)
     halted = state_sentence(plan)  # paused (why, what a resume would send) or cancelled: issue 18
@@ -83,6 +89,8 @@ def print_dry_run(console: Console, plan: DryRun, *, tz) -> None:
 
 def _print_left_out(console: Console, plan: DryRun, *, tz) -> None:
     """The first people who get nothing, each with the reason, then the count per reason."""
+    from digest.editor.dry_run import reason_text
+
     total = sum(plan.nothing.values())
     console.print(f"get nothing: {total}" + (f" (the first {len(plan.left_out)}; --json lists all)"
                                               if total > len(plan.left_out) else ""), highlight=False)
