@@ -1,17 +1,14 @@
 """Event rows: opens and clicks recorded per pixel fetch or click (digest.track.opens, on the DB-API cursor as
-well), and the provider's events, each recorded once (digest.track.events)."""
+well). The provider's events, each recorded once, have their own module: storage.provider_events."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlalchemy import Connection
 
-from storage.models import Delivery, Event, Subscriber
 from storage.raw import Raw, time_reader
 
 # Event kinds are stored under the names they were first recorded with (the provider's): databases hold
@@ -38,7 +35,7 @@ class OpenTarget(NamedTuple):
 def event_row(*, kind: str, source: str, now: datetime, detail: str = "", machine: bool = False,
               delivery_id: int | None = None, subscriber_id: int | None = None, issue_id: int | None = None,
               provider_event_id: str | None = None) -> dict:
-    """An Event row (every column but id) for `insert_events` or `insert_event_once`."""
+    """An Event row (every column but id) for `insert_events`."""
     return dict(kind=kind, source=source, occurred_at=now, delivery_id=delivery_id, subscriber_id=subscriber_id,
                 issue_id=issue_id, machine=machine, provider_event_id=provider_event_id, detail=detail[:2000])
 
@@ -82,35 +79,3 @@ _INSERT_EVENT = (
     "detail) VALUES (:kind, :source, :occurred_at, :delivery_id, :subscriber_id, :issue_id, :machine, "
     ":provider_event_id, :detail)"
 )
-
-
-def insert_event_once(*, session: Session, row: dict) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING on the provider's event id: a duplicate neither fails nor aborts
-    the transaction (on PostgreSQL a failed INSERT would abort every other event of the post).
-
-    False for a duplicate. The row's kind is one of ours, stored as `STORED_KIND` says."""
-    row = {**row, "kind": STORED_KIND.get(row["kind"], row["kind"])}
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = (dialect.insert(Event.__table__).values(**row)
-                 .on_conflict_do_nothing(index_elements=["provider_event_id"]).returning(Event.__table__.c.id))
-    return session.execute(statement).first() is not None
-
-
-def deliveries_by_id(*, session: Session, ids: Iterable[int]) -> dict:
-    """delivery id → a row of its id, issue_id, subscriber_id and its subscriber's email_key (the address a
-    provider's event names must agree with it), for the deliveries among ``ids`` (outside 1 … MAX_ID: none)."""
-    ids = {i for i in ids if 0 < i <= MAX_ID}
-    if not ids:
-        return {}
-    return {row.id: row for row in session.execute(
-        select(Delivery.id, Delivery.issue_id, Delivery.subscriber_id, Subscriber.email_key)
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Delivery.id.in_(ids)))}
-
-
-def subscribers_by_email(*, session: Session, email_keys: Iterable[str]) -> dict[str, int]:
-    """email key → subscriber id, for the keys among ``email_keys`` that are someone's."""
-    email_keys = set(email_keys)
-    if not email_keys:
-        return {}
-    return dict(session.execute(
-        select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(email_keys))).all())

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from digest.subscribers.subscriptions import suppress, unsubscribe
 from digest.track.guardrail import COUNTED_KINDS
 from storage.db import session_scope
-from storage.events import deliveries_by_id, event_row, insert_event_once, subscribers_by_email
+from storage.events import STORED_KIND
 from storage.guardrail import add_reports
 from storage.models import SubscriberStatus
-from storage.subscribers import find_subscriber
+from storage.provider_events import (change_standings, deliveries_named, event_time, insert_provider_events,
+                                     subscribers_named)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -56,7 +56,7 @@ class WebhookSummary:
     reports: dict[int, Counter] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     subscriber_id: int
     delivery_id: int | None = None
@@ -65,53 +65,81 @@ class Target:
 
 def apply_provider_events(*, engine: Engine, events: Sequence[ProviderEvent | None], now: datetime) -> WebhookSummary:
     """Record each event once (by its provider event id) and apply bounces, complaints and unsubscribes: one
-    transaction. None stands for an item the adapter read as no event we know: it is counted as ignored."""
+    transaction, a handful of statements whatever the number of events (storage.provider_events). None
+    stands for an item the adapter read as no event we know: it is counted as ignored."""
     summary = WebhookSummary()
+    known = _first_of_each(events, summary)
     with session_scope(engine) as session:
-        targets = _Targets(session, [event for event in events if event is not None])
-        for event in events:
-            target = targets.find(event) if event is not None else None
-            if target is None:
-                summary.ignored += 1
-                continue
-            if not insert_event_once(session=session, row=event_row(
-                    kind=event.kind, source="webhook", now=event.occurred_at, detail=event.detail,
-                    machine=event.machine, delivery_id=target.delivery_id, subscriber_id=target.subscriber_id,
-                    issue_id=target.issue_id, provider_event_id=event.provider_event_id)):
-                summary.duplicates += 1
-                continue
-            summary.applied += 1
+        targets = _Targets(session, known)
+        found = [(event, target) for event in known if (target := targets.find(event)) is not None]
+        summary.ignored += len(known) - len(found)
+        found.sort(key=lambda pair: pair[0].provider_event_id or "")  # lock order: storage.provider_events
+        inserted = insert_provider_events(session=session, rows=[_row(event, target) for event, target in found])
+        applied = [(event, target) for event, target in found
+                   if event.provider_event_id is None or event.provider_event_id in inserted]
+        summary.applied = len(applied)
+        summary.duplicates += len(found) - len(applied)
+        _change_standings(session, applied, now)
+        for event, target in applied:
             if target.issue_id is not None and event.kind in COUNTED_KINDS:
                 summary.reports.setdefault(target.issue_id, Counter())[event.kind] += 1
-            if event.standing is not None:
-                _change_standing(session, target, event.standing, now)
         add_reports(session=session, reports=summary.reports)  # the totals move with the events, in one commit
     return summary
 
 
-def _change_standing(session: Session, target: Target, status: SubscriberStatus, now: datetime) -> None:
-    subscriber = find_subscriber(session=session, subscriber_id=target.subscriber_id)
-    if status == SubscriberStatus.unsubscribed:
-        unsubscribe(session=session, subscriber=subscriber, source="webhook", now=now,
-                    delivery_id=target.delivery_id, issue_id=target.issue_id)
-    else:
-        suppress(session=session, subscriber=subscriber, status=status, source="webhook", now=now,
-                 delivery_id=target.delivery_id, issue_id=target.issue_id)
-    session.flush()
+def _first_of_each(events: Sequence[ProviderEvent | None], summary: WebhookSummary) -> list[ProviderEvent]:
+    """The post's events, an id given twice in it kept once (a duplicate, as it would be in a later post)."""
+    seen: set[str] = set()
+    kept = []
+    for event in events:
+        if event is None:
+            summary.ignored += 1
+        elif event.provider_event_id is None:
+            kept.append(event)
+        elif event.provider_event_id in seen:
+            summary.duplicates += 1
+        else:
+            seen.add(event.provider_event_id)
+            kept.append(event)
+    return kept
+
+
+def _row(event: ProviderEvent, target: Target) -> tuple:
+    return (STORED_KIND.get(event.kind, event.kind), event_time(event.occurred_at), target.delivery_id,
+            target.subscriber_id, target.issue_id, int(event.machine), event.provider_event_id, event.detail[:2000])
+
+
+def _change_standings(session: Session, applied: list[tuple[ProviderEvent, Target]], now: datetime) -> None:
+    unsubscribed, bounced, complained = {}, set(), set()
+    for event, target in applied:
+        if event.standing == SubscriberStatus.unsubscribed:
+            unsubscribed.setdefault(target.subscriber_id, (target.delivery_id, target.issue_id))
+        elif event.standing == SubscriberStatus.bounced:
+            bounced.add(target.subscriber_id)
+        elif event.standing == SubscriberStatus.complained:
+            complained.add(target.subscriber_id)
+    change_standings(session=session, unsubscribed=unsubscribed, bounced=bounced, complained=complained, now=now)
 
 
 class _Targets:
-    """Deliveries and subscribers named by a post, loaded in two queries, not one per event."""
+    """Deliveries and subscribers named by a post: one query for the deliveries, and one for the addresses
+    of the events whose delivery is unknown (usually none), not one per event."""
 
     def __init__(self, session: Session, events: list[ProviderEvent]):
-        ids = {event.delivery_id for event in events if event.delivery_id is not None}
-        self.deliveries = deliveries_by_id(session=session, ids=ids)
-        self.by_email = subscribers_by_email(session=session, email_keys={event.email for event in events} - {""})
+        self.deliveries = deliveries_named(session=session, ids={e.delivery_id for e in events if e.delivery_id})
+        orphans = {event.email for event in events if self._delivery(event) is None} - {""}
+        self.by_email = subscribers_named(session=session, email_keys=orphans)
+
+    def _delivery(self, event: ProviderEvent):
+        delivery = self.deliveries.get(event.delivery_id)
+        if delivery is not None and (not event.email or event.email == delivery.email_key):
+            return delivery
+        return None
 
     def find(self, event: ProviderEvent) -> Target | None:
         """By the delivery id we sent with the email (when the address agrees), else by the address."""
-        delivery = self.deliveries.get(event.delivery_id)
-        if delivery is not None and (not event.email or event.email == delivery.email_key):
+        delivery = self._delivery(event)
+        if delivery is not None:
             return Target(subscriber_id=delivery.subscriber_id, delivery_id=delivery.id, issue_id=delivery.issue_id)
         subscriber_id = self.by_email.get(event.email)
         return Target(subscriber_id=subscriber_id) if subscriber_id is not None else None
