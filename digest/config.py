@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     machine_open_seconds: float = Field(default=10.0, ge=0)
     # A signed webhook post older than this (or this far in the future) is refused as a possible replay.
     webhook_max_age_seconds: int = Field(default=600, ge=60)
+    # How long a webhook post may wait for the store (its turn, its locks, its commit) before the answer is
+    # 503 with Retry-After: SendGrid retries for 24 hours, and an answer within seconds beats its timeout.
+    webhook_busy_seconds: float = Field(default=5.0, gt=0)
     # The push API's bearer token (PUT and DELETE /api/comparisons/{slug}, digest.web.api), which the
     # comparison site sends as "Authorization: Bearer …". Empty: the API refuses every request (503).
     # A SecretStr, so that no repr or log line of the settings shows it.

@@ -18,6 +18,7 @@ from digest.links import BadToken, Links, RecipientRef, Signer
 from digest.track.open_writer import OpenWriter
 from digest.web.pages import web_environment  # noqa: F401 — where the app has always found it
 from digest.web.security import csrf_field
+from digest.web.webhook_store import WebhookStore
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -40,6 +41,7 @@ class WebContext:
     clock: Callable[[], datetime]
     _open_writer: OpenWriter | None = field(default=None, init=False, repr=False)
     _writes: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _webhook_store: WebhookStore | None = field(default=None, init=False, repr=False)
 
     def page(self, name: str, *, status_code: int = 200, token_page: bool = False, **context) -> HTMLResponse:
         """Render templates/web/NAME (autoescaped) as an HTML response."""
@@ -78,9 +80,19 @@ class WebContext:
         return await asyncio.get_running_loop().run_in_executor(self._writes, work, *args)
 
     def close_writes(self) -> None:
-        """Let the writing thread finish what it was given and end (the app's shutdown)."""
+        """Let the writing threads finish what they were given and end (the app's shutdown)."""
         if self._writes is not None:
             self._writes.shutdown(wait=True)
+        if self._webhook_store is not None:
+            self._webhook_store.close()
+
+    def webhook_store(self) -> WebhookStore:
+        """The Event Webhook's own threads and bounds (digest.web.webhook_store): its posts of ~1,000 events
+        do not queue the votes' short writes behind them."""
+        if self._webhook_store is None:
+            self._webhook_store = WebhookStore(dialect=self.engine.dialect.name,
+                                               busy_seconds=self.settings.webhook_busy_seconds)
+        return self._webhook_store
 
     def open_writer(self) -> OpenWriter:
         """This process's pixel writer (a child process, started by the first open it records)."""
