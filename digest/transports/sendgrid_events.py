@@ -187,4 +187,7 @@ def _text(value, limit: int = 2000) -> str:
             value = str(value)
         except (ValueError, RecursionError):  # an int over Python's 4,300-digit limit; absurd nesting
             return ""
-    return _UNSTORABLE.sub("\ufffd", value[:limit])
+    value = value[:limit]
+    if value.isascii() and "\x00" not in value:
+        return value  # most are: no surrogate, no NUL (a scan in C, where the substitution took ~0.5 µs)
+    return _UNSTORABLE.sub("\ufffd", value)
