@@ -1,4 +1,4 @@
-"""Counts for `digest stats` (digest.track.stats, which defines each figure): three GROUP BY queries per
+"""Counts for `digest stats` (digest.track.stats, which defines each figure): four GROUP BY queries per
 issue, where the push of vote events to the site has got, and which issues are paused (issue 18)."""
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def issue_counts(*, engine: Engine, week: str | None = None) -> dict[str, dict[s
                   for row in connection.execute(_delivery_counts(issue_filter))}
         for row in connection.execute(_event_counts(issue_filter)):
             counts[row.week].update({name: int(getattr(row, name) or 0) for name in EVENT_COUNTS})
+        for row in connection.execute(_webhook_counts(issue_filter)):
+            counts[row.week].update(webhook_events=row.received, newest_event_at=row.newest)
         for row in connection.execute(_vote_counts(issue_filter)):
             figures = counts[row.week]
             figures.update(votes=row.votes, voters=row.voters)
@@ -87,6 +89,16 @@ def _event_counts(issue_filter: list):
     return (
         select(Issue.week, machine_only, *sums)
         .select_from(per_delivery).join(Issue, Issue.id == d.issue_id).group_by(Issue.week)
+    )
+
+
+def _webhook_counts(issue_filter: list):
+    """Per issue: the events the provider's webhook reported (and the unsubscribes they made), and when the
+    newest of them happened (issue 21: how far behind the webhook is)."""
+    return (
+        select(Issue.week, func.count(Event.id).label("received"), func.max(Event.occurred_at).label("newest"))
+        .select_from(Event).join(Issue, Issue.id == Event.issue_id)
+        .where(Event.source == "webhook", *issue_filter).group_by(Issue.week)
     )
 
 

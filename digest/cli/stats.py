@@ -31,6 +31,11 @@ def stats(
     them. A vote counts as a click for engagement: a reader who voted from the issue's email is one of its
     clickers, once, whether or not they also clicked a link.
 
+    What SendGrid's Event Webhook reported of each issue: its events received, when the newest of them
+    happened (a line under the table gives its age: far behind means the webhook lags, and bounces wait
+    to be suppressed) and the emails sent that it has not yet reported delivered, bounced or dropped.
+    --json gives "webhook_events", "newest_event_at", "newest_event_age_seconds" and "awaiting_outcome".
+
     Each issue's state is sending, paused, cancelled or done; under the table, a line per paused or cancelled
     issue says why, since when, and what to do (`digest issue resume WEEK`). --json gives "state",
     "state_reason" and "state_since" per issue.
@@ -54,6 +59,7 @@ def stats(
       digest stats --html stats.html
     """
     import json
+    from datetime import datetime, timezone
 
     from digest.track.stats import issue_stats, site_push_status
 
@@ -64,8 +70,9 @@ def stats(
         raise fail(f"no issue for week {week}; `digest stats` lists every issue")
     push = site_push_status(engine=engine, webhook_url=settings.site_webhook_url)
     dormant = dormant_readers(engine)
+    now = datetime.now(timezone.utc)
     if as_json:
-        document = {"issues": [row.as_dict() for row in rows], "site_push": push.as_dict() if push else None,
+        document = {"issues": [row.as_dict(now=now) for row in rows], "site_push": push.as_dict() if push else None,
                     "dormant": dormant}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     elif html is not None:
@@ -81,6 +88,9 @@ def stats(
         for row in shown:  # why an issue is not sending, with what to do about it
             if row.state.halts:
                 console.print(row.state.sentence(row.week), highlight=False, markup=False)
+        for row in shown:
+            if row.newest_event_at is not None:
+                console.print(webhook_line(row, now), highlight=False, markup=False)
     if push is not None and not as_json and html is None:
         console.print(push_line(push), highlight=False)
     if dormant and not as_json and html is None:  # none: no line (--json always has the count)
@@ -93,6 +103,17 @@ def dormant_readers(engine) -> int:
 
     with engine.connect() as connection:
         return count_dormant(connection=connection)
+
+
+def webhook_line(row, now) -> str:
+    """ "webhook 2026-W48: 2,998,417 events, the newest happened 2 min ago (09:41 UTC); 1,204 sent, no outcome yet" """
+    age = row.newest_event_age(now)
+    ago = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.0f} h"
+    line = (f"webhook {row.week}: {row.webhook_events:,} events, the newest happened {ago} ago "
+            f"({row.newest_event_at:%Y-%m-%d %H:%M} UTC)")
+    if row.awaiting_outcome:
+        line += f"; {row.awaiting_outcome:,} sent, no outcome yet"
+    return line
 
 
 def push_line(push) -> str:
@@ -141,5 +162,7 @@ FIGURES = {
     "voters": lambda r: f"{r.voters}{pct(r.rates['vote'])}",
     "unsubscribes": lambda r: f"{r.unsubscribes}{pct(r.rates['unsubscribe'])}",
     "complaints": lambda r: f"{r.complaints}{pct(r.rates['complaint'])}",
+    "webhook events": lambda r: str(r.webhook_events),
+    "sent, no outcome yet": lambda r: "" if r.awaiting_outcome is None else str(r.awaiting_outcome),
     "% base": lambda r: r.rate_base,
 }

@@ -16,7 +16,12 @@ Definitions (each "deliveries with …" counts a recipient once, however many ev
   voters: the distinct readers among them. A vote changed from a later issue's email counts for that
   issue from then on (the standing vote keeps the email it last came from); a reader who is deleted takes
   their votes with them;
-- unsubscribes / complaints: deliveries with an unsubscribe (any source) / a spam report.
+- unsubscribes / complaints: deliveries with an unsubscribe (any source) / a spam report;
+- webhook events: the events SendGrid's Event Webhook reported of the issue's emails (with the unsubscribes
+  they made); newest event: when the newest of them happened (its age says how far behind the webhook is:
+  SendGrid posts most events within a minute); sent, no outcome yet: emails sent that the webhook has not
+  reported delivered, bounced or dropped — its backlog, with the provider's own (deferred mail), shown once
+  the webhook reported anything of the issue (without it every sent email would be "waiting").
 
 Rates are of *delivered* when the issue has any delivered events (the webhook is on), else of *sent*
 (`rate_base` says which): bounce rate is always of sent.
@@ -119,7 +124,20 @@ class IssueStats:
     voters: int = 0
     unsubscribes: int = 0
     complaints: int = 0
+    webhook_events: int = 0
+    newest_event_at: datetime | None = None
     state: IssueState = IssueState("sending")
+
+    @property
+    def awaiting_outcome(self) -> int | None:
+        """Emails sent whose outcome the webhook has not reported; None before it reported anything."""
+        if not self.webhook_events:
+            return None
+        return max(0, self.sent - self.delivered - self.bounced - self.dropped)
+
+    def newest_event_age(self, now: datetime) -> float | None:
+        """Seconds since the newest reported event happened."""
+        return None if self.newest_event_at is None else max(0.0, (now - self.newest_event_at).total_seconds())
 
     @property
     def rate_base(self) -> str:
@@ -141,9 +159,15 @@ class IssueStats:
             "complaint": self._rate(self.complaints, base),
         }
 
-    def as_dict(self) -> dict:
-        figures = {name: value for name, value in asdict(self).items() if name != "state"}
-        return {**figures, **self.state.as_dict(), "rate_base": self.rate_base, "rates": self.rates}
+    def as_dict(self, *, now: datetime | None = None) -> dict:
+        """Every figure; with ``now``, the newest event's age in seconds too."""
+        figures = {name: value for name, value in asdict(self).items() if name not in ("state", "newest_event_at")}
+        webhook = {"newest_event_at": self.newest_event_at.isoformat() if self.newest_event_at else None,
+                   "awaiting_outcome": self.awaiting_outcome}
+        if now is not None:
+            age = self.newest_event_age(now)
+            webhook["newest_event_age_seconds"] = None if age is None else round(age)
+        return {**figures, **webhook, **self.state.as_dict(), "rate_base": self.rate_base, "rates": self.rates}
 
 
 def issue_stats(*, engine: Engine, week: str | None = None) -> list[IssueStats]:
