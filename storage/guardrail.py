@@ -9,6 +9,9 @@ machine): the check ~3-5 ms per post, the same for an issue of 5,000 events as o
 then a filter on kind; count DISTINCT per delivery) grew with the send: 19 ms at 5,000 events, 49 ms at
 50,000, 380 ms at 250,000 — too slow for a webhook taking 10,000 events a second (issue 21). A post with
 no delivered, bounce, dropped or spam report event (opens, clicks) runs neither statement.
+
+Events count by when they happened: after a resume, only those that happened since (`judged_since`, one
+SELECT by primary key per post that has counted events), however late the webhook brings the others.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from storage.models import Issue
+from storage.raw import Raw
 
 # A provider event (ours: digest.track.events.ProviderEvent.kind) → the total it adds one to. Each is recorded
 # once (by the provider's event id), and each message ends in one of delivered, bounce or dropped, so their
@@ -59,6 +63,18 @@ def add_reports(*, session: Session, reports: Mapping[int, Counter]) -> None:
         values = {column.key: column + counts[kind] for kind, column in REPORTED.items() if counts[kind]}
         if values:
             session.execute(update(Issue).where(Issue.id == issue_id).values(**values))
+
+
+def judged_since(*, session: Session, issue_ids: Iterable[int]) -> dict[int, datetime]:
+    """issue id → the time from which its events count (`Issue.judged_since`), for the issues among ``issue_ids``
+    resumed since they were paused; the others count every event."""
+    ids = sorted(set(issue_ids))
+    if not ids:
+        return {}
+    raw = Raw(session)
+    rows = raw.fetch(f"SELECT id, judged_since FROM issue WHERE id {raw.among('ids')} AND judged_since IS NOT NULL",
+                     {"ids": raw.ids(ids)})
+    return {issue_id: raw.read_time(since) for issue_id, since in rows}
 
 
 def sending_issues(*, session: Session, issue_ids: Iterable[int]) -> list[IssueOutcomes]:

@@ -34,16 +34,17 @@ def pause_issue(*, session: Session, issue_id: int, reason: str, now: datetime) 
     return result.rowcount == 1
 
 
-def resume_issue(*, session: Session, issue_id: int) -> bool:
+def resume_issue(*, session: Session, issue_id: int, now: datetime) -> bool:
     """Lift a pause; whether there was one. The reason is kept in the log, not here.
 
-    The guardrail's running totals start again from zero: it judges what the provider reports after the
-    resume (once DIGEST_GUARDRAIL_MIN_EVENTS more are known), not the figures that paused the issue, which
-    would pause it again at the next webhook post whatever the operator fixed."""
+    The guardrail's running totals start again from zero: it judges what happened after the resume (once
+    DIGEST_GUARDRAIL_MIN_EVENTS more outcomes are known), not the figures that paused the issue, which would
+    pause it again at the next webhook post whatever the operator fixed. By when the events happened, not
+    when they arrive (``judged_since``): a webhook running behind still brings events from before ``now``."""
     result = session.execute(update(Issue).where(Issue.id == issue_id, Issue.paused_at.is_not(None),
                                                  Issue.cancelled_at.is_(None))
                              .values(paused_at=None, pause_reason=None, reported_delivered=0, reported_bounced=0,
-                                     reported_dropped=0, reported_complaints=0))
+                                     reported_dropped=0, reported_complaints=0, judged_since=now))
     return result.rowcount == 1
 
 

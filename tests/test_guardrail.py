@@ -185,7 +185,7 @@ def test_a_resumed_issue_is_judged_afresh_and_a_second_trip_sends_no_second_emai
     report(engine, "delivered", deliveries[50:500])
     check(engine, conf, transport)
     with session_scope(engine) as session:
-        assert resume_issue(session=session, issue_id=issue_row(engine).id)
+        assert resume_issue(session=session, issue_id=issue_row(engine).id, now=NOW)
     assert issue_row(engine).paused_at is None
     report(engine, "bounce", deliveries[500:501])
     check(engine, conf, transport, now=NOW + timedelta(hours=1))
@@ -284,7 +284,7 @@ def test_two_workers_stop_within_one_batch_when_the_webhook_trips_the_guardrail(
         copies = accepted_addresses(server)
         paused, statuses = issue_row(engine, "2026-W01"), status_counts_of(engine, issue_id)
         with session_scope(engine) as session:
-            assert resume_issue(session=session, issue_id=issue_id)
+            assert resume_issue(session=session, issue_id=issue_id, now=datetime.now(timezone.utc))
         assert start_worker(env, tmp_path, "heir", "--once").wait(timeout=120) == 0
         everything = accepted_addresses(server)
     issue = issue_row(engine, "2026-W01")

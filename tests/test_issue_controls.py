@@ -143,7 +143,7 @@ def test_resume_then_send_finishes_the_issue_exactly_once(settings, engine):
     first = paused_half_way(settings, engine)
     issue_id = issue(engine).id
     with session_scope(engine) as session:
-        assert resume_issue(session=session, issue_id=issue_id)
+        assert resume_issue(session=session, issue_id=issue_id, now=OPENED + timedelta(hours=1))
     later = RecordingTransport()
     sender = sender_with(settings, later)
     result = run(services=sender.services, sender=sender, now=OPENED + timedelta(hours=2), week=WEEK)

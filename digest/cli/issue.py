@@ -96,7 +96,7 @@ def resume(week: Annotated[str, WEEK]) -> None:
         was = _state(issue)
         if was.name == "cancelled":
             raise fail(f"issue {week} {_finished(was)}: a cancelled issue cannot be resumed")
-        resumed = resume_issue(session=session, issue_id=issue.id)
+        resumed = resume_issue(session=session, issue_id=issue.id, now=utcnow())
         left = _left(session, issue.id)
         held_back = issue.provider_hold == "pause"
     if resumed:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from digest.track.guardrail import COUNTED_KINDS
 from storage.db import session_scope
 from storage.events import STORED_KIND
-from storage.guardrail import add_reports
+from storage.guardrail import add_reports, judged_since
 from storage.models import SubscriberStatus
 from storage.provider_events import (change_standings, deliveries_named, event_time, insert_provider_events,
                                      subscribers_named)
@@ -80,11 +80,22 @@ def apply_provider_events(*, engine: Engine, events: Sequence[ProviderEvent | No
         summary.applied = len(applied)
         summary.duplicates += len(found) - len(applied)
         _change_standings(session, applied, now)
-        for event, target in applied:
-            if target.issue_id is not None and event.kind in COUNTED_KINDS:
-                summary.reports.setdefault(target.issue_id, Counter())[event.kind] += 1
+        summary.reports = _reports(session, applied)
         add_reports(session=session, reports=summary.reports)  # the totals move with the events, in one commit
     return summary
+
+
+def _reports(session: Session, applied: list[tuple[ProviderEvent, Target]]) -> dict[int, Counter]:
+    """issue id → the applied events that move its guardrail totals, by kind: those that happened since the
+    issue was last resumed (digest.track.guardrail judges by when events happened, not when they arrive)."""
+    counted = [(event, target.issue_id) for event, target in applied
+               if target.issue_id is not None and event.kind in COUNTED_KINDS]
+    since = judged_since(session=session, issue_ids={issue_id for _, issue_id in counted}) if counted else {}
+    reports: dict[int, Counter] = {}
+    for event, issue_id in counted:
+        if issue_id not in since or event.occurred_at >= since[issue_id]:
+            reports.setdefault(issue_id, Counter())[event.kind] += 1
+    return reports
 
 
 def _first_of_each(events: Sequence[ProviderEvent | None], summary: WebhookSummary) -> list[ProviderEvent]:

@@ -7,7 +7,9 @@ transaction); then, for the issues it touched that are still sending:
   DIGEST_GUARDRAIL_MIN_EVENTS (500) outcomes are known;
 - complaint rate = emails reported as spam / emails delivered, judged once as many are delivered (judged
   on all outcomes, one early complaint among a few delivered would read as 10 %).
-Test sends (`--test-to`) name no delivery, so no issue: they count nowhere.
+Test sends (`--test-to`) name no delivery, so no issue: they count nowhere. Events count by when they
+happened, not when they arrive: after a resume (which starts the totals again) only those that happened
+since, however far behind the webhook runs (`Issue.judged_since`, issue 21).
 A rate past its maximum (DIGEST_MAX_BOUNCE_RATE 5 %, DIGEST_MAX_COMPLAINT_RATE 0.1 %: Gmail's line) pauses
 the issue with the reason; every sender reads that before its next batch (storage.issue_state.halted), so
 each stops within the batch it has in flight. The process that paused it logs one WARNING and, with

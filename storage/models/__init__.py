@@ -198,6 +198,9 @@ class Issue(SQLModel, table=True):
     reported_bounced: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # hard bounces
     reported_dropped: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     reported_complaints: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Only events that happened from then on count in those totals (set when the issue is resumed, issue 21):
+    # the webhook may bring events from before a resume minutes after it, and they must not pause it again.
+    judged_since: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     # Issue 19. A monthly issue ("2026-M12") claims nothing: it carries the best of the weekly issues it
     # covers (their ids, ","-joined) to the monthly readers who skipped them.
     kind: IssueKind = Field(default=IssueKind.weekly, sa_type=String(8),
