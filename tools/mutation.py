@@ -1,0 +1,177 @@
+"""Mutation testing on demand (issue 22): mutmut 3 over one area of the code at a time, with that area's tests.
+
+    .venv/bin/python -m pip install -e '.[mutation]'          # once: mutmut is not in the test extra, CI skips it
+    .venv/bin/python tools/mutation.py --list                  # the areas, their modules and their tests
+    .venv/bin/python tools/mutation.py links                   # run; earlier results stand, new tests are picked up
+    .venv/bin/python tools/mutation.py links --survivors       # run the survivors again (after a new test)
+    .venv/bin/python tools/mutation.py links --rerun           # run every mutant of the area again
+    .venv/bin/python tools/mutation.py links results           # the survivors
+    .venv/bin/python tools/mutation.py links show NAME         # one mutant's diff
+    .venv/bin/python tools/mutation.py links score             # killed/total per module, as docs/testing.md gives it
+
+Each area works in its own copy of the checkout, mutants/<area>/ (git-ignored): mutmut always works in ./mutants
+under the current directory and keeps one table of which test calls which function, which a second area's test
+selection would throw away. The copy is refreshed from the working tree on every run (files whose content
+changed only, so mutmut's cache of results for unchanged modules holds). The shared settings (source paths,
+PostgreSQL deselected, files to copy) are pyproject.toml's [tool.mutmut]; this tool adds only the area's modules
+(only_mutate) and its tests (the test selection). Not part of .ci/run: an area takes minutes to an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Area:
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+# In the order users feel a mistake most. Tests: the files that exercise the modules through their callers,
+# without the slow browser and load tests (mutmut runs, for each mutant, only the selected tests that call it).
+AREAS: dict[str, Area] = {
+    "links": Area(
+        modules=("digest/links.py",),
+        tests=(
+            "tests/test_web_tokens.py",
+            "tests/test_tokens_compact.py",
+            "tests/test_link_identity.py",
+            "tests/test_email_links.py",
+        ),
+    ),
+    "subscriber": Area(
+        modules=("digest/web/subscriber.py", "digest/web/subscriber_common.py", "digest/web/subscriber_preferences.py"),
+        tests=(
+            "tests/test_web_subscriber.py",
+            "tests/test_web_tokens.py",
+            "tests/test_link_identity.py",
+            "tests/test_reader_zones.py",
+            "tests/test_subscriber_pages.py",
+        ),
+    ),
+    "selection": Area(
+        modules=("digest/claim/selection.py",),
+        tests=("tests/test_selection.py", "tests/test_ranking_rules.py"),
+    ),
+    "signup": Area(
+        modules=("digest/web/signup.py", "digest/web/signup_confirm.py", "digest/web/signup_limits.py"),
+        tests=("tests/test_web_signup.py", "tests/test_signup_abuse.py", "tests/test_mutants_signup.py"),
+    ),
+    "fanout": Area(
+        modules=("digest/claim/fanout.py", "storage/deliveries.py", "storage/issues.py"),
+        tests=("tests/test_weekly.py", "tests/test_store.py", "tests/test_mutants_fanout.py"),
+    ),
+    "send": Area(
+        modules=("digest/send/loop.py",),
+        tests=("tests/test_send_faults.py", "tests/test_workers.py", "tests/test_reliability_crash.py"),
+    ),
+    "votes": Area(
+        modules=("digest/web/votes.py", "storage/votes.py"),
+        tests=("tests/test_web_votes.py", "tests/test_votes_store.py", "tests/test_link_identity.py"),
+    ),
+    "api": Area(
+        modules=("digest/web/api.py", "digest/web/api_votes.py"),
+        tests=("tests/test_api_comparisons.py",),
+    ),
+    "local-time": Area(
+        modules=("digest/claim/local_time.py",),
+        tests=("tests/test_local_time.py",),
+    ),
+}
+
+
+def _tracked_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    return [name for name in listed if not name.startswith("mutants/") and (ROOT / name).is_file()]
+
+
+def refresh_copy(workdir: Path) -> None:
+    """The working tree's files in workdir; a file whose content is unchanged keeps its time (mutmut's cache)."""
+    for name in _tracked_files():
+        source, target = ROOT / name, workdir / name
+        if target.is_file() and filecmp.cmp(source, target, shallow=False):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def _mutant_glob(module: str) -> str:
+    return module.removesuffix(".py").replace("/", ".") + ".*"
+
+
+def _statuses(module: str) -> dict[str, str]:
+    from mutmut.__main__ import SourceFileMutationData, status_by_exit_code
+
+    data = SourceFileMutationData(path=Path(module))
+    data.load()
+    return {name: status_by_exit_code[code] for name, code in data.exit_code_by_key.items()}
+
+
+def score(area: Area) -> None:
+    for module in area.modules:
+        statuses = list(_statuses(module).values())
+        killed = sum(status in ("killed", "timeout", "caught by type check") for status in statuses)
+        total = len(statuses)
+        left = {status: statuses.count(status) for status in sorted(set(statuses)) if status != "killed"}
+        percent = f"{100 * killed / total:.1f} %" if total else "-"
+        print(f"{module}: {killed}/{total} killed ({percent}) {left or ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("area", nargs="?", choices=sorted(AREAS), help="the area to work on")
+    parser.add_argument("command", nargs="*", default=["run"], help="run (default), results, show NAME, score")
+    parser.add_argument("--list", action="store_true", help="print the areas, their modules and tests")
+    parser.add_argument("--rerun", action="store_true", help="run every mutant of the area again")
+    parser.add_argument("--survivors", action="store_true", help="run the area's surviving mutants again")
+    parser.add_argument("--max-children", type=int, default=2, help="parallel mutants (default 2: a shared box)")
+    args = parser.parse_args(argv)
+    if args.list or not args.area:
+        for name, area in AREAS.items():
+            print(f"{name}: {' '.join(area.modules)}\n    tests: {' '.join(area.tests)}")
+        return 0
+
+    area = AREAS[args.area]
+    workdir = ROOT / "mutants" / args.area
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.command[0] == "run":
+        refresh_copy(workdir)
+    os.chdir(workdir)
+    sys.path.insert(0, str(workdir))
+
+    from mutmut.configuration import config
+
+    settings = config()  # pyproject.toml's [tool.mutmut], as copied
+    settings.only_mutate = list(area.modules)
+    settings.pytest_add_cli_args_test_selection = [test for test in area.tests if Path(test).is_file()]
+
+    if args.command[0] == "score":
+        score(area)
+        return 0
+    from mutmut.__main__ import cli
+
+    mutmut_args = list(args.command)
+    if mutmut_args[0] == "run":
+        mutmut_args += ["--max-children", str(args.max_children)]
+        if args.rerun:
+            mutmut_args += [_mutant_glob(module) for module in area.modules]
+        elif args.survivors:
+            mutmut_args += [name for module in area.modules for name, status in _statuses(module).items()
+                            if status == "survived"]
+    return cli.main(mutmut_args, prog_name="mutmut", standalone_mode=False) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
