@@ -29,7 +29,7 @@ from tempfile import TemporaryDirectory
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    API_KEY, NOW, REPO, SECRET_KEY, database, machine, peak_rss_mb, run_child, seed_comparisons,
+    API_KEY, NOW, REPO, SECRET_KEY, database, load, machine, peak_rss_mb, run_child, seed_comparisons,
     seed_subscribers, sendgrid_server, verdict,
 )
 
@@ -306,6 +306,7 @@ def main() -> int:
             missed |= not flat
             print(f"  peak RSS at {args.rss_check:,} subscribers {small['rss_mb']:.0f} MB, at {args.subscribers:,} "
                   f"{big:.0f} MB: {'flat ok' if flat else 'grows MISSED'} (allowed +{RSS_FLAT_MB:.0f} MB)")
+    print(f"  at the end: {load()}")
     print("result: " + ("MISSED a target" if missed else "all targets met"))
     return 1 if missed else 0
 

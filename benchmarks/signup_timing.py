@@ -32,7 +32,7 @@ from tempfile import TemporaryDirectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (API_KEY, NOW, REPO, SECRET_KEY, database, free_port, machine,  # noqa: E402
+from benchmarks.common import (API_KEY, NOW, SECRET_KEY, database, free_port, machine,  # noqa: E402
                                sendgrid_server, verdict)
 
 TARGET_ACCURACY = 0.60  # a threshold right 60 % of the time or less: noise, not a signal worth a probe
