@@ -207,6 +207,30 @@ def stored(url: str) -> tuple[int, int, tuple]:
     return count, distinct, totals
 
 
+def database_cpu_seconds(url: str) -> float | None:
+    """PostgreSQL: CPU seconds of the server processes serving this database's connections (the web
+    processes' pooled connections, opened during the run); None on SQLite, which runs inside them."""
+    if not url.startswith("postgresql"):
+        return None
+    from sqlalchemy import text
+
+    from storage.db import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        pids = connection.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND pid <> pg_backend_pid()")).scalars().all()
+    engine.dispose()
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_once(args, workers: int, tmp: Path) -> bool:
     with database(args.db, tmp) as url:
         rows = seed(url, args.deliveries)
@@ -228,6 +252,7 @@ def run_once(args, workers: int, tmp: Path) -> bool:
             clients = Clients(port, posts, args.clients, on_progress=progress)
             wall = clients.run()
             cpu = sum(cpu_seconds(server.pid)) - before
+            db_cpu = database_cpu_seconds(url)
             rss["end"] = rss_mb(server.pid)
             count, distinct, totals = stored(url)
             replay = [Clients(port, posts[:20], 2) for _ in range(2)]
@@ -247,7 +272,8 @@ def run_once(args, workers: int, tmp: Path) -> bool:
     marks = [verdict(rate, TARGET_RATE, lower_is_better=False), "ok" if once else "MISSED", "ok" if flat else "MISSED"]
     print(f"  {workers} worker{'s' * (workers > 1)}: {events:,} events in {len(posts)} posts, {wall:.1f} s: "
           f"{rate:,.0f} events/s (target ≥ {TARGET_RATE:,.0f}) {marks[0]}")
-    print(f"    server CPU {cpu / events * 1e6:.0f} µs an event ({cpu:.1f} s); 503s answered {clients.busy}; "
+    db = "" if db_cpu is None else f", PostgreSQL's CPU for it {db_cpu / events * 1e6:.0f} µs ({db_cpu:.1f} s)"
+    print(f"    server CPU {cpu / events * 1e6:.0f} µs an event ({cpu:.1f} s){db}; 503s answered {clients.busy}; "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"    stored {count:,} events, {distinct:,} distinct ids; guardrail totals (delivered, bounced, dropped, "
           f"spam) {totals}; after replaying 20 posts from two clients at once: "

@@ -1,4 +1,5 @@
-"""Changes to a subscriber's standing, each recorded as an event. Shared by the web pages and the webhook.
+"""Changes to a subscriber's standing, each recorded as an event, from the web pages and the CLI. The Event
+Webhook applies the same rules to a whole post at once, in SQL (storage.provider_events.change_standings).
 
 Suppression is one-way: a bounced or complained address is never sent to again, and nothing here turns
 it back to active; only an unsubscribed (or pending) person can come back, by their own action. A person

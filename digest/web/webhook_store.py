@@ -23,8 +23,8 @@ T = TypeVar("T")
 log = logging.getLogger("digest.web")
 
 # Threads applying posts, per web process. SQLite takes one writer at a time, so one; on PostgreSQL a post's
-# statements wait for their round trips, and a second thread fills those waits (benchmarks/webhook.py).
-THREADS = {"sqlite": 1, "postgresql": 2}
+# statements wait for their round trips, and more threads fill those waits: four, as WebContext.write has.
+THREADS = {"sqlite": 1, "postgresql": 4}
 # Posts admitted per process (applying or waiting): each holds its parsed events (~2 MB for 1,000), so memory
 # stays bounded whatever the number of SendGrid's connections; past it, 503 before the body is read.
 MAX_ADMITTED = 16
