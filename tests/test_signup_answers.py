@@ -1,0 +1,34 @@
+"""What the signup form and the confirmation link answer when a request is not what our pages send (issue 22's
+mutation run found these held by no test): a field left out or sent as a file is an empty field, never an
+error page, and the page for a bad confirmation link keeps its token out of Referer headers and caches."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+
+def csrf_token(web) -> str:
+    page = web.get("/subscribe")
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def text_of(response) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.text)).split())
+
+
+@pytest.mark.parametrize("email", ["left out", "sent as a file"])
+def test_a_form_without_an_email_field_asks_for_the_address(web, email):
+    data = {"csrf": csrf_token(web), "name": "Ada"}
+    files = {"email": ("email.txt", b"ada@example.com", "text/plain")} if email == "sent as a file" else None
+    answer = web.post("/subscribe", data=data, files=files)
+    assert answer.status_code == 422 and "Please enter your email address." in text_of(answer)
+
+
+@pytest.mark.parametrize("path", ["/confirm/not-a-token", "/confirm/1.2.3.AAAAAAAAAAAAAAAAAAAAAA"])
+def test_a_bad_confirmation_link_gets_the_one_page_on_a_token_page(web, path):
+    for answer in (web.get(path), web.post(path)):
+        assert answer.status_code == 404
+        assert answer.headers["referrer-policy"] == "no-referrer" and answer.headers["cache-control"] == "no-store"

@@ -1,0 +1,187 @@
+"""What the unsubscribe page and the preference centre tell a reader when they refuse, and what they record when
+they act (issue 22's mutation run found the words, the status codes and the events' details held by no test):
+every refusal says what was wrong with its own status and changes nothing; every unsubscribe says where it came
+from. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from fastapi.testclient import TestClient
+
+from digest.web import create_app
+from storage.db import make_engine
+from storage.models import Event, Subscriber, SubscriberStatus
+from tests.factories import RecordingTransport, add_subscribers, recipient_token
+from tests.fixtures_web import web_settings
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NO_CHANGE = ("Nothing was changed: this form is out of date or was not sent from our page. "
+             "Go back, reload the page and try again.")
+STOPPED = (", so we stopped sending to it for good. If you think this is a mistake, reply to any of our emails "
+           "and we will look into it.")
+
+
+def engine_of(web):
+    return web.app.state.ctx.engine
+
+
+def token_for(web, subscriber_id: int) -> str:
+    return recipient_token(engine_of(web), web.app.state.ctx.signer, subscriber_id, None)
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]{64})"', page).group(1)
+
+
+def text_of(response) -> str:
+    """The page's words as a reader sees them: tags dropped, entities read, spaces collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.text)).split())
+
+
+def row(web, subscriber_id: int) -> Subscriber:
+    with Session(engine_of(web)) as session:
+        found = session.get(Subscriber, subscriber_id)
+        session.expunge(found)
+        return found
+
+
+def state(web, subscriber_id: int) -> tuple:
+    found = row(web, subscriber_id)
+    return found.status, found.categories, found.timezone, found.cadence, found.paused_until
+
+
+def events(web, subscriber_id: int) -> list[tuple[str, str, str]]:
+    with Session(engine_of(web)) as session:
+        found = session.execute(select(Event).where(Event.subscriber_id == subscriber_id).order_by(Event.id))
+        return [(e.kind, e.source, e.detail) for e in found.scalars()]
+
+
+def form_post(web, path: str, **fields):
+    page = web.get(path)
+    assert page.status_code == 200, page.text
+    return web.post(path, data={"csrf": csrf_of(page.text), **fields})
+
+
+REFUSALS = {
+    "no action": ({}, SubscriberStatus.active, 400, "That request was not understood."),
+    "an unknown action": ({"action": "upgrade"}, SubscriberStatus.active, 400, "That request was not understood."),
+    "a pause with no length": ({"action": "pause"}, SubscriberStatus.active, 400,
+                               "Choose how long to pause: 1, 2, 4 or 8 weeks."),
+    "a pause while unsubscribed": ({"action": "pause", "weeks": "2"}, SubscriberStatus.unsubscribed, 409,
+                                   "Only an active subscription can be paused."),
+    "a zone not on the list": ({"action": "timing", "timezone": "Mars/Olympus", "cadence": "weekly"},
+                               SubscriberStatus.active, 400,
+                               "Choose your time zone from the list, or the newsletter's time."),
+    "no cadence": ({"action": "timing", "timezone": "", "cadence": "daily"}, SubscriberStatus.active, 400,
+                   "Choose weekly or monthly."),
+    "a deletion not ticked": ({"action": "delete"}, SubscriberStatus.active, 400,
+                              "Nothing was deleted: tick the box to confirm, then press “Delete my data”."),
+    "resubscribing an active reader": ({"action": "resubscribe"}, SubscriberStatus.active, 409,
+                                       "You are already subscribed."),
+    "resubscribing a bounced address": ({"action": "resubscribe"}, SubscriberStatus.bounced, 409,
+                                        "Sorry, we cannot resubscribe this address from here: emails to it bounced"
+                                        + STOPPED),
+    "resubscribing after a spam report": ({"action": "resubscribe"}, SubscriberStatus.complained, 409,
+                                          "Sorry, we cannot resubscribe this address from here: an email to it was "
+                                          "reported as spam" + STOPPED),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
+def test_every_refusal_in_the_preference_centre_says_what_was_wrong_and_changes_nothing(web, case):
+    fields, status, code, message = REFUSALS[case]
+    web.app.state.ctx.clock = lambda: NOW
+    sid, = add_subscribers(engine_of(web), 1, status=status)
+    before = state(web, sid)
+
+    refused = form_post(web, f"/p/{token_for(web, sid)}", **fields)
+
+    assert refused.status_code == code
+    assert message in text_of(refused)
+    assert refused.headers["referrer-policy"] == "no-referrer" and refused.headers["cache-control"] == "no-store"
+    assert state(web, sid) == before and events(web, sid) == []
+
+
+@pytest.mark.parametrize("path", ["/p/{token}", "/u/{token}"])
+def test_a_form_post_without_our_csrf_field_is_refused_in_words_on_a_token_page(web, path):
+    """the 403 names no reader, leaks no token in a Referer and is never cached"""
+    sid, = add_subscribers(engine_of(web), 1)
+    refused = web.post(path.format(token=token_for(web, sid)), data={"action": "unsubscribe"})
+    assert refused.status_code == 403 and NO_CHANGE in text_of(refused)
+    assert refused.headers["referrer-policy"] == "no-referrer" and refused.headers["cache-control"] == "no-store"
+    assert row(web, sid).status == SubscriberStatus.active
+
+
+def test_an_unknown_action_on_the_unsubscribe_page_is_refused_in_words(web):
+    sid, = add_subscribers(engine_of(web), 1)
+    refused = form_post(web, f"/u/{token_for(web, sid)}", action="upgrade")
+    assert refused.status_code == 400 and "That request was not understood." in text_of(refused)
+    assert refused.headers["referrer-policy"] == "no-referrer"
+    assert row(web, sid).status == SubscriberStatus.active and events(web, sid) == []
+
+
+@pytest.mark.parametrize("way, detail", [("one-click", "one-click (RFC 8058)"),
+                                         ("unsubscribe page", "unsubscribe page"),
+                                         ("preference centre", "preference centre")])
+def test_every_unsubscribe_records_where_it_came_from(web, way, detail):
+    """the event says web and which of the three ways: what an operator reads when a reader asks why they left"""
+    sid, = add_subscribers(engine_of(web), 1)
+    token = token_for(web, sid)
+    if way == "one-click":
+        answer = web.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200 and answer.text == "You are unsubscribed.\n"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+    elif way == "unsubscribe page":
+        answer = form_post(web, f"/u/{token}", action="unsubscribe")
+        assert answer.status_code == 303 and answer.headers["location"] == f"/u/{token}?done=1"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+    else:
+        form_post(web, f"/p/{token}", action="unsubscribe")
+    assert row(web, sid).status == SubscriberStatus.unsubscribed
+    assert events(web, sid) == [("unsubscribe", "web", detail)]
+
+
+def test_resubscribing_from_the_unsubscribe_page_is_recorded_as_the_readers_own(web):
+    sid, = add_subscribers(engine_of(web), 1, status=SubscriberStatus.unsubscribed)
+    form_post(web, f"/u/{token_for(web, sid)}", action="resubscribe")
+    assert row(web, sid).status == SubscriberStatus.active
+    assert events(web, sid) == [("resubscribe", "web", "")]
+
+
+def test_resubscribing_in_the_preference_centre_is_recorded_as_the_readers_own(web):
+    sid, = add_subscribers(engine_of(web), 1, status=SubscriberStatus.unsubscribed)
+    answer = form_post(web, f"/p/{token_for(web, sid)}", action="resubscribe")
+    assert answer.status_code == 303 and "Welcome back" in text_of(web.get(answer.headers["location"]))
+    assert events(web, sid) == [("resubscribe", "web", "")]
+
+
+def test_a_pause_ends_on_the_date_of_the_newsletters_time_zone(db_url):
+    """DIGEST_TIMEZONE Pacific/Auckland: four weeks from noon UTC on 25 November ends on 24 December there"""
+    engine = make_engine(db_url)
+    app = create_app(web_settings(db_url, timezone="Pacific/Auckland"), engine=engine, transport=RecordingTransport())
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as web:
+        web.app.state.ctx.clock = lambda: NOW
+        sid, = add_subscribers(engine, 1)
+        paused = form_post(web, f"/p/{token_for(web, sid)}", action="pause", weeks="4")
+        assert row(web, sid).paused_until == NOW + timedelta(weeks=4)
+        assert "Paused until 24 December 2026" in text_of(web.get(paused.headers["location"]))
+    engine.dispose()
+
+
+def test_the_download_of_a_readers_data_is_readable_as_written(web):
+    """one field per line and their own letters, not \\u escapes: a person opens this file, not only a program"""
+    sid, = add_subscribers(engine_of(web), 1)
+    with Session(engine_of(web)) as session:
+        session.get(Subscriber, sid).name = "Zoë Ångström"
+        session.commit()
+    download = form_post(web, f"/p/{token_for(web, sid)}", action="export")
+    assert '"name": "Zoë Ångström"' in download.text
+    assert download.text == json.dumps(json.loads(download.text), indent=2, ensure_ascii=False)
