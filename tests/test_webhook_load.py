@@ -256,3 +256,38 @@ def test_a_web_process_killed_mid_post_loses_no_event_it_acknowledged(db_url, tm
     assert 5 <= len(acknowledged) < len(bodies), "killed while posts were still being answered"
     assert ids <= stored, f"{len(ids - stored)} acknowledged events lost"
     engine.dispose()
+
+
+def test_a_reader_erased_between_reading_a_post_and_writing_it_is_left_out_not_a_500(hook, db_url):
+    "the post names two readers; one asks to be forgotten after the post's reading, before its writing: 200, the other's events stored, none of the erased one's"
+    from sqlalchemy import event
+
+    from digest.subscribers.subscriptions import forget
+
+    engine = hook.app.state.ctx.engine
+    staying, leaving = (sent_delivery(engine, sent_at=ago(1), week="2026-W48") for _ in range(2))
+    items = [sg_event(staying, "delivered", "stay-1"), sg_event(leaving, "delivered", "leave-1"),
+             sg_event(leaving, "bounce", "leave-2", type="bounce")]
+    other = make_engine(db_url)
+    erased = []
+
+    def erase_first(connection) -> None:  # as the post's reading ends, before its writing begins
+        if erased or not connection.get_execution_options().get("read_only", False):
+            return
+        erased.append(True)
+        with session_scope(other) as session:
+            forget(session=session, subscriber=session.get(Subscriber, leaving.subscriber_id), now=ago(0))
+
+    event.listen(engine, "commit", erase_first)
+    try:
+        body = json.dumps(items)
+        response = hook.post("/webhooks/sendgrid", content=body, headers=signed(body))
+    finally:
+        event.remove(engine, "commit", erase_first)
+        other.dispose()
+    assert erased and response.status_code == 200, response.text
+    assert response.json() == {"applied": 1, "duplicates": 0, "ignored": 2}
+    with session_scope(engine) as session:
+        assert set(session.scalars(select(Event.provider_event_id).where(Event.provider_event_id.is_not(None)))) \
+            == {"stay-1"}
+        assert session.get(Subscriber, leaving.subscriber_id) is None

@@ -14,16 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from sqlalchemy.exc import IntegrityError
+
 from digest.track.guardrail import COUNTED_KINDS
 from storage.db import session_scope
 from storage.events import STORED_KIND
 from storage.guardrail import add_reports, judged_since
 from storage.models import SubscriberStatus
 from storage.provider_events import (change_standings, deliveries_named, event_time, insert_provider_events,
-                                     subscribers_named)
+                                     subscribers_named, writing_turn)
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
     from sqlmodel import Session
 
 
@@ -69,19 +71,41 @@ def apply_provider_events(*, engine: Engine, events: Sequence[ProviderEvent | No
     stands for an item the adapter read as no event we know: it is counted as ignored."""
     summary = WebhookSummary()
     known = _first_of_each(events, summary)
-    with session_scope(engine) as session:
-        targets = _Targets(session, known)
-        found = [(event, target) for event in known if (target := targets.find(event)) is not None]
-        summary.ignored += len(known) - len(found)
-        found.sort(key=lambda pair: pair[0].provider_event_id or "")  # lock order: storage.provider_events
-        inserted = insert_provider_events(session=session, rows=[_row(event, target) for event, target in found])
-        applied = [(event, target) for event, target in found
-                   if event.provider_event_id is None or event.provider_event_id in inserted]
-        summary.applied = len(applied)
-        summary.duplicates += len(found) - len(applied)
-        _change_standings(session, applied, now)
-        summary.reports = _reports(session, applied)
-        add_reports(session=session, reports=summary.reports)  # the totals move with the events, in one commit
+    # Who the events name, and their rows, before the write transaction: SQLite takes one writer at a time,
+    # across processes too, so its lock is held for the writes alone and two web processes share the load.
+    with engine.connect().execution_options(read_only=True) as connection, connection.begin():
+        found = _found(connection, known)
+    with writing_turn(engine):
+        try:
+            with session_scope(engine) as session:
+                return _record(session, found, len(known), summary, now)
+        except IntegrityError:
+            # A reader the post names was erased meanwhile (the events' subscriber key refused them): found
+            # again under the write lock, where no erase can come between.
+            with session_scope(engine) as session:
+                return _record(session, _found(session, known), len(known), summary, now)
+
+
+def _found(connection: Connection | Session, known: list[ProviderEvent]) -> list[tuple[ProviderEvent, Target]]:
+    """The events whose delivery or address is known, each with its target, in lock order (by event id:
+    storage.provider_events)."""
+    targets = _Targets(connection, known)
+    found = [(event, target) for event in known if (target := targets.find(event)) is not None]
+    found.sort(key=lambda pair: pair[0].provider_event_id or "")
+    return found
+
+
+def _record(session: Session, found: list[tuple[ProviderEvent, Target]], known: int, before: WebhookSummary,
+            now: datetime) -> WebhookSummary:
+    summary = WebhookSummary(duplicates=before.duplicates, ignored=before.ignored + known - len(found))
+    inserted = insert_provider_events(session=session, rows=[_row(event, target) for event, target in found])
+    applied = [(event, target) for event, target in found
+               if event.provider_event_id is None or event.provider_event_id in inserted]
+    summary.applied = len(applied)
+    summary.duplicates += len(found) - len(applied)
+    _change_standings(session, applied, now)
+    summary.reports = _reports(session, applied)
+    add_reports(session=session, reports=summary.reports)  # the totals move with the events, in one commit
     return summary
 
 
@@ -136,7 +160,7 @@ class _Targets:
     """Deliveries and subscribers named by a post: one query for the deliveries, and one for the addresses
     of the events whose delivery is unknown (usually none), not one per event."""
 
-    def __init__(self, session: Session, events: list[ProviderEvent]):
+    def __init__(self, session: Connection | Session, events: list[ProviderEvent]):
         self.deliveries = deliveries_named(session=session, ids={e.delivery_id for e in events if e.delivery_id})
         orphans = {event.email for event in events if self._delivery(event) is None} - {""}
         self.by_email = subscribers_named(session=session, email_keys=orphans)
