@@ -103,13 +103,19 @@ def check_issues(*, engine: Engine, settings: Settings, issue_ids: Iterable[int]
     the alerts this call claimed. ``transport_for`` builds the transport, only when an alert is due."""
     if not issue_ids:
         return []  # the post moved no issue's totals (opens, clicks, test sends): no query at all
+    limits = Limits.of(settings)
+    # Read without SQLite's write lock (every post of a send comes here): only a trip needs to write.
+    with engine.connect().execution_options(read_only=True) as connection, connection.begin():
+        tripped = [(outcomes, trip) for outcomes in sending_issues(session=connection, issue_ids=issue_ids)
+                   if (trip := verdict(outcomes, limits)) is not None]
+    if not tripped:
+        return []
     paused = []
     with session_scope(engine) as session:
-        for outcomes in sending_issues(session=session, issue_ids=issue_ids):
-            trip = verdict(outcomes, Limits.of(settings))
-            if trip is None or not pause_issue(session=session, issue_id=outcomes.issue_id,
-                                               reason=f"guardrail: {trip.reason}", now=now):
-                continue  # within its limits, or paused already (by hand, or by another process just now)
+        for outcomes, trip in tripped:
+            if not pause_issue(session=session, issue_id=outcomes.issue_id, reason=f"guardrail: {trip.reason}",
+                               now=now):
+                continue  # paused already (by hand, or by another process just now), cancelled or done
             alert = bool(settings.alert_email) and claim_alert(session=session, issue_id=outcomes.issue_id, now=now)
             paused.append(Paused(outcomes, trip, alert))
     for pause in paused:  # after the commit: the pause stands even when the alert cannot be sent
