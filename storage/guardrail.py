@@ -2,13 +2,14 @@
 reports of each issue's emails, the issues still sending among those a post touched, and the alert's claim.
 
 Cost per webhook post, whatever the issue's size: one UPDATE by primary key per touched issue (the post's
-own transaction's last statement, so its row lock lasts until that commit only), then one short
-read-only transaction (no SQLite write lock) with one SELECT by primary key of the touched issues —
-measured on PostgreSQL (a busy test machine): the check ~3-5 ms per post, the same for an issue of 5,000
-events as of 250,000, after a post of 1,000 events that itself took ~1.4 s. Counting the issue's events per post instead (ix_event_issue_id,
-then a filter on kind; count DISTINCT per delivery) grew with the send: 19 ms at 5,000 events, 49 ms at
-50,000, 380 ms at 250,000 — too slow for a webhook taking 10,000 events a second (issue 21). A post with
-no delivered, bounce, dropped or spam report event (opens, clicks) runs neither statement.
+own transaction's last statement, so its row lock lasts until that commit only), then one short read-only
+transaction (no SQLite write lock) with one SELECT by primary key of the touched issues — measured on
+PostgreSQL (a busy test machine): the check ~3-5 ms per post, the same for an issue of 5,000 events as of
+250,000, after a post of 1,000 events that itself took ~1.4 s. Counting the issue's events per post
+instead (ix_event_issue_id, then a filter on kind; count DISTINCT per delivery) grew with the send: 19 ms
+at 5,000 events, 49 ms at 50,000, 380 ms at 250,000 — too slow for a webhook taking 10,000 events a second
+(issue 21). A post with no delivered, bounce, dropped or spam report event (opens, clicks) runs neither
+statement.
 
 Events count by when they happened: after a resume, only those that happened since (`judged_since`, one
 SELECT by primary key per post that has counted events), however late the webhook brings the others.
