@@ -185,3 +185,69 @@ def test_the_download_of_a_readers_data_is_readable_as_written(web):
     download = form_post(web, f"/p/{token_for(web, sid)}", action="export")
     assert '"name": "Zoë Ångström"' in download.text
     assert download.text == json.dumps(json.loads(download.text), indent=2, ensure_ascii=False)
+
+
+# -- what the preference centre shows -----------------------------------------------------------------------------
+
+def notice_of(response) -> str:
+    """The words in the page's role="status" element: what the last change did."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.search(
+        r'<div role="status">(.*?)</div>', response.text, re.S).group(1))).split())
+
+
+def test_the_page_names_the_reader_its_forms_post_to_their_link_and_it_says_nothing_unasked(web):
+    sid, = add_subscribers(engine_of(web), 1)
+    token = token_for(web, sid)
+    page = web.get(f"/p/{token}")
+    assert f'For <strong class="address">{row(web, sid).email}</strong>.' in page.text
+    assert "You get one email a week." in text_of(page)
+    actions = re.findall(r'<form method="post" action="([^"]*)"', page.text)
+    assert actions and set(actions) == {f"/p/{token}"}
+    assert notice_of(page) == "" and 'role="alert"' not in page.text
+
+
+def test_a_pause_is_over_the_moment_it_ends(web):
+    sid, = add_subscribers(engine_of(web), 1)
+    token = token_for(web, sid)
+    web.app.state.ctx.clock = lambda: NOW
+    form_post(web, f"/p/{token}", action="pause", weeks="1")
+    assert "Paused until <strong>2 December 2026</strong>." in web.get(f"/p/{token}").text
+    for later in (NOW + timedelta(weeks=1), NOW + timedelta(weeks=3)):
+        web.app.state.ctx.clock = lambda: later
+        shown = text_of(web.get(f"/p/{token}"))
+        assert "You get one email a week." in shown and "Paused until" not in shown
+
+
+def test_after_each_change_the_page_says_what_was_done(web):
+    sid, = add_subscribers(engine_of(web), 1)
+    token = token_for(web, sid)
+    web.app.state.ctx.clock = lambda: NOW
+
+    def after(**fields) -> str:
+        answer = form_post(web, f"/p/{token}", **fields)
+        assert answer.status_code == 303
+        return notice_of(web.get(answer.headers["location"]))
+
+    assert after(action="pause", weeks="2") == "Paused. You will get no email until the date shown below."
+    assert after(action="resume") == "Resumed. You will get the next issue."
+    assert after(action="timing", timezone="", cadence="weekly") == \
+        "Saved. You will get one email a week, timed for the newsletter's time (UTC)."
+    assert after(action="timing", timezone="America/New_York", cadence="monthly") == \
+        "Saved. You will get one email a month, the month's best verdicts you haven't seen, timed for America/New_York."
+
+
+def test_time_zones_are_offered_by_their_name_with_spaces(web):
+    sid, = add_subscribers(engine_of(web), 1)
+    page = web.get(f"/p/{token_for(web, sid)}")
+    assert '<option value="America/New_York">America/New York</option>' in page.text
+    assert '<option value="" selected>The newsletter&#39;s time (UTC)</option>' in page.text
+
+
+def test_a_dormant_readers_page_offers_to_resume_since_the_day_they_stopped(web):
+    sid, = add_subscribers(engine_of(web), 1, status=SubscriberStatus.dormant)
+    with Session(engine_of(web)) as session:
+        session.get(Subscriber, sid).updated_at = datetime(2027, 1, 14, 9, tzinfo=timezone.utc)
+        session.commit()
+    token = token_for(web, sid)
+    for path in (f"/p/{token}", f"/u/{token}"):
+        assert "You have not been getting the verdicts since 14 January 2027 — resume?" in text_of(web.get(path))
