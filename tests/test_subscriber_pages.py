@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from digest.web import create_app
 from storage.db import make_engine
 from storage.models import Event, Subscriber, SubscriberStatus
-from tests.factories import RecordingTransport, add_subscribers, recipient_token
+from tests.factories import RecordingTransport, add_comparison, add_subscribers, recipient_token
 from tests.fixtures_web import web_settings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -251,3 +251,13 @@ def test_a_dormant_readers_page_offers_to_resume_since_the_day_they_stopped(web)
     token = token_for(web, sid)
     for path in (f"/p/{token}", f"/u/{token}"):
         assert "You have not been getting the verdicts since 14 January 2027 — resume?" in text_of(web.get(path))
+
+
+def test_a_category_is_offered_in_the_spelling_most_of_its_comparisons_use(web):
+    """two comparisons filed as "writing" (one with a stray space) against one "Writing": the box says "writing"."""
+    for spelling in (" writing", "writing ", "Writing", "Developer Tools", "Developer Tools", "developer tools"):
+        add_comparison(engine_of(web), category=spelling, published_at=NOW)
+    sid, = add_subscribers(engine_of(web), 1)
+    page = web.get(f"/p/{token_for(web, sid)}")
+    labels = re.findall(r'name="category" value="[^"]*"[^>]*>\s*([^<]+?)\s*<', page.text)
+    assert labels == ["Developer Tools", "writing"]
