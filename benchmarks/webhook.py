@@ -298,7 +298,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, action="append", help="`digest serve --workers N` (repeatable)")
     args = parser.parse_args()
     workers = args.workers or [1]
-    print(f"machine: {machine()}; load {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine()}")
     print(f"webhook: {args.db}, {args.deliveries:,} deliveries, {args.events:,} events in posts of {POST_EVENTS}, "
           f"{args.clients} clients")
     ok = True
