@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from sqlalchemy.exc import IntegrityError
+
 from storage.events import MAX_ID, insert_events
 from storage.models import SubscriberStatus
 from storage.raw import Raw, sqlite_time
@@ -29,6 +31,11 @@ from storage.raw import Raw, sqlite_time
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlmodel import Session
+
+
+# What the INSERT raises when a reader the post names was erased after the post's reading (the events'
+# subscriber key refuses them): the caller finds its targets again, under the write lock.
+TARGET_GONE = IntegrityError
 
 
 @contextmanager

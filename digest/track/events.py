@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from sqlalchemy.exc import IntegrityError
-
 from digest.track.guardrail import COUNTED_KINDS
 from storage.db import session_scope
 from storage.events import STORED_KIND
 from storage.guardrail import add_reports, judged_since
 from storage.models import SubscriberStatus
-from storage.provider_events import (change_standings, deliveries_named, event_time, insert_provider_events,
-                                     subscribers_named, writing_turn)
+from storage.provider_events import (TARGET_GONE, change_standings, deliveries_named, event_time,
+                                     insert_provider_events, subscribers_named, writing_turn)
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -79,7 +77,7 @@ def apply_provider_events(*, engine: Engine, events: Sequence[ProviderEvent | No
         try:
             with session_scope(engine) as session:
                 return _record(session, found, len(known), summary, now)
-        except IntegrityError:
+        except TARGET_GONE:
             # A reader the post names was erased meanwhile (the events' subscriber key refused them): found
             # again under the write lock, where no erase can come between.
             with session_scope(engine) as session:
