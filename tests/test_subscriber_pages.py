@@ -18,7 +18,11 @@ from fastapi.testclient import TestClient
 
 from digest.web import create_app
 from storage.db import make_engine
-from storage.models import Event, Subscriber, SubscriberStatus
+from itsdangerous import URLSafeSerializer
+
+from digest.links import RECIPIENT_SALT
+from storage.db import session_scope
+from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber, SubscriberStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers, recipient_token
 from tests.fixtures_web import web_settings
 
@@ -228,12 +232,20 @@ def test_after_each_change_the_page_says_what_was_done(web):
         assert answer.status_code == 303
         return notice_of(web.get(answer.headers["location"]))
 
+    add_comparison(engine_of(web), category="Writing", published_at=NOW)
+    add_comparison(engine_of(web), category="Security", published_at=NOW)
+    assert after(action="categories", category=["Writing", "Security"]) == "Saved. You will get: Security, Writing."
+    assert after(action="categories") == "Saved. You will get every category."
     assert after(action="pause", weeks="2") == "Paused. You will get no email until the date shown below."
     assert after(action="resume") == "Resumed. You will get the next issue."
     assert after(action="timing", timezone="", cadence="weekly") == \
         "Saved. You will get one email a week, timed for the newsletter's time (UTC)."
     assert after(action="timing", timezone="America/New_York", cadence="monthly") == \
         "Saved. You will get one email a month, the month's best verdicts you haven't seen, timed for America/New_York."
+    assert after(action="unsubscribe") == \
+        "You are unsubscribed from everything. You will get no more emails from us."
+    assert notice_of(web.get(f"/p/{token}")) == ""  # the notice is for the change just made, not the state
+    assert after(action="resubscribe") == "Welcome back: you are subscribed again."
 
 
 def test_time_zones_are_offered_by_their_name_with_spaces(web):
@@ -261,3 +273,29 @@ def test_a_category_is_offered_in_the_spelling_most_of_its_comparisons_use(web):
     page = web.get(f"/p/{token_for(web, sid)}")
     labels = re.findall(r'name="category" value="[^"]*"[^>]*>\s*([^<]+?)\s*<', page.text)
     assert labels == ["Developer Tools", "writing"]
+
+
+def test_a_link_from_before_tags_opens_only_its_own_rows_page_and_only_with_its_own_delivery(web):
+    """rows stored before link tags (migration 0007) honour the two-value tokens of their old emails, and a token
+    that names a delivery only when the delivery is theirs: an id may have changed hands before the tags came"""
+    engine = engine_of(web)
+    mine, other = add_subscribers(engine, 2)
+    with session_scope(engine) as session:
+        session.get(Subscriber, mine).accepts_untagged_links = True
+        issue = Issue(week="2026-W40", created_at=NOW)
+        session.add(issue)
+        session.flush()
+        segment = Segment(issue_id=issue.id, key="k", comparison_ids="")
+        session.add(segment)
+        session.flush()
+        deliveries = [Delivery(issue_id=issue.id, subscriber_id=sid, segment_id=segment.id,
+                               status=DeliveryStatus.sent, sent_at=NOW, message_id=f"m-{sid}") for sid in (mine, other)]
+        session.add_all(deliveries)
+        session.flush()
+        own, foreign = (delivery.id for delivery in deliveries)
+    old = URLSafeSerializer(web.app.state.ctx.settings.secret_key, salt=RECIPIENT_SALT).dumps
+
+    assert web.get(f"/p/{old([mine, None])}").status_code == 200
+    assert web.get(f"/p/{old([mine, own])}").status_code == 200
+    assert web.get(f"/p/{old([mine, foreign])}").status_code == 404
+    assert web.get(f"/p/{old([other, None])}").status_code == 404  # a row stored since: its tag or nothing
