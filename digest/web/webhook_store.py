@@ -23,8 +23,10 @@ T = TypeVar("T")
 log = logging.getLogger("digest.web")
 
 # Threads applying posts, per web process. SQLite takes one writer at a time, so one; on PostgreSQL a post's
-# statements wait for their round trips, and more threads fill those waits: four, as WebContext.write has.
-THREADS = {"sqlite": 1, "postgresql": 4}
+# statements wait for their round trips, and a second thread fills those waits. Four (as WebContext.write has)
+# read 11,400 events/s on one worker but 0.80-0.85x that on two; two threads 10,200 and 1.06-1.11x
+# (benchmarks/webhook.py, load 5-7).
+THREADS = {"sqlite": 1, "postgresql": 2}
 # Posts admitted per process (applying or waiting): each holds its parsed events (~2 MB for 1,000), so memory
 # stays bounded whatever the number of SendGrid's connections; past it, 503 before the body is read.
 MAX_ADMITTED = 16
