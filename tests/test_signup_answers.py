@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime, timezone
 
 import pytest
+
+from tests.factories import add_comparison
 
 
 def csrf_token(web) -> str:
@@ -32,3 +35,12 @@ def test_a_bad_confirmation_link_gets_the_one_page_on_a_token_page(web, path):
     for answer in (web.get(path), web.post(path)):
         assert answer.status_code == 404
         assert answer.headers["referrer-policy"] == "no-referrer" and answer.headers["cache-control"] == "no-store"
+
+
+def test_a_refused_form_comes_back_with_the_categories_the_reader_ticked(web):
+    for category in ("Writing", "Security"):
+        add_comparison(web.app.state.ctx.engine, category=category, published_at=datetime(2026, 11, 2, tzinfo=timezone.utc))
+    answer = web.post("/subscribe", data={"csrf": csrf_token(web), "email": "not an address", "categories": ["writing"]})
+    assert answer.status_code == 422
+    assert '<input type="checkbox" name="categories" value="Writing" checked>' in answer.text
+    assert '<input type="checkbox" name="categories" value="Security">' in answer.text
