@@ -71,7 +71,7 @@ AREAS: dict[str, Area] = {
     ),
     "fanout": Area(
         modules=("digest/claim/fanout.py", "storage/deliveries.py", "storage/issues.py"),
-        tests=("tests/test_weekly.py", "tests/test_store.py", "tests/test_mutants_fanout.py"),
+        tests=("tests/test_weekly.py", "tests/test_store.py", "tests/test_fan_out_rules.py"),
     ),
     "send": Area(
         modules=("digest/send/loop.py",),
