@@ -43,11 +43,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve(db_url: str, port: int, log_path: Path) -> subprocess.Popen:
-    """`digest serve` on PORT, its log in a file (a pipe nobody reads fills after ~64 KB and stalls uvicorn)."""
+def _serve(db_url: str, port: int, log_path: Path, **settings: str) -> subprocess.Popen:
+    """`digest serve` on PORT, with any further ``settings`` (DIGEST_… variables), its log in a file (a pipe
+    nobody reads fills after ~64 KB and stalls uvicorn)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
     env.update(DIGEST_DATABASE_URL=db_url, DIGEST_SECRET_KEY=SECRET, DIGEST_BASE_URL=f"http://127.0.0.1:{port}",
-               DIGEST_TRANSPORT="outbox", PYTHONPATH=str(REPO))
+               DIGEST_TRANSPORT="outbox", PYTHONPATH=str(REPO), **settings)
     process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port), "--workers", "1"],
                                env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

@@ -4,11 +4,9 @@ clients, a store that cannot keep up (503 with Retry-After, quickly), and a web 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,7 @@ from storage.db import make_engine, session_scope
 from storage.models import Event, Issue, Subscriber
 from tests.factories import RecordingTransport
 from tests.fixtures_web import web_settings
-from tests.test_tracking_load import REPO, SECRET, _free_port
+from tests.test_tracking_load import _free_port, _serve
 from tests.test_web_tracking import sent_delivery
 from tests.test_webhook import PUBLIC_KEY, ago, sg_event, signed
 
@@ -201,20 +199,7 @@ def test_an_unreachable_database_is_a_503_not_a_500():
 
 def serve_webhook(db_url: str, port: int, log_path: Path) -> subprocess.Popen:
     """`digest serve` with the webhook's key, its log in a file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
-    env.update(DIGEST_DATABASE_URL=db_url, DIGEST_SECRET_KEY=SECRET, DIGEST_BASE_URL=f"http://127.0.0.1:{port}",
-               DIGEST_TRANSPORT="outbox", DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY=PUBLIC_KEY, PYTHONPATH=str(REPO))
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port), "--workers", "1"],
-                               env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"digest serve did not start: {log_path.read_text()[-2000:]}")
+    return _serve(db_url, port, log_path, DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY=PUBLIC_KEY)
 
 
 def test_a_web_process_killed_mid_post_loses_no_event_it_acknowledged(db_url, tmp_path):
