@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from digest.claim.local_time import OPEN_LEAD, LocalSchedule, due_times
+from digest.claim.local_time import OPEN_LEAD, LocalSchedule, due_times, opens_at
 from digest.claim.opening import open_issue
 from digest.cli.main import cli
 from digest.config import Settings
@@ -83,6 +83,20 @@ def test_a_readers_hour_already_past_is_due_at_once_and_no_zone_means_the_defaul
     assert times.of(None) is None  # Berlin's 08:00 UTC has passed too
     assert times.of("Not/AZone") is None  # never stored; such a reader would get the default
     assert times.first == at(2026, 12, 3, 17)
+
+
+def test_a_reader_whose_zone_is_unusable_is_due_at_the_default_zones_hour():
+    times = due_times(week=W49, schedule=THURSDAY_NINE, default_zone="Europe/Berlin",
+                      zones=["Pacific/Auckland", "Not/AZone", ""], now=at(2026, 12, 1, 12))
+    assert times.of("Not/AZone") == times.of("") == times.of(None) == at(2026, 12, 3, 8)
+    assert times.of("Pacific/Auckland") == at(2026, 12, 2, 20)
+
+
+def test_a_week_the_schedule_does_not_fire_in_has_no_due_time_and_no_opening():
+    "the scheduler words it (not an error): a schedule of the first of January, asked about a week in December"
+    times = due_times(week=W49, schedule="0 9 1 1 *", default_zone="UTC", zones=["Pacific/Auckland"])
+    assert times.default is None and times.of("Pacific/Auckland") is None and times.first is None
+    assert opens_at(times) is None
 
 
 # -- a week's issue, end to end -------------------------------------------------------------------------------
@@ -171,6 +185,20 @@ def test_readers_whose_hour_passed_when_the_issue_opens_get_it_at_once(local_sen
     assert held == {address: (int(DUE[zone].timestamp()) if zone == "America/Los_Angeles" else None)
                     for address, zone in zone_of.items()}
     assert all(("batch_id" in body) == ("send_at" in body) for body in fake_sendgrid.accepted)
+
+
+def test_a_scheduler_back_after_its_first_readers_hour_opens_the_issue_at_once(local_sender, fake_sendgrid):
+    "down until Wednesday 21:00 UTC: Auckland's 09:00 has passed, so the issue opens now, not before Berlin's hour"
+    engine, clock = local_sender.services.engine, local_sender.test_clock
+    add_comparison(engine, published_at=at(2026, 11, 30, 8))
+    zone_of = readers_by_zone(engine)
+    clock["now"] = DUE["Pacific/Auckland"] + timedelta(hours=1)
+    result = run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    assert result.opened is not None and result.opened.created, result.reason
+    held = {p["to"][0]["email"]: body.get("send_at") for body in fake_sendgrid.accepted
+            for p in body["personalizations"]}
+    assert held == {address: (None if zone == "Pacific/Auckland" else int(DUE[zone].timestamp()))
+                    for address, zone in zone_of.items()}
 
 
 def test_a_delivery_due_beyond_72_hours_waits_for_a_later_run(local_sender, fake_sendgrid):
@@ -358,6 +386,22 @@ def test_hourly_ticks_hand_each_zone_over_within_the_hold_window_before_its_hour
     with session_scope(engine) as session:
         issue = session.execute(select(Issue)).scalar_one()
     assert issue.completed_at == at(2026, 12, 3, 14, 40)  # when Los Angeles, the last zone, was handed over
+
+
+@pytest.mark.parametrize("local_sender", [3], indirect=True)
+def test_deliveries_whose_hour_passed_while_the_sender_was_down_go_at_once_not_held(local_sender, fake_sendgrid):
+    "opened Wednesday 18:00, then no tick until Thursday 12:00: Berlin's and the default's hours have passed"
+    engine, clock = local_sender.services.engine, local_sender.test_clock
+    add_comparison(engine, published_at=at(2026, 11, 30, 8))
+    zone_of = readers_by_zone(engine)
+    clock["now"] = at(2026, 12, 2, 18)
+    run(services=local_sender.services, sender=local_sender, now=clock["now"], week=W49)
+    before = len(fake_sendgrid.accepted)
+    clock["now"] = at(2026, 12, 3, 12)
+    run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    late = fake_sendgrid.accepted[before:]
+    assert {zone_of[p["to"][0]["email"]] for body in late for p in body["personalizations"]} == {"Europe/Berlin", None}
+    assert all("send_at" not in body and "batch_id" not in body for body in late)
 
 
 @pytest.mark.parametrize("local_sender", [3], indirect=True)
