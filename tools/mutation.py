@@ -92,6 +92,12 @@ AREAS: dict[str, Area] = {
         modules=("digest/claim/local_time.py",),
         tests=("tests/test_local_time.py",),
     ),
+    # The Event Webhook (issue 21): its route, its store's bounds and its SQL. Not test_webhook_load.py (a server
+    # under load) nor test_reliability_provider.py (the sending side's faults).
+    "webhook": Area(
+        modules=("storage/provider_events.py", "digest/web/webhook.py", "digest/web/webhook_store.py"),
+        tests=("tests/test_webhook.py", "tests/test_stats_webhook.py", "tests/test_webhook_rules.py"),
+    ),
 }
 
 
