@@ -86,7 +86,11 @@ AREAS: dict[str, Area] = {
     ),
     "api": Area(
         modules=("digest/web/api.py", "digest/web/api_votes.py"),
-        tests=("tests/test_api_comparisons.py",),
+        tests=("tests/test_api_comparisons.py", "tests/test_votes_site.py"),
+    ),
+    "guardrail": Area(
+        modules=("digest/track/guardrail.py", "storage/guardrail.py"),
+        tests=("tests/test_guardrail.py", "tests/test_guardrail_lag.py"),
     ),
     "local-time": Area(
         modules=("digest/claim/local_time.py",),
