@@ -1,0 +1,166 @@
+"""The Event Webhook's rules that its first mutation run found unheld (issue 22): what a post's events do to
+their readers whatever their order, the unsubscribe each one records, and the store's bounds (a full store, a
+post waiting past DIGEST_WEBHOOK_BUSY_SECONDS, a database that is away), each answered as SendGrid needs.
+
+Through HTTP, signed as SendGrid signs (tests.test_webhook), on SQLite and PostgreSQL; the writing turn's lock
+file is SQLite's."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import sqlite3
+from datetime import datetime, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from digest.web import create_app
+from digest.web.webhook_store import MAX_ADMITTED, RETRY_AFTER_SECONDS, StoreBusy, WebhookStore
+from storage.db import make_engine, session_scope
+from storage.models import Subscriber
+from tests.factories import RecordingTransport
+from tests.fixtures_web import web_settings
+from tests.test_web_tracking import events, sent_delivery
+from tests.test_webhook import PUBLIC_KEY, ago, post, sg_event, status_of
+
+BUSY = {"error": "the store is busy: try again later"}
+
+
+def hook_app(db_url: str, **settings) -> TestClient:
+    engine = make_engine(db_url)
+    app = create_app(web_settings(db_url, **{"sendgrid_webhook_public_key": PUBLIC_KEY, **settings}), engine=engine,
+                     transport=RecordingTransport())
+    return TestClient(app, base_url="http://testserver")
+
+
+@pytest.fixture
+def hook(db_url):
+    with hook_app(db_url) as client:
+        yield client
+    client.app.state.ctx.engine.dispose()
+
+
+# -- what a post's events do to their readers -------------------------------------------------------------------
+
+@pytest.mark.parametrize("order", ["as sent", "reversed"])
+def test_a_complaint_outranks_a_bounce_and_both_an_unsubscribe_whatever_their_order_in_the_post(hook, order):
+    engine = hook.app.state.ctx.engine
+    both, bounced_too, all_three = (sent_delivery(engine, sent_at=ago(1)) for _ in range(3))
+    items = [sg_event(both, "unsubscribe", "o1"), sg_event(both, "bounce", "o2", type="bounce"),
+             sg_event(bounced_too, "bounce", "o3", type="bounce"), sg_event(bounced_too, "spamreport", "o4"),
+             sg_event(all_three, "unsubscribe", "o5"), sg_event(all_three, "spamreport", "o6"),
+             sg_event(all_three, "bounce", "o7", type="bounce")]
+    assert post(hook, items if order == "as sent" else items[::-1]).json()["applied"] == 7
+    assert status_of(engine, both.subscriber_id) == "bounced"
+    assert status_of(engine, bounced_too.subscriber_id) == "complained"
+    assert status_of(engine, all_three.subscriber_id) == "complained"
+
+
+def test_a_later_post_never_moves_a_reader_down_from_complained_or_bounced(hook):
+    engine = hook.app.state.ctx.engine
+    complained, bounced = sent_delivery(engine, sent_at=ago(2)), sent_delivery(engine, sent_at=ago(2))
+    post(hook, [sg_event(complained, "spamreport", "d1"), sg_event(bounced, "bounce", "d2", type="bounce")])
+    post(hook, [sg_event(complained, "bounce", "d3", type="bounce"), sg_event(complained, "unsubscribe", "d4"),
+                sg_event(bounced, "unsubscribe", "d5")])
+    assert status_of(engine, complained.subscriber_id) == "complained"
+    assert status_of(engine, bounced.subscriber_id) == "bounced"
+    assert events(engine, kind="unsubscribe", provider_event_id=None) == []  # nobody was unsubscribed by them
+
+
+def test_an_unsubscribe_event_records_one_unsubscribe_with_its_delivery_issue_and_time(hook):
+    "the reader's page and the stats read it: from which email, when; a second one changes nothing"
+    engine = hook.app.state.ctx.engine
+    reader = sent_delivery(engine, sent_at=ago(1))
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    post(hook, [sg_event(reader, "unsubscribe", "n1")])
+    post(hook, [sg_event(reader, "group_unsubscribe", "n2", asm_group_id=1)])
+    # Beside the provider's two events, one unsubscribe of ours: the reader's page and the stats count these.
+    (recorded,) = events(engine, kind="unsubscribe", provider_event_id=None)
+    assert (recorded.subscriber_id, recorded.delivery_id, recorded.issue_id, recorded.source,
+            recorded.machine) == (reader.subscriber_id, reader.id, reader.issue_id, "webhook", False)
+    with session_scope(engine) as session:
+        subscriber = session.get(Subscriber, reader.subscriber_id)
+        assert subscriber.status == "unsubscribed"
+        assert before <= subscriber.unsubscribed_at <= datetime.now(timezone.utc)
+        assert subscriber.updated_at == subscriber.unsubscribed_at
+
+
+# -- the key ----------------------------------------------------------------------------------------------------
+
+def test_a_key_that_is_not_a_public_key_refuses_every_post_with_a_log_line(db_url, caplog):
+    "a PEM pasted with its lines, or a truncated key: 503 (SendGrid retries), nothing recorded, the log says why"
+    with hook_app(db_url, sendgrid_webhook_public_key="-----BEGIN PUBLIC KEY-----") as client:
+        reader = sent_delivery(client.app.state.ctx.engine, sent_at=ago(1))
+        with caplog.at_level("ERROR", logger="digest.web"):
+            response = post(client, [sg_event(reader, "bounce", "k1", type="bounce")])
+        assert (response.status_code, response.json()) == (503, {"error": "webhook verification key unusable"})
+        assert any("not a base64 DER public key" in r.getMessage() for r in caplog.records)
+        assert status_of(client.app.state.ctx.engine, reader.subscriber_id) == "active"
+    client.app.state.ctx.engine.dispose()
+
+
+# -- the store's bounds -----------------------------------------------------------------------------------------
+
+def test_a_full_store_answers_503_with_retry_after_and_every_post_gives_its_place_back(hook):
+    engine, store = hook.app.state.ctx.engine, hook.app.state.ctx.webhook_store()
+    reader = sent_delivery(engine, sent_at=ago(1))
+    for n in range(MAX_ADMITTED + 4):  # more posts than places, one after another: each leaves its place
+        assert post(hook, [sg_event(reader, "delivered", f"p{n}")]).status_code == 200
+    assert hook.post("/webhooks/sendgrid", content="[]").status_code == 403  # a refused post leaves too
+    taken = [store.admit() for _ in range(MAX_ADMITTED)]
+    assert all(taken)
+    full = post(hook, [sg_event(reader, "bounce", "p-full", type="bounce")])
+    assert (full.status_code, full.json(), full.headers["Retry-After"]) == (503, BUSY, str(RETRY_AFTER_SECONDS))
+    assert status_of(engine, reader.subscriber_id) == "active"
+    store.leave()
+    assert post(hook, [sg_event(reader, "bounce", "p-full", type="bounce")]).json()["applied"] == 1
+
+
+def test_a_post_waiting_past_the_busy_seconds_for_another_writer_is_a_503_and_its_retry_a_duplicate(
+        sqlite_url, tmp_path, caplog):
+    "another process holds the writing turn: 503 with Retry-After within the bound; the post, already begun, "
+    "finishes once the turn is free, and SendGrid's retry finds its event stored"
+    with hook_app(sqlite_url, webhook_busy_seconds=0.3) as client:
+        engine = client.app.state.ctx.engine
+        reader = sent_delivery(engine, sent_at=ago(1))
+        item = sg_event(reader, "bounce", "w1", type="bounce")
+        with open(tmp_path / "digest.db-webhook.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with caplog.at_level(logging.WARNING, logger="digest.web"):
+                busy = post(client, [item])
+            assert (busy.status_code, busy.json(), busy.headers["Retry-After"]) == (503, BUSY, "30")
+            assert any("DIGEST_WEBHOOK_BUSY_SECONDS" in r.getMessage() for r in caplog.records)
+            assert status_of(engine, reader.subscriber_id) == "active"
+        retry = post(client, [item])
+        assert retry.json() == {"applied": 0, "duplicates": 1, "ignored": 0}
+        assert status_of(engine, reader.subscriber_id) == "bounced"
+    engine.dispose()
+
+
+def locked() -> OperationalError:
+    return OperationalError("INSERT INTO event …", {}, sqlite3.OperationalError("database is locked"))
+
+
+def test_the_store_answers_busy_for_a_database_that_is_away_and_raises_what_waiting_cannot_fix(caplog):
+    "a lock held past its timeout is a 503 SendGrid retries; a constraint broken is a bug, a 500 in the log"
+    store = WebhookStore(dialect="sqlite", busy_seconds=5)
+
+    def fails(error):
+        raise error
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="digest.web"):
+            with pytest.raises(StoreBusy):
+                asyncio.run(store.apply(fails, locked()))
+        assert any("database unavailable (" in r.getMessage() and "database is locked" in r.getMessage()
+                   for r in caplog.records)
+        with pytest.raises(IntegrityError):
+            asyncio.run(store.apply(fails, IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))))
+        with pytest.raises(OperationalError):
+            asyncio.run(store.apply(fails, OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x"))))
+        assert asyncio.run(store.apply(lambda a, b: a + b, 2, 3)) == 5
+    finally:
+        store.close()
