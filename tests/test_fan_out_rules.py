@@ -1,0 +1,173 @@
+"""The claim's and the fan-out's rules that the first mutation run of storage/deliveries.py and storage/issues.py
+found unheld (issue 22): readers gone between the fan-out and their batch, a batch given back or kept, a dead
+sender's rows, the archive's order. Real SQLite and PostgreSQL, a recording transport."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import delete, select, update
+
+from digest.claim.opening import open_issue
+from digest.config import Settings
+from storage.db import session_scope
+from storage.deliveries import claim_batch, extend_lease, release
+from storage.issues import set_ranks
+from storage.models import Delivery, Issue, IssueComparison, IssueKind, Subscriber, SubscriberStatus
+from tests.factories import RecordingTransport, add_comparison, add_subscribers, build_sender
+
+UTC = timezone.utc
+MON = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+SLOT = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def transport():
+    return RecordingTransport()
+
+
+@pytest.fixture
+def sender(db_url, tmp_path, transport):
+    settings = Settings(database_url=db_url, secret_key="k" * 32, base_url="https://news.example.com",
+                        outbox_dir=tmp_path / "outbox", transport="outbox", timezone="UTC", batch_size=2)
+    sender = build_sender(settings, transport=transport, sleep=lambda s: None)
+    yield sender
+    sender.services.engine.dispose()
+
+
+def rows(engine, issue_id: int) -> dict[int, tuple]:
+    """subscriber id → (delivery id, status, error, lease owner, lease end) of the issue's rows."""
+    with session_scope(engine) as session:
+        return {row[0]: tuple(row[1:]) for row in session.execute(
+            select(Delivery.subscriber_id, Delivery.id, Delivery.status, Delivery.error, Delivery.lease_owner,
+                   Delivery.leased_until).where(Delivery.issue_id == issue_id))}
+
+
+def sent_to(engine, transport) -> list[int]:
+    """The subscriber ids the batches went to."""
+    delivered = [r.delivery_id for batch in transport.batches for r in batch.recipients]
+    with session_scope(engine) as session:
+        owner = dict(session.execute(select(Delivery.id, Delivery.subscriber_id)
+                                     .where(Delivery.id.in_(delivered))).all())
+    return sorted(owner[d] for d in delivered)
+
+
+def test_readers_gone_after_the_fan_out_are_not_sent_and_each_row_says_why(sender, transport):
+    "after the issue opened one reader unsubscribed, one paused, one was erased (the race's row left): the rest get it"
+    engine = sender.services.engine
+    add_comparison(engine, published_at=MON)
+    add_subscribers(engine, 1, status=SubscriberStatus.unsubscribed)  # no row: readers' and rows' ids differ
+    left, erased, kept, paused, other = add_subscribers(engine, 5)
+    opened = open_issue(engine=engine, week="2026-W48", now=SLOT)
+    before = rows(engine, opened.issue.id)
+    # The erased reader's id is another reader's row id: deleting by the wrong column would take that row.
+    assert before[kept][0] == erased
+    with session_scope(engine) as session:
+        session.execute(update(Subscriber).where(Subscriber.id == left)
+                        .values(status=SubscriberStatus.unsubscribed.value))
+        session.execute(update(Subscriber).where(Subscriber.id == paused).values(paused_until=SLOT + timedelta(days=14)))
+        session.execute(delete(Subscriber).where(Subscriber.id == erased))
+
+    report = sender.send_issue(opened.issue)
+
+    assert sent_to(engine, transport) == sorted([kept, other]) and report.remaining == 0
+    after = rows(engine, opened.issue.id)
+    assert erased not in after  # deleted, as erasing means
+    assert {reader: after[reader][1:3] for reader in (left, paused, kept, other)} == {
+        left: ("cancelled", "subscriber no longer active"), paused: ("cancelled", "subscriber paused"),
+        kept: ("sent", None), other: ("sent", None)}
+    with session_scope(engine) as session:
+        assert session.get(Issue, opened.issue.id).completed_at is not None
+
+
+def claim(engine, issue_id: int, owner: str, *, now: datetime, limit: int = 2, lease: timedelta = timedelta(minutes=5)):
+    with session_scope(engine) as session:
+        return claim_batch(session=session, issue_id=issue_id, owner=owner, now=now, lease_until=now + lease,
+                           limit=limit)
+
+
+def test_a_batch_given_back_is_pending_again_with_its_reason_and_anyone_may_take_it(sender):
+    "the provider is down: the sender gives its batch back; only the lease's owner can, and the next claim takes it"
+    engine = sender.services.engine
+    add_comparison(engine, published_at=MON)
+    add_subscribers(engine, 4)
+    issue_id = open_issue(engine=engine, week="2026-W48", now=SLOT).issue.id
+    batch = claim(engine, issue_id, "host-a:1:aa", now=SLOT)
+    ids = [row[0] for row in batch.rows]
+    with session_scope(engine) as session:
+        assert release(session=session, ids=ids, owner="host-b:2:bb", error="not mine") == 0
+        assert release(session=session, ids=ids, owner="host-a:1:aa", error="HTTP 503 from the provider") == 2
+    state = {row[0]: row[1:3] for row in rows(engine, issue_id).values()}
+    assert [state[i] for i in ids] == [("pending", "HTTP 503 from the provider")] * 2
+    again = claim(engine, issue_id, "host-b:2:bb", now=SLOT + timedelta(seconds=1))
+    assert [row[0] for row in again.rows] == ids
+
+
+def test_a_lease_kept_for_a_retry_runs_to_its_new_end_and_then_another_sender_takes_the_rows(sender):
+    "before a retry the sender keeps its batch; once another sender took it over, it is no longer its to post"
+    engine = sender.services.engine
+    add_comparison(engine, published_at=MON)
+    add_subscribers(engine, 4)
+    issue_id = open_issue(engine=engine, week="2026-W48", now=SLOT).issue.id
+    retried, other = claim(engine, issue_id, "host-a:1:aa", now=SLOT), claim(engine, issue_id, "host-b:2:bb", now=SLOT)
+    until = SLOT + timedelta(hours=1)
+    with session_scope(engine) as session:
+        assert extend_lease(session=session, ids=[row[0] for row in retried.rows], owner="host-a:1:aa",
+                            lease_until=until, ambiguous=True) == 2
+    leases = {row[0]: row[4] for row in rows(engine, issue_id).values()}
+    assert [leases[row[0]] for row in retried.rows] == [until] * 2
+    assert [leases[row[0]] for row in other.rows] == [SLOT + timedelta(minutes=5)] * 2
+    # Ten minutes on, a third sender takes over the batch whose lease ran out, and only that one.
+    taken = claim(engine, issue_id, "host-c:3:cc", now=SLOT + timedelta(minutes=10), limit=4)
+    assert [row[0] for row in taken.rows] == [row[0] for row in other.rows]
+    # Past the kept lease's end, the retried batch is taken over too, and its first sender may not post it.
+    late = claim(engine, issue_id, "host-c:3:cc", now=until + timedelta(minutes=1), limit=4)
+    assert {row[0] for row in retried.rows} <= {row[0] for row in late.rows}
+    with session_scope(engine) as session:
+        assert extend_lease(session=session, ids=[row[0] for row in retried.rows], owner="host-a:1:aa",
+                            lease_until=until, ambiguous=False) == 0
+
+
+def test_rows_leased_by_a_sender_that_died_on_this_host_are_sent_at_once_not_after_its_lease(sender, transport):
+    "a worker killed mid-batch: the next send on the same host takes its rows over without waiting an hour"
+    engine = sender.services.engine
+    add_comparison(engine, published_at=MON)
+    readers = add_subscribers(engine, 2)
+    opened = open_issue(engine=engine, week="2026-W48", now=SLOT)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:0badc0de"  # host:pid:random, as digest.send.owners names it
+    claim(engine, opened.issue.id, dead, now=datetime.now(UTC), lease=timedelta(hours=1))
+    sender.send_issue(opened.issue)
+    assert sent_to(engine, transport) == sorted(readers)
+
+
+# -- the archive ------------------------------------------------------------------------------------------------
+
+def test_the_archive_lists_weekly_issues_only_each_with_its_comparisons_in_rank_order(web):
+    "an editor's ranking, not the claim's order, is the order on the index and on the issue's page"
+    engine = web.app.state.ctx.engine
+    titles = ["Alpha vs Beta", "Gamma vs Delta", "Epsilon vs Zeta"]
+    ids = [add_comparison(engine, title=title, published_at=datetime(2026, 3, 2, 9, tzinfo=UTC), pcts=(100, 25))
+           for title in titles]
+    add_subscribers(engine, 1)
+    issue = open_issue(engine=engine, week="2026-W10", now=datetime(2026, 3, 5, 9, tzinfo=UTC)).issue
+    with session_scope(engine) as session:
+        set_ranks(session=session, issue_id=issue.id, ranked_ids=[ids[2], ids[0], ids[1]])
+        session.add(Issue(week="2026-M03", kind=IssueKind.monthly.value, created_at=datetime(2026, 3, 6, tzinfo=UTC),
+                          fanned_out_at=datetime(2026, 3, 6, tzinfo=UTC)))
+        claimed = dict(session.execute(select(IssueComparison.comparison_id, IssueComparison.rank)).all())
+    assert sorted(claimed, key=claimed.get) == [ids[2], ids[0], ids[1]]
+    ranked = ["Epsilon vs Zeta", "Alpha vs Beta", "Gamma vs Delta"]
+    TITLE = r"(?:Alpha|Gamma|Epsilon) vs \w+"
+
+    index = web.get("/archive").text
+    assert re.findall(r'href="/archive/([^"]+)"', index) == ["2026-W10"]  # a monthly email repeats, it is no entry
+    assert re.findall(TITLE, index) == ranked
+    page = web.get("/archive/2026-W10").text
+    assert list(dict.fromkeys(re.findall(TITLE, page))) == ranked
