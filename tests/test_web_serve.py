@@ -36,15 +36,17 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(sqlite_url, tmp_path):
-    """`digest serve` (one worker: the process we measure is the one that answers): its port, pid and log."""
+def served(request, sqlite_url, tmp_path):
+    """`digest serve` (one worker: the process we measure is the one that answers): its port, pid and log.
+    Parametrised indirectly, further options of `digest serve`."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
     env.update(DIGEST_DATABASE_URL=sqlite_url, DIGEST_SECRET_KEY="limits-test-secret-key-0123456789",
                DIGEST_BASE_URL=f"http://127.0.0.1:{port}", DIGEST_TRANSPORT="outbox",
                DIGEST_SENDGRID_WEBHOOK_PUBLIC_KEY=PUBLIC_KEY, PYTHONPATH=str(REPO))
     log = tmp_path / "serve.log"
-    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port)], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "digest.cli", "serve", "--port", str(port),
+                                *getattr(request, "param", [])], env=env,
                                cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
@@ -226,3 +228,65 @@ def test_uvicorns_own_answers_carry_the_security_headers_and_no_server_banner(se
         statuses[name] = status
     record("uvicorn's own answers", statuses=statuses, missing_headers=0, server_banner=0,
            slow_head_answered_after_s={name: round(seconds, 1) for name, (_, _, seconds) in slow.items()})
+
+
+def whole_answer(sock: socket.socket) -> int | None:
+    """Read one answer, head and body (by its Content-Length), off a kept-alive connection: its status."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            piece = sock.recv(65536)
+            if not piece:
+                return None
+            data += piece
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += sock.recv(65536)
+    except (ConnectionResetError, socket.timeout):
+        return None
+    return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else None
+
+
+def kept_alive(port: int, script: list[tuple[float, bytes]], results: dict, name: str) -> None:
+    """One connection: for each (pause, request) wait PAUSE seconds, send REQUEST a byte a second if it is
+    not a whole request (else at once), and read its answer whole; the statuses and when each came."""
+    started = time.monotonic()
+    got = []
+    with socket.create_connection(("127.0.0.1", port), timeout=HEAD_SECONDS + 10) as sock:
+        for pause, request in script:
+            time.sleep(pause)
+            try:
+                for piece in [request] if request.endswith(b"\r\n\r\n") else [bytes([c]) for c in request]:
+                    if select.select([sock], [], [], 0)[0]:
+                        break  # answered before the request was whole
+                    sock.sendall(piece)
+                    if len(piece) == 1:
+                        time.sleep(1.0)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            status = whole_answer(sock)
+            got.append((status, round(time.monotonic() - started, 1)))
+            if status is None or status >= 400:
+                break
+    results[name] = got
+
+
+def test_a_kept_alive_connection_has_the_head_deadline_for_each_request_not_for_the_connection(served):
+    "requests every 2 s on one connection past HEAD_SECONDS: all answered; a drip after an answer: 408 in time"
+    port, _, _ = served
+    good = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    scripts = {"a request every 2 s": [(0, good)] + [(2, good)] * int(HEAD_SECONDS / 2 + 2),
+               "a drip after an answer": [(0, good), (0.5, b"GET /healthz HTTP/1.1\r\nX-A: b\r\n" * 2)]}
+    results: dict[str, list] = {}
+    threads = [threading.Thread(target=kept_alive, args=(port, script, results, name)) for name, script in scripts.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = results["a request every 2 s"]
+    assert [status for status, _ in every] == [200] * len(scripts["a request every 2 s"]), every
+    assert every[-1][1] > HEAD_SECONDS + 2  # the connection outlived one deadline: it was not the connection's
+    (first, _), (status, seconds) = results["a drip after an answer"]
+    assert first == 200 and status == 408 and HEAD_SECONDS <= seconds < HEAD_SECONDS + 5, results

@@ -14,12 +14,15 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(metavar="N", help="uvicorn worker processes")] = 1,
+    access_log: Annotated[bool, typer.Option(help="a line per request on stdout, tokens in links shown as …")] = True,
 ) -> None:
     """Run the web app: open pixel, click redirects, unsubscribe, preferences, signup, webhook, archive.
 
     Put it behind a TLS-terminating proxy at DIGEST_BASE_URL; every link in the emails points there.
     Request bodies are capped as they arrive (webhook 5 MB, forms 16 KB, anything else 4 KB): 413 past
     the cap, 408 for a body still arriving after 10 s (webhook 30 s) or headers after 10 s. No `server:` header.
+    The access log never shows a reader's token (a link's token is "…", a query string "?…"); turn it off
+    with --no-access-log when the proxy in front keeps one.
 
     \b
     Example:
@@ -36,7 +39,8 @@ def serve(
     refuse_unsafe_links(settings_for_run())
     if problem := listen_problem(host, port):  # one line, not uvicorn's log and exit 1
         raise fail(problem, 2)
-    uvicorn.run("digest.web.main:app", **uvicorn_options(host=host, port=port, workers=workers))
+    uvicorn.run("digest.web.main:app", **uvicorn_options(host=host, port=port, workers=workers,
+                                                               access_log=access_log))
 
 
 @reports_template_errors

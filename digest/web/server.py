@@ -7,10 +7,19 @@ gives them a deadline: uvicorn waits forever for a connection's first request, a
 at a time, so a few hundred such connections would hold the process (slowloris). The body has its own
 limits (`digest.web.limits`). No `server:` banner: it tells a scanner which server and version to try; the
 `date:` header stays, since RFC 9110 §6.6.1 asks an origin server with a clock to send it.
+
+The access log names no token (`RedactTokens`): the links in our emails carry signed tokens that act for
+their reader (the preference centre, one-click unsubscribe, votes), and a log is read and kept by more people
+and for longer than an email.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+import re
+
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from digest.web.security import SECURITY_HEADERS
@@ -30,38 +39,41 @@ class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the security headers on its own answers, and a cap and a deadline
     on the request line and headers."""
 
+    # One timer per connection, not one per request (a timer armed and cancelled per request cost the open
+    # pixel a tenth of its rate, benchmarks/tracking.py): it fires HEAD_SECONDS after the wait for a request's
+    # head began and, when that head has come since, is armed again for whatever the next wait has left.
     head_timer = None
+    head_since: float | None = None  # when the wait for a request's head began; None while one is answered
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self._arm_head_timer()
+        self.head_since = self.loop.time()
+        self.head_timer = self.loop.call_later(HEAD_SECONDS, self._check_head)
 
     def connection_lost(self, exc) -> None:
-        self._disarm_head_timer()
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         super().connection_lost(exc)
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_timer()
+        self.head_since = None
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_head_timer()  # for the next request on this connection
+        if self.cycle.response_complete:  # else a pipelined request came meanwhile, and is now answered
+            self.head_since = self.loop.time()  # the wait for the next request's head begins
 
-    def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self.head_timer = self.loop.call_later(HEAD_SECONDS, self._head_too_slow)
-
-    def _disarm_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
-
-    def _head_too_slow(self) -> None:
+    def _check_head(self) -> None:
         self.head_timer = None
-        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
-            return  # already closing, or a request is being answered (a pipelined one included)
+        if self.transport.is_closing():
+            return
+        answering = self.cycle is not None and not self.cycle.response_complete  # a pipelined one included
+        left = HEAD_SECONDS if self.head_since is None or answering else self.head_since + HEAD_SECONDS - self.loop.time()
+        if left > 0.01:
+            self.head_timer = self.loop.call_later(left, self._check_head)
+            return
         self._answer(b"408 Request Timeout",
                      f"The request line and headers did not arrive within {HEAD_SECONDS:g} s. Send them in one go.")
 
@@ -103,10 +115,46 @@ class HttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def uvicorn_options(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> dict:
+# The routes whose next path segment is a token acting for a reader: the open pixel, a click's link, a
+# confirmation, the "keep me" link, the preference centre, unsubscribe, a vote (digest.links writes them).
+# tests/test_access_log.py holds this list to the app's routes.
+TOKEN_PREFIXES = ("/o/", "/c/", "/confirm/", "/k/", "/p/", "/u/", "/v/")
+# ("-" is no token: /p/-/deleted, the page after an erasure.)
+_TOKEN_SEGMENT = re.compile(r"^(/(?:" + "|".join(re.escape(p.strip("/")) for p in TOKEN_PREFIXES) + r")/)(?!-(?:/|$))[^/?]+")
+
+
+def redact(path: str) -> str:
+    """``path`` as the access log shows it: a token segment as "…", a query string (a click's recipient
+    token, anything a form sent by GET) as "?…"."""
+    path, query, _ = path.partition("?")
+    return _TOKEN_SEGMENT.sub(r"\1…", path) + ("?…" if query else "")
+
+
+class RedactTokens(logging.Filter):
+    """On uvicorn's access log: the request's path through `redact` (its record's args are
+    (client, method, path with query, HTTP version, status))."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], redact(args[2]), args[3], args[4])
+        return True
+
+
+def _log_config() -> dict:
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+    config["loggers"]["uvicorn.access"]["filters"] = ["redact_tokens"]
+    return config
+
+
+def uvicorn_options(*, host: str, port: int, workers: int = 1, log_level: str = "info",
+                    access_log: bool = True) -> dict:
     """Keyword arguments for `uvicorn.run(app, **…)` or `uvicorn.Config(app, **…)`.
 
     proxy_headers: the app runs behind a TLS-terminating proxy (README), which says who the client is.
+    access_log: a line per request on stdout, tokens redacted (`RedactTokens`).
     """
     return dict(host=host, port=port, workers=workers, proxy_headers=True, log_level=log_level,
-                http=HttpProtocol, server_header=False, date_header=True)
+                http=HttpProtocol, server_header=False, date_header=True, access_log=access_log,
+                log_config=_log_config())
