@@ -5,7 +5,8 @@ each server spent per request, which a busy machine disturbs far less than the r
 
     python benchmarks/tracking.py --seconds 10 --db sqlite
 
-Needs `wrk` (apt-get install wrk). Both servers: `uvicorn --workers 1 --no-access-log`, loopback only.
+Needs `wrk` (apt-get install wrk). The bare endpoint: `uvicorn --workers 1 --no-access-log`; ours: `digest serve
+--workers 1 --no-access-log` (uvicorn with our protocol class, as it runs in production); loopback only.
 Requests cycle through the pixel URLs of 1000 real deliveries (signed tokens), so every request records.
 """
 
@@ -75,9 +76,9 @@ def lua_script(paths: list[str], where: Path) -> Path:
     return script
 
 
-def serve(app: str, port: int, env: dict) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-                                "--workers", "1", "--no-access-log", "--log-level", "warning"],
+def serve(command: list[str], port: int, env: dict) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port),
+                                "--workers", "1", "--no-access-log"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -87,7 +88,7 @@ def serve(app: str, port: int, env: dict) -> subprocess.Popen:
         except OSError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"{app} did not start: {process.stderr.read()[-2000:]}")
+    raise RuntimeError(f"{' '.join(command)} did not start: {process.stderr.read()[-2000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -159,13 +160,13 @@ def main() -> int:
         env = {**os.environ, "DIGEST_DATABASE_URL": url, "DIGEST_SECRET_KEY": SECRET_KEY,
                "DIGEST_TRANSPORT": "outbox", "DIGEST_OUTBOX_DIR": str(Path(tmp) / "outbox"), "PYTHONPATH": str(REPO)}
         port = free_port()
-        bare = serve("benchmarks.bare_pixel:app", port, env)
+        bare = serve(["uvicorn", "benchmarks.bare_pixel:app", "--log-level", "warning"], port, env)
         try:
             base = wrk(port, script, args.seconds, bare)
         finally:
             stop(bare)
         port = free_port()
-        app = serve("digest.web.main:app", port, env)
+        app = serve(["digest", "serve"], port, env)
         warm = count_opens(url)
         try:
             pixel = wrk(port, script, args.seconds, app)
