@@ -78,6 +78,12 @@ def test_readers_gone_after_the_fan_out_are_not_sent_and_each_row_says_why(sende
     assert sent_to(engine, transport) == sorted([kept, other]) and report.remaining == 0
     after = rows(engine, opened.issue.id)
     assert erased not in after  # deleted, as erasing means
+    with session_scope(engine) as session:  # a delivery that was not sent has no send time
+        stamped = dict(session.execute(select(Delivery.subscriber_id, Delivery.message_id).where(
+            Delivery.issue_id == opened.issue.id, Delivery.sent_at.is_not(None))).all())
+    # ... and one that was has the provider's id of its request (SendGrid's X-Message-Id, to find it there)
+    answered = {f"msg-{n}" for n in range(1, len(transport.batches) + 1)}
+    assert sorted(stamped) == sorted([kept, other]) and set(stamped.values()) <= answered
     assert {reader: after[reader][1:3] for reader in (left, paused, kept, other)} == {
         left: ("cancelled", "subscriber no longer active"), paused: ("cancelled", "subscriber paused"),
         kept: ("sent", None), other: ("sent", None)}
