@@ -177,3 +177,33 @@ def test_the_archive_lists_weekly_issues_only_each_with_its_comparisons_in_rank_
     assert re.findall(TITLE, index) == ranked
     page = web.get("/archive/2026-W10").text
     assert list(dict.fromkeys(re.findall(TITLE, page))) == ranked
+
+
+# -- verdict changes carried into the week's segments -----------------------------------------------------------
+
+def test_readers_of_changes_get_a_segment_of_their_own_with_their_audience_line_and_no_segment_is_empty(
+        sender, transport):
+    "one reader got the changed comparison, one did not: two segments, one reader each, both saying why they get it"
+    from digest.importing.comparisons import store_comparison
+    from storage.models import Segment
+    from tests.test_verdict_changes import W47, WEEK, item, send_week
+
+    engine = sender.services.engine
+    store_comparison(engine=engine, item=item("a", ("A1", "ssss"), ("A2", "ssss")), now=W47)
+    first, = add_subscribers(engine, 1)
+    send_week(sender, "2026-W47", W47)
+    second, = add_subscribers(engine, 1)
+    store_comparison(engine=engine, item=item("a", ("A1", "kkkk"), ("A2", "ssss")), now=W47 + timedelta(days=1))
+    store_comparison(engine=engine, item=item("n", ("N1", "ssss"), ("N2", "kkkk"), published_at=W47 + WEEK),
+                     now=W47 + WEEK)
+    transport.batches.clear()
+    opened = send_week(sender, "2026-W48", W47 + WEEK)
+
+    with session_scope(engine) as session:
+        segments = session.execute(select(Segment.audience, Segment.change_ids, Segment.size)
+                                   .where(Segment.issue_id == opened.issue.id)).all()
+    assert sorted((audience, bool(changes), size) for audience, changes, size in segments) == [
+        ("all categories", False, 1), ("all categories", True, 1)]
+    assert len(transport.batches) == 2
+    for batch in transport.batches:
+        assert "You get this because you subscribed to Weekly AI Tool Verdicts for:\n  all categories" in batch.text
