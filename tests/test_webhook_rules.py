@@ -11,10 +11,12 @@ import asyncio
 import fcntl
 import logging
 import sqlite3
+import time
 from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from digest.web import create_app
@@ -164,3 +166,62 @@ def test_the_store_answers_busy_for_a_database_that_is_away_and_raises_what_wait
         assert asyncio.run(store.apply(lambda a, b: a + b, 2, 3)) == 5
     finally:
         store.close()
+
+
+# -- refusals -----------------------------------------------------------------------------------------------------
+
+def test_every_refusal_is_the_same_answer_and_only_the_log_says_why(hook, caplog):
+    "a forger learns nothing from the answer; the operator finds a clock skew or a wrong key in the log"
+    from tests.test_webhook import OTHER_KEY, SIGNATURE, TIMESTAMP, signed
+
+    body = '[{"event": "bounce", "sg_event_id": "r1"}]'
+    stale = signed(body, at=time.time() - 3600)
+    attempts = {"stale": (body.encode(), stale), "forged": (body.encode(), signed(body, key=OTHER_KEY)),
+                "not utf-8": (b"[\xff]", {SIGNATURE: stale[SIGNATURE], TIMESTAMP: str(int(time.time()))})}
+    logged = {}
+    for name, (content, headers) in attempts.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="digest.web"):
+            response = hook.post("/webhooks/sendgrid", content=content, headers=headers)
+        assert (response.status_code, response.json()) == (403, {"error": "signature or timestamp not accepted"})
+        logged[name] = [r.getMessage() for r in caplog.records if r.name == "digest.web"]
+    assert logged == {"stale": [f"SendGrid webhook post refused: missing signature or stale timestamp "
+                                f"{stale[TIMESTAMP]!r}"],
+                      "forged": ["SendGrid webhook post refused: bad signature"],
+                      "not utf-8": []}
+
+
+# -- the guardrail, once the post is committed --------------------------------------------------------------------
+
+def test_a_post_that_takes_an_issue_past_the_bounce_limit_pauses_it_and_mails_the_alert(db_url, tmp_path):
+    "500 outcomes, 40 of them bounces (8 % > 5 %): the post is applied, then the issue paused and the operator told"
+    from storage.models import Delivery, DeliveryStatus, Issue, Segment
+
+    now = datetime.now(timezone.utc)
+    engine = make_engine(db_url)
+    with session_scope(engine) as session:
+        issue = Issue(week="2026-W48", created_at=now, fanned_out_at=now)
+        session.add(issue)
+        session.flush()
+        segment = Segment(issue_id=issue.id, key="all", comparison_ids="")
+        readers = [Subscriber(email=f"g{n}@example.com", email_key=f"g{n}@example.com") for n in range(500)]
+        session.add_all([segment, *readers])
+        session.flush()
+        rows = [Delivery(issue_id=issue.id, subscriber_id=r.id, segment_id=segment.id, status=DeliveryStatus.sent,
+                         sent_at=now) for r in readers]
+        session.add_all(rows)
+        session.flush()
+        sent = [(row.id, reader.email) for row, reader in zip(rows, readers)]
+    items = [{"email": email, "timestamp": int(now.timestamp()), "event": "bounce" if n < 40 else "delivered",
+              "type": "bounce", "sg_event_id": f"g-{d}", "delivery_id": str(d)} for n, (d, email) in enumerate(sent)]
+    settings = web_settings(db_url, sendgrid_webhook_public_key=PUBLIC_KEY, alert_email="ops@example.com",
+                            outbox_dir=tmp_path / "outbox")
+    with TestClient(create_app(settings, engine=engine, transport=RecordingTransport())) as client:
+        response = post(client, items)
+    assert response.status_code == 200 and response.json()["applied"] == 500
+    with session_scope(engine) as session:
+        paused = session.scalars(select(Issue).where(Issue.week == "2026-W48")).one()
+        assert paused.pause_reason == "guardrail: bounce rate 8.0% (40 of 500) > 5.0%" and paused.paused_at
+    [alert] = list((tmp_path / "outbox").glob("*.eml"))
+    assert "To: ops@example.com" in alert.read_text()
+    engine.dispose()
