@@ -10,7 +10,7 @@ from digest.claim.opening import open_issue
 from digest.votes.casting import ballot, cast_vote, readers_tally, why_not
 from digest.votes.voters import voter_pseudonym
 from storage.db import make_engine, session_scope
-from storage.models import Subscriber, Vote, VoteEvent
+from storage.models import Comparison, Subscriber, Vote, VoteEvent
 from storage.votes import events_after, forget_votes, reader_votes
 from tests.factories import add_comparison, add_subscribers
 
@@ -87,6 +87,39 @@ def test_a_readers_votes_are_in_their_export_and_go_with_them(store):
     with session_scope(engine) as session:
         assert reader_votes(session=session, subscriber_id=ada) == []
         assert session.execute(select(VoteEvent.voter)).scalars().all() == [voter_pseudonym(SECRET, ada)]
+
+
+def test_each_event_names_the_tool_as_the_link_does_and_pages_by_id(store):
+    """tools 2 and 1 voted, then tool 2 changed: the events say tool 2, 1, 2 (1-based, as links and the site
+    have it); paging from an id returns only later events, at most ``limit`` of them, in id order"""
+    engine, (ada, bo) = store
+    vote(engine, ada, tool="2"), vote(engine, bo, tool="1"), vote(engine, ada, tool="2", choice="skip")
+    with session_scope(engine) as session:
+        events = events_after(session=session, after=0, limit=10)
+        assert [(e.comparison, e.tool, e.choice) for e in events] == \
+            [("cellmind-vs-quill", 2, "ship"), ("cellmind-vs-quill", 1, "ship"), ("cellmind-vs-quill", 2, "skip")]
+        first, second, third = (e.id for e in events)
+        assert [e.id for e in events_after(session=session, after=0, limit=2)] == [first, second]
+        assert [e.id for e in events_after(session=session, after=first, limit=10)] == [second, third]
+        assert events_after(session=session, after=third, limit=10) == []
+
+
+def test_a_readers_export_lists_each_standing_vote_whole_in_the_order_cast(store):
+    """tool 2 voted, then tool 1, then tool 2 changed a day later: the export lists tool 1 then tool 2, each with
+    its comparison's slug and title, the tool's number and name, the choice and when it stood"""
+    engine, (ada, _) = store
+    vote(engine, ada, tool="2"), vote(engine, ada, tool="1", now=NOW + timedelta(hours=1))
+    vote(engine, ada, tool="2", choice="skip", now=NOW + timedelta(days=1))
+    with session_scope(engine) as session:
+        comparison = session.execute(select(Comparison).where(Comparison.slug == "cellmind-vs-quill")).scalar_one()
+        title, names = comparison.title, {tool.position: tool.name for tool in comparison.tools}
+        exported = reader_votes(session=session, subscriber_id=ada)
+    assert exported == [
+        {"comparison": "cellmind-vs-quill", "title": title, "tool": 1, "tool_name": names[0], "choice": "ship",
+         "cast_at": (NOW + timedelta(hours=1)).isoformat()},
+        {"comparison": "cellmind-vs-quill", "title": title, "tool": 2, "tool_name": names[1], "choice": "skip",
+         "cast_at": (NOW + timedelta(days=1)).isoformat()},
+    ]
 
 
 @pytest.mark.postgres

@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from itsdangerous import URLSafeSerializer
 from sqlalchemy import select
 from sqlmodel import Session
 
 from digest.claim.opening import open_issue
-from digest.links import Signer
+from digest.links import RECIPIENT_SALT, Signer
 from digest.subscribers.subscriptions import forget
 from digest.transports.base import fill
 from digest.weekly import run
 from storage.db import session_scope
-from storage.models import Delivery, Subscriber, SubscriberStatus, Vote, VoteEvent
+from storage.models import Comparison, Delivery, Subscriber, SubscriberStatus, Tool, Vote, VoteEvent
 from tests.factories import RecordingTransport, add_comparison, add_subscribers, build_sender, recipient_token
 from tests.fixtures_web import web_settings
 
@@ -275,3 +276,88 @@ def test_a_scanner_following_every_link_of_a_real_email_three_times_casts_no_vot
         assert session.execute(select(Vote)).first() is None and session.execute(select(VoteEvent)).first() is None
     assert all(status == 200 for status in vote_pages), vote_pages  # each showed its page, and only that
     assert any("/v/" in link for link in ours), "the email carries its Ship/Skip links"
+
+
+# -- what each page says, and to whom -------------------------------------------------------------------------
+
+def tool_names(store: Store, slug: str = SLUG) -> list[str]:
+    with Session(store.engine) as session:
+        return list(session.execute(select(Tool.name).join(Comparison).where(Comparison.slug == slug)
+                                    .order_by(Tool.position)).scalars())
+
+
+def test_the_page_names_the_tool_and_thanks_only_after_a_vote(store):
+    """the tool's name heads the page; no notice before voting, "Thanks" on the page the vote lands on, and a
+    refused post (no choice) says what to do and never that a vote was counted"""
+    web, path = store.web, store.link(store.readers[0])
+    first, _ = tool_names(store)
+
+    page = web.get(path)
+    assert f"<h1>Ship or skip {first}?</h1>" in page.text and f"Your verdict on {first}" in page.text
+    assert 'class="notice' not in page.text, "nothing to report before a vote"
+
+    landed = web.get(cast(web, path, "ship").headers["location"])
+    assert "Thanks, your vote is counted." in landed.text and "Your vote: Ship" in landed.text
+
+    refused = web.post(path, data={"csrf": csrf_of(page.text)})
+    assert refused.status_code == 400 and "Choose Ship or Skip, then Cast my vote." in refused.text
+    assert "Your vote: Ship" in refused.text and "Thanks" not in refused.text
+
+
+def test_a_refused_vote_of_a_reader_we_do_not_write_to_links_their_own_preferences(store):
+    """the 409 page (an unsubscribed reader's POST) carries the same preferences link as their GET"""
+    web, reader = store.web, store.readers[0]
+    csrf = csrf_of(web.get(store.link(store.readers[1])).text)
+    with session_scope(store.engine) as session:
+        session.get(Subscriber, reader).status = SubscriberStatus.unsubscribed
+    token, path = store.token(reader), store.link(reader)
+
+    posted = web.post(path, data={"csrf": csrf, "vote": "ship"})
+
+    assert posted.status_code == 409 and f'<a href="/p/{token}">preferences</a>' in posted.text
+
+
+def test_a_readers_vote_and_the_tally_are_per_tool_and_per_comparison(store):
+    """Ship on tool 1 and Skip on tool 2 of one comparison, Skip on tool 1 of the next issue's: each page shows
+    its own vote and counts only its own tool's votes"""
+    web, reader = store.web, store.readers[0]
+    add_comparison(store.engine, slug="second-vs-third", published_at=NOW + timedelta(days=6))
+    open_issue(engine=store.engine, week="2026-W49", now=NOW + timedelta(days=7))
+    with Session(store.engine) as session:
+        delivery = session.execute(select(Delivery.id).where(Delivery.subscriber_id == reader)
+                                   .order_by(Delivery.id)).scalars().first()
+    token = recipient_token(store.engine, web.app.state.ctx.signer, reader, delivery)
+    ballots = {(SLUG, "1"): "ship", (SLUG, "2"): "skip", ("second-vs-third", "1"): "skip"}
+    for (slug, tool), choice in ballots.items():
+        assert cast(web, f"/v/{token}/{slug}/{tool}/ship", choice).status_code == 303, (slug, tool)
+
+    for (slug, tool), choice in ballots.items():
+        page = web.get(f"/v/{token}/{slug}/{tool}/ship").text
+        tally = "1 ship / 0 skip" if choice == "ship" else "0 ship / 1 skip"
+        assert f"Your vote: {choice.capitalize()}" in page, (slug, tool)
+        assert f"Readers of this newsletter: {tally}" in page, (slug, tool)
+
+
+def test_links_from_before_tags_vote_only_for_the_row_stored_then_with_its_own_delivery(store):
+    """untagged tokens (before migration 0007): a row stored then votes with its own delivery's link (for its
+    issue) or one naming none; another reader's delivery, or a row stored since, is the bad link on GET and POST"""
+    web, (mine, other, _) = store.web, store.readers
+    with session_scope(store.engine) as session:
+        session.get(Subscriber, mine).accepts_untagged_links = True
+    own, foreign = store.delivery_of(mine), store.delivery_of(other)
+    old = URLSafeSerializer(web.app.state.ctx.settings.secret_key, salt=RECIPIENT_SALT).dumps
+    csrf = csrf_of(web.get(store.link(other)).text)
+    bad = web.get(f"/v/not-a-token/{SLUG}/1/ship").content
+
+    for token in (old([mine, foreign]), old([other, foreign]), old([other, None])):
+        path = f"/v/{token}/{SLUG}/1/ship"
+        for answer in (web.get(path), web.post(path, data={"csrf": csrf, "vote": "ship"})):
+            assert (answer.status_code, answer.content) == (404, bad), token
+    assert votes(store) == []
+
+    for tool, token in (("1", old([mine, own])), ("2", old([mine, None]))):
+        path = f"/v/{token}/{SLUG}/{tool}/ship"
+        assert web.get(path).status_code == 200
+        assert web.post(path, data={"csrf": csrf, "vote": "ship"}).status_code == 303, tool
+    assert sorted((v.subscriber_id, v.tool_position, v.issue_id) for v in votes(store)) == \
+        [(mine, 0, store.issue_id), (mine, 1, None)]
