@@ -134,7 +134,8 @@ def test_a_post_waiting_past_the_busy_seconds_for_another_writer_is_a_503_and_it
             with caplog.at_level(logging.WARNING, logger="digest.web"):
                 busy = post(client, [item])
             assert (busy.status_code, busy.json(), busy.headers["Retry-After"]) == (503, BUSY, "30")
-            assert any("DIGEST_WEBHOOK_BUSY_SECONDS" in r.getMessage() for r in caplog.records)
+            assert [r.getMessage() for r in caplog.records if r.name == "digest.web"] == [
+                "SendGrid webhook post answered 503: not applied within 0.3 s (DIGEST_WEBHOOK_BUSY_SECONDS)"]
             assert status_of(engine, reader.subscriber_id) == "active"
         retry = post(client, [item])
         assert retry.json() == {"applied": 0, "duplicates": 1, "ignored": 0}
@@ -143,7 +144,9 @@ def test_a_post_waiting_past_the_busy_seconds_for_another_writer_is_a_503_and_it
 
 
 def locked() -> OperationalError:
-    return OperationalError("INSERT INTO event …", {}, sqlite3.OperationalError("database is locked"))
+    "a lock held past its timeout, the driver's first line longer than a log line should be"
+    return OperationalError("INSERT INTO event …", {},
+                            sqlite3.OperationalError("database is locked" + " (waiting for the writer)" * 10))
 
 
 def test_the_store_answers_busy_for_a_database_that_is_away_and_raises_what_waiting_cannot_fix(caplog):
@@ -157,8 +160,10 @@ def test_the_store_answers_busy_for_a_database_that_is_away_and_raises_what_wait
         with caplog.at_level(logging.WARNING, logger="digest.web"):
             with pytest.raises(StoreBusy):
                 asyncio.run(store.apply(fails, locked()))
-        assert any("database unavailable (" in r.getMessage() and "database is locked" in r.getMessage()
-                   for r in caplog.records)
+        first_line = str(locked()).splitlines()[0]
+        assert len(first_line) > 200  # the log keeps the first 200 characters of it
+        assert [r.getMessage() for r in caplog.records if r.name == "digest.web"] == [
+            f"SendGrid webhook post answered 503: database unavailable ({first_line[:200]})"]
         with pytest.raises(IntegrityError):
             asyncio.run(store.apply(fails, IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))))
         with pytest.raises(OperationalError):
@@ -190,6 +195,15 @@ def test_every_refusal_is_the_same_answer_and_only_the_log_says_why(hook, caplog
                       "forged": ["SendGrid webhook post refused: bad signature"],
                       "not utf-8": []}
 
+
+
+def test_a_signed_body_that_is_not_an_event_array_is_told_what_was_expected(hook):
+    "someone wiring the webhook by hand (a test post from a script) reads what to send instead"
+    from tests.test_webhook import signed
+
+    for body in ('{"event": "open"}', "[1]"):
+        response = hook.post("/webhooks/sendgrid", content=body, headers=signed(body))
+        assert (response.status_code, response.json()) == (400, {"error": "expected a JSON array of event objects"})
 
 # -- the guardrail, once the post is committed --------------------------------------------------------------------
 
@@ -225,3 +239,19 @@ def test_a_post_that_takes_an_issue_past_the_bounce_limit_pauses_it_and_mails_th
     [alert] = list((tmp_path / "outbox").glob("*.eml"))
     assert "To: ops@example.com" in alert.read_text()
     engine.dispose()
+
+
+def test_closing_the_store_waits_for_a_post_already_being_applied():
+    "a post past its bound but already in its transaction is let finish (a commit cannot be called back)"
+    store = WebhookStore(dialect="sqlite", busy_seconds=0.05)
+    done = []
+
+    def slow():
+        time.sleep(0.5)
+        done.append(True)
+
+    with pytest.raises(StoreBusy):
+        asyncio.run(store.apply(slow))
+    assert done == []
+    store.close()
+    assert done == [True]
