@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from itertools import count
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -263,6 +264,7 @@ def test_a_signed_webhook_post_past_the_limit_pauses_the_issue_and_mails_the_ale
     assert "To: ops@example.com" in text and "Subject: Issue 2026-W48 paused: bounce rate 8.0%" in text
 
 
+@pytest.mark.postgres
 def test_two_workers_stop_within_one_batch_when_the_webhook_trips_the_guardrail(postgres_url, tmp_path):
     "4,000 readers in batches of 50 on two workers: 40 bounces among the first 600 sent pause the issue, each worker stops after its batch in flight, nothing twice; resumed, one worker sends the rest once"
     issue_id = opened(postgres_url, 4000)
