@@ -90,6 +90,23 @@ def test_an_unsubscribe_event_records_one_unsubscribe_with_its_delivery_issue_an
         assert subscriber.updated_at == subscriber.unsubscribed_at
 
 
+
+def test_the_last_id_the_delivery_table_holds_is_still_a_delivery(hook):
+    "ids run up to 2**31 - 1 (an INTEGER column); the event for that delivery is applied to it, not to its address"
+    from sqlalchemy import update
+
+    from storage.events import MAX_ID
+    from storage.models import Delivery
+
+    engine = hook.app.state.ctx.engine
+    reader = sent_delivery(engine, sent_at=ago(1))
+    with session_scope(engine) as session:
+        session.execute(update(Delivery).where(Delivery.id == reader.id).values(id=MAX_ID))
+    item = sg_event(reader, "open", "m1")
+    item["delivery_id"] = str(MAX_ID)
+    assert post(hook, [item]).json() == {"applied": 1, "duplicates": 0, "ignored": 0}
+    assert [e.delivery_id for e in events(engine, provider_event_id="m1")] == [MAX_ID]
+
 # -- the key ----------------------------------------------------------------------------------------------------
 
 def test_a_key_that_is_not_a_public_key_refuses_every_post_with_a_log_line(db_url, caplog):
