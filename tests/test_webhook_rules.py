@@ -74,15 +74,21 @@ def test_a_later_post_never_moves_a_reader_down_from_complained_or_bounced(hook)
 
 def test_an_unsubscribe_event_records_one_unsubscribe_with_its_delivery_issue_and_time(hook):
     "the reader's page and the stats read it: from which email, when; a second one changes nothing"
+    from storage.models import Issue
+
     engine = hook.app.state.ctx.engine
-    reader = sent_delivery(engine, sent_at=ago(1))
+    first = sent_delivery(engine, sent_at=ago(1))
+    with session_scope(engine) as session:
+        week = session.get(Issue, first.issue_id).week
+    reader = sent_delivery(engine, sent_at=ago(1), week=week)  # a delivery id that is not its issue's id
+    assert reader.id != reader.issue_id
     before = datetime.now(timezone.utc).replace(microsecond=0)
     post(hook, [sg_event(reader, "unsubscribe", "n1")])
     post(hook, [sg_event(reader, "group_unsubscribe", "n2", asm_group_id=1)])
     # Beside the provider's two events, one unsubscribe of ours: the reader's page and the stats count these.
     (recorded,) = events(engine, kind="unsubscribe", provider_event_id=None)
-    assert (recorded.subscriber_id, recorded.delivery_id, recorded.issue_id, recorded.source,
-            recorded.machine) == (reader.subscriber_id, reader.id, reader.issue_id, "webhook", False)
+    assert (recorded.subscriber_id, recorded.delivery_id, recorded.issue_id, recorded.source, recorded.machine,
+            recorded.detail) == (reader.subscriber_id, reader.id, reader.issue_id, "webhook", False, "")
     with session_scope(engine) as session:
         subscriber = session.get(Subscriber, reader.subscriber_id)
         assert subscriber.status == "unsubscribed"
