@@ -160,9 +160,14 @@ def test_a_post_waiting_past_the_busy_seconds_for_another_writer_is_a_503_and_it
             assert [r.getMessage() for r in caplog.records if r.name == "digest.web"] == [
                 "SendGrid webhook post answered 503: not applied within 0.3 s (DIGEST_WEBHOOK_BUSY_SECONDS)"]
             assert status_of(engine, reader.subscriber_id) == "active"
+            # A second post waits behind the first for SQLite's one webhook thread; its wait runs out before its
+            # transaction began, so it is not applied at all, not even once the turn is free.
+            queued = sg_event(reader, "delivered", "w2")
+            assert post(client, [queued]).status_code == 503
         retry = post(client, [item])
         assert retry.json() == {"applied": 0, "duplicates": 1, "ignored": 0}
         assert status_of(engine, reader.subscriber_id) == "bounced"
+        assert post(client, [queued]).json() == {"applied": 1, "duplicates": 0, "ignored": 0}
     engine.dispose()
 
 
