@@ -191,13 +191,23 @@ def test_a_missing_or_wrong_token_gets_one_401_and_stores_nothing(api, headers):
     assert counts(api) == (0, 0, 0)
 
 
-def test_without_a_configured_token_the_api_answers_503(db_url, clock):
-    "DIGEST_API_TOKEN unset: every PUT and DELETE is 503, whatever token it carries, and nothing is stored"
+def test_the_token_may_follow_the_scheme_after_any_spaces_and_the_scheme_in_any_case(api):
+    "RFC 7235: one or more spaces after the scheme, whose case does not matter: 'bearer', two spaces, both accepted"
+    created = put(api, comparison(), headers={"Authorization": f"bearer {TOKEN}"})
+    again = put(api, comparison(), headers={"Authorization": f"Bearer  {TOKEN}"})
+
+    assert (created.status_code, again.status_code) == (201, 200) and counts(api) == (1, 2, 8)
+
+
+def test_without_a_configured_token_the_api_answers_503(db_url, clock, caplog):
+    "DIGEST_API_TOKEN unset: every PUT and DELETE is 503 saying so, whatever token it carries, logged, nothing stored"
     engine, client = client_for(db_url, clock)
-    with client:
+    with client, caplog.at_level("ERROR", logger="digest.web"):
         for headers in ({}, AUTH, {"Authorization": "Bearer "}):
             response = put(client, comparison(), headers=headers)
-            assert response.status_code == 503 and "no API token" in response.json()["error"]
+            assert response.status_code == 503
+            assert response.json() == {"error": "the push API is off: no API token is configured"}
+            assert caplog.messages[-1] == "push API request refused: DIGEST_API_TOKEN is not set"
             assert_secure(response)
             assert client.delete("/api/comparisons/alpha-vs-beta", headers=headers).status_code == 503
         assert counts(client) == (0, 0, 0)

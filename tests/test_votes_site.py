@@ -309,6 +309,29 @@ def test_a_bad_limit_or_cursor_is_422_naming_it(api, params, path):
     assert [error["path"] for error in response.json()["errors"]] == [path]
 
 
+def test_a_refusal_quotes_what_was_sent_and_says_what_to_send(api):
+    "both parameters wrong: both named, each quoting the value sent (clipped to 40 characters, an empty one as \"\")"
+    errors = [pull(api, **params).json()["errors"] for params in ({"after": "x" * 60, "limit": ""},
+                                                                   {"after": "", "limit": "9" * 60})]
+
+    cursor = "is not a cursor this API gave: send the `next` of the last answer, or no `after`"
+    size = "is not a number of events from 1 to 1000"
+    assert errors == [
+        [{"path": "after", "message": f'"{"x" * 38}… {cursor}'}, {"path": "limit", "message": f'"" {size}'}],
+        [{"path": "after", "message": f'"" {cursor}'}, {"path": "limit", "message": f'"{"9" * 38}… {size}'}],
+    ]
+
+
+def test_a_page_of_one_event_and_a_cursor_of_18_digits_are_accepted(api):
+    "limit=1 answers one event, its id the next cursor; the largest cursor the API takes, 18 nines, is nothing new"
+    ids = add_events(api.app.state.ctx.engine, 3)
+
+    assert [(event["id"], page["next"]) for page in [pull(api, limit="1").json()] for event in page["events"]] == \
+        [(ids[0], str(ids[0]))]
+    assert pull(api, limit="2", after=str(ids[0])).json()["next"] == str(ids[2])
+    assert pull(api, after="9" * 18).json() == {"events": [], "next": "9" * 18}
+
+
 def test_the_votes_api_needs_the_token_as_the_push_api_does(api, db_url):
     "missing, malformed or wrong token: the one 401; no DIGEST_API_TOKEN: 503; the right token and 1000: 200"
     answers = [api.get("/api/votes", headers=headers) for headers in
