@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from digest.claim.opening import open_issue
 from digest.config import Settings
@@ -207,3 +207,20 @@ def test_readers_of_changes_get_a_segment_of_their_own_with_their_audience_line_
     assert len(transport.batches) == 2
     for batch in transport.batches:
         assert "You get this because you subscribed to Weekly AI Tool Verdicts for:\n  all categories" in batch.text
+
+
+def test_a_send_report_counts_the_segments_of_its_own_issue(sender):
+    "`digest send` prints 'issue W: N segments': week 48 has one, week 49 two (two audiences), whatever came before"
+    engine = sender.services.engine
+    add_comparison(engine, published_at=MON)
+    add_subscribers(engine, 1)
+    first = sender.send_issue(open_issue(engine=engine, week="2026-W48", now=SLOT).issue)
+    add_comparison(engine, published_at=MON + timedelta(days=7), category="Developer Tools")
+    add_comparison(engine, published_at=MON + timedelta(days=7), category="Writing")
+    add_subscribers(engine, 1, categories=("Writing",))
+    second = sender.send_issue(open_issue(engine=engine, week="2026-W49", now=SLOT + timedelta(days=7)).issue)
+    with session_scope(engine) as session:
+        from storage.models import Segment
+
+        sizes = dict(session.execute(select(Segment.issue_id, func.count()).group_by(Segment.issue_id)).all())
+    assert sorted(sizes.values()) == [1, 2] and (first.segments, second.segments) == (1, 2)
