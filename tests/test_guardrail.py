@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 
 from digest.config import Settings
 from digest.track.events import ProviderEvent, apply_provider_events
-from digest.track.guardrail import Limits, check_issues, verdict
+from digest.track.guardrail import Limits, check_issues, percent, verdict
 from digest.transports import PermanentError
 from digest.web import create_app
 from storage.db import make_engine, session_scope
 from storage.guardrail import IssueOutcomes, sending_issues
-from storage.issue_state import cancel_issue, resume_issue
+from storage.issue_state import cancel_issue, pause_issue, provider_batch_id, resume_issue
 from storage.models import Delivery, DeliveryStatus, Issue, Segment, Subscriber
 from tests.factories import RecordingTransport
 from tests.fixtures_web import web_settings
@@ -98,6 +98,12 @@ def test_the_rule_at_its_edges():
     assert trip.reason == "complaint rate 0.20% (2 of 1000) > 0.10%"
     # complaints are judged on what was delivered, once as many as the minimum were
     assert verdict(outcomes(delivered=499, bounced=1, complaints=3), LIMITS) is None
+    assert verdict(outcomes(delivered=500, complaints=1), LIMITS).reason == "complaint rate 0.20% (1 of 500) > 0.10%"
+
+
+def test_rates_read_with_one_decimal_from_1_percent_and_two_below():
+    "1 % and up: one decimal; below it, where Gmail's 0.1 % and 0.3 % lines are, two"
+    assert [percent(rate) for rate in (0.052, 0.01, 0.009, 0.003, 0.001)] == ["5.2%", "1.0%", "0.90%", "0.30%", "0.10%"]
 
 
 def test_bounces_past_the_limit_pause_the_issue_with_its_reason_logged_and_one_alert(engine, caplog):
@@ -226,6 +232,33 @@ def test_paused_cancelled_and_finished_issues_are_not_judged(engine):
         assert sending_issues(session=session, issue_ids=[i.id for i in ids.values()]) == []
 
 
+def test_a_post_judges_only_the_issues_it_touched(engine):
+    "an issue past the limit that this post did not touch is left to its own posts: the check reads only the post's"
+    report(engine, "bounce", an_issue(engine, 500, week="2026-W47"))
+    report(engine, "delivered", an_issue(engine, 10))
+    transport, conf = RecordingTransport(), settings(str(engine.url))
+
+    assert check_issues(engine=engine, settings=conf, issue_ids=[issue_row(engine).id], now=NOW,
+                        transport_for=lambda: transport) == []
+    assert issue_row(engine, "2026-W47").paused_at is None and transport.batches == []
+
+
+def test_judging_a_post_that_trips_nothing_never_waits_for_the_write_lock(engine):
+    "a sender holds the write lock (SQLite's BEGIN IMMEDIATE) while a post within the limits is judged: the check answers"
+    report(engine, "delivered", an_issue(engine, 500))
+    issue_id, conf, results = issue_row(engine).id, settings(str(engine.url)), []
+    judging = threading.Thread(target=lambda: results.append(check_issues(
+        engine=engine, settings=conf, issue_ids=[issue_id], now=NOW, transport_for=RecordingTransport)))
+
+    with session_scope(engine) as session:
+        session.get(Issue, issue_id).pause_reason = None  # this transaction holds the write lock
+        judging.start()
+        judging.join(timeout=10)
+        answered = not judging.is_alive()
+    judging.join()
+    assert answered and results == [[]], "the check waited for the sender's transaction"
+
+
 def test_two_processes_seeing_the_trip_at_once_pause_and_alert_once(engine):
     "four webhook posts judging the same issue side by side: one pause, one alert"
     deliveries = an_issue(engine, 500)
@@ -300,3 +333,82 @@ def test_two_workers_stop_within_one_batch_when_the_webhook_trips_the_guardrail(
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
     held = [summary(tmp_path, f"w{n}")["sent"] for n in range(2)]
     assert sum(held) == len(copies) and summary(tmp_path, "heir")["sent"] == 4000 - len(copies)
+
+
+def handed_over(engine, deliveries: list[tuple[int, str]], batch_id: str) -> None:
+    """DIGEST_DELIVERY=local: the issue's sends held by the provider under ``batch_id`` for their readers' hour."""
+    with session_scope(engine) as session:
+        provider_batch_id(session=session, issue_id=issue_row(engine).id, new=batch_id)
+        for delivery_id, _ in deliveries:
+            session.get(Delivery, delivery_id).due_at = NOW + timedelta(hours=5)
+
+
+def test_a_trip_pauses_what_sendgrid_holds_for_the_readers_hour_and_the_alert_goes_through_sendgrid(
+        engine, fake_sendgrid, sendgrid_transport, caplog):
+    "DIGEST_DELIVERY=local: SendGrid's batch of the issue is paused with it, both logged; the alert is tagged"
+    deliveries = an_issue(engine, 500)
+    handed_over(engine, deliveries[:120], batch_id := sendgrid_transport.new_batch_id())
+    report(engine, "bounce", deliveries[:30])
+    report(engine, "delivered", deliveries[30:])
+
+    with caplog.at_level(logging.WARNING, logger="digest.guardrail"):
+        [paused] = check(engine, settings(str(engine.url)), sendgrid_transport)
+
+    assert fake_sendgrid.stopped[batch_id][0] == "pause" and issue_row(engine).provider_hold == "pause"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "digest.guardrail"] == [
+        (logging.WARNING, "issue 2026-W48 paused by the guardrail: bounce rate 6.0% (30 of 500) > 5.0%; no more "
+                          "batches go out until `digest issue resume 2026-W48` (or `digest issue cancel 2026-W48`)"),
+        (logging.WARNING, "issue 2026-W48: sendgrid holds back the 120 deliveries it had for their readers' hour until "
+                          "the issue is resumed; what was due within 10 minutes may still go out")]
+    [alert] = fake_sendgrid.accepted
+    assert alert["categories"] == ["guardrail-alert"] and "custom_args" not in alert
+    assert [p["to"] for p in alert["personalizations"]] == [[{"email": "ops@example.com"}]]
+    assert alert["subject"] == "Issue 2026-W48 paused: bounce rate 6.0%"
+
+
+def test_a_transport_that_cannot_start_leaves_the_pause_standing_and_says_what_to_do(engine, caplog):
+    "the transport refuses to start: paused all the same; an ERROR naming the command that asks again, one for the alert"
+    deliveries = an_issue(engine, 500)
+    handed_over(engine, deliveries[:10], "batch-1")
+    report(engine, "bounce", deliveries[:30])
+    report(engine, "delivered", deliveries[30:])
+
+    def refusing():
+        raise ValueError("SendGridTransport: api_key is empty")
+
+    with caplog.at_level(logging.WARNING, logger="digest.guardrail"):
+        [paused] = check_issues(engine=engine, settings=settings(str(engine.url)), issue_ids=[issue_row(engine).id],
+                                now=NOW, transport_for=refusing)
+
+    assert issue_row(engine).pause_reason == "guardrail: bounce rate 6.0% (30 of 500) > 5.0%" and paused.alert
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "issue 2026-W48: what the provider holds for its readers' hour was not paused (ValueError: SendGridTransport: "
+        "api_key is empty); run `digest issue pause 2026-W48` to ask again",
+        "guardrail alert for issue 2026-W48 to ops@example.com not sent (ValueError: SendGridTransport: api_key is "
+        "empty); the pause stands"]
+
+
+def test_an_issue_paused_by_hand_while_a_post_judges_it_does_not_keep_the_post_from_pausing_the_next(engine):
+    """two issues past the limit; the operator pauses the first while the post reads the totals: the post's pause of
+    it finds it paused, and the post pauses the second all the same, with its own alert"""
+    report(engine, "bounce", an_issue(engine, 40, week="2026-W47"))
+    deliveries = an_issue(engine, 500)
+    report(engine, "bounce", deliveries[:40])
+    report(engine, "delivered", deliveries[40:])
+    ids = [issue_row(engine, week).id for week in ("2026-W47", "2026-W48")]
+    transport, conf, results = RecordingTransport(), settings(str(engine.url), guardrail_min_events=40), []
+    judging = threading.Thread(target=lambda: results.append(check_issues(
+        engine=engine, settings=conf, issue_ids=ids, now=NOW, transport_for=lambda: transport)))
+
+    with session_scope(engine) as session:
+        assert pause_issue(session=session, issue_id=ids[0], reason="by hand", now=NOW)
+        session.flush()
+        judging.start()
+        time.sleep(0.5)  # the post reads both issues as sending, then waits for this transaction to pause them
+    judging.join()
+
+    [[paused]] = results
+    assert paused.outcomes.week == "2026-W48" and paused.alert
+    assert [issue_row(engine, week).pause_reason for week in ("2026-W47", "2026-W48")] == \
+        ["by hand", "guardrail: bounce rate 8.0% (40 of 500) > 5.0%"]
+    assert [batch.subject for batch in transport.batches] == ["Issue 2026-W48 paused: bounce rate 8.0%"]
