@@ -82,10 +82,10 @@ AREAS: dict[str, Area] = {
     "send": Area(
         modules=("digest/send/loop.py",),
         # Not test_workers.py nor test_reliability_crash.py: their senders are `digest worker`/`digest send`
-        # processes (6-15 s a test), whose calls mutmut does not see. These call Sender in this process.
+        # processes (6-15 s a test), whose calls mutmut does not see. These call Sender in this process. Not
+        # test_progress.py: its `digest send` process fails in mutmut's copy (mutmut's import hook there).
         tests=("tests/test_send_faults.py", "tests/test_weekly.py", "tests/test_issue_controls.py",
-               "tests/test_local_time.py", "tests/test_warmup.py", "tests/test_pause_promise.py",
-               "tests/test_progress.py"),
+               "tests/test_local_time.py", "tests/test_warmup.py", "tests/test_pause_promise.py"),
     ),
     "votes": Area(
         modules=("digest/web/votes.py", "storage/votes.py"),
