@@ -213,6 +213,9 @@ def test_a_delivery_due_beyond_72_hours_waits_for_a_later_run(local_sender, fake
     assert set(sent_to(fake_sendgrid.accepted)) == set(zone_of) - la
     assert report.later == len(la) and report.remaining == len(la)
     assert report.next_claim_at == DUE["America/Los_Angeles"] - timedelta(hours=71)
+    assert report.timing() == (f"{report.scheduled:,} handed over to be delivered at their readers' hour; "
+                               f"{len(la):,} due too far ahead to hand over yet: from Mon 30 Nov 18:00 UTC, "
+                               "the next run or worker does")  # what `digest send` and the worker's log say
     clock["now"] = report.next_claim_at + timedelta(minutes=5)
     later = run(services=local_sender.services, sender=local_sender, now=clock["now"])
     assert later.reports[0].sent == len(la) and later.reports[0].remaining == 0

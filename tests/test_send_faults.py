@@ -259,3 +259,126 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
     assert statuses(sender.services.engine) == {DeliveryStatus.sent.value: 25}
     assert report.ambiguous == 0 and sum(len(b.recipients) for b in transport.batches) == 25
     sender.services.engine.dispose()
+
+
+def rows(engine) -> list[tuple]:
+    with session_scope(engine) as session:
+        return session.execute(select(Delivery.status, Delivery.error, Delivery.ambiguous_resends)
+                               .order_by(Delivery.id)).all()
+
+
+def test_a_429_is_no_sign_of_a_duplicate_and_each_one_is_counted(db_url, tmp_path, clock):
+    "two 429s then success: both counted as rate limited, no recipient counted as a possible duplicate"
+    reset = SLOT.timestamp() + 5
+    transport = RecordingTransport(*[RateLimited("429 too many requests", reset_at=reset)] * 2)
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 3))
+    assert report.sent == 3 and report.rate_limited == 2 and report.ambiguous == 0 and report.requests == 3
+    assert clock.slept == [pytest.approx(5 + 0.05 + 0.25), pytest.approx(0.05 + 0.25)]  # the reset passed: no wait for it
+    assert rows(sender.services.engine) == [(DeliveryStatus.sent.value, None, 0)] * 3
+
+
+def test_a_429_without_a_reset_time_waits_one_to_two_seconds(db_url, tmp_path, clock):
+    "no X-RateLimit-Reset: one second plus up to a second of jitter (0.5 s at jitter 0.5), then the batch"
+    transport = RecordingTransport(RateLimited("429 too many requests", reset_at=None))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert report.sent == 2 and clock.slept == [pytest.approx(1.5)]
+
+
+def test_a_reset_fifteen_minutes_ahead_is_waited_for(db_url, tmp_path, clock):
+    "a reset exactly 900 s ahead is still a rate limit: the sender waits past it and sends"
+    transport = RecordingTransport(RateLimited("429 too many requests", reset_at=SLOT.timestamp() + 900))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert report.sent == 2 and clock.slept == [pytest.approx(900 + 0.05 + 0.25)]
+
+
+def test_a_reset_further_than_fifteen_minutes_ahead_stops_the_run_with_the_batch_pending(db_url, tmp_path, clock):
+    "a reset 901 s ahead is an outage: no wait, the run stops, the batch goes back to pending with the reason"
+    transport = RecordingTransport(RateLimited("429 too many requests", reset_at=SLOT.timestamp() + 901))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    with pytest.raises(SendAborted, match="rate limited until too far ahead") as stopped:
+        sender.send_issue(issue_with(sender, 2))
+    why = "rate limited until too far ahead: 429 too many requests"
+    assert clock.slept == [] and transport.calls == 1
+    assert stopped.value.report.errors == [why] and stopped.value.report.rate_limited == 1
+    assert str(stopped.value) == f"sending stopped, {why}. Deliveries left pending; rerun `digest send` to resume."
+    assert rows(sender.services.engine) == [(DeliveryStatus.pending.value, why, 0)] * 2
+
+
+def test_a_hundred_429s_in_a_row_are_waited_out(db_url, tmp_path, clock):
+    "RATE_LIMIT_MAX_WAITS: the batch goes after a hundred consecutive 429s"
+    transport = RecordingTransport(*[RateLimited("429", reset_at=None)] * 100)
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert report.sent == 2 and report.rate_limited == 100 and len(clock.slept) == 100
+
+
+def test_the_hundred_and_first_429_in_a_row_stops_the_run_with_the_batch_pending(db_url, tmp_path, clock):
+    "a 101st consecutive 429 gives up for this run: the batch is pending again, the reason on its rows"
+    transport = RecordingTransport(*[RateLimited("429", reset_at=None)] * 101)
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    with pytest.raises(SendAborted, match="rate limited 101 times in a row: 429") as stopped:
+        sender.send_issue(issue_with(sender, 2))
+    assert stopped.value.report.errors == ["rate limited 101 times in a row: 429"] and len(clock.slept) == 100
+    assert rows(sender.services.engine) == [(DeliveryStatus.pending.value, "rate limited 101 times in a row: 429", 0)] * 2
+
+
+def test_each_refused_batch_is_counted_and_named_in_the_report(db_url, tmp_path, clock):
+    "two batches of two refused for good: four failed, one error line per batch with the provider's words"
+    transport = RecordingTransport(PermanentError("400: bad"), PermanentError("400: worse"))
+    sender = make_sender(db_url, tmp_path, transport, clock, batch_size=2)
+    report = sender.send_issue(issue_with(sender, 4))
+    assert report.failed == 4 and report.sent == 0
+    assert report.errors == ["batch of 2 refused: 400: bad", "batch of 2 refused: 400: worse"]
+
+
+def test_backoff_starts_at_half_a_second_doubles_and_stops_growing_at_a_minute(db_url, tmp_path, clock):
+    "nine 503s: 0.5, 1, 2 ... 32 s, then 60 s twice (BACKOFF_CAP), each times 0.75 at jitter 0.5"
+    transport = RecordingTransport(*[TransientError("503")] * 9)
+    sender = make_sender(db_url, tmp_path, transport, clock, max_attempts=10)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert report.sent == 2 and report.retries == 9
+    assert clock.slept == [pytest.approx(0.75 * s) for s in (0.5, 1, 2, 4, 8, 16, 32, 60, 60)]
+
+
+def test_each_ambiguous_retry_of_a_batch_counts_its_recipients_again(db_url, tmp_path, clock):
+    "two timeouts after the request went out, then success: each recipient may have two extra copies, both counted"
+    transport = RecordingTransport(*[TransientError("timed out", ambiguous=True)] * 2)
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    report = sender.send_issue(issue_with(sender, 3))
+    assert report.sent == 3 and report.ambiguous == 6
+    assert rows(sender.services.engine) == [(DeliveryStatus.sent.value, None, 2)] * 3
+
+
+def test_a_reason_stored_on_the_rows_is_clipped_to_a_thousand_characters(db_url, tmp_path, clock):
+    "a provider's long message: the refusal and the give-up each keep its first 1000 characters on the rows"
+    long = "x" * 2000
+    transport = RecordingTransport(PermanentError(long), RateLimited(long, reset_at=SLOT.timestamp() + 3600))
+    sender = make_sender(db_url, tmp_path, transport, clock, batch_size=1)
+    with pytest.raises(SendAborted):
+        sender.send_issue(issue_with(sender, 2))
+    refused, given_up = rows(sender.services.engine)
+    assert refused == (DeliveryStatus.failed.value, long[:1000], 0)
+    assert given_up == (DeliveryStatus.pending.value, f"rate limited until too far ahead: {long}"[:1000], 0)
+
+
+def test_a_batch_waiting_out_a_429_longer_than_its_lease_is_not_taken_over_meanwhile(db_url, tmp_path, clock):
+    "a reset 800 s ahead, leases of 600 s: a second sender running 799 s into the wait takes none of the rows"
+    transport = RecordingTransport(RateLimited("429 too many requests", reset_at=SLOT.timestamp() + 800))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    issue = issue_with(sender, 3)
+    other = RecordingTransport()
+    during: list = []
+
+    def sleep(seconds: float) -> None:  # the second sender runs just before the wait ends
+        clock.now += timedelta(seconds=seconds - 1)
+        during.append(make_sender(db_url, tmp_path, other, clock).send_issue(issue))
+        clock.now += timedelta(seconds=1)
+
+    sender.services = dataclasses.replace(sender.services, sleep=sleep)
+    report = sender.send_issue(issue)
+    assert sender.lease == timedelta(seconds=600)
+    assert [r.sent for r in during] == [0] and other.batches == []
+    assert report.sent == 3 and len(transport.recipients) == 3 and report.errors == []
