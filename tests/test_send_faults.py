@@ -382,3 +382,51 @@ def test_a_batch_waiting_out_a_429_longer_than_its_lease_is_not_taken_over_meanw
     assert sender.lease == timedelta(seconds=600)
     assert [r.sent for r in during] == [0] and other.batches == []
     assert report.sent == 3 and len(transport.recipients) == 3 and report.errors == []
+
+
+class PartlyTakenOverWhileWaiting(RecordingTransport):
+    """Answers the first batch 429; meanwhile another sender takes over its first row only."""
+
+    def __init__(self, db_url: str, reset_at: float):
+        super().__init__(RateLimited("429 too many requests", reset_at=reset_at))
+        self.db_url = db_url
+
+    def send(self, batch):
+        if self.calls == 0:
+            engine = make_engine(self.db_url)
+            with session_scope(engine) as session:
+                session.execute(update(Delivery).where(Delivery.id == batch.recipients[0].delivery_id)
+                                .values(lease_owner=OTHER))
+            engine.dispose()
+        return super().send(batch)
+
+
+def test_a_batch_partly_taken_over_while_waiting_gives_back_the_rest_and_says_how_many(db_url, tmp_path, clock):
+    "a 429, then one of three rows is another sender's: none is posted; the two still ours are pending again"
+    transport = PartlyTakenOverWhileWaiting(db_url, reset_at=SLOT.timestamp() + 5)
+    sender = make_sender(db_url, tmp_path, transport, clock, batch_size=3)
+    issue = issue_with(sender, 3)
+    sender.should_stop = lambda: transport.calls > 0  # one claim: the released rows are not claimed again here
+    report = sender.send_issue(issue)
+    assert transport.batches == [] and report.errors == [
+        "1 of the batch's 3 recipients were taken over by another sender while this one waited: not posted again"]
+    with session_scope(sender.services.engine) as session:
+        rows = session.execute(select(Delivery.status, Delivery.lease_owner).order_by(Delivery.id)).all()
+    assert rows == [(DeliveryStatus.sending.value, OTHER)] + [(DeliveryStatus.pending.value, None)] * 2
+
+
+def test_a_retry_after_a_503_waits_for_a_limit_another_sender_recorded_during_the_backoff(db_url, tmp_path, clock):
+    "the shared limit is read again once the backoff is over: a 429 seen elsewhere meanwhile holds the retry"
+    sender = make_sender(db_url, tmp_path, None, clock)
+    inner = RecordingTransport(TransientError("503"))
+    limit = SharedRateLimit(inner, engine=sender.services.engine, clock=clock, sleep=clock.sleep)
+
+    def backoff(seconds: float) -> None:
+        clock.sleep(seconds)
+        with sender.services.engine.begin() as connection:
+            block_sending(connection=connection, until=clock.now + timedelta(seconds=60), reason="429 seen elsewhere")
+
+    sender.services = dataclasses.replace(sender.services, transport=limit, sleep=backoff)
+    report = sender.send_issue(issue_with(sender, 2))
+    assert report.sent == 2 and inner.calls == 2 and limit.waits == 1
+    assert clock.slept == [pytest.approx(0.375), 60.0]
