@@ -430,3 +430,23 @@ def test_a_retry_after_a_503_waits_for_a_limit_another_sender_recorded_during_th
     report = sender.send_issue(issue_with(sender, 2))
     assert report.sent == 2 and inner.calls == 2 and limit.waits == 1
     assert clock.slept == [pytest.approx(0.375), 60.0]
+
+
+def test_a_sender_that_dies_waiting_out_a_429_leaves_its_batch_to_a_rerun_once_the_lease_ends(db_url, tmp_path, clock):
+    "the process dies during a 429's wait: its rows stay leased, with an end, and a later run sends each once"
+    transport = RecordingTransport(RateLimited("429 too many requests", reset_at=SLOT.timestamp() + 5))
+    sender = make_sender(db_url, tmp_path, transport, clock)
+    issue = issue_with(sender, 3)
+
+    def die(seconds: float) -> None:
+        raise Crash()
+
+    sender.services = dataclasses.replace(sender.services, sleep=die)
+    with pytest.raises(Crash):
+        sender.send_issue(issue)
+    assert statuses(sender.services.engine) == {"sending": 3}
+    clock.now += sender.lease + timedelta(seconds=10)
+    rerun = RecordingTransport()
+    report = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
+    assert report.sent == 3 and len(rerun.recipients) == 3
+    assert statuses(sender.services.engine) == {"sent": 3}
