@@ -450,3 +450,11 @@ def test_a_sender_that_dies_waiting_out_a_429_leaves_its_batch_to_a_rerun_once_t
     report = make_sender(db_url, tmp_path, rerun, clock).send_issue(issue)
     assert report.sent == 3 and len(rerun.recipients) == 3
     assert statuses(sender.services.engine) == {"sent": 3}
+
+
+def test_possible_duplicates_of_an_early_batch_stay_counted_when_later_batches_go_cleanly(db_url, tmp_path, clock):
+    "an ambiguous timeout on the first of two batches: the run's report still counts its two recipients at the end"
+    transport = RecordingTransport(TransientError("timed out", ambiguous=True))
+    sender = make_sender(db_url, tmp_path, transport, clock, batch_size=2)
+    report = sender.send_issue(issue_with(sender, 4))
+    assert report.sent == 4 and report.batches == 2 and report.ambiguous == 2
