@@ -458,3 +458,10 @@ def test_possible_duplicates_of_an_early_batch_stay_counted_when_later_batches_g
     sender = make_sender(db_url, tmp_path, transport, clock, batch_size=2)
     report = sender.send_issue(issue_with(sender, 4))
     assert report.sent == 4 and report.batches == 2 and report.ambiguous == 2
+
+
+def test_the_run_reports_how_long_it_took(db_url, tmp_path, clock):
+    "the seconds `digest send` prints are the run's own: more than nothing, less than a minute for three readers"
+    sender = make_sender(db_url, tmp_path, RecordingTransport(), clock)
+    report = sender.send_issue(issue_with(sender, 3))
+    assert report.sent == 3 and 0 < report.seconds < 60
