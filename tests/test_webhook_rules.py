@@ -7,7 +7,6 @@ file is SQLite's."""
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import sqlite3
@@ -25,6 +24,7 @@ from storage.db import make_engine, session_scope
 from storage.models import Subscriber
 from tests.factories import RecordingTransport
 from tests.fixtures_web import web_settings
+from tests.test_web_limits import run_apart
 from tests.test_web_tracking import events, sent_delivery
 from tests.test_webhook import PUBLIC_KEY, ago, post, sg_event, status_of
 
@@ -187,16 +187,16 @@ def test_the_store_answers_busy_for_a_database_that_is_away_and_raises_what_wait
     try:
         with caplog.at_level(logging.WARNING, logger="digest.web"):
             with pytest.raises(StoreBusy):
-                asyncio.run(store.apply(fails, locked()))
+                run_apart(store.apply(fails, locked()))
         first_line = str(locked()).splitlines()[0]
         assert len(first_line) > 200  # the log keeps the first 200 characters of it
         assert [r.getMessage() for r in caplog.records if r.name == "digest.web"] == [
             f"SendGrid webhook post answered 503: database unavailable ({first_line[:200]})"]
         with pytest.raises(IntegrityError):
-            asyncio.run(store.apply(fails, IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))))
+            run_apart(store.apply(fails, IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))))
         with pytest.raises(OperationalError):
-            asyncio.run(store.apply(fails, OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x"))))
-        assert asyncio.run(store.apply(lambda a, b: a + b, 2, 3)) == 5
+            run_apart(store.apply(fails, OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x"))))
+        assert run_apart(store.apply(lambda a, b: a + b, 2, 3)) == 5
     finally:
         store.close()
 
@@ -279,7 +279,7 @@ def test_closing_the_store_waits_for_a_post_already_being_applied():
         done.append(True)
 
     with pytest.raises(StoreBusy):
-        asyncio.run(store.apply(slow))
+        run_apart(store.apply(slow))
     assert done == []
     store.close()
     assert done == [True]
