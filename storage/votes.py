@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, select
 from sqlmodel import Session
 
+from storage.events import MAX_ID
 from storage.models import Comparison, Tool, Vote, VoteEvent
 from storage.raw import Raw
 
@@ -117,12 +118,9 @@ def tally(*, session: Session, comparison_id: int, position: int) -> tuple[int, 
     return rows.get("ship", 0), rows.get("skip", 0)
 
 
-_LARGEST_ID = 2**31 - 1  # vote_event.id is an INTEGER: PostgreSQL's holds 32 bits
-
-
 def events_after(*, session: Session, after: int, limit: int) -> list[VoteEvent]:
     """The vote events with an id above ``after``, in order, at most ``limit``."""
-    if after >= _LARGEST_ID:  # none above it; and PostgreSQL refuses to compare its INTEGER with a larger number
+    if after >= MAX_ID:  # none above it; and PostgreSQL refuses to compare its INTEGER with a larger number
         return []
     query = select(VoteEvent).where(VoteEvent.id > after).order_by(VoteEvent.id).limit(limit)
     return list(session.execute(query).scalars())

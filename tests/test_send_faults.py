@@ -79,12 +79,15 @@ class TakenOverWhileWaiting(RecordingTransport):
         super().__init__(RateLimited("429 too many requests", reset_at=reset_at))
         self.db_url = db_url
 
+    def taken(self, batch) -> list[int]:
+        """The rows of the first batch the other sender takes: all of them."""
+        return [r.delivery_id for r in batch.recipients]
+
     def send(self, batch):
         if self.calls == 0:
             engine = make_engine(self.db_url)
             with session_scope(engine) as session:
-                session.execute(update(Delivery).where(Delivery.id.in_([r.delivery_id for r in batch.recipients]))
-                                .values(lease_owner=OTHER))
+                session.execute(update(Delivery).where(Delivery.id.in_(self.taken(batch))).values(lease_owner=OTHER))
             engine.dispose()
         return super().send(batch)
 
@@ -384,21 +387,11 @@ def test_a_batch_waiting_out_a_429_longer_than_its_lease_is_not_taken_over_meanw
     assert report.sent == 3 and len(transport.recipients) == 3 and report.errors == []
 
 
-class PartlyTakenOverWhileWaiting(RecordingTransport):
+class PartlyTakenOverWhileWaiting(TakenOverWhileWaiting):
     """Answers the first batch 429; meanwhile another sender takes over its first row only."""
 
-    def __init__(self, db_url: str, reset_at: float):
-        super().__init__(RateLimited("429 too many requests", reset_at=reset_at))
-        self.db_url = db_url
-
-    def send(self, batch):
-        if self.calls == 0:
-            engine = make_engine(self.db_url)
-            with session_scope(engine) as session:
-                session.execute(update(Delivery).where(Delivery.id == batch.recipients[0].delivery_id)
-                                .values(lease_owner=OTHER))
-            engine.dispose()
-        return super().send(batch)
+    def taken(self, batch) -> list[int]:
+        return [batch.recipients[0].delivery_id]
 
 
 def test_a_batch_partly_taken_over_while_waiting_gives_back_the_rest_and_says_how_many(db_url, tmp_path, clock):
