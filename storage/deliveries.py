@@ -241,8 +241,3 @@ def status_counts(*, session: Session, issue_id: int) -> dict[str, int]:
     )
     return {str(status): count for status, count in rows}
 
-
-def ambiguous_total(*, session: Session, issue_id: int) -> int:
-    return session.execute(
-        select(func.coalesce(func.sum(Delivery.ambiguous_resends), 0)).where(Delivery.issue_id == issue_id)
-    ).scalar_one()

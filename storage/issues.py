@@ -117,15 +117,6 @@ class FanOutTarget:
     parts: dict[int, int] | None = None
 
 
-def fan_out(*, session: Session, issue_id: int, segment_id: int, category_sets: Sequence[str], now: datetime,
-            by_origins: tuple[Sequence[int], dict[int, int]] | None = None, engaged_first: bool = False,
-            due: DueTimes | None = None) -> int:
-    """`fan_out_segments` for one segment (``by_origins``: its origins and parts)."""
-    origins, parts = by_origins or ((), None)
-    return fan_out_segments(session=session, issue_id=issue_id, now=now, origins=origins, engaged_first=engaged_first,
-                            due=due, targets=[FanOutTarget(category_sets, segment_id, parts)])
-
-
 def fan_out_segments(*, session: Session, issue_id: int, targets: Sequence[FanOutTarget], now: datetime,
                      origins: Sequence[int] = (), engaged_first: bool = False, due: DueTimes | None = None) -> int:
     """One pending delivery per active weekly reader following one of the targets' category sets, in the target's

@@ -86,10 +86,10 @@ def fan_out_monthly(*, session: Session, issue_id: int, covers: Sequence[int], n
     """One pending delivery per monthly reader whose (categories, bits of ``covers`` they have) is a key of
     ``segments``, in that key's segment; a reader of any other key has nothing new and gets none.
 
-    One INSERT … SELECT, as storage.issues.fan_out: the readers never pass through Python. A plain INSERT
+    One INSERT … SELECT, as storage.issues.fan_out_segments: the readers never pass through Python. A plain INSERT
     on the unique (subscriber, issue): only the transaction that creates the issue inserts its deliveries,
     and a racing one fails on the issue's unique label first. ``due``: each row's due time by its reader's zone,
-    rows inserted in due order (DIGEST_DELIVERY=local, as storage.issues.fan_out).
+    rows inserted in due order (DIGEST_DELIVERY=local, as storage.issues.fan_out_segments).
     """
     if not segments:
         return 0

@@ -23,7 +23,7 @@ from digest.transports.base import PermanentError, TransientError, fill
 from digest.transports.outbox import OutboxTransport
 from digest.web import create_app
 from storage.db import make_engine, session_scope
-from storage.issues import fan_out
+from storage.issues import FanOutTarget, fan_out_segments
 from storage.models import Delivery, DeliveryStatus, Event, Issue, Segment, Subscriber, SubscriberStatus
 from storage.models.votes import Vote
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
@@ -276,7 +276,7 @@ def test_dormant_readers_get_no_issue_and_the_dry_run_says_why(site):
     plan = dry_run(services=site.services, week=None, now=site.now, limit=None)
     with session_scope(site.engine) as session:
         issue, segment = site.issues[0]
-        fan_out(session=session, issue_id=issue, segment_id=segment, category_sets=[""], now=site.now)
+        fan_out_segments(session=session, issue_id=issue, targets=[FanOutTarget([""], segment)], now=site.now)
         fanned = session.execute(select(Delivery.subscriber_id).where(Delivery.status == "pending")).scalars().all()
 
     assert fanned == [active]

@@ -9,7 +9,7 @@ each day (the pace ESPs' warm-up guides give), and ends after RAMP: from then on
 An issue larger than the day's allowance simply stops for the day (SendReport.halted says why) and the
 scheduler's hourly catch-up sends the rest as each new day's allowance opens; the claim's exactly-once
 rules hold across days as they do across runs. Readers are fanned out most engaged first
-(storage.issues.fan_out), so the first days go to readers who open.
+(storage.issues.fan_out_segments), so the first days go to readers who open.
 """
 
 from __future__ import annotations

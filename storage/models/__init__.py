@@ -251,7 +251,7 @@ class Delivery(SQLModel, table=True):
 
     No foreign keys (migration 0006): PostgreSQL checks one per inserted row, and the two the table had
     were 60 % of a million-row fan-out. What they guarded is kept another way:
-    - the segment belongs to the delivery's issue: rows are only ever inserted by `storage.issues.fan_out`, in
+    - the segment belongs to the delivery's issue: rows are only ever inserted by `storage.issues.fan_out_segments`, in
       the transaction that creates the issue and its segments, with those segments' ids;
     - no delivery outlives its subscriber: erasing a subscriber deletes their deliveries
       (`subscriptions.forget`), and a delivery the fan-out wrote while an erase ran beside it — the one
