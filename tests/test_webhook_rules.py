@@ -7,9 +7,11 @@ file is SQLite's."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import sqlite3
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -19,7 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from digest.web import create_app
-from digest.web.webhook_store import MAX_ADMITTED, RETRY_AFTER_SECONDS, StoreBusy, WebhookStore
+from digest.web.webhook_store import (
+    MAX_ADMITTED,
+    RETRY_AFTER_SECONDS,
+    StoreBusy,
+    WebhookStore,
+)
 from storage.db import make_engine, session_scope
 from storage.models import Subscriber
 from tests.factories import RecordingTransport
@@ -267,6 +274,33 @@ def test_a_post_that_takes_an_issue_past_the_bounce_limit_pauses_it_and_mails_th
     [alert] = list((tmp_path / "outbox").glob("*.eml"))
     assert "To: ops@example.com" in alert.read_text()
     engine.dispose()
+
+
+@pytest.mark.parametrize("dialect, at_once", [("sqlite", 1), ("postgresql", 2)])
+def test_posts_are_applied_one_at_a_time_on_sqlite_two_at_once_on_postgresql_on_named_threads(dialect, at_once):
+    "SQLite has one writer, so a second thread would only wait for the turn; PostgreSQL's round trips leave room "
+    "for a second post (benchmarks/webhook.py). The threads carry the store's name in an operator's thread dump."
+    store = WebhookStore(dialect=dialect, busy_seconds=5)
+    lock, running, most, names = threading.Lock(), [0], [0], set()
+
+    def apply_one():
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            names.add(threading.current_thread().name)
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+
+    async def three_posts():
+        await asyncio.gather(*(store.apply(apply_one) for _ in range(3)))
+
+    try:
+        run_apart(three_posts())
+    finally:
+        store.close()
+    assert most[0] == at_once
+    assert len(names) == at_once and all(name.startswith("digest-webhook_") for name in names), names
 
 
 def test_closing_the_store_waits_for_a_post_already_being_applied():

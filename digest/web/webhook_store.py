@@ -39,7 +39,8 @@ class StoreBusy(Exception):
 
 class WebhookStore:
     def __init__(self, *, dialect: str, busy_seconds: float):
-        self._executor = ThreadPoolExecutor(max_workers=THREADS.get(dialect, 1), thread_name_prefix="digest-webhook")
+        # The service runs on these two databases only (storage.db.make_engine); named for an operator's thread dump.
+        self._executor = ThreadPoolExecutor(max_workers=THREADS[dialect], thread_name_prefix="digest-webhook")
         self._busy_seconds = busy_seconds
         self._admitted = 0
 
