@@ -7,6 +7,7 @@ place of tests/fixtures_web.py's, whose recording transport would keep the send 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digest.subscribers.signup_mailer import SignupMailer
+from digest.transports import make_transport
 from digest.web import create_app
 from storage.db import make_engine
 from tests.fixtures_web import web_settings
@@ -59,6 +61,13 @@ def signup_settings(db_url: str, server: FakeSendGrid, **overrides):
                         sendgrid_timeout=5, sendgrid_sandbox=True, **overrides)
 
 
+# tools/mutation.py's signup area sets this: a mutation run sees only the calls made in the test's own process,
+# and a mailer process started for every test (about a second each) made the area take hours. The mailer is then a
+# thread of the test process with the transport its process would build from the same settings; the signup pages,
+# which that area mutates, are the same. Unset (CI, every other run), the mailer is its own process, as in production.
+MAILER_IN_PROCESS = os.environ.get("DIGEST_TEST_SIGNUP_MAILER") == "thread"
+
+
 @pytest.fixture
 def web(db_url, fake_sendgrid) -> Iterator[TestClient]:
     """The app over a fresh database (SQLite and PostgreSQL), its signup mailer a child process with no
@@ -66,7 +75,8 @@ def web(db_url, fake_sendgrid) -> Iterator[TestClient]:
     engine = make_engine(db_url)
     settings = signup_settings(db_url, fake_sendgrid)
     app = create_app(settings, engine=engine)
-    app.state.signup_mailer = SignupMailer(settings, spread_seconds=0)
+    transport = make_transport(settings) if MAILER_IN_PROCESS else None
+    app.state.signup_mailer = SignupMailer(settings, transport=transport, spread_seconds=0)
     with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:
         yield client
     engine.dispose()

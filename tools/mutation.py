@@ -8,6 +8,7 @@
     .venv/bin/python tools/mutation.py links results           # the survivors
     .venv/bin/python tools/mutation.py links show NAME         # one mutant's diff
     .venv/bin/python tools/mutation.py links score             # killed/total per module, as docs/testing.md gives it
+    .venv/bin/python tools/mutation.py links save              # the results into tools/mutation-results/links/
 
 Each area works in its own copy of the checkout, mutants/<area>/ (git-ignored): mutmut always works in ./mutants
 under the current directory and keeps one table of which test calls which function, which a second area's test
@@ -15,6 +16,10 @@ selection would throw away. The copy is refreshed from the working tree on every
 changed only, so mutmut's cache of results for unchanged modules holds). The shared settings (source paths,
 PostgreSQL deselected, files to copy) are pyproject.toml's [tool.mutmut]; this tool adds only the area's modules
 (only_mutate) and its tests (the test selection). Not part of .ci/run: an area takes minutes to an hour.
+
+The results outlive the copy: every run ends by saving them into tools/mutation-results/AREA/ (committed, so
+docs/testing.md's scores can be checked), and a fresh copy starts from there (`save` does it by hand after a
+run that was killed). mutmut throws away the result of any mutant whose function has changed since.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -30,12 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "tools" / "mutation-results"
 
 
 @dataclass(frozen=True)
 class Area:
     modules: tuple[str, ...]
     tests: tuple[str, ...]
+    deselect: tuple[str, ...] = ()  # tests of the listed files that this area leaves out, each saying why
+    env: tuple[tuple[str, str], ...] = ()  # set for the area's test runs
+    # Also the tests marked postgres (the server DIGEST_TEST_POSTGRES_URL names, as tests/conftest.py reads it):
+    # for modules whose statements or locks differ per dialect, which the SQLite tests cannot tell apart.
+    postgres: bool = False
 
 
 # In the order users feel a mistake most. Tests: the files that exercise the modules through their callers,
@@ -68,6 +80,16 @@ AREAS: dict[str, Area] = {
         modules=("digest/web/signup.py", "digest/web/signup_confirm.py", "digest/web/signup_limits.py"),
         tests=("tests/test_web_signup.py", "tests/test_signup_abuse.py", "tests/test_reader_zones.py",
                "tests/test_signup_answers.py"),
+        # The signup mailer as a thread of the test process (tests/fixtures_signup.py): a process per test made
+        # the area take hours, and its calls are not seen there. Left out, the tests of that process itself
+        # (that it is one, that it is replaced when it dies, that shutdown sends what waits), none of which calls
+        # the pages mutated here in a way the others do not.
+        deselect=(
+            "tests/test_signup_abuse.py::test_every_signup_hands_one_letter_to_another_process_which_does_the_rest_later",
+            "tests/test_signup_abuse.py::test_a_mailer_that_died_is_replaced_at_the_next_signup",
+            "tests/test_signup_abuse.py::test_shutdown_sends_the_waiting_letters_at_once",
+        ),
+        env=(("DIGEST_TEST_SIGNUP_MAILER", "thread"),),
     ),
     "fanout": Area(
         modules=("digest/claim/fanout.py", "storage/deliveries.py", "storage/issues.py"),
@@ -90,10 +112,12 @@ AREAS: dict[str, Area] = {
     "votes": Area(
         modules=("digest/web/votes.py", "storage/votes.py"),
         tests=("tests/test_web_votes.py", "tests/test_votes_store.py", "tests/test_link_identity.py"),
+        postgres=True,  # the cast's lock and FOR UPDATE are PostgreSQL's only
     ),
     "api": Area(
         modules=("digest/web/api.py", "digest/web/api_votes.py"),
         tests=("tests/test_api_comparisons.py", "tests/test_votes_site.py"),
+        postgres=True,  # the votes cursor's bound is an INTEGER's there
     ),
     "guardrail": Area(
         modules=("digest/track/guardrail.py", "storage/guardrail.py"),
@@ -108,6 +132,7 @@ AREAS: dict[str, Area] = {
     "webhook": Area(
         modules=("storage/provider_events.py", "digest/web/webhook.py", "digest/web/webhook_store.py"),
         tests=("tests/test_webhook.py", "tests/test_stats_webhook.py", "tests/test_webhook_rules.py"),
+        postgres=True,  # the events' INSERT and the standings' row lock are written per dialect
     ),
 }
 
@@ -127,6 +152,37 @@ def refresh_copy(workdir: Path) -> None:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+
+
+def _result_files(area: Area) -> list[str]:
+    """mutmut's results, relative to its mutants/ directory: per module, each mutant's exit code and the hash of
+    the function it mutates (a changed function's mutants are tried again); the table of which test calls which
+    function, and how long each test takes."""
+    return [f"{module}.meta" for module in area.modules] + ["mutmut-stats.json"]
+
+
+def save_results(name: str, workdir: Path) -> None:
+    """The area's results into tools/mutation-results/AREA/ (committed): a fresh checkout's run starts from them."""
+    for file in _result_files(AREAS[name]):
+        source = workdir / "mutants" / file
+        if source.is_file():
+            target = RESULTS / name / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = json.loads(source.read_text())
+            target.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def restore_results(name: str, workdir: Path) -> None:
+    """A fresh copy (no results of its own yet) starts from the committed ones; mutmut itself then throws away
+    the result of every mutant whose function changed since, and runs the tests that are new."""
+    if (workdir / "mutants" / "mutmut-stats.json").exists():
+        return
+    for file in _result_files(AREAS[name]):
+        source = RESULTS / name / file
+        if source.is_file():
+            target = workdir / "mutants" / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
 
 
 def _mutant_glob(module: str) -> str:
@@ -154,7 +210,8 @@ def score(area: Area) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("area", nargs="?", choices=sorted(AREAS), help="the area to work on")
-    parser.add_argument("command", nargs="*", default=["run"], help="run (default), results, show NAME, score")
+    parser.add_argument("command", nargs="*", default=["run"],
+                        help="run (default), results, show NAME, score, save (into tools/mutation-results/)")
     parser.add_argument("--list", action="store_true", help="print the areas, their modules and tests")
     parser.add_argument("--rerun", action="store_true", help="run every mutant of the area again")
     parser.add_argument("--survivors", action="store_true", help="run the area's surviving mutants again")
@@ -168,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     area = AREAS[args.area]
     workdir = ROOT / "mutants" / args.area
     workdir.mkdir(parents=True, exist_ok=True)
+    restore_results(args.area, workdir)
+    if args.command[0] == "save":
+        save_results(args.area, workdir)
+        return 0
     if args.command[0] == "run":
         refresh_copy(workdir)
     os.chdir(workdir)
@@ -178,10 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = config()  # pyproject.toml's [tool.mutmut], as copied
     settings.only_mutate = list(area.modules)
     settings.pytest_add_cli_args_test_selection = [test for test in area.tests if Path(test).is_file()]
+    settings.pytest_add_cli_args_test_selection += [f"--deselect={test}" for test in area.deselect]
+    os.environ.update(area.env)
+    if area.postgres:
+        marks = settings.pytest_add_cli_args.index("-m") + 1
+        settings.pytest_add_cli_args[marks] = settings.pytest_add_cli_args[marks].replace("not postgres and ", "")
     # mutmut resets every result when the test selection changes; a declared test file that comes into being
     # only adds tests (mutmut runs them for stats as new tests), so the declared list is what counts.
     fingerprint = settings.config_fingerprint()
-    fingerprint["test_selection"] = hashlib.sha256(repr(area.tests).encode()).hexdigest()[:12]
+    selection = repr(area.tests) + (repr((area.deselect, area.env)) if area.deselect or area.env else "")
+    fingerprint["test_selection"] = hashlib.sha256(selection.encode()).hexdigest()[:12]
     settings.config_fingerprint = lambda: fingerprint
 
     if args.command[0] == "score":
@@ -197,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.survivors:
             mutmut_args += [name for module in area.modules for name, status in _statuses(module).items()
                             if status == "survived"]
-    return cli.main(mutmut_args, prog_name="mutmut", standalone_mode=False) or 0
+    try:
+        return cli.main(mutmut_args, prog_name="mutmut", standalone_mode=False) or 0
+    finally:
+        if mutmut_args[0] == "run":
+            save_results(args.area, workdir)
 
 
 if __name__ == "__main__":
