@@ -217,10 +217,17 @@ def test_a_delivery_due_beyond_72_hours_waits_for_a_later_run(local_sender, fake
                                f"{len(la):,} due too far ahead to hand over yet: from Mon 30 Nov 18:00 UTC, "
                                "the next run or worker does")  # what `digest send` and the worker's log say
     clock["now"] = report.next_claim_at + timedelta(minutes=5)
-    later = run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    # The next run is another process: it reads the issue's batch id instead of asking SendGrid for one of its
+    # own, so a pause or cancel of that one id reaches every batch of the issue.
+    next_process = build_sender(local_sender.services.settings, transport=local_sender.services.transport,
+                                sleep=lambda s: None, clock=lambda: clock["now"])
+    later = run(services=next_process.services, sender=next_process, now=clock["now"])
     assert later.reports[0].sent == len(la) and later.reports[0].remaining == 0
     assert sent_to(fake_sendgrid.accepted) == Counter({address: 1 for address in zone_of})
     assert all(body["send_at"] <= clock["now"].timestamp() + 72 * 3600 for body in fake_sendgrid.accepted)
+    assert len(fake_sendgrid.batch_ids) == 1 and {body["batch_id"] for body in fake_sendgrid.accepted} == {
+        fake_sendgrid.batch_ids[0]}
+    next_process.services.engine.dispose()
 
 
 def test_a_crash_between_batches_of_different_due_times_resumes_each_at_its_own_time(local_sender, fake_sendgrid):
