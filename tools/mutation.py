@@ -104,10 +104,17 @@ AREAS: dict[str, Area] = {
     "send": Area(
         modules=("digest/send/loop.py",),
         # Not test_workers.py nor test_reliability_crash.py: their senders are `digest worker`/`digest send`
-        # processes (6-15 s a test), whose calls mutmut does not see. These call Sender in this process. Not
-        # test_progress.py: its `digest send` process fails in mutmut's copy (mutmut's import hook there).
+        # processes (6-15 s a test), whose calls mutmut does not see. These call Sender in this process; of
+        # test_progress.py, not the three that start a `digest` process (it fails in mutmut's copy: mutmut's
+        # import hook there).
         tests=("tests/test_send_faults.py", "tests/test_weekly.py", "tests/test_issue_controls.py",
-               "tests/test_local_time.py", "tests/test_warmup.py", "tests/test_pause_promise.py"),
+               "tests/test_local_time.py", "tests/test_warmup.py", "tests/test_pause_promise.py",
+               "tests/test_progress.py"),
+        deselect=(
+            "tests/test_progress.py::test_digest_send_off_a_terminal_logs_its_progress_on_stderr_and_the_final_figures",
+            "tests/test_progress.py::test_digest_worker_off_a_terminal_logs_its_progress_with_the_worker_log",
+            "tests/test_progress.py::test_digest_subscribers_import_off_a_terminal_ends_with_its_figures_on_stderr",
+        ),
     ),
     "votes": Area(
         modules=("digest/web/votes.py", "storage/votes.py"),
