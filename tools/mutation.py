@@ -96,10 +96,11 @@ AREAS: dict[str, Area] = {
         # test_workers.py is left out: it starts worker processes (10-15 s a test), whose calls mutmut does not see;
         # the claim's leases and releases are held in-process by test_send_faults.py and test_local_time.py. The
         # verdict changes and readers' results carried in the fan-out, and the archive's reading of storage/issues.py,
-        # are held by their own tests.
+        # are held by their own tests; a warm-up's engaged-first order by test_warmup.py.
         tests=("tests/test_weekly.py", "tests/test_store.py", "tests/test_send_faults.py",
                "tests/test_issue_controls.py", "tests/test_local_time.py", "tests/test_verdict_changes.py",
-               "tests/test_reader_results.py", "tests/test_web_archive.py", "tests/test_fan_out_rules.py"),
+               "tests/test_reader_results.py", "tests/test_web_archive.py", "tests/test_fan_out_rules.py",
+               "tests/test_warmup.py"),
     ),
     "send": Area(
         modules=("digest/send/loop.py",),
