@@ -44,3 +44,12 @@ def test_a_refused_form_comes_back_with_the_categories_the_reader_ticked(web):
     assert answer.status_code == 422
     assert '<input type="checkbox" name="categories" value="Writing" checked>' in answer.text
     assert '<input type="checkbox" name="categories" value="Security">' in answer.text
+
+
+def test_the_blank_form_has_empty_fields_and_no_message(web):
+    page = web.get("/subscribe")
+    assert page.status_code == 200
+    assert re.search(r'<input type="email" id="email" name="email" value="" ', page.text)
+    assert re.search(r'<input type="text" id="name" name="name" value="" ', page.text)
+    assert 'role="alert"' not in page.text and "aria-invalid" not in page.text
+

@@ -60,7 +60,8 @@ class SignupError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.field = field  # "email", "name" or "categories": the form shows the message next to it
+        self.field = field  # "email", "name" or "categories": the form shows the message next to it (the errors
+        # without one, of the request as a whole, get the error page instead)
 
 
 @dataclass
@@ -85,8 +86,7 @@ def _form_page(request: Request, ctx: WebContext, *, status_code: int = 200, err
     return ctx.form_page(
         request, "subscribe.html", status_code=status_code, token_page=False,
         headers={**NO_STORE, **SCRIPT_PAGE_HEADERS}, csrf_name=CSRF_FIELD,
-        error=error.message if error else "", error_field=(error.field or "email") if error else "",
-        email=values.email if values else "", reader_name=values.name if values else "",
+        error=error, email=values.email if values else "", reader_name=values.name if values else "",
         categories=[(name, category_key(name) in chosen) for name in _known_categories(ctx).values()])
 
 
