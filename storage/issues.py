@@ -258,7 +258,7 @@ def published_issues(*, session: Session) -> list[PublishedIssue]:
             select(IssueComparison.issue_id, Comparison.title)
             .join(Comparison, Comparison.id == IssueComparison.comparison_id)
             .where(IssueComparison.issue_id.in_(list(titles)))
-            .order_by(IssueComparison.issue_id, IssueComparison.rank, IssueComparison.id)
+            .order_by(IssueComparison.rank, IssueComparison.id)  # per issue by the dict below
         )
         for issue_id, title in rows:
             titles[issue_id].append(title)
