@@ -53,3 +53,10 @@ def test_the_blank_form_has_empty_fields_and_no_message(web):
     assert re.search(r'<input type="text" id="name" name="name" value="" ', page.text)
     assert 'role="alert"' not in page.text and "aria-invalid" not in page.text
 
+
+
+def test_a_json_field_given_twice_is_refused_saying_so(web):
+    answer = web.post("/subscribe", content=b'{"email": "a@example.com", "email": "b@example.com"}',
+                      headers={"content-type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("The body is not valid JSON (a field is given twice); send {")

@@ -74,6 +74,7 @@ def test_a_new_address_becomes_pending_and_gets_one_confirmation_whose_post_conf
 
     page = web.get(f"/confirm/{token}")
     assert page.status_code == 200 and "Confirm my subscription" in page.text
+    assert f'<form method="post" action="/confirm/{token}">' in page.text  # the button posts to this very link
     assert "greet you as “Ada”" in page.text and "categories writing" in page.text  # what the button stores
     assert page.headers["referrer-policy"] == "no-referrer" and page.headers["cache-control"] == "no-store"
     assert subscriber(web, "new.reader@example.com").status == SubscriberStatus.pending
