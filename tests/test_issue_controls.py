@@ -21,7 +21,7 @@ from digest.editor.desk import create_editor_app
 from digest.send.worker import Worker
 from digest.weekly import run
 from storage.db import session_scope
-from storage.deliveries import status_counts
+from storage.deliveries import claim_batch, status_counts
 from storage.issue_state import cancel_issue, pause_issue, resume_issue
 from storage.issues import find_issue, unfinished_issues
 from storage.models import Delivery, DeliveryStatus, Issue
@@ -298,3 +298,39 @@ def test_stats_the_dry_run_and_the_preview_page_show_a_cancel(settings, engine):
     assert '<strong>Cancelled</strong>' in page.text and "2 deliveries cancelled, 4 sent before" in page.text
     send = digest("send", "--week", WEEK, settings=settings)
     assert send.exit_code == 1 and f"issue {WEEK} was cancelled on " in send.stdout and outbox(settings) == 0
+
+
+# -- issues a worker has nothing to say about ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("paused_first", [False, True], ids=["cancelled", "paused then cancelled"])
+def test_an_issue_cancelled_while_another_sender_held_a_batch_is_neither_sent_nor_called_paused(
+        settings, engine, caplog, paused_first):
+    "not finished yet (a batch is out), but cancelled: a worker does not send it, nor log it as paused until resumed"
+    issue_id = opened(engine)
+    with session_scope(engine) as session:
+        assert claim_batch(session=session, issue_id=issue_id, owner="gone-host:1", now=OPENED,
+                           lease_until=OPENED + timedelta(hours=1), limit=2).rows
+    with session_scope(engine) as session:
+        if paused_first:
+            assert pause_issue(session=session, issue_id=issue_id, reason=GUARDRAIL, now=PAUSED_AT)
+        assert cancel_issue(session=session, issue_id=issue_id, now=PAUSED_AT + timedelta(minutes=1)) == 4
+    assert issue(engine).completed_at is None  # the held batch is not closed yet
+    caplog.set_level(logging.INFO)
+    later = RecordingTransport()
+    sender = sender_with(settings, later)
+    Worker(services=sender.services, sender=sender, idle_seconds=0.01).run(once=True)
+    assert later.calls == 0 and statuses(engine) == {"sending": 2, "cancelled": 4}
+    assert [r.getMessage() for r in caplog.records if WEEK in r.getMessage()] == []
+
+
+def test_an_issue_paused_as_its_last_batch_went_out_is_finished_and_not_called_paused(settings, engine, caplog):
+    "the pause came during the last batch: nothing is left to resume, so a worker's log does not ask for a resume"
+    opened(engine)
+    report = sender_with(settings, PausingTransport(engine, at=3)).send_issue(issue(engine))
+    assert report.sent == 6 and statuses(engine) == {"sent": 6}
+    assert issue(engine).paused_at is not None and issue(engine).completed_at is not None
+    caplog.set_level(logging.INFO)
+    sender = sender_with(settings, later := RecordingTransport())
+    Worker(services=sender.services, sender=sender, idle_seconds=0.01).run(once=True)
+    assert later.calls == 0
+    assert [r.getMessage() for r in caplog.records if "is paused since" in r.getMessage()] == []
