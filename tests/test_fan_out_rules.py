@@ -183,7 +183,8 @@ def test_the_archive_lists_weekly_issues_only_each_with_its_comparisons_in_rank_
 
 def test_readers_of_changes_get_a_segment_of_their_own_with_their_audience_line_and_no_segment_is_empty(
         sender, transport):
-    "one reader got the changed comparison, one did not: two segments, one reader each, both saying why they get it"
+    "one reader got the changed comparison (and paused since, the pause over), one did not: two segments, one reader "
+    "each, both saying why they get it"
     from digest.importing.comparisons import store_comparison
     from storage.models import Segment
     from tests.test_verdict_changes import W47, WEEK, item, send_week
@@ -196,6 +197,8 @@ def test_readers_of_changes_get_a_segment_of_their_own_with_their_audience_line_
     store_comparison(engine=engine, item=item("a", ("A1", "kkkk"), ("A2", "ssss")), now=W47 + timedelta(days=1))
     store_comparison(engine=engine, item=item("n", ("N1", "ssss"), ("N2", "kkkk"), published_at=W47 + WEEK),
                      now=W47 + WEEK)
+    with session_scope(engine) as session:  # the first reader paused after W47; the pause is over by W48
+        session.execute(update(Subscriber).where(Subscriber.id == first).values(paused_until=W47 + timedelta(days=2)))
     transport.batches.clear()
     opened = send_week(sender, "2026-W48", W47 + WEEK)
 
@@ -218,7 +221,9 @@ def test_a_send_report_counts_the_segments_of_its_own_issue(sender):
     add_comparison(engine, published_at=MON + timedelta(days=7), category="Developer Tools")
     add_comparison(engine, published_at=MON + timedelta(days=7), category="Writing")
     add_subscribers(engine, 1, categories=("Writing",))
-    second = sender.send_issue(open_issue(engine=engine, week="2026-W49", now=SLOT + timedelta(days=7)).issue)
+    opened = open_issue(engine=engine, week="2026-W49", now=SLOT + timedelta(days=7))
+    assert opened.deliveries == 2  # each segment's readers counted (a send that follows its opening takes the count)
+    second = sender.send_issue(opened.issue)
     with session_scope(engine) as session:
         from storage.models import Segment
 
