@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from digest.web.signup import MAX_CATEGORIES
 from tests.factories import add_comparison
 
 
@@ -18,8 +19,16 @@ def csrf_token(web) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
-def text_of(response) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.text)).split())
+def alert(response) -> str | None:
+    """The one message the form shows (only for a field that exists: the template places it under its field)."""
+    found = re.findall(r'<p class="notice warning" id="signup-error" role="alert">([^<]*)</p>', response.text)
+    assert len(found) <= 1, found
+    return html.unescape(found[0]) if found else None
+
+
+def invalid(response) -> list[str]:
+    """The ids of the inputs marked invalid, pointing at the message."""
+    return re.findall(r'id="(\w+)"[^>]*aria-invalid="true" aria-describedby="signup-error"', response.text)
 
 
 @pytest.mark.parametrize("email", ["left out", "sent as a file"])
@@ -27,7 +36,8 @@ def test_a_form_without_an_email_field_asks_for_the_address(web, email):
     data = {"csrf": csrf_token(web), "name": "Ada"}
     files = {"email": ("email.txt", b"ada@example.com", "text/plain")} if email == "sent as a file" else None
     answer = web.post("/subscribe", data=data, files=files)
-    assert answer.status_code == 422 and "Please enter your email address." in text_of(answer)
+    assert answer.status_code == 422 and alert(answer) == "Please enter your email address."
+    assert invalid(answer) == ["email"]
 
 
 @pytest.mark.parametrize("path", ["/confirm/not-a-token", "/confirm/1.2.3.AAAAAAAAAAAAAAAAAAAAAA"])
@@ -60,3 +70,16 @@ def test_a_json_field_given_twice_is_refused_saying_so(web):
                       headers={"content-type": "application/json"})
     assert answer.status_code == 400
     assert answer.json()["error"].startswith("The body is not valid JSON (a field is given twice); send {")
+
+
+def test_more_categories_than_the_limit_are_refused_at_the_categories_and_the_limit_itself_is_not(web):
+    "one over MAX_CATEGORIES: 400 with the message at the categories; exactly MAX_CATEGORIES (unknown here) are not "
+    "refused for their number"
+    too_many = [f"c{n}" for n in range(MAX_CATEGORIES + 1)]
+    form = web.post("/subscribe", data={"csrf": csrf_token(web), "email": "ada@example.com", "categories": too_many})
+    assert form.status_code == 400 and alert(form) == f"Choose at most {MAX_CATEGORIES} categories."
+    as_json = web.post("/subscribe", json={"email": "ada@example.com", "categories": too_many})
+    assert (as_json.status_code, as_json.json()) == (
+        400, {"error": f"Choose at most {MAX_CATEGORIES} categories.", "field": "categories"})
+    at_limit = web.post("/subscribe", json={"email": "ada@example.com", "categories": too_many[:MAX_CATEGORIES]})
+    assert at_limit.status_code == 422 and at_limit.json()["error"].startswith("Unknown categories: ")
