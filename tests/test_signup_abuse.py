@@ -1,7 +1,9 @@
 """A stranger at the signup form cannot speak for someone else: no typed name is kept or mailed before the
 owner confirms, names with links are refused, plus-address variants share one mailbox's limit, JSON that is
 not the documented shape gets a 4xx, and the signup's email leaves from another process, later, whatever
-the address. Timing itself is measured by benchmarks/signup_timing.py (figures in docs/reliability.md)."""
+the address. Each rate limit counts only its own key, keeps an HMAC rather than the address or the IP, and lets
+no more than its limit through when requests race for the last place. Timing itself is measured by
+benchmarks/signup_timing.py (figures in docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -9,21 +11,31 @@ import json
 import os
 import re
 import signal
+import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from digest.subscribers.confirmation import SignupRequest
 from digest.subscribers.signup_mailer import RESTART_AFTER, SignupMailer
 from digest.web import create_app
+from digest.web.signup_limits import count_signup
 from storage.db import session_scope
-from storage.models import Subscriber, SubscriberStatus
+from storage.models import Event, Subscriber, SubscriberStatus
 from tests.factories import add_subscribers
 from tests.fixtures_signup import sent, signup_settings, web  # noqa: F401 — fixtures: these take the place of fixtures_web's
 from tests.fixtures_web import web_settings
-from tests.test_web_signup import CONFIRM_LINK, confirm_token, post_form, post_json, subscriber
+from tests.test_web_signup import (
+    CONFIRM_LINK,
+    confirm_token,
+    post_form,
+    post_json,
+    subscriber,
+)
 
 IMPOSTOR = "Security Team"  # no link in it: the form accepts it, and it must still never reach the row or a mail
 
@@ -250,3 +262,50 @@ def test_a_transport_given_to_the_app_gets_the_letters_from_a_thread(db_url, web
         assert app.state.signup_mailer.wait_idle(timeout=30) and app.state.signup_mailer.pid is None
 
     assert web_transport.recipients == ["threaded@example.com"]
+
+
+# -- the rate limits, each on its own key (issue 22's mutation run found these held by no test) ---------------------
+
+LIMITS_NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+
+
+def signup(address: str) -> SignupRequest:
+    return SignupRequest(email=address, email_key=address.lower(), name="", categories="")
+
+
+def test_a_client_at_its_limit_leaves_other_clients_their_own(web):
+    ctx = web.app.state.ctx
+    per_client = ctx.settings.signup_per_client_per_hour
+    for n in range(per_client):
+        assert count_signup(ctx, signup(f"reader{n}@example.com"), "192.0.2.1", now=LIMITS_NOW)
+    assert not count_signup(ctx, signup("one.more@example.com"), "192.0.2.1", now=LIMITS_NOW)
+    assert count_signup(ctx, signup("one.more@example.com"), "192.0.2.2", now=LIMITS_NOW)
+
+
+def test_the_events_name_their_limit_and_keep_an_hmac_not_the_address_or_the_ip(web):
+    ctx = web.app.state.ctx
+    assert count_signup(ctx, signup("Ada.Lovelace+news@example.com"), "198.51.100.7", now=LIMITS_NOW)
+    with session_scope(ctx.engine) as session:
+        events = session.execute(select(Event.kind, Event.source, Event.detail)).all()
+    assert sorted((kind, source, re.sub(r"[0-9a-f]{64}$", "HMAC", detail)) for kind, source, detail in events) == [
+        ("signup", "web", "address:HMAC"), ("signup", "web", "client:HMAC")]
+    assert not any("lovelace" in detail.lower() or "198.51" in detail for _, _, detail in events)
+
+
+def test_signups_racing_for_one_mailbox_get_no_more_than_its_limit(web):
+    "twelve requests at once for one mailbox, each from its own client: exactly the limit pass (on PostgreSQL the "
+    "advisory locks serialise them; on SQLite the one writer does)"
+    ctx = web.app.state.ctx
+    start, passed = threading.Barrier(12), []
+
+    def one(n: int) -> None:
+        start.wait()
+        passed.append(count_signup(ctx, signup(f"race+{n}@example.com"), f"203.0.113.{n}", now=LIMITS_NOW))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(passed) == [False] * (12 - ctx.settings.signup_per_address_per_hour) + [
+        True] * ctx.settings.signup_per_address_per_hour
