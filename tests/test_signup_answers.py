@@ -83,3 +83,23 @@ def test_more_categories_than_the_limit_are_refused_at_the_categories_and_the_li
         400, {"error": f"Choose at most {MAX_CATEGORIES} categories.", "field": "categories"})
     at_limit = web.post("/subscribe", json={"email": "ada@example.com", "categories": too_many[:MAX_CATEGORIES]})
     assert at_limit.status_code == 422 and at_limit.json()["error"].startswith("Unknown categories: ")
+
+
+def test_unknown_categories_are_named_sorted_and_clipped_with_the_ones_to_choose_from(web):
+    "the message names what is unknown (up to 300 characters of it) and what the store has, or 'none yet'"
+    def refused(categories) -> dict:
+        answer = web.post("/subscribe", json={"email": "ada@example.com", "categories": categories})
+        assert answer.status_code == 422
+        return answer.json()
+
+    assert refused(["Writing"]) == {"error": "Unknown categories: writing. Choose from: none yet; none means all.",
+                                    "field": "categories"}
+    for category in ("Writing", "Security"):
+        add_comparison(web.app.state.ctx.engine, category=category, published_at=datetime(2026, 11, 2, tzinfo=timezone.utc))
+    assert refused(["Writing", "Nope", "Also Nope"])["error"] == (
+        "Unknown categories: also nope, nope. Choose from: Security, Writing; none means all.")
+    long_names = [f"{n:03d}" + "x" * 96 for n in range(4)]  # four of 99 characters: 402 with the separators
+    assert refused(long_names)["error"] == (
+        f"Unknown categories: {', '.join(long_names)[:300]}. Choose from: Security, Writing; none means all.")
+    # An empty name (a form's blank box) is no category: with a known one, the signup goes through.
+    assert web.post("/subscribe", json={"email": "ada@example.com", "categories": ["", "Writing"]}).status_code == 202
