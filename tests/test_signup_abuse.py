@@ -244,7 +244,7 @@ def test_the_json_error_names_the_field_and_the_form_keeps_what_was_typed(web, s
 
     assert answer.status_code == 422 and answer.json()["field"] == "email"
     assert json.loads(answer.content)["error"].startswith("That email address is not valid")
-    assert form.status_code == 422 and 'value="Ada"' in form.text
+    assert form.status_code == 422 and 'value="Ada"' in form.text and 'value="not-an-address"' in form.text
     assert form.text.index('id="email"') < form.text.index('role="alert"') < form.text.index('id="name"')
 
 
