@@ -103,3 +103,11 @@ def test_unknown_categories_are_named_sorted_and_clipped_with_the_ones_to_choose
         f"Unknown categories: {', '.join(long_names)[:300]}. Choose from: Security, Writing; none means all.")
     # An empty name (a form's blank box) is no category: with a known one, the signup goes through.
     assert web.post("/subscribe", json={"email": "ada@example.com", "categories": ["", "Writing"]}).status_code == 202
+
+
+def test_a_category_from_before_the_contract_forbade_semicolons_is_not_offered(web):
+    "following 'Writing; Security' would store it split in two: the form offers only the categories one can follow"
+    for category in ("Writing; Security", "Security"):
+        add_comparison(web.app.state.ctx.engine, category=category, published_at=datetime(2026, 11, 2, tzinfo=timezone.utc))
+    offered = re.findall(r'name="categories" value="([^"]*)"', web.get("/subscribe").text)
+    assert offered == ["Security"]
