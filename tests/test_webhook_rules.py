@@ -317,3 +317,46 @@ def test_closing_the_store_waits_for_a_post_already_being_applied():
     assert done == []
     store.close()
     assert done == [True]
+
+
+@pytest.mark.postgres
+def test_two_posts_naming_the_same_readers_in_opposite_standings_never_deadlock_on_postgresql(postgres_url):
+    "one post unsubscribes A and bounces B, another unsubscribes B and bounces A, both at once: each first locks "
+    "its readers in id order, so one waits for the other instead of each holding the reader the other needs"
+    from sqlalchemy import text
+
+    from storage.provider_events import change_standings
+    from tests.factories import add_subscribers
+
+    engine = make_engine(postgres_url)
+    a, b = add_subscribers(engine, 2)
+    now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    errors: list[BaseException] = []
+    try:
+        with engine.connect() as holder:  # holds the event table: each post stops after its first UPDATE
+            holder.execute(text("LOCK TABLE event IN EXCLUSIVE MODE"))
+
+            def post(unsubscribed: int, bounced: int) -> None:
+                try:
+                    with session_scope(engine) as session:
+                        change_standings(session=session, unsubscribed={unsubscribed: (None, None)},
+                                         bounced=[bounced], complained=[], now=now)
+                except BaseException as error:  # noqa: BLE001 — the test reports it
+                    errors.append(error)
+
+            posts = [threading.Thread(target=post, args=pair) for pair in ((a, b), (b, a))]
+            for thread in posts:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # both posts waiting on a lock
+                waiting = holder.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one()
+                if waiting >= 2:
+                    break
+                time.sleep(0.02)
+            holder.rollback()
+        for thread in posts:
+            thread.join(30)
+        assert errors == []
+        assert {status_of(engine, a), status_of(engine, b)} == {"bounced"}
+    finally:
+        engine.dispose()
