@@ -253,9 +253,11 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
     broken_renderer = Renderer(settings=sender.services.settings, links=sender.services.links, env=make_environment(broken))
     sender.services = dataclasses.replace(sender.services, renderer=broken_renderer)
 
-    with pytest.raises(RenderError):
+    with pytest.raises(RenderError) as raised:
         sender.send_issue(issue)
     assert statuses(sender.services.engine) == {DeliveryStatus.pending.value: 25} and transport.batches == []
+    # The batch given back says why, on its own rows: the first ten the claim took.
+    assert [error for _, error, _ in rows(sender.services.engine)] == [f"not rendered: {raised.value}"] * 10 + [None] * 15
 
     sender.services, sender.rendered = dataclasses.replace(sender.services, renderer=good), {}
     report = sender.send_issue(issue)
