@@ -299,9 +299,11 @@ def test_global_delivery_sends_everyone_at_once_without_send_at(db_url, fake_sen
         readers_by_zone(sender.services.engine)
         early = run(services=sender.services, sender=sender, now=at(2026, 12, 3, 8, 59))
         assert early.opened is None and "scheduled for Thu 03 Dec 09:00" in early.reason
-        run(services=sender.services, sender=sender, now=at(2026, 12, 3, 9))
+        sent = run(services=sender.services, sender=sender, now=at(2026, 12, 3, 9))
     finally:
         sender.services.engine.dispose()
+    # Nothing is handed over to wait for a reader's hour, so `digest send` says nothing of the kind.
+    assert [(r.sent, r.scheduled, r.timing()) for r in sent.reports] == [(sum(ZONES.values()), 0, "")]
     assert sum(sent_to(fake_sendgrid.accepted).values()) == sum(ZONES.values())
     assert not any("send_at" in body or "batch_id" in body for body in fake_sendgrid.accepted)
     assert fake_sendgrid.batch_ids == []
