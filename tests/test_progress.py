@@ -132,7 +132,8 @@ def test_a_send_reports_its_total_once_then_each_accepted_batch_and_a_resumed_se
     sender.progress, sender.should_stop = first, lambda: len(sender.services.transport.batches) >= 1
     sender.send_issue(issue)
     sender.progress, sender.should_stop = rest, lambda: False
-    sender.send_issue(issue)
+    resumed = sender.send_issue(issue)
+    assert (resumed.recipients, resumed.segments, resumed.sent) == (250, 1, 150)  # the issue's size, this run's share
     sender.progress = unused = RecordingProgress()
     sender.send_issue(issue)  # nothing left: no round at all
     assert first.calls == [("begin", WEEK, 250, "sent"), ("advance", 100), ("end",)]
