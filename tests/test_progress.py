@@ -133,7 +133,8 @@ def test_a_send_reports_its_total_once_then_each_accepted_batch_and_a_resumed_se
     sender.send_issue(issue)
     sender.progress, sender.should_stop = rest, lambda: False
     resumed = sender.send_issue(issue)
-    assert (resumed.recipients, resumed.segments, resumed.sent) == (250, 1, 150)  # the issue's size, this run's share
+    # the issue's size, this run's share, and none cancelled
+    assert (resumed.recipients, resumed.segments, resumed.sent, resumed.cancelled) == (250, 1, 150, 0)
     sender.progress = unused = RecordingProgress()
     sender.send_issue(issue)  # nothing left: no round at all
     assert first.calls == [("begin", WEEK, 250, "sent"), ("advance", 100), ("end",)]
