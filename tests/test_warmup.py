@@ -119,3 +119,20 @@ def test_digest_send_says_the_days_allowance_is_used_and_exits_0(db_url, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     assert "this run sent 1000 in 1 batches" in result.stdout
     assert "warm-up: today's 1,000 sends are used; the rest goes out from tomorrow" in result.stdout
+
+
+def test_a_claim_that_finds_nothing_gives_back_all_it_reserved(db_url, tmp_path):
+    "300 readers on day 1: the day counts 300 sends, however many claims found nothing left after them"
+    from storage.models import SendDay
+
+    transport = RecordingTransport()
+    sender = make_sender(db_url, tmp_path, lambda: DAY1, transport)
+    engine = sender.services.engine
+    add_comparison(engine, published_at=DAY1 - timedelta(days=1))
+    add_subscribers(engine, 300)
+    issue = open_issue(engine=engine, week="2026-W48", now=DAY1).issue
+    assert sender.send_issue(issue).sent == 300
+    assert sender.send_issue(issue).sent == 0  # a second run: reserves a batch, finds nothing, gives it back
+    with session_scope(engine) as session:
+        assert session.execute(select(SendDay.used)).scalars().all() == [300]
+    engine.dispose()
