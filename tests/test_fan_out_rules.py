@@ -229,3 +229,43 @@ def test_a_send_report_counts_the_segments_of_its_own_issue(sender):
 
         sizes = dict(session.execute(select(Segment.issue_id, func.count()).group_by(Segment.issue_id)).all())
     assert sorted(sizes.values()) == [1, 2] and (first.segments, second.segments) == (1, 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("after", [None, (0, 0)], ids=["from the start", "after a position"])
+def test_two_senders_claiming_at_once_lease_different_rows_on_postgresql(postgres_url, after):
+    "sender A's claim is not committed yet: B, claiming the same way, skips A's rows at once (FOR UPDATE SKIP "
+    "LOCKED) instead of reading them as pending, waiting for A's lock and leasing them a second time"
+    import threading
+
+    from storage.db import make_engine
+
+    engine = make_engine(postgres_url)
+    add_comparison(engine, published_at=MON)
+    add_subscribers(engine, 6)
+    issue_id = open_issue(engine=engine, week="2026-W48", now=SLOT).issue.id
+    lease = SLOT + timedelta(minutes=5)
+    claimed: dict[str, list[int]] = {}
+
+    def claim(session, owner: str) -> None:
+        batch = claim_batch(session=session, issue_id=issue_id, owner=owner, now=SLOT, lease_until=lease, limit=3,
+                            after=after)  # (0, 0): past segment 0, the claim of later segments
+        claimed[owner] = [row[0] for row in batch.rows]
+
+    def other_sender() -> None:
+        with session_scope(engine) as session:
+            claim(session, "b-host:2")
+
+    try:
+        with session_scope(engine) as session:
+            claim(session, "a-host:1")
+            b = threading.Thread(target=other_sender)
+            b.start()
+            b.join(10)
+            waited = b.is_alive()
+        b.join(30)
+        assert not waited, "B waited for A's uncommitted lease"
+        assert len(claimed["a-host:1"]) == len(claimed["b-host:2"]) == 3
+        assert set(claimed["a-host:1"]).isdisjoint(claimed["b-host:2"])
+    finally:
+        engine.dispose()
