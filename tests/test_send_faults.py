@@ -15,7 +15,7 @@ from digest.transports.base import PermanentError, RateLimited, TransientError
 from digest.claim.opening import open_issue
 from storage.throttle import block_sending
 from storage.db import make_engine, session_scope
-from storage.models import Delivery, DeliveryStatus
+from storage.models import Delivery, DeliveryStatus, SubscriberStatus
 from tests.factories import RecordingTransport, add_comparison, add_subscribers
 
 UTC = timezone.utc
@@ -245,6 +245,8 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
 
     transport = RecordingTransport()
     sender = make_sender(db_url, tmp_path, transport, clock, batch_size=10)
+    # Readers who left before: the issue's delivery ids (1-25) are not its readers' ids (6-30).
+    add_subscribers(sender.services.engine, 5, status=SubscriberStatus.unsubscribed, prefix="gone")
     issue = issue_with(sender, 25)
     broken = tmp_path / "templates"
     shutil.copytree(templates_dir(), broken)
