@@ -155,6 +155,8 @@ def test_each_recipient_carries_its_own_signed_token_and_unsubscribe_headers(sen
     assert batch.headers["List-Id"] and batch.categories == ["weekly-digest", "2026-W48"]
     with session_scope(sender.services.engine) as session:
         deliveries = {d.id: d.subscriber_id for d in session.execute(select(Delivery)).scalars()}
+        [segment] = session.execute(select(Delivery.segment_id).distinct()).scalars().all()
+    assert batch.custom_args == {"issue": "2026-W48", "segment": str(segment)}  # on every event SendGrid posts
     for person in batch.recipients:
         ref = sender.services.signer.read_recipient_token(person.substitutions["[%t%]"])
         assert ref.delivery_id == person.delivery_id and deliveries[ref.delivery_id] == ref.subscriber_id
