@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command[0] == "save":
         save_results(args.area, workdir)
         return 0
-    if args.command[0] == "run":
+    if args.command[0] == "run" or not (workdir / "pyproject.toml").exists():  # a fresh checkout: score, results
         refresh_copy(workdir)
     os.chdir(workdir)
     sys.path.insert(0, str(workdir))
