@@ -269,3 +269,29 @@ def test_two_senders_claiming_at_once_lease_different_rows_on_postgresql(postgre
         assert set(claimed["a-host:1"]).isdisjoint(claimed["b-host:2"])
     finally:
         engine.dispose()
+
+
+def test_the_plan_counts_the_readers_the_fan_out_sends_to_and_no_one_else(sender):
+    "readers paused, unsubscribed or monthly get no segment of the weekly issue; one whose pause ends at the very "
+    "minute it opens is a reader of it: every segment planned is filled, and each reader sent to has one"
+    from storage.models import Segment
+
+    engine = sender.services.engine
+    for category in ("Writing", "Security", "Design", "Audio", "Data"):
+        add_comparison(engine, published_at=MON, category=category)
+    writer, = add_subscribers(engine, 1, categories=("Writing",))
+    paused, = add_subscribers(engine, 1, categories=("Security",))
+    add_subscribers(engine, 1, categories=("Design",), status=SubscriberStatus.unsubscribed)
+    monthly, = add_subscribers(engine, 1, categories=("Data",))
+    back, = add_subscribers(engine, 1, categories=("Audio",))
+    with session_scope(engine) as session:
+        session.execute(update(Subscriber).where(Subscriber.id == paused).values(paused_until=SLOT + timedelta(days=3)))
+        session.execute(update(Subscriber).where(Subscriber.id == back).values(paused_until=SLOT))
+        session.execute(update(Subscriber).where(Subscriber.id == monthly).values(cadence="monthly"))
+    opened = open_issue(engine=engine, week="2026-W48", now=SLOT)
+    with session_scope(engine) as session:
+        segments = sorted(session.execute(select(Segment.audience, Segment.size)
+                                          .where(Segment.issue_id == opened.issue.id)).all())
+        readers = set(session.execute(select(Delivery.subscriber_id)).scalars())
+    assert segments == [("Audio", 1), ("Writing", 1)]
+    assert readers == {writer, back} and opened.deliveries == 2
