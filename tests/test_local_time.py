@@ -481,3 +481,21 @@ def test_the_monthly_email_opens_before_its_first_reader_and_is_due_at_each_read
 
 def issue_of(body: dict) -> str:
     return body["custom_args"]["issue"]
+
+
+def test_readers_of_one_due_time_fill_their_batches_whatever_the_order_they_signed_up_in(local_sender, fake_sendgrid):
+    "six readers signed up alternately in Auckland and Berlin, batches of two: two requests per due time, not six "
+    "of one (the fan-out inserts a segment's rows in due order, so a claim finds each due time's readers side by side)"
+    engine, clock = local_sender.services.engine, local_sender.test_clock
+    add_comparison(engine, published_at=at(2026, 11, 30, 8))
+    for n in range(6):
+        [reader] = add_subscribers(engine, 1)
+        with session_scope(engine) as session:
+            session.execute(update(Subscriber).where(Subscriber.id == reader)
+                            .values(timezone=("Pacific/Auckland", "Europe/Berlin")[n % 2]))
+    clock["now"] = DUE["Pacific/Auckland"] - OPEN_LEAD
+    result = run(services=local_sender.services, sender=local_sender, now=clock["now"])
+    assert result.reports[0].scheduled == 6
+    auckland, berlin = int(DUE["Pacific/Auckland"].timestamp()), int(DUE["Europe/Berlin"].timestamp())
+    assert sorted((body["send_at"], len(body["personalizations"])) for body in fake_sendgrid.accepted) == [
+        (auckland, 1), (auckland, 2), (berlin, 1), (berlin, 2)]
