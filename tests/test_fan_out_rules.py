@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from digest.claim.opening import open_issue
 from digest.config import Settings
-from storage.db import session_scope
+from storage.db import make_engine, session_scope
 from storage.deliveries import claim_batch, extend_lease, release
 from storage.issues import set_ranks
 from storage.models import Delivery, Issue, IssueComparison, IssueKind, Subscriber, SubscriberStatus
@@ -236,10 +237,6 @@ def test_a_send_report_counts_the_segments_of_its_own_issue(sender):
 def test_two_senders_claiming_at_once_lease_different_rows_on_postgresql(postgres_url, after):
     "sender A's claim is not committed yet: B, claiming the same way, skips A's rows at once (FOR UPDATE SKIP "
     "LOCKED) instead of reading them as pending, waiting for A's lock and leasing them a second time"
-    import threading
-
-    from storage.db import make_engine
-
     engine = make_engine(postgres_url)
     add_comparison(engine, published_at=MON)
     add_subscribers(engine, 6)

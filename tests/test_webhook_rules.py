@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from digest.web import create_app
@@ -29,7 +29,8 @@ from digest.web.webhook_store import (
 )
 from storage.db import make_engine, session_scope
 from storage.models import Subscriber
-from tests.factories import RecordingTransport
+from storage.provider_events import change_standings
+from tests.factories import RecordingTransport, add_subscribers
 from tests.fixtures_web import web_settings
 from tests.test_web_limits import run_apart
 from tests.test_web_tracking import events, sent_delivery
@@ -323,11 +324,6 @@ def test_closing_the_store_waits_for_a_post_already_being_applied():
 def test_two_posts_naming_the_same_readers_in_opposite_standings_never_deadlock_on_postgresql(postgres_url):
     "one post unsubscribes A and bounces B, another unsubscribes B and bounces A, both at once: each first locks "
     "its readers in id order, so one waits for the other instead of each holding the reader the other needs"
-    from sqlalchemy import text
-
-    from storage.provider_events import change_standings
-    from tests.factories import add_subscribers
-
     engine = make_engine(postgres_url)
     a, b = add_subscribers(engine, 2)
     now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
