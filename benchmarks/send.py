@@ -60,18 +60,20 @@ def settings_for(url: str, server: str, batch_size: int = 1000):
 
 def child_open(url: str, server: str, email_file: str) -> dict:
     """Claim and fan out; then (untimed) write one rendered segment for the baseline to send."""
+    from sqlalchemy import select
+
     from digest.claim.opening import open_issue
     from digest.render.mail import render_segment
     from digest.services import build_services
     from storage.db import session_scope
-    from storage.issues import issue_segments
+    from storage.models import Segment
 
     services = build_services(settings_for(url, server))
     started = time.perf_counter()
     opened = open_issue(engine=services.engine, week=WEEK, now=NOW)
     seconds = time.perf_counter() - started
     with session_scope(services.engine) as session:
-        segments = issue_segments(session=session, issue_id=opened.issue.id)
+        segments = session.execute(select(Segment).where(Segment.issue_id == opened.issue.id)).scalars().all()
         biggest = max(segments, key=lambda s: len(s.comparison_ids))
         email = render_segment(session=session, renderer=services.renderer, settings=services.settings,
                                week=opened.issue.week, opened_at=opened.issue.created_at,

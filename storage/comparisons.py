@@ -35,15 +35,16 @@ def _facts(session: Session, comparison_filter) -> list[ComparisonFacts]:
     ]
 
 
-def _unclaimed(now: datetime):
-    # ``claimed`` narrows the search to an index range; issue_comparison stays the record.
+def unclaimed(now: datetime):
+    """Published by ``now`` and in no issue yet: what the claim takes (storage.issues.claim_comparisons) and the
+    dry run lists. ``claimed`` narrows the search to an index range; issue_comparison stays the record."""
     claimed = select(IssueComparison.comparison_id).where(IssueComparison.comparison_id == Comparison.id)
     return (Comparison.claimed == false()) & (Comparison.published_at <= now) & ~claimed.exists()
 
 
 def claimable_comparisons(*, session: Session, now: datetime) -> list[ComparisonFacts]:
     """Published by ``now`` and in no issue yet: what an issue opened now would claim."""
-    return _facts(session, _unclaimed(now))
+    return _facts(session, unclaimed(now))
 
 
 def claimed_comparisons(*, session: Session, issue_id: int) -> list[ComparisonFacts]:

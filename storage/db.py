@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
@@ -92,6 +93,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_on_conflict(session: Session, table: Table):
+    """An INSERT into ``table`` that can say ON CONFLICT … DO NOTHING/UPDATE: the session's dialect's own (SQLAlchemy's
+    generic INSERT cannot; PostgreSQL's and SQLite's are alike but not interchangeable)."""
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert(table)
 
 
 # Errors that may mean "the database is unavailable for now", not "this statement is wrong": a locked

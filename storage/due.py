@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from digest.claim.local_time import DueTimes
 
 
-def due_sql(times: DueTimes | None, reader: str = "s") -> tuple[str, dict, list]:
+def due_sql(times: DueTimes | None, reader: str) -> tuple[str, dict, list]:
     """The due time of ``reader``'s row as a SQL expression: (expression, parameters, bindparams typed for the
     statement). Only zones whose time differs from the default get a branch; "NULL" when every reader is due
     at once (None: no local delivery)."""

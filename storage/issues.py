@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import bindparam, func, literal, or_, select, text, update
 from sqlmodel import Session
 
 from storage.changes import got_sql, origin_parameters
+from storage.comparisons import unclaimed
+from storage.db import insert_on_conflict
 from storage.models import (
     Cadence,
     Comparison,
@@ -52,34 +54,27 @@ def paused_issues(*, session: Session) -> list[Issue]:
     return list(session.execute(query).scalars())
 
 
-def claim_comparisons(*, session: Session, issue_id: int, now: datetime) -> int:
-    """Claim every published, unclaimed comparison into the issue; returns how many.
+def claim_comparisons(*, session: Session, issue_id: int, now: datetime) -> None:
+    """Claim every published, unclaimed comparison (`storage.comparisons.unclaimed`) into the issue.
 
-    ON CONFLICT DO NOTHING on the unique comparison_id: a comparison another issue claimed in a racing
-    transaction is simply not ours.
+    ON CONFLICT DO NOTHING (the unique comparison_id is the table's one key besides its id): a comparison
+    another issue claimed in a racing transaction is simply not ours.
     """
-    result = session.execute(
-        text(
-            "INSERT INTO issue_comparison (issue_id, comparison_id, rank, version) "
-            "SELECT :issue_id, c.id, 0, c.version FROM comparison c "
-            "WHERE c.claimed = false AND c.published_at <= :now AND NOT EXISTS "
-            "(SELECT 1 FROM issue_comparison ic WHERE ic.comparison_id = c.id) "
-            "ON CONFLICT (comparison_id) DO NOTHING"
-        ).bindparams(bindparam("now", type_=UTCDateTime())),
-        {"issue_id": issue_id, "now": now},
-    )
-    session.execute(text("UPDATE comparison SET claimed = true WHERE id IN "
-                         "(SELECT comparison_id FROM issue_comparison WHERE issue_id = :issue_id)"),
-                    {"issue_id": issue_id})
+    mine = select(literal(issue_id), Comparison.id, Comparison.version).where(unclaimed(now))
+    session.execute(insert_on_conflict(session, IssueComparison.__table__)  # rank: the column's default, until set_ranks
+                    .from_select(["issue_id", "comparison_id", "version"], mine).on_conflict_do_nothing())
+    ours = IssueComparison.issue_id == issue_id
+    session.execute(update(Comparison.__table__).where(Comparison.id.in_(select(IssueComparison.comparison_id)
+                                                                         .where(ours))).values(claimed=True))
     # The version claimed, read again now that the rows are ours: an import that held one (it locks what it
     # updates) has committed its version by now, and an issue carries the version it will show.
-    session.execute(text("UPDATE issue_comparison SET version = (SELECT c.version FROM comparison c "
-                         "WHERE c.id = issue_comparison.comparison_id) WHERE issue_id = :issue_id"),
-                    {"issue_id": issue_id})
-    return result.rowcount
+    session.execute(update(IssueComparison.__table__).where(ours).values(
+        version=select(Comparison.version).where(Comparison.id == IssueComparison.comparison_id).scalar_subquery()))
 
 
 def set_ranks(*, session: Session, issue_id: int, ranked_ids: Sequence[int]) -> None:
+    """Number the issue's comparisons 0, 1, … in the order of ``ranked_ids`` (every one of them: no two share a
+    rank, so the readers of the order need no tie-break). A comparison of another issue is left alone."""
     statement = (
         update(IssueComparison)
         .where(IssueComparison.issue_id == issue_id, IssueComparison.comparison_id == bindparam("cid"))
@@ -118,9 +113,10 @@ class FanOutTarget:
 
 
 def fan_out_segments(*, session: Session, issue_id: int, targets: Sequence[FanOutTarget], now: datetime,
-                     origins: Sequence[int] = (), engaged_first: bool = False, due: DueTimes | None = None) -> int:
+                     origins: Sequence[int], engaged_first: bool, due: DueTimes | None) -> None:
     """One pending delivery per active weekly reader following one of the targets' category sets, in the target's
-    segment (a monthly reader gets the monthly issue instead: digest.claim.monthly); how many.
+    segment (a monthly reader gets the monthly issue instead: digest.claim.monthly). The segments' sizes are
+    counted from the rows afterwards (`segment_sizes`).
 
     One INSERT … SELECT in the database: the audience of a million subscribers never passes through Python, and
     is read once, not once per segment. Rows are inserted in segment order (then as below), so one segment's rows
@@ -139,7 +135,7 @@ def fan_out_segments(*, session: Session, issue_id: int, targets: Sequence[FanOu
     ``due`` (DIGEST_DELIVERY=local, issue 19): each row's due time by its reader's zone, and a segment's rows in
     due order, so the readers of one due time are neighbours in the claim index and a claim leases them together.
     """
-    parameters, binds, branches, every_set = origin_parameters(origins) if origins else {}, [], [], []
+    parameters, binds, branches, every_set = origin_parameters(origins), [], [], []
     for k, target in enumerate(targets):
         segment = str(int(target.segment_id))
         if target.parts:
@@ -149,8 +145,8 @@ def fan_out_segments(*, session: Session, issue_id: int, targets: Sequence[FanOu
         binds.append(bindparam(f"sets_{k}", expanding=True))
         branches.append(f"WHEN s.categories IN :sets_{k} THEN {segment}")
         every_set += target.category_sets
-    if not every_set:
-        return 0
+    if not every_set:  # no reader to look for (and no CASE without branches)
+        return
     if len(targets) == 1 and not targets[0].parts:  # one segment: no CASE to decide it
         segment, binds = str(int(targets[0].segment_id)), []
         del parameters["sets_0"]
@@ -169,8 +165,7 @@ def fan_out_segments(*, session: Session, issue_id: int, targets: Sequence[FanOu
         "WHERE s.status = 'active' AND s.cadence = 'weekly' AND (s.paused_until IS NULL OR s.paused_until <= :now) "
         "AND s.categories IN :every_set" + (f" ORDER BY {', '.join(order)}" if order else "")
     ).bindparams(bindparam("every_set", expanding=True), bindparam("now", type_=UTCDateTime()), *binds, *due_binds)
-    result = session.execute(statement, {"issue_id": issue_id, "now": now, "every_set": every_set, **parameters})
-    return result.rowcount
+    session.execute(statement, {"issue_id": issue_id, "now": now, "every_set": every_set, **parameters})
 
 
 _ENGAGEMENT = ("(SELECT count(*) FROM event e WHERE e.subscriber_id = s.id AND e.machine = false "
@@ -202,8 +197,8 @@ def refresh_delivery_statistics(*, session: Session) -> None:
         session.execute(text("ANALYZE delivery"))
 
 
-def issue_segments(*, session: Session, issue_id: int) -> list[Segment]:
-    return list(session.execute(select(Segment).where(Segment.issue_id == issue_id).order_by(Segment.id)).scalars())
+def segment_count(*, session: Session, issue_id: int) -> int:
+    return session.execute(select(func.count()).select_from(Segment).where(Segment.issue_id == issue_id)).scalar_one()
 
 
 def find_segment(*, session: Session, segment_id: int) -> Segment | None:
@@ -256,9 +251,9 @@ def published_issues(*, session: Session) -> list[PublishedIssue]:
     if titles:
         rows = session.execute(
             select(IssueComparison.issue_id, Comparison.title)
-            .join(Comparison, Comparison.id == IssueComparison.comparison_id)
+            .join(Comparison)
             .where(IssueComparison.issue_id.in_(list(titles)))
-            .order_by(IssueComparison.rank, IssueComparison.id)  # per issue by the dict below
+            .order_by(IssueComparison.rank)  # per issue by the dict below
         )
         for issue_id, title in rows:
             titles[issue_id].append(title)
@@ -267,8 +262,7 @@ def published_issues(*, session: Session) -> list[PublishedIssue]:
 
 
 def ranked_comparison_ids(*, session: Session, issue_id: int) -> list[int]:
-    """The issue's comparisons, best first (`set_ranks`; claim order breaks a tie)."""
+    """The issue's comparisons, best first: `set_ranks` numbered every one of them when the issue opened."""
     return list(session.execute(
-        select(IssueComparison.comparison_id).where(IssueComparison.issue_id == issue_id)
-        .order_by(IssueComparison.rank, IssueComparison.id)
+        select(IssueComparison.comparison_id).where(IssueComparison.issue_id == issue_id).order_by(IssueComparison.rank)
     ).scalars())

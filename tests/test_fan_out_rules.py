@@ -292,3 +292,39 @@ def test_the_plan_counts_the_readers_the_fan_out_sends_to_and_no_one_else(sender
         readers = set(session.execute(select(Delivery.subscriber_id)).scalars())
     assert segments == [("Audio", 1), ("Writing", 1)]
     assert readers == {writer, back} and opened.deliveries == 2
+
+
+def test_each_segments_rows_are_neighbours_in_the_table_whatever_order_its_readers_signed_up_in(sender):
+    "readers of two segments signed up alternately: each segment's deliveries still get consecutive ids, so a "
+    "batch's lease and record touch a few pages of the table, not one page per reader"
+    from storage.models import Segment
+
+    engine = sender.services.engine
+    for category in ("Writing", "Security"):
+        add_comparison(engine, published_at=MON, category=category)
+    for _ in range(4):
+        add_subscribers(engine, 1, categories=("Writing",))
+        add_subscribers(engine, 1, categories=("Security",))
+    opened = open_issue(engine=engine, week="2026-W48", now=SLOT)
+    with session_scope(engine) as session:
+        spans = session.execute(select(Segment.audience, func.min(Delivery.id), func.max(Delivery.id), func.count())
+                                .join(Segment, Segment.id == Delivery.segment_id)
+                                .where(Delivery.issue_id == opened.issue.id).group_by(Segment.audience)).all()
+    assert sorted(audience for audience, *_ in spans) == ["Security", "Writing"]
+    assert all(last - first + 1 == count == 4 for _, first, last, count in spans)
+
+
+def test_ranking_one_issue_leaves_the_comparisons_of_another_as_they_were(sender):
+    "set_ranks numbers the issue's own comparisons: an id of another issue's comparison among them changes nothing"
+    engine = sender.services.engine
+    add_subscribers(engine, 1)
+    first = [add_comparison(engine, published_at=MON) for _ in range(2)]
+    w48 = open_issue(engine=engine, week="2026-W48", now=SLOT).issue
+    second = [add_comparison(engine, published_at=MON + timedelta(days=7)) for _ in range(2)]
+    w49 = open_issue(engine=engine, week="2026-W49", now=SLOT + timedelta(days=7)).issue
+    with session_scope(engine) as session:
+        before = dict(session.execute(select(IssueComparison.comparison_id, IssueComparison.rank)).all())
+        set_ranks(session=session, issue_id=w49.id, ranked_ids=[first[1], second[1], first[0], second[0]])
+        after = dict(session.execute(select(IssueComparison.comparison_id, IssueComparison.rank)).all())
+    assert {c: after[c] for c in first} == {c: before[c] for c in first}  # W48's, as W48 ranked them
+    assert (after[second[1]], after[second[0]]) == (1, 3) and w48.id != w49.id

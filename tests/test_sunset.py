@@ -276,7 +276,8 @@ def test_dormant_readers_get_no_issue_and_the_dry_run_says_why(site):
     plan = dry_run(services=site.services, week=None, now=site.now, limit=None)
     with session_scope(site.engine) as session:
         issue, segment = site.issues[0]
-        fan_out_segments(session=session, issue_id=issue, targets=[FanOutTarget([""], segment)], now=site.now)
+        fan_out_segments(session=session, issue_id=issue, targets=[FanOutTarget([""], segment)], now=site.now,
+                         origins=(), engaged_first=False, due=None)
         fanned = session.execute(select(Delivery.subscriber_id).where(Delivery.status == "pending")).scalars().all()
 
     assert fanned == [active]

@@ -91,11 +91,11 @@ def open_issue(*, engine: Engine, week: str, now: datetime, engaged_first: bool 
             if existing is not None:
                 return Opened(issue=existing, created=False)
             issue = create_issue(session=session, week=week, now=now)  # a racing process fails here or below
-            claimed = claim_comparisons(session=session, issue_id=issue.id, now=now)
-            if claimed == 0:
+            claim_comparisons(session=session, issue_id=issue.id, now=now)
+            ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
+            if not ranked:
                 session.rollback()
                 return Opened(issue=None, created=False)
-            ranked = rank(claimed_comparisons(session=session, issue_id=issue.id))
             set_ranks(session=session, issue_id=issue.id, ranked_ids=[c.id for c in ranked])
             plan = plan_issue(session=session, now=now, ranked=ranked)
             previous = _results_of_previous(session, issue)
@@ -108,7 +108,7 @@ def open_issue(*, engine: Engine, week: str, now: datetime, engaged_first: bool 
             unmatched = sum(plan.audience.values()) - deliveries
             if deliveries == 0:
                 issue.completed_at = now  # claimed, but nobody to send to: done, and the claim stands
-            return Opened(issue=issue, created=True, claimed=claimed, deliveries=deliveries, unmatched=unmatched,
+            return Opened(issue=issue, created=True, claimed=len(ranked), deliveries=deliveries, unmatched=unmatched,
                           changes=fanned.changes, told=fanned.told, results_told=fanned.results_told)
     except Conflict:
         with session_scope(engine) as session:

@@ -20,7 +20,7 @@ from storage.audience import PAUSED, LeftOut, SentIssue, left_out, sent_issue
 from storage.changes import readers_of, waiting_changes, waiting_origins
 from storage.comparisons import comparison_titles
 from storage.deliveries import status_counts
-from storage.issues import find_issue, issue_segments
+from storage.issues import find_issue, segment_count
 from storage.models import DeliveryStatus, Issue
 from storage.monthly import issue_weeks, monthly_readers
 
@@ -221,7 +221,7 @@ def monthly_summary(session, settings, *, now: datetime, pending: Sequence[Compa
     if issue is not None:
         return MonthlySummary(label=today.label, at=today.at, today=True, opened=True,
                               readers=sum(status_counts(session=session, issue_id=issue.id).values()),
-                              segments=len(issue_segments(session=session, issue_id=issue.id)),
+                              segments=segment_count(session=session, issue_id=issue.id),
                               covers=issue_weeks(session=session, ids=mail.listed_ids(issue.covers)))
     plan = plan_monthly(session=session, slot=today, now=now, pending=pending)
     covers = [label for _, label in plan.covers] + ([f"{week} (when it opens)"] if pending else [])

@@ -34,7 +34,7 @@ from digest.transports.base import Batch, PermanentError, RateLimited, Transient
 from digest.votes.results import from_json
 from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
 from storage.issue_state import halted, provider_batch_id, waiting
-from storage.issues import complete_issue, find_segment, issue_segments
+from storage.issues import complete_issue, find_segment, segment_count
 from storage.models import DeliveryStatus, Issue, IssueKind, Segment
 from storage.types import utcnow
 from storage.warmup import give_back, reserve
@@ -156,7 +156,7 @@ class Sender:
 
     def _survey(self, session, issue: Issue, report: SendReport, opened: int | None) -> tuple[list[str], int]:
         """The issue's size in the report; the owners of its leases that died on this host, and how many to send."""
-        report.segments = len(issue_segments(session=session, issue_id=issue.id))
+        report.segments = segment_count(session=session, issue_id=issue.id)
         if opened is not None:  # just opened: every row pending, no lease of anyone's to take over
             report.recipients = opened
             return [], opened
