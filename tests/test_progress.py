@@ -142,6 +142,21 @@ def test_a_send_reports_its_total_once_then_each_accepted_batch_and_a_resumed_se
     assert unused.calls == []
 
 
+def test_a_resumed_send_counts_the_rows_a_dead_senders_lease_still_holds_in_its_total(sender):
+    "a sender leased 100 of 250 and died before posting them: the next send's total is all 250, and it sends them"
+    from storage.db import session_scope
+    from storage.deliveries import claim_batch
+
+    issue = _opened(sender, 250)
+    with session_scope(sender.services.engine) as session:  # a lease already over: anyone may take the rows
+        claimed = claim_batch(session=session, issue_id=issue.id, owner="gone-host:1", now=NOW - timedelta(hours=1),
+                              lease_until=NOW - timedelta(minutes=50), limit=100)
+    assert len(claimed.rows) == 100
+    sender.progress = progress = RecordingProgress()
+    report = sender.send_issue(issue)
+    assert progress.calls[0] == ("begin", WEEK, 250, "sent") and report.sent == 250
+
+
 def test_a_batch_the_provider_refuses_for_good_is_not_counted_as_sent(sender):
     "the first of three batches refused (400): progress counts the 150 that went, of 250"
     issue = _opened(sender, 250)

@@ -268,6 +268,30 @@ def test_a_template_error_leaves_the_leased_batch_pending_not_ambiguous(db_url, 
     sender.services.engine.dispose()
 
 
+def test_a_render_error_is_kept_to_its_first_thousand_characters_on_each_row_given_back(db_url, tmp_path, clock):
+    "a template error with a long message (a missing include named by a long path): each of the batch's rows keeps "
+    "1,000 characters of it, not the whole message a thousand times over"
+    import shutil
+
+    from digest.render.email import Renderer
+    from digest.render.environment import RenderError, make_environment, templates_dir
+
+    sender = make_sender(db_url, tmp_path, RecordingTransport(), clock, batch_size=3)
+    issue = issue_with(sender, 3)
+    broken = tmp_path / "templates"
+    shutil.copytree(templates_dir(), broken)
+    (broken / "email" / "digest.mjml.j2").write_text("{% include '" + "missing/" * 300 + "part.j2' %}", encoding="utf-8")
+    sender.services = dataclasses.replace(sender.services, renderer=Renderer(
+        settings=sender.services.settings, links=sender.services.links, env=make_environment(broken)))
+
+    with pytest.raises(RenderError) as raised:
+        sender.send_issue(issue)
+    message = f"not rendered: {raised.value}"
+    assert len(message) > 2000
+    assert [error for _, error, _ in rows(sender.services.engine)] == [message[:1000]] * 3
+    sender.services.engine.dispose()
+
+
 def rows(engine) -> list[tuple]:
     with session_scope(engine) as session:
         return session.execute(select(Delivery.status, Delivery.error, Delivery.ambiguous_resends)

@@ -61,6 +61,24 @@ def test_an_issue_claims_every_published_unclaimed_comparison_once(sender):
     assert owner == {early: first.issue.id, late: second.issue.id}
 
 
+def test_a_send_shows_the_comparisons_as_the_issue_opened_with_them_and_why_each_reader_gets_it(sender, transport):
+    "a verdict flipped by an import after the issue opened is next week's news: this issue's email shows the panel "
+    "it was opened with, and the audience line of its reader's segment"
+    from digest.importing.comparisons import store_comparison
+    from tests.test_verdict_changes import W47, item
+
+    engine = sender.services.engine
+    store_comparison(engine=engine, item=item("c", ("Cellmind", "ssss"), ("Quill", "ssss")), now=W47)
+    add_subscribers(engine, 1, categories=("Developer Tools",))
+    opened = open_issue(engine=engine, week="2026-W47", now=W47)
+    store_comparison(engine=engine, item=item("c", ("Cellmind", "kksk"), ("Quill", "ssss")), now=W47 + timedelta(minutes=5))
+
+    sender.send_issue(opened.issue)
+    batch, = transport.batches
+    assert "Panel: 4 ship / 0 skip" in batch.text and "1 ship / 3 skip" not in batch.text
+    assert "You get this because you subscribed to Weekly AI Tool Verdicts for:\n  Developer Tools\n" in batch.text
+
+
 def test_no_comparison_means_no_issue_and_no_email(sender, transport):
     "nothing published since the last issue: no issue row, no delivery, no request, and it is not an error"
     add_subscribers(sender.services.engine, 2)
