@@ -40,7 +40,7 @@ import os
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import datetime
 
 from digest.children import start_child
@@ -104,12 +104,24 @@ class OpenWriter:
         and then only once fewer than MAX_UNCONFIRMED opens await the writer's confirmation. While a writer
         that died is not yet restarted (RESTART_AFTER), opens are counted and the count logged at the restart.
         """
+        waiting = self.hand_over(recipient, user_agent, now)
+        if waiting is not None:
+            await waiting
+
+    def hand_over(self, recipient: RecipientRef, user_agent: str | None, now: datetime) -> Awaitable[None] | None:
+        """`record` up to its first wait, without one: None when the open is in the pipe and nothing holds the
+        fetch back (nearly always); else what to await before answering. On the event loop's thread."""
         loop = asyncio.get_running_loop()
         if (self._process is None or loop is not self.loop) and not self._start(loop):
             self._dropped += 1
-            return
+            return None
         self._unconfirmed += 1
         written = self._put(encode(recipient, user_agent, now))
+        if written is None and self._unconfirmed <= self._max_unconfirmed:
+            return None
+        return self._held_back(written)
+
+    async def _held_back(self, written: asyncio.Future | None) -> None:
         if written is not None:
             await written
         while self._unconfirmed > self._max_unconfirmed and self._process is not None:

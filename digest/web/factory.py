@@ -19,7 +19,7 @@ from digest.transports import Transport, make_transport
 from digest.web.context import WebContext, web_environment
 from digest.web.limits import BodyLimits
 from digest.web.security import SecurityHeaders
-from digest.web.tracking import answer_pixel, pixel_token
+from digest.web.tracking import answer_pixel, hand_over_open, pixel_token
 from storage.types import utcnow
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ class DigestApp(FastAPI):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._guarded = SecurityHeaders(BodyLimits(super().__call__))
+
+    def hand_over_open(self, token: str, user_agent: bytes | None):
+        """For the protocol's fast path (digest.web.server): the open of a pixel fetch, handed over."""
+        return hand_over_open(self.state.ctx, token, user_agent)
 
     async def __call__(self, scope, receive, send) -> None:
         token = pixel_token(scope)

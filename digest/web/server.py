@@ -1,5 +1,9 @@
 """How uvicorn serves the public app: `uvicorn_options()` is what `digest serve` runs, and what tests run.
 
+The open pixel is answered by `HttpProtocol` itself, as soon as its request's head is read: the open handed to
+the writer as the app would, then the GIF in one write (`_answer_pixel`; every other request, and a pixel fetch
+that path leaves, is the app's).
+
 uvicorn answers some requests itself, before the app sees them (a malformed request line or header): its
 protocol class writes that 400. `HttpProtocol` makes those answers carry the same security headers as the
 app's, caps the request line and headers together (httptools, unlike h11, has no cap of its own), and
@@ -15,14 +19,19 @@ and for longer than an email.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import logging
 import re
 
+import httptools
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from digest.web.security import SECURITY_HEADERS
+from digest.web.tracking import PIXEL_ANSWER, await_hand_over
 
 # The request line and headers together. A link's token is ~200 bytes and our cookie ~100; 32 KB leaves
 # room for cookies other sites on the domain set, and is what nginx accepts (4 buffers of 8 KB).
@@ -58,7 +67,72 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_since = None
-        super().on_headers_complete()
+        if not self._answer_pixel():
+            super().on_headers_complete()
+
+    # -- the open pixel, answered before it becomes an ASGI request ---------------------------------------------
+
+    def _answer_pixel(self) -> bool:
+        """A plain GET of the open pixel, answered here: its open handed to the writer as the app would
+        (`DigestApp.hand_over_open`), then the GIF in one write, with the headers the app's answer has. No task,
+        no ASGI messages, one write instead of two: the pixel is the one URL fetched once per opened email
+        (benchmarks/tracking.py). Anything else, or a pixel fetch this path does not take (a pipelined one
+        while another is answered, a percent-encoded path, a root path, a concurrency limit), goes the usual
+        way, where the app answers it (digest.web.tracking.answer_pixel)."""
+        path = self.url
+        if not (path.startswith(b"/o/") and self.parser.get_method() == b"GET"):
+            return False
+        app = _pixel_app(self.app)
+        if app is None or self.root_path or self.limit_concurrency is not None or self.expect_100_continue:
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # pipelined behind an answer still being written: uvicorn queues it
+        path = httptools.parse_url(path).path
+        token = path[3:-4] if path.endswith(b".gif") else b""
+        if not token or b"/" in token or b"%" in token or self.parser.should_upgrade():
+            return False
+        http_version = self.parser.get_http_version()
+        user_agent = next((value for name, value in self.headers if name == b"user-agent"), None)
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        self.cycle = answering = _Answered(self.url.decode("latin-1"), http_version, keep_alive=keep_alive)
+        waiting = app.hand_over_open(token.decode("ascii"), user_agent)
+        if waiting is None:
+            self._write_pixel(answering)
+        else:  # the pipe is full or the writer far behind: nothing more is read until this answer is written
+            self.flow.pause_reading()
+            task = self.loop.create_task(await_hand_over(waiting))
+            task.add_done_callback(lambda _: self._write_pixel(answering))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+        return True
+
+    def _write_pixel(self, answering: _Answered) -> None:
+        answering.response_complete = True
+        if self.transport.is_closing():
+            return
+        if self.access_log:
+            client = self._forwarded_client()
+            self.access_logger.info('%s - "%s %s HTTP/%s" %d', "%s:%d" % client if client else "", "GET",
+                                    answering.url, answering.http_version, 200)
+        defaults = self.server_state.default_headers  # the date (no server banner: uvicorn_options)
+        head = [STATUS_LINE[200]] + [name + b": " + value + b"\r\n" for name, value in defaults]
+        if not answering.keep_alive:  # HTTP/1.0, the client's "connection: close", or the server shutting down
+            head.append(b"connection: close\r\n")
+        self.transport.write(b"".join(head) + PIXEL_ANSWER)
+        if not answering.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _forwarded_client(self) -> tuple[str, int] | None:
+        """The client as uvicorn's ProxyHeadersMiddleware makes it out for the app and the access log: the
+        address a trusted proxy forwarded, else the peer. Its own code decides, run on a scope of this request."""
+        scope = {"type": "http", "client": self.client, "headers": self.headers}
+        if isinstance(self.app, ProxyHeadersMiddleware):
+            reader = ProxyHeadersMiddleware(_nothing, trusted_hosts=[])
+            reader.trusted_hosts = self.app.trusted_hosts
+            with contextlib.suppress(StopIteration):
+                reader(scope, None, None).send(None)  # runs to its end at once: _nothing never waits
+        return scope["client"]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -113,6 +187,29 @@ class HttpProtocol(HttpToolsProtocol):
                              + b"content-length: " + str(len(body)).encode() + b"\r\n"
                              + b"connection: close\r\n\r\n" + body)
         self.transport.close()
+
+
+class _Answered:
+    """The cycle of a pixel fetch answered by `HttpProtocol._answer_pixel`, as far as uvicorn's protocol reads
+    one: whether its answer is written; a body the request may still send is ignored."""
+
+    def __init__(self, url: str, http_version: str, *, keep_alive: bool) -> None:
+        self.url, self.http_version = url, http_version
+        self.keep_alive = keep_alive  # uvicorn's shutdown clears it
+        self.response_complete = self.disconnected = False
+        self.body, self.more_body = bytearray(), True
+        self.message_event = asyncio.Event()
+
+
+async def _nothing(scope, receive, send) -> None:
+    """The app behind the ProxyHeadersMiddleware that `HttpProtocol._forwarded_client` runs."""
+
+
+def _pixel_app(app):
+    """The DigestApp inside uvicorn's wrappers (ProxyHeadersMiddleware), or None for another app."""
+    while app is not None and not hasattr(app, "hand_over_open"):
+        app = getattr(app, "app", None)
+    return app
 
 
 # The routes whose next path segment is a token acting for a reader: the open pixel, a click's link, a

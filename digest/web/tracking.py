@@ -7,6 +7,7 @@ A click goes only to the URL signed into its token, so nobody can use us as an o
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -26,6 +27,8 @@ PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x
 PIXEL_HEADERS = {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache", "Expires": "0"}
 _RAW_PIXEL_HEADERS = [(name.lower().encode(), value.encode()) for name, value in {
     "Content-Type": "image/gif", "Content-Length": str(len(PIXEL)), **PIXEL_HEADERS, **SECURITY_HEADERS}.items()]
+# The whole answer after the status line and the server's own headers (date), for the protocol's fast path.
+PIXEL_ANSWER = b"".join(name + b": " + value + b"\r\n" for name, value in _RAW_PIXEL_HEADERS) + b"\r\n" + PIXEL
 REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
@@ -45,17 +48,37 @@ async def answer_pixel(ctx: WebContext, scope, token: str, send) -> None:
     hop, a transaction per fetch) it managed ~550 requests/s under 32 connections. Here the open is handed
     to the process's writer (`digest.track.open_writer`: a child process, group commits), and the GIF goes out
     once the open is in the pipe to it, where a `kill -9` of this process cannot lose it. Security headers
-    are in `_RAW_PIXEL_HEADERS`, as the middleware would have added them.
+    are in `_RAW_PIXEL_HEADERS`, as the middleware would have added them. (`digest serve`'s protocol class
+    answers most pixel fetches before they become ASGI requests at all, with `hand_over_open` and
+    `PIXEL_ANSWER`: digest.web.server.)
     """
+    user_agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
+    waiting = hand_over_open(ctx, token, user_agent)
+    if waiting is not None:
+        await await_hand_over(waiting)
+    await send({"type": "http.response.start", "status": 200, "headers": _RAW_PIXEL_HEADERS})
+    await send({"type": "http.response.body", "body": PIXEL})
+
+
+def hand_over_open(ctx: WebContext, token: str, user_agent: bytes | None) -> Awaitable[None] | None:
+    """The open a pixel fetch of ``token`` records, handed to the writer: None once it is in the pipe, else what
+    to await (`await_hand_over`) before answering. A bad token records nothing; no error reaches the mail client."""
     try:
         recipient = ctx.recipient(token)
         if recipient is not None and recipient.delivery_id is not None:
-            user_agent = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"user-agent"), None)
-            await ctx.open_writer().record(recipient, user_agent, ctx.clock())
+            agent = user_agent.decode("latin-1") if user_agent is not None else None
+            return ctx.open_writer().hand_over(recipient, agent, ctx.clock())
     except Exception:  # noqa: BLE001 — the reader's mail client must get its image regardless
         log.exception("open pixel: could not record an open")
-    await send({"type": "http.response.start", "status": 200, "headers": _RAW_PIXEL_HEADERS})
-    await send({"type": "http.response.body", "body": PIXEL})
+    return None
+
+
+async def await_hand_over(waiting: Awaitable[None]) -> None:
+    """Await what `hand_over_open` returned, logging instead of raising."""
+    try:
+        await waiting
+    except Exception:  # noqa: BLE001
+        log.exception("open pixel: could not record an open")
 
 
 @router.api_route("/o/{token}.gif", methods=["GET", "HEAD"], include_in_schema=False)
