@@ -268,6 +268,87 @@ def test_two_senders_claiming_at_once_lease_different_rows_on_postgresql(postgre
         engine.dispose()
 
 
+@pytest.mark.postgres
+def test_an_issue_opened_while_an_import_holds_a_comparison_carries_the_version_the_import_commits(postgres_url):
+    "an import has locked a published comparison and raised its version, not yet committed, when the issue opens: "
+    "the claim reads the old version, waits for the lock to mark the row claimed, then reads the version again, so "
+    "the issue carries the one its email shows (and a later change keeps that one for it, storage.comparisons)"
+    from sqlalchemy import text
+
+    engine = make_engine(postgres_url)
+    comparison = add_comparison(engine, published_at=MON)
+    add_subscribers(engine, 1)
+    opened = {}
+
+    def open_it() -> None:
+        opened["issue"] = open_issue(engine=engine, week="2026-W48", now=SLOT).issue
+
+    try:
+        with engine.connect() as importing:
+            transaction = importing.begin()
+            importing.execute(text("SELECT id FROM comparison WHERE id = :id FOR UPDATE"), {"id": comparison})
+            importing.execute(text("UPDATE comparison SET version = version + 1 WHERE id = :id"), {"id": comparison})
+            opening = threading.Thread(target=open_it)
+            opening.start()
+            opening.join(3)
+            assert opening.is_alive(), "the opening did not wait for the import's lock"
+            transaction.commit()
+        opening.join(30)
+        with session_scope(engine) as session:
+            carried = session.execute(select(IssueComparison.version)
+                                      .where(IssueComparison.issue_id == opened["issue"].id)).scalar_one()
+        assert carried == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_issues_left_to_send_and_paused_issues_are_listed_oldest_first_on_postgresql(postgres_url):
+    "a worker resumes the oldest issue first, and names paused ones in the order they opened, whatever order "
+    "PostgreSQL keeps the rows in (an update writes a row's new version after the others)"
+    from storage.issues import paused_issues, unfinished_issues
+
+    engine = make_engine(postgres_url)
+    add_subscribers(engine, 1)
+    ids = []
+    for week, now in (("2026-W48", SLOT), ("2026-W49", SLOT + timedelta(days=7))):
+        add_comparison(engine, published_at=now - timedelta(days=2))
+        ids.append(open_issue(engine=engine, week=week, now=now).issue.id)
+    try:
+        with session_scope(engine) as session:
+            session.execute(update(Issue).where(Issue.id == ids[0]).values(week=Issue.week))  # W48's row now last
+            assert [issue.id for issue in unfinished_issues(session=session)] == ids
+            session.execute(update(Issue).values(paused_at=SLOT + timedelta(days=8)))
+            assert [issue.id for issue in paused_issues(session=session)] == ids
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_due_times_are_stored_in_utc_whatever_time_zone_the_postgresql_server_runs_in(postgres_url):
+    "local delivery on a server whose sessions run in New York time: each reader's due time is stored as the UTC "
+    "instant it is (a due time bound without its column type would be read as New York wall time, 5 hours off)"
+    from digest.claim.local_time import DueTimes
+    from storage.issues import FanOutTarget, add_segment, create_issue, fan_out_segments
+
+    engine = make_engine(postgres_url, connect_args={"options": "-c timezone=America/New_York"})
+    tokyo, = add_subscribers(engine, 1)
+    elsewhere, = add_subscribers(engine, 1)
+    due = DueTimes(default=SLOT, by_zone={"Asia/Tokyo": SLOT - timedelta(hours=9)})
+    try:
+        with session_scope(engine) as session:
+            session.execute(update(Subscriber).where(Subscriber.id == tokyo).values(timezone="Asia/Tokyo"))
+            issue = create_issue(session=session, week="2026-W48", now=MON)
+            segment = add_segment(session=session, issue_id=issue.id, key="k", audience="", comparison_ids=[])
+            fan_out_segments(session=session, issue_id=issue.id, targets=[FanOutTarget([""], segment.id)], now=MON,
+                             origins=(), engaged_first=False, due=due)
+        with session_scope(engine) as session:
+            stored = dict(session.execute(select(Delivery.subscriber_id, Delivery.due_at)).all())
+        assert stored == {tokyo: SLOT - timedelta(hours=9), elsewhere: SLOT}
+    finally:
+        engine.dispose()
+
+
 def test_the_plan_counts_the_readers_the_fan_out_sends_to_and_no_one_else(sender):
     "readers paused, unsubscribed or monthly get no segment of the weekly issue; one whose pause ends at the very "
     "minute it opens is a reader of it: every segment planned is filled, and each reader sent to has one"
