@@ -5,6 +5,7 @@
     .venv/bin/python tools/mutation.py links                   # run; earlier results stand, new tests are picked up
     .venv/bin/python tools/mutation.py links --survivors       # run the survivors again (after a new test)
     .venv/bin/python tools/mutation.py links --rerun           # run every mutant of the area again
+    .venv/bin/python tools/mutation.py links --survivors --fresh-stats  # after a new function: trace all tests again
     .venv/bin/python tools/mutation.py links results           # the survivors
     .venv/bin/python tools/mutation.py links show NAME         # one mutant's diff
     .venv/bin/python tools/mutation.py links score             # killed/total per module, as docs/testing.md gives it
@@ -226,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the areas, their modules and tests")
     parser.add_argument("--rerun", action="store_true", help="run every mutant of the area again")
     parser.add_argument("--survivors", action="store_true", help="run the area's surviving mutants again")
+    parser.add_argument("--fresh-stats", action="store_true",
+                        help="trace every test again for which functions it calls (after adding a function that "
+                             "older tests call: mutmut traces only new tests)")
     parser.add_argument("--max-children", type=int, default=2, help="parallel mutants (default 2: a shared box)")
     args = parser.parse_args(argv)
     if args.list or not args.area:
@@ -236,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     area = AREAS[args.area]
     workdir = ROOT / "mutants" / args.area
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.fresh_stats:  # the table of which test calls what; the mutants' results stay
+        for stats in (workdir / "mutants" / "mutmut-stats.json", RESULTS / args.area / "mutmut-stats.json"):
+            stats.unlink(missing_ok=True)
     restore_results(args.area, workdir)
     if args.command[0] == "save":
         save_results(args.area, workdir)
