@@ -86,9 +86,10 @@ def test_a_readers_hour_already_past_is_due_at_once_and_no_zone_means_the_defaul
 
 
 def test_a_reader_whose_zone_is_unusable_is_due_at_the_default_zones_hour():
+    "an unusable zone (whichever comes first) costs only its own readers their hour, never another zone's"
     times = due_times(week=W49, schedule=THURSDAY_NINE, default_zone="Europe/Berlin",
-                      zones=["Pacific/Auckland", "Not/AZone", ""], now=at(2026, 12, 1, 12))
-    assert times.of("Not/AZone") == times.of("") == times.of(None) == at(2026, 12, 3, 8)
+                      zones=["Pacific/Auckland", "Not/AZone", "America/Atlantis", ""], now=at(2026, 12, 1, 12))
+    assert times.of("Not/AZone") == times.of("America/Atlantis") == times.of("") == times.of(None) == at(2026, 12, 3, 8)
     assert times.of("Pacific/Auckland") == at(2026, 12, 2, 20)
 
 

@@ -56,7 +56,7 @@ def due_times(*, week: str, schedule: str, default_zone: str, zones: Iterable[st
 
     default = due(ZoneInfo(default_zone))
     by_zone = {}
-    for name in {zone for zone in zones if zone}:
+    for name in sorted({zone for zone in zones if zone}):  # in one order, whatever the set's hashing
         try:
             zone = checked_zone(name)
         except UnknownZone:
