@@ -280,7 +280,8 @@ def test_a_render_error_is_kept_to_its_first_thousand_characters_on_each_row_giv
     issue = issue_with(sender, 3)
     broken = tmp_path / "templates"
     shutil.copytree(templates_dir(), broken)
-    (broken / "email" / "digest.mjml.j2").write_text("{% include '" + "missing/" * 300 + "part.j2' %}", encoding="utf-8")
+    missing = "{% include '" + "missing/" * 300 + "part.j2' %}"
+    (broken / "email" / "digest.mjml.j2").write_text(missing, encoding="utf-8")
     sender.services = dataclasses.replace(sender.services, renderer=Renderer(
         settings=sender.services.settings, links=sender.services.links, env=make_environment(broken)))
 

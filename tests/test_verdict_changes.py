@@ -100,7 +100,8 @@ def test_a_flipped_verdict_reaches_the_readers_of_the_original_and_nobody_else(s
 
 
 def test_the_change_names_who_changed_their_mind_and_the_old_issue_keeps_its_version(sender):
-    """the change says Builder, Skeptic and Founder turned to skip; W47's email and archive still show 4 ship, after W48 opened"""
+    """the change says Builder, Skeptic and Founder turned to skip; W47's email and archive still show 4 ship,
+    after W48 opened"""
     engine = sender.services.engine
     store_comparison(engine=engine, item=item("c", ("Cellmind", "ssss"), ("Quill", "ssss")), now=W47)
     add_subscribers(engine, 1)
@@ -120,7 +121,8 @@ def test_the_change_names_who_changed_their_mind_and_the_old_issue_keeps_its_ver
     assert (loaded.tool, loaded.original_week) == ("Cellmind", "2026-W47")
     assert "Panel: 4 ship / 0 skip" in old.text and "Panel: 1 ship / 3 skip" not in old.text
     # The next issue opens (and carries the change): W47 still shows the version it went out with.
-    store_comparison(engine=engine, item=item("n", ("N1", "ssss"), ("N2", "kkkk"), published_at=W47 + WEEK), now=W47 + WEEK)
+    news = item("n", ("N1", "ssss"), ("N2", "kkkk"), published_at=W47 + WEEK)
+    store_comparison(engine=engine, item=news, now=W47 + WEEK)
     assert send_week(sender, "2026-W48", W47 + WEEK).claimed == 1
     app = create_app(sender.services.settings, engine=engine, transport=RecordingTransport())
     with TestClient(app) as client:

@@ -71,7 +71,8 @@ def test_a_send_shows_the_comparisons_as_the_issue_opened_with_them_and_why_each
     store_comparison(engine=engine, item=item("c", ("Cellmind", "ssss"), ("Quill", "ssss")), now=W47)
     add_subscribers(engine, 1, categories=("Developer Tools",))
     opened = open_issue(engine=engine, week="2026-W47", now=W47)
-    store_comparison(engine=engine, item=item("c", ("Cellmind", "kksk"), ("Quill", "ssss")), now=W47 + timedelta(minutes=5))
+    flipped = item("c", ("Cellmind", "kksk"), ("Quill", "ssss"))
+    store_comparison(engine=engine, item=flipped, now=W47 + timedelta(minutes=5))
 
     sender.send_issue(opened.issue)
     batch, = transport.batches
