@@ -31,7 +31,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from digest.web.security import SECURITY_HEADERS
-from digest.web.tracking import PIXEL_ANSWER, await_hand_over
+from digest.web.tracking import PIXEL_ANSWER, await_hand_over, pixel_path_token
 
 # The request line and headers together. A link's token is ~200 bytes and our cookie ~100; 32 KB leaves
 # room for cookies other sites on the domain set, and is what nginx accepts (4 buffers of 8 KB).
@@ -79,23 +79,24 @@ class HttpProtocol(HttpToolsProtocol):
         (benchmarks/tracking.py). Anything else, or a pixel fetch this path does not take (a pipelined one
         while another is answered, a percent-encoded path, a root path, a concurrency limit), goes the usual
         way, where the app answers it (digest.web.tracking.answer_pixel)."""
-        path = self.url
-        if not (path.startswith(b"/o/") and self.parser.get_method() == b"GET"):
+        if not (self.url.startswith(b"/o/") and self.parser.get_method() == b"GET"):  # most requests leave here
             return False
         app = _pixel_app(self.app)
         if app is None or self.root_path or self.limit_concurrency is not None or self.expect_100_continue:
             return False
         if self.cycle is not None and not self.cycle.response_complete:
             return False  # pipelined behind an answer still being written: uvicorn queues it
-        path = httptools.parse_url(path).path
-        token = path[3:-4] if path.endswith(b".gif") else b""
-        if not token or b"/" in token or b"%" in token or self.parser.should_upgrade():
+        path = httptools.parse_url(self.url).path
+        if b"%" in path or self.parser.should_upgrade():  # percent-encoded: uvicorn unquotes it for the app
+            return False
+        token = pixel_path_token(path.decode("ascii"))
+        if not token:
             return False
         http_version = self.parser.get_http_version()
         user_agent = next((value for name, value in self.headers if name == b"user-agent"), None)
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
         self.cycle = answering = _Answered(self.url.decode("latin-1"), http_version, keep_alive=keep_alive)
-        waiting = app.hand_over_open(token.decode("ascii"), user_agent)
+        waiting = app.hand_over_open(token, user_agent)
         if waiting is None:
             self._write_pixel(answering)
         else:  # the pipe is full or the writer far behind: nothing more is read until this answer is written

@@ -36,7 +36,11 @@ def pixel_token(scope) -> str:
     """The token of a GET /o/{token}.gif, or "" for any other request (HEAD included: it records nothing)."""
     if scope["type"] != "http" or scope["method"] != "GET":
         return ""
-    path = scope["path"]
+    return pixel_path_token(scope["path"])
+
+
+def pixel_path_token(path: str) -> str:
+    """The token of the path /o/{token}.gif, or "" for any other path (also digest.web.server's fast path)."""
     token = path[3:-4] if path.startswith("/o/") and path.endswith(".gif") else ""
     return "" if "/" in token else token
 
