@@ -66,6 +66,17 @@ def claim_batch(
     return _lease(session, raw, _one_kind(candidates), owner=owner, now=now, lease_until=lease_until, stale=stale)
 
 
+def end_idle_transaction_after(*, session: Session, seconds: float) -> None:
+    """PostgreSQL: let the server end this session when its transaction sits idle longer than ``seconds``
+    (idle_in_transaction_session_timeout, for this transaction only), rolling back what it did and releasing its
+    locks. A sender leases its next batch ahead, uncommitted, while the one before is posted (digest.send.ahead):
+    if it hangs or is cut off from the database meanwhile, those rows go back to pending after ``seconds``."""
+    raw = Raw(session)
+    if raw.dialect == "postgresql":
+        raw.fetch("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)",
+                  {"ms": str(max(1, int(seconds * 1000)))})
+
+
 def _one_kind(candidates: list[tuple]) -> list[tuple]:
     """The candidates of the first one's segment and due time (one content and one ``send_at`` per request)."""
     # d.id, d.subscriber_id, s.email, s.name, s.link_tag, s.status, d.segment_id, d.due_at, d.status, d.lease_owner

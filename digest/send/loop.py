@@ -6,6 +6,9 @@ Exactly once, by construction:
   that leases the next batch: one transaction per batch);
 - a crash leaves rows 'sending'; a rerun takes them over once their lease ran out (at once when the
   lease belongs to a dead process on this host) and sends them again.
+On PostgreSQL the transaction that records a batch and leases the next one opens while the batch is still out
+(digest.send.ahead): it leases ahead, uncommitted, and commits only after the POST returned, so the order
+above, and what a crash leaves, are the same.
 
 The one case where a person can get two copies is the ambiguous one: the request may have reached the
 provider but we never learned the outcome (a timeout or a dropped connection after the request was
@@ -19,6 +22,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -27,12 +31,22 @@ from digest.claim.local_time import send_at
 from digest.progress import Progress
 from digest.render import mail
 from digest.render.environment import RenderedEmail
+from digest.send.ahead import MISSED, Ahead
 from digest.send.owners import is_dead_here, new_owner
 from digest.send.warmup import warmup_day
 from digest.services import Services
 from digest.transports.base import Batch, PermanentError, RateLimited, TransientError
 from digest.votes.results import from_json
-from storage.deliveries import ClaimedBatch, claim_batch, extend_lease, finish, release, sending_owners, status_counts
+from storage.deliveries import (
+    ClaimedBatch,
+    claim_batch,
+    end_idle_transaction_after,
+    extend_lease,
+    finish,
+    release,
+    sending_owners,
+    status_counts,
+)
 from storage.issue_state import halted, provider_batch_id, waiting
 from storage.issues import complete_issue, find_segment, segment_count
 from storage.models import DeliveryStatus, Issue, IssueKind, Segment
@@ -43,6 +57,7 @@ BACKOFF_BASE = 0.5  # seconds; doubled per failed attempt ...
 BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at random
 RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage, not a rate limit
 RATE_LIMIT_MAX_WAITS = 100  # consecutive 429s on one batch before we give up for this run
+AHEAD_HOLD_SECONDS = 10.0  # a batch leased ahead stays locked at most this long idle (or the lease, if shorter)
 
 
 class LeaseLost(Exception):
@@ -129,21 +144,29 @@ class Sender:
         # One transaction per batch: it records the batch before as sent, then leases this one.
         record = None  # records the last accepted batch as sent, with the next claim
         position = None  # where our last batch ended (see claim_batch)
+        ahead = None  # the next batch, leased and built while this one is posted
+        pool = ThreadPoolExecutor(1, thread_name_prefix="lease-ahead") if self._leases_ahead() else None
         try:
             while not self.should_stop():
-                claimed = self.services.transaction(partial(self._claim, issue=issue, record=record, after=position,
-                                                            dead=dead))
+                claimed, built, ahead = self._next(issue, record=record, after=position, dead=dead, ahead=ahead,
+                                                   pool=pool)
                 record = None
                 if claimed is None:
                     break
                 report.ambiguous += claimed.resent
                 position = claimed.position
                 if claimed.rows:
-                    record = self._send_batch(self._leased_batch(issue, claimed), report, issue_id=issue.id)
+                    batch = built or self._leased_batch(issue, claimed)
+                    ahead = ahead or self._ahead(pool, issue, after=position)
+                    record = self._send_batch(batch, report, issue_id=issue.id)
                     if progress is not None and record is not None:  # once per batch: no cost per recipient
                         progress.advance(len(claimed.rows))
         finally:
             try:
+                if ahead is not None:  # its rows were never leased: the rollback unlocks them
+                    ahead.drop()
+                if pool is not None:
+                    pool.shutdown()
                 if record is not None:  # every accepted batch is recorded before we report or return
                     self.services.transaction(record)
             finally:
@@ -166,17 +189,84 @@ class Sender:
         dead = [o for o in sending_owners(session=session, issue_id=issue.id) if is_dead_here(o)] if leased else []
         return dead, counts.get(DeliveryStatus.pending.value, 0) + leased
 
-    def _claim(self, session, *, issue: Issue, record, after, dead: list[str]) -> ClaimedBatch | None:
-        """Record the batch before as sent (``record``), then lease the next one, in this one transaction."""
+    def _leases_ahead(self) -> bool:
+        """On PostgreSQL (digest.send.ahead). Not on SQLite: it has one writer, and a transaction held open through
+        each POST would hold up every other write, the web app's included."""
+        return self.services.engine.dialect.name == "postgresql"
+
+    def _next(self, issue: Issue, *, record, after, dead: list[str], ahead: Ahead | None,
+              pool: ThreadPoolExecutor | None) -> tuple[ClaimedBatch | None, Batch | None, Ahead | None]:
+        """Record the batch before (``record``) and lease the next one, in one transaction: the one ``ahead``
+        opened, with the batch it leased and the request it built, when there is one and it still holds (the
+        database did not fail it, the issue was not paused meanwhile); else a transaction of its own.
+
+        With the batch after that already being leased ahead, on the thread, as soon as this one's position is
+        known: the thread's work is a little longer than the POST it overlaps, so it starts before this commit."""
+        claim = partial(self._claim, issue=issue, record=record, after=after, dead=dead)
+        following = None
+        try:
+            if ahead is not None:
+                leased = ahead.picked()
+                if leased is not MISSED and leased[0] is not None and leased[0].rows:
+                    following = self._ahead(pool, issue, after=leased[0].position)
+                done = ahead.finish(partial(self._finish_ahead, claim))
+                if done is not MISSED:
+                    return (*done, following)
+            return self.services.transaction(claim), None, following
+        except BaseException:
+            if following is not None:
+                following.drop()
+            raise
+
+    def _ahead(self, pool: ThreadPoolExecutor | None, issue: Issue, *, after: tuple[int, int]) -> Ahead | None:
+        """The batch after ``after`` leased ahead, when this sender does that (not while a domain warms up: the
+        day's allowance is reserved batch by batch)."""
+        if pool is None or warmup_day(self.services.settings, self.clock()) is not None:
+            return None
+        return Ahead(pool, self.services.engine, partial(self._lease_ahead, issue=issue, after=after))
+
+    def _lease_ahead(self, session, *, issue: Issue, after: tuple[int, int]) -> tuple[ClaimedBatch | None, Batch | None]:
+        """On the lease-ahead thread (digest.send.ahead), while the batch before is posted: lease the next batch
+        after ``after``, uncommitted, and build its request. A request that cannot be built is built again after
+        the commit, where a failure gives the rows back with its error (`_leased_batch`)."""
+        now = self.clock()
+        end_idle_transaction_after(session=session, seconds=min(AHEAD_HOLD_SECONDS, self.services.settings.lease_seconds))
+        claimed = claim_batch(session=session, issue_id=issue.id, owner=self.owner, now=now,
+                              lease_until=now + self.lease, limit=self.services.settings.batch_size, after=after,
+                              horizon=self._horizon(now))
+        if claimed is None or not claimed.rows:
+            return claimed, None
+        try:
+            return claimed, self._batch(issue, claimed)
+        except Exception:  # noqa: BLE001 - see above: built again, and its error kept, after the commit
+            return claimed, None
+
+    def _finish_ahead(self, claim, session, leased: tuple[ClaimedBatch | None, Batch | None]):
+        """`_claim` in the transaction that leased ahead; from the start when nothing was left after our position."""
+        claimed, built = leased
+        if claimed is None:
+            return claim(session, after=None), None
+        done = claim(session, leased=claimed)
+        return MISSED if done is MISSED else (done, built)
+
+    def _claim(self, session, *, issue: Issue, record, after, dead: list[str], leased: ClaimedBatch | None = None):
+        """Record the batch before as sent (``record``), then lease the next one, in this one transaction.
+
+        ``leased``: this transaction leased it already (`_lease_ahead`): MISSED, to roll it all back, when the issue
+        was paused or cancelled, or a warm-up began, since (the caller then does it all again without it)."""
         if record is not None:
             record(session)
         halt = halted(session=session, issue_id=issue.id)
         if halt is not None:  # paused by hand or by the guardrail, or cancelled: stop after the batch in flight
+            if leased is not None:
+                return MISSED
             self.halted = halt
             return None
         now = self.clock()
         limit, day = self.services.settings.batch_size, warmup_day(self.services.settings, now)
         if day is not None:  # a new domain warming up: no more than today's allowance, shared by every sender
+            if leased is not None:
+                return MISSED
             limit = reserve(session=session, day=day[0], want=limit, allowance=day[1])
             if limit == 0:
                 self.halted = f"warm-up: today's {day[1]:,} sends are used; the rest goes out from tomorrow"
@@ -184,7 +274,7 @@ class Sender:
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
                         lease_until=now + self.lease, limit=limit, dead_owners=dead, horizon=self._horizon(now))
         # After our last batch when there is anything there, else from the start, stale leases first.
-        claimed = (after and claim(after=after)) or claim()
+        claimed = leased or (after and claim(after=after)) or claim()
         if day is not None:
             give_back(session=session, day=day[0], unused=limit - (len(claimed.rows) if claimed else 0))
         if claimed is not None:

@@ -1,0 +1,79 @@
+"""The next batch leased and built while this one is posted (PostgreSQL).
+
+A batch's POST waits on the provider, and the claim of the next batch waits on the database: one after the
+other, a worker spent about as long in the claim as in the POST (benchmarks/send.py). So while batch N is out,
+a thread opens the transaction that will record N, leases batch N+1 in it (`storage.deliveries.claim_batch`:
+FOR UPDATE SKIP LOCKED, so no other sender takes those rows), uncommitted, and builds its request. When N's
+POST returns, the same transaction records N as sent and commits; only then does N+1 go out.
+
+Nothing of the lease is visible to others before that commit, so what a crash, a hang or a lost connection
+leaves is what the claim after the POST left: N 'sending' (possibly posted), N+1 pending. PostgreSQL ends the
+transaction when it sits idle longer than its sender asked (`end_idle_transaction_after`), which unlocks N+1
+for the other senders within seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
+
+log = logging.getLogger("digest.send")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MISSED = object()  # `Ahead.finish` could not use what it picked: the caller claims the usual way
+
+
+class Ahead(Generic[T]):
+    """One transaction opened ahead on a thread: ``pick(session)`` runs there at once; `finish` runs the rest on
+    the caller's thread, in the same transaction, and commits; `drop` rolls it back. Each is called once, from
+    one thread (the session passes from the pool's thread to the caller's through the future)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T]):
+        self._session = Session(engine, expire_on_commit=False)
+        self._future: Future[T] = pool.submit(pick, self._session)
+
+    def picked(self) -> T | object:
+        """What ``pick`` returned, once it has; MISSED when the database failed it (`finish` says so)."""
+        try:
+            return self._future.result()
+        except DBAPIError:
+            return MISSED
+
+    def finish(self, rest: Callable[[Session, T], R]) -> R | object:
+        """``rest(session, picked)``, committed with the pick; MISSED (rolled back) when ``rest`` says so, or when
+        the database failed the pick or the rest (an outage, or the server ended the idle transaction: PostgreSQL
+        says so as an InternalError): the caller then does it all again in a transaction of its own, which waits
+        out an outage and raises what is not one."""
+        try:
+            result = rest(self._session, self._future.result())
+            if result is not MISSED:
+                self._session.commit()
+            return result
+        except DBAPIError as exc:
+            log.info("the batch picked ahead is given up (%s): claimed again", str(exc).splitlines()[0][:200])
+            return MISSED
+        finally:
+            self._close()
+
+    def drop(self) -> None:
+        """Give the pick up: the rollback undoes what it did (a lease never committed) and unlocks its rows."""
+        try:
+            self._future.result()
+        except Exception:  # noqa: BLE001 - the pick's own failure changes nothing: nothing of it is kept
+            pass
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            self._session.close()  # rolls back whatever is not committed
+        except DBAPIError:  # the connection is gone already (the server ended it), and its transaction with it
+            pass
