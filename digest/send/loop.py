@@ -225,12 +225,14 @@ class Sender:
             return None
         return Ahead(pool, self.services.engine, partial(self._lease_ahead, issue=issue, after=after))
 
-    def _lease_ahead(self, session, *, issue: Issue, after: tuple[int, int]) -> tuple[ClaimedBatch | None, Batch | None]:
+    def _lease_ahead(self, session, *, issue: Issue,
+                     after: tuple[int, int]) -> tuple[ClaimedBatch | None, Batch | None]:
         """On the lease-ahead thread (digest.send.ahead), while the batch before is posted: lease the next batch
         after ``after``, uncommitted, and build its request. A request that cannot be built is built again after
         the commit, where a failure gives the rows back with its error (`_leased_batch`)."""
         now = self.clock()
-        end_idle_transaction_after(session=session, seconds=min(AHEAD_HOLD_SECONDS, self.services.settings.lease_seconds))
+        end_idle_transaction_after(session=session,
+                                   seconds=min(AHEAD_HOLD_SECONDS, self.services.settings.lease_seconds))
         claimed = claim_batch(session=session, issue_id=issue.id, owner=self.owner, now=now,
                               lease_until=now + self.lease, limit=self.services.settings.batch_size, after=after,
                               horizon=self._horizon(now))
