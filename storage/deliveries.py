@@ -66,6 +66,36 @@ def claim_batch(
     return _lease(session, raw, _one_kind(candidates), owner=owner, now=now, lease_until=lease_until, stale=stale)
 
 
+def pick_after(*, session: Session, issue_id: int, owner: str, now: datetime, limit: int, after: tuple[int, int],
+               horizon: datetime | None) -> list[tuple]:
+    """What `claim_batch` from ``after`` would lease, read without leasing or locking it ([]: nothing left after
+    the position): SQLite's sender reads its next batch while the one before is posted (digest.send.ahead), in a
+    read transaction, which waits for no writer; `lease_picked` leases it later if no one took any of it since."""
+    raw = Raw(session)
+    params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON),
+              "now": raw.time(now)}
+    candidates, _ = _candidates(raw, params, now=now, dead_owners=(), after=after)
+    return _one_kind(candidates) if candidates else []
+
+
+def picked_batch(*, session: Session, picked: list[tuple]) -> ClaimedBatch:
+    """The batch `lease_picked` will return for ``picked`` (nothing written): its request can be built before."""
+    return _batch_of(Raw(session), picked, resent=0)
+
+
+def lease_picked(*, session: Session, picked: list[tuple], owner: str, now: datetime,
+                 lease_until: datetime) -> ClaimedBatch | None:
+    """Lease what `pick_after` read, when every row of it is still pending (None when another sender took any:
+    the caller claims afresh). Run in a write transaction, so nothing changes between the count and the lease."""
+    raw = Raw(session)
+    ids = raw.ids([row[0] for row in picked])
+    (still,), = raw.fetch(f"SELECT count(*) FROM delivery WHERE id {raw.among('ids')} AND status = 'pending'",
+                          {"ids": ids})
+    if still != len(picked):
+        return None
+    return _lease(session, raw, picked, owner=owner, now=now, lease_until=lease_until, stale=False)
+
+
 def end_idle_transaction_after(*, session: Session, seconds: float) -> None:
     """PostgreSQL: let the server end this session when its transaction sits idle longer than ``seconds``
     (idle_in_transaction_session_timeout, for this transaction only), rolling back what it did and releasing its
@@ -95,12 +125,16 @@ def _lease(session: Session, raw: Raw, chosen: list[tuple], *, owner: str, now: 
     resent = sum(1 for row in chosen if row[8] == leased and row[9] != owner) if stale else 0
     raw.run(_LEASE_SQL.format(among=raw.among("ids")),
             {"owner": owner, "previous": owner, "until": raw.time(lease_until), "ids": raw.ids(ids)})
-    rows = _active(chosen)
-    if len(rows) < len(chosen):
+    batch = _batch_of(raw, chosen, resent=resent)
+    if len(batch.rows) < len(chosen):
         _drop_gone(session, raw, [row for row in chosen if row[5] != _ACTIVE], owner=owner, now=now)
+    return batch
+
+
+def _batch_of(raw: Raw, chosen: list[tuple], *, resent: int) -> ClaimedBatch:
     segment_id, due = chosen[0][6], chosen[0][7]
-    return ClaimedBatch(segment_id=segment_id, rows=rows, resent=resent, position=(segment_id, ids[-1]),
-                        due_at=raw.read_time(due) if due is not None else None)
+    return ClaimedBatch(segment_id=segment_id, rows=_active(chosen), resent=resent,
+                        position=(segment_id, chosen[-1][0]), due_at=raw.read_time(due) if due is not None else None)
 
 
 _ACTIVE = SubscriberStatus.active.value  # looked up once: an enum .value costs a call per row

@@ -1,9 +1,11 @@
-"""A sender on PostgreSQL leases and builds its next batch while the one before is posted (digest.send.ahead):
-what each POST finds in the database, and what a crash, a pause or a slow provider leave behind."""
+"""A sender prepares its next batch while the one before is posted (digest.send.ahead): leased, uncommitted, on
+PostgreSQL; read on SQLite. What each POST finds in the database, and what a crash, a pause, another sender or a
+slow provider leave behind."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -15,8 +17,6 @@ from digest.config import Settings
 from storage.db import make_engine, session_scope
 from storage.models import Delivery, Issue
 from tests.factories import RecordingTransport, add_comparison, add_subscribers, build_sender
-
-pytestmark = pytest.mark.postgres
 
 SLOT = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 
@@ -62,8 +62,9 @@ def locked_by_others(url: str) -> set[int]:
 
 
 class Watching(RecordingTransport):
-    """Records, at each POST, what the database shows another connection: the rows of each status, and the
-    pending rows someone holds locked (waiting up to a second for them: the lease ahead runs beside the POST)."""
+    """Records, at each POST, what the database shows another connection: the rows of each status, and on
+    PostgreSQL the pending rows someone holds locked (waiting up to a second for them: the lease ahead runs beside
+    the POST)."""
 
     def __init__(self, url: str):
         super().__init__()
@@ -71,33 +72,34 @@ class Watching(RecordingTransport):
         self.seen: list[tuple[dict[str, list[int]], set[int]]] = []
 
     def send(self, batch):
-        statuses = by_status(self.url)
-        locked, deadline = locked_by_others(self.url), time.monotonic() + 1.0
-        while not locked and statuses.get("pending") and time.monotonic() < deadline:
-            time.sleep(0.01)
-            locked = locked_by_others(self.url)
+        statuses, locked = by_status(self.url), set()
+        if self.url.startswith("postgresql"):
+            locked, deadline = locked_by_others(self.url), time.monotonic() + 1.0
+            while not locked and statuses.get("pending") and time.monotonic() < deadline:
+                time.sleep(0.01)
+                locked = locked_by_others(self.url)
         self.seen.append((statuses, locked))
         return super().send(batch)
 
 
-def test_each_batch_goes_out_leased_with_the_one_before_recorded_and_the_next_leased_uncommitted(
-        postgres_url, tmp_path):
-    "while a batch is posted, the next one is locked by the sender yet pending to everyone: a crash leaves it to send"
-    watching = Watching(postgres_url)
-    sender = sender_for(postgres_url, tmp_path, watching)
+def test_each_batch_goes_out_leased_with_the_one_before_recorded_and_the_next_one_not_leased_yet(db_url, tmp_path):
+    "each POST: its batch leased, every batch before recorded, the next pending to all (on PostgreSQL locked by us)"
+    watching = Watching(db_url)
+    sender = sender_for(db_url, tmp_path, watching)
     report = sender.send_issue(opened(sender, 7))
     assert report.sent == 7 and report.ambiguous == 0 and watching.calls == 4
 
-    ids = sorted(d for ids in by_status(postgres_url).values() for d in ids)
+    ids = sorted(d for ids in by_status(db_url).values() for d in ids)
     batches = [ids[k:k + 2] for k in range(0, 7, 2)]
     for n, (statuses, locked) in enumerate(watching.seen):
         assert statuses.get("sending") == batches[n], "the batch posted, and only it, is leased and committed"
         assert statuses.get("sent", []) == [d for batch in batches[:n] for d in batch], "every batch before: recorded"
-        following = batches[n + 1] if n + 1 < len(batches) else []
+        assert statuses.get("pending", []) == [d for batch in batches[n + 1:] for d in batch]
+        following = batches[n + 1] if n + 1 < len(batches) and db_url.startswith("postgresql") else []
         assert locked == set(following), "the next batch is leased ahead: locked, its lease not committed"
 
 
-def test_a_crash_mid_post_leaves_the_batch_picked_ahead_pending_and_only_the_posted_one_leased(postgres_url, tmp_path):
+def test_a_crash_mid_post_leaves_the_batch_prepared_ahead_pending_and_only_the_posted_one_leased(db_url, tmp_path):
     "the process dies during its second POST: batch 1 sent, batch 2 leased (ambiguous), batch 3 untouched"
     class CrashOnSecond(RecordingTransport):
         def send(self, batch):
@@ -106,21 +108,22 @@ def test_a_crash_mid_post_leaves_the_batch_picked_ahead_pending_and_only_the_pos
                 raise Crash()
             return super().send(batch)
 
-    sender = sender_for(postgres_url, tmp_path, CrashOnSecond())
+    sender = sender_for(db_url, tmp_path, CrashOnSecond())
     issue = opened(sender, 6)
     with pytest.raises(Crash):
         sender.send_issue(issue)
-    statuses = by_status(postgres_url)
+    statuses = by_status(db_url)
     assert {status: len(ids) for status, ids in statuses.items()} == {"sent": 2, "sending": 2, "pending": 2}
     assert statuses["sent"] < statuses["sending"] < statuses["pending"]
-    assert locked_by_others(postgres_url) == set(), "nothing is left locked"
+    if db_url.startswith("postgresql"):
+        assert locked_by_others(db_url) == set(), "nothing is left locked"
 
     rerun = RecordingTransport()
-    report = sender_for(postgres_url, tmp_path, rerun).send_issue(issue)
+    report = sender_for(db_url, tmp_path, rerun).send_issue(issue)
     assert report.sent == 2 and report.remaining == 2, "the pending batch goes; the live lease is respected"
 
 
-def test_a_pause_while_a_batch_is_out_stops_before_the_batch_leased_ahead(postgres_url, tmp_path):
+def test_a_pause_while_a_batch_is_out_stops_before_the_batch_prepared_ahead(db_url, tmp_path):
     "paused during the second POST: that batch is recorded, the one leased ahead is given back, none counted"
     class PauseOnSecond(RecordingTransport):
         def __init__(self, url):
@@ -136,13 +139,51 @@ def test_a_pause_while_a_batch_is_out_stops_before_the_batch_leased_ahead(postgr
                 engine.dispose()
             return super().send(batch)
 
-    sender = sender_for(postgres_url, tmp_path, PauseOnSecond(postgres_url))
+    sender = sender_for(db_url, tmp_path, PauseOnSecond(db_url))
     report = sender.send_issue(opened(sender, 8))
     assert report.halted == "paused: by hand"
     assert report.sent == 4 and report.ambiguous == 0 and report.remaining == 4
-    assert {status: len(ids) for status, ids in by_status(postgres_url).items()} == {"sent": 4, "pending": 4}
+    assert {status: len(ids) for status, ids in by_status(db_url).items()} == {"sent": 4, "pending": 4}
 
 
+def test_rows_read_ahead_that_another_sender_leases_meanwhile_are_left_to_it(sqlite_url, tmp_path, monkeypatch):
+    "SQLite reads the next batch without a lock: another sender leases it during the POST, so it is not ours to send"
+    from digest.send import loop
+
+    read = threading.Event()
+
+    def pick_after(**arguments):
+        rows = original(**arguments)
+        read.set()
+        return rows
+
+    original = loop.pick_after
+    monkeypatch.setattr(loop, "pick_after", pick_after)
+
+    class OtherSenderMeanwhile(RecordingTransport):
+        def send(self, batch):
+            if self.calls == 0:
+                assert read.wait(5), "the second batch was read ahead"
+                engine = make_engine(sqlite_url)
+                with session_scope(engine) as session:
+                    second = session.execute(select(Delivery.id).where(Delivery.status == "pending")
+                                             .order_by(Delivery.id).limit(2)).scalars().all()
+                    session.execute(update(Delivery).where(Delivery.id.in_(second)).values(
+                        status="sending", lease_owner="other-host:1:x", leased_until=SLOT + timedelta(days=365)))
+                engine.dispose()
+            return super().send(batch)
+
+    transport = OtherSenderMeanwhile()
+    sender = sender_for(sqlite_url, tmp_path, transport)
+    report = sender.send_issue(opened(sender, 6))
+    assert report.sent == 4 and report.remaining == 2 and report.ambiguous == 0
+    statuses = by_status(sqlite_url)
+    assert len(statuses["sent"]) == 4 and len(statuses["sending"]) == 2
+    posted = {p for batch in transport.batches for p in batch.delivery_ids()}
+    assert not posted & set(statuses["sending"]), "what the other sender holds was not posted here"
+
+
+@pytest.mark.postgres
 def test_a_post_slower_than_the_hold_gives_the_lease_ahead_up_and_sends_every_reader_once(
         postgres_url, tmp_path, monkeypatch, caplog):
     "the server ends the idle transaction that leased ahead: that batch is claimed again, no copy twice, none counted"

@@ -1,4 +1,4 @@
-"""The next batch leased and built while this one is posted (PostgreSQL).
+"""The next batch leased (PostgreSQL) or read (SQLite), and built, while this one is posted.
 
 A batch's POST waits on the provider, and the claim of the next batch waits on the database: one after the
 other, a worker spent about as long in the claim as in the POST (benchmarks/send.py). So while batch N is out,
@@ -10,6 +10,9 @@ Nothing of the lease is visible to others before that commit, so what a crash, a
 leaves is what the claim after the POST left: N 'sending' (possibly posted), N+1 pending. PostgreSQL ends the
 transaction when it sits idle longer than its sender asked (`end_idle_transaction_after`), which unlocks N+1
 for the other senders within seconds.
+
+SQLite has one writer, so there the thread only reads the next batch (`ReadAhead`), and the write transaction
+after the POST leases it, unless another sender took some of it meanwhile.
 """
 
 from __future__ import annotations
@@ -77,3 +80,41 @@ class Ahead(Generic[T]):
             self._session.close()  # rolls back whatever is not committed
         except DBAPIError:  # the connection is gone already (the server ended it), and its transaction with it
             pass
+
+
+class ReadAhead(Generic[T]):
+    """SQLite's way (one writer: a transaction held open through a POST would hold up every other write):
+    ``pick(session)`` runs on the thread in a read transaction of its own, which in WAL mode waits for no writer
+    and holds nothing, closed as soon as it has read; `finish` runs the rest in a write transaction of
+    ``transaction``'s (`Services.transaction`, which waits out a busy database), where what was read is leased
+    only if no one took any of it since (`storage.deliveries.lease_picked`)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T],
+                 transaction: Callable[[Callable[[Session], R]], R]):
+        self._future: Future[T] = pool.submit(self._read, engine.execution_options(read_only=True), pick)
+        self._transaction = transaction
+
+    @staticmethod
+    def _read(engine: Engine, pick: Callable[[Session], T]) -> T:
+        with Session(engine) as session:
+            return pick(session)
+
+    def picked(self) -> T | object:
+        """What ``pick`` returned, once it has; MISSED when the database failed it."""
+        try:
+            return self._future.result()
+        except DBAPIError:
+            return MISSED
+
+    def finish(self, rest: Callable[[Session, T], R]) -> R | object:
+        """``rest(session, picked)`` in a write transaction; MISSED when the read failed (the caller claims as
+        usual)."""
+        picked = self.picked()
+        if picked is MISSED:
+            log.info("the batch read ahead is given up: claimed again")
+            return MISSED
+        return self._transaction(lambda session: rest(session, picked))
+
+    def drop(self) -> None:
+        """Nothing to undo: the read wrote nothing. Waits for it to end."""
+        self.picked()

@@ -6,8 +6,9 @@ Exactly once, by construction:
   that leases the next batch: one transaction per batch);
 - a crash leaves rows 'sending'; a rerun takes them over once their lease ran out (at once when the
   lease belongs to a dead process on this host) and sends them again.
-On PostgreSQL the transaction that records a batch and leases the next one opens while the batch is still out
-(digest.send.ahead): it leases ahead, uncommitted, and commits only after the POST returned, so the order
+The next batch is prepared while one is out (digest.send.ahead): on PostgreSQL the transaction that records a
+batch and leases the next one opens early, leases ahead, uncommitted, and commits only after the POST returned;
+on SQLite the next batch is only read ahead, and leased after the POST if still pending. Either way the order
 above, and what a crash leaves, are the same.
 
 The one case where a person can get two copies is the ambiguous one: the request may have reached the
@@ -26,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 from digest.claim.local_time import send_at
 from digest.progress import Progress
 from digest.render import mail
 from digest.render.environment import RenderedEmail
-from digest.send.ahead import MISSED, Ahead
+from digest.send.ahead import MISSED, Ahead, ReadAhead
 from digest.send.owners import is_dead_here, new_owner
 from digest.send.warmup import warmup_day
 from digest.services import Services
@@ -43,6 +45,9 @@ from storage.deliveries import (
     end_idle_transaction_after,
     extend_lease,
     finish,
+    lease_picked,
+    pick_after,
+    picked_batch,
     release,
     sending_owners,
     status_counts,
@@ -58,6 +63,14 @@ BACKOFF_CAP = 60.0  # ... up to a minute, then jittered down to half of that at 
 RATE_LIMIT_MAX_WAIT = 900.0  # a reset further away than 15 minutes is an outage, not a rate limit
 RATE_LIMIT_MAX_WAITS = 100  # consecutive 429s on one batch before we give up for this run
 AHEAD_HOLD_SECONDS = 10.0  # a batch leased ahead stays locked at most this long idle (or the lease, if shorter)
+
+
+class Prepared(NamedTuple):
+    """The next batch as the thread prepared it (`Sender._prepare`)."""
+
+    claimed: ClaimedBatch | None  # None: nothing left after the position
+    built: Batch | None  # its request; None when it could not be built
+    picked: list[tuple] | None  # SQLite: the rows read, to lease if still pending; None: leased already
 
 
 class LeaseLost(Exception):
@@ -145,7 +158,7 @@ class Sender:
         record = None  # records the last accepted batch as sent, with the next claim
         position = None  # where our last batch ended (see claim_batch)
         ahead = None  # the next batch, leased and built while this one is posted
-        pool = ThreadPoolExecutor(1, thread_name_prefix="lease-ahead") if self._leases_ahead() else None
+        pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")
         try:
             while not self.should_stop():
                 claimed, built, ahead = self._next(issue, record=record, after=position, dead=dead, ahead=ahead,
@@ -189,26 +202,21 @@ class Sender:
         dead = [o for o in sending_owners(session=session, issue_id=issue.id) if is_dead_here(o)] if leased else []
         return dead, counts.get(DeliveryStatus.pending.value, 0) + leased
 
-    def _leases_ahead(self) -> bool:
-        """On PostgreSQL (digest.send.ahead). Not on SQLite: it has one writer, and a transaction held open through
-        each POST would hold up every other write, the web app's included."""
-        return self.services.engine.dialect.name == "postgresql"
+    def _next(self, issue: Issue, *, record, after, dead: list[str], ahead: Ahead | ReadAhead | None,
+              pool: ThreadPoolExecutor | None) -> tuple[ClaimedBatch | None, Batch | None, Ahead | ReadAhead | None]:
+        """Record the batch before (``record``) and lease the next one, in one transaction; with the batch
+        ``ahead`` prepared (digest.send.ahead) and the request it built, when there is one and it still holds;
+        else as usual.
 
-    def _next(self, issue: Issue, *, record, after, dead: list[str], ahead: Ahead | None,
-              pool: ThreadPoolExecutor | None) -> tuple[ClaimedBatch | None, Batch | None, Ahead | None]:
-        """Record the batch before (``record``) and lease the next one, in one transaction: the one ``ahead``
-        opened, with the batch it leased and the request it built, when there is one and it still holds (the
-        database did not fail it, the issue was not paused meanwhile); else a transaction of its own.
-
-        With the batch after that already being leased ahead, on the thread, as soon as this one's position is
+        With the batch after that already being prepared, on the thread, as soon as this one's position is
         known: the thread's work is a little longer than the POST it overlaps, so it starts before this commit."""
         claim = partial(self._claim, issue=issue, record=record, after=after, dead=dead)
         following = None
         try:
             if ahead is not None:
-                leased = ahead.picked()
-                if leased is not MISSED and leased[0] is not None and leased[0].rows:
-                    following = self._ahead(pool, issue, after=leased[0].position)
+                prepared = ahead.picked()
+                if prepared is not MISSED and prepared.claimed is not None and prepared.claimed.rows:
+                    following = self._ahead(pool, issue, after=prepared.claimed.position)
                 done = ahead.finish(partial(self._finish_ahead, claim))
                 if done is not MISSED:
                     return (*done, following)
@@ -218,57 +226,71 @@ class Sender:
                 following.drop()
             raise
 
-    def _ahead(self, pool: ThreadPoolExecutor | None, issue: Issue, *, after: tuple[int, int]) -> Ahead | None:
-        """The batch after ``after`` leased ahead, when this sender does that (not while a domain warms up: the
-        day's allowance is reserved batch by batch)."""
+    def _ahead(self, pool: ThreadPoolExecutor | None, issue: Issue, *,
+               after: tuple[int, int]) -> Ahead | ReadAhead | None:
+        """The batch after ``after`` prepared on the thread (not while a domain warms up: the day's allowance is
+        reserved batch by batch)."""
         if pool is None or warmup_day(self.services.settings, self.clock()) is not None:
             return None
-        return Ahead(pool, self.services.engine, partial(self._lease_ahead, issue=issue, after=after))
+        prepare = partial(self._prepare, issue=issue, after=after)
+        if self.services.engine.dialect.name == "postgresql":
+            return Ahead(pool, self.services.engine, prepare)
+        return ReadAhead(pool, self.services.engine, prepare, self.services.transaction)
 
-    def _lease_ahead(self, session, *, issue: Issue,
-                     after: tuple[int, int]) -> tuple[ClaimedBatch | None, Batch | None]:
-        """On the lease-ahead thread (digest.send.ahead), while the batch before is posted: lease the next batch
-        after ``after``, uncommitted, and build its request. A request that cannot be built is built again after
-        the commit, where a failure gives the rows back with its error (`_leased_batch`)."""
+    def _prepare(self, session, *, issue: Issue, after: tuple[int, int]) -> Prepared:
+        """On the thread (digest.send.ahead), while the batch before is posted: the next batch after ``after`` —
+        leased, uncommitted, on PostgreSQL; read on SQLite — and its request. A request that cannot be built is
+        built again after the lease, where a failure gives the rows back with its error (`_leased_batch`)."""
         now = self.clock()
-        end_idle_transaction_after(session=session,
-                                   seconds=min(AHEAD_HOLD_SECONDS, self.services.settings.lease_seconds))
-        claimed = claim_batch(session=session, issue_id=issue.id, owner=self.owner, now=now,
-                              lease_until=now + self.lease, limit=self.services.settings.batch_size, after=after,
-                              horizon=self._horizon(now))
-        if claimed is None or not claimed.rows:
-            return claimed, None
-        try:
-            return claimed, self._batch(issue, claimed)
-        except Exception:  # noqa: BLE001 - see above: built again, and its error kept, after the commit
-            return claimed, None
+        settings = self.services.settings
+        if session.get_bind().dialect.name == "postgresql":
+            end_idle_transaction_after(session=session, seconds=min(AHEAD_HOLD_SECONDS, settings.lease_seconds))
+            picked, claimed = None, claim_batch(session=session, issue_id=issue.id, owner=self.owner, now=now,
+                                                lease_until=now + self.lease, limit=settings.batch_size, after=after,
+                                                horizon=self._horizon(now))
+        else:
+            picked = pick_after(session=session, issue_id=issue.id, owner=self.owner, now=now,
+                                limit=settings.batch_size, after=after, horizon=self._horizon(now))
+            claimed = picked_batch(session=session, picked=picked) if picked else None
+        built = None
+        if claimed is not None and claimed.rows:
+            try:
+                built = self._batch(issue, claimed)
+            except Exception:  # noqa: BLE001 - see above: built again, and its error kept, after the lease
+                pass
+        return Prepared(claimed=claimed, built=built, picked=picked)
 
-    def _finish_ahead(self, claim, session, leased: tuple[ClaimedBatch | None, Batch | None]):
-        """`_claim` in the transaction that leased ahead; from the start when nothing was left after our position."""
-        claimed, built = leased
-        if claimed is None:
+    def _finish_ahead(self, claim, session, prepared: Prepared):
+        """`_claim` with what was prepared ahead; from the start when nothing was left after our position."""
+        if prepared.claimed is None:
             return claim(session, after=None), None
-        done = claim(session, leased=claimed)
-        return MISSED if done is MISSED else (done, built)
+        claimed = claim(session, ahead=prepared)
+        if claimed is MISSED:
+            return MISSED
+        same = claimed is not None and claimed.position == prepared.claimed.position
+        return claimed, prepared.built if same else None
 
-    def _claim(self, session, *, issue: Issue, record, after, dead: list[str], leased: ClaimedBatch | None = None):
+    def _claim(self, session, *, issue: Issue, record, after, dead: list[str], ahead: Prepared | None = None):
         """Record the batch before as sent (``record``), then lease the next one, in this one transaction.
 
-        ``leased``: this transaction leased it already (`_lease_ahead`): MISSED, to roll it all back, when the issue
-        was paused or cancelled, or a warm-up began, since (the caller then does it all again without it)."""
+        ``ahead``: the next batch, prepared ahead (`_prepare`). Leased in this transaction already (PostgreSQL):
+        MISSED, to roll it all back, when the issue was paused or cancelled, or a warm-up began, since (the caller
+        then does it all again without it). Read (SQLite): leased here if no one took any of it since."""
         if record is not None:
             record(session)
         halt = halted(session=session, issue_id=issue.id)
+        leased = ahead is not None and ahead.picked is None
         if halt is not None:  # paused by hand or by the guardrail, or cancelled: stop after the batch in flight
-            if leased is not None:
+            if leased:
                 return MISSED
             self.halted = halt
             return None
         now = self.clock()
         limit, day = self.services.settings.batch_size, warmup_day(self.services.settings, now)
         if day is not None:  # a new domain warming up: no more than today's allowance, shared by every sender
-            if leased is not None:
+            if leased:
                 return MISSED
+            ahead = None
             limit = reserve(session=session, day=day[0], want=limit, allowance=day[1])
             if limit == 0:
                 self.halted = f"warm-up: today's {day[1]:,} sends are used; the rest goes out from tomorrow"
@@ -276,12 +298,18 @@ class Sender:
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
                         lease_until=now + self.lease, limit=limit, dead_owners=dead, horizon=self._horizon(now))
         # After our last batch when there is anything there, else from the start, stale leases first.
-        claimed = leased or (after and claim(after=after)) or claim()
+        claimed = (ahead and self._take(session, ahead, now)) or (after and claim(after=after)) or claim()
         if day is not None:
             give_back(session=session, day=day[0], unused=limit - (len(claimed.rows) if claimed else 0))
         if claimed is not None:
             self.services.transport.observe(session.connection())  # e.g. a shared rate limit, read in this transaction
         return claimed
+
+    def _take(self, session, ahead: Prepared, now: datetime) -> ClaimedBatch | None:
+        if ahead.picked is None:  # leased ahead, in this transaction
+            return ahead.claimed
+        return lease_picked(session=session, picked=ahead.picked, owner=self.owner, now=now,
+                            lease_until=now + self.lease)
 
     @property
     def hold_window(self) -> timedelta:
