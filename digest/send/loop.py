@@ -267,7 +267,9 @@ class Sender:
         claimed = claim(session, ahead=prepared)
         if claimed is MISSED:
             return MISSED
-        same = claimed is not None and claimed.position == prepared.claimed.position
+        # The request built ahead goes out only for exactly the rows it was built for (on SQLite, a claim afresh may
+        # end where the batch read ahead ended, without the rows another sender took meanwhile).
+        same = claimed is not None and claimed.rows == prepared.claimed.rows
         return claimed, prepared.built if same else None
 
     def _claim(self, session, *, issue: Issue, record, after, dead: list[str], ahead: Prepared | None = None):
@@ -298,7 +300,7 @@ class Sender:
         claim = partial(claim_batch, session=session, issue_id=issue.id, owner=self.owner, now=now,
                         lease_until=now + self.lease, limit=limit, dead_owners=dead, horizon=self._horizon(now))
         # After our last batch when there is anything there, else from the start, stale leases first.
-        claimed = (ahead and self._take(session, ahead, now)) or (after and claim(after=after)) or claim()
+        claimed = (ahead is not None and self._take(session, ahead, now)) or (after and claim(after=after)) or claim()
         if day is not None:
             give_back(session=session, day=day[0], unused=limit - (len(claimed.rows) if claimed else 0))
         if claimed is not None:
