@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session
 
 from storage.faults import is_transient
@@ -93,6 +93,34 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session that only reads: on SQLite a plain BEGIN, which in WAL mode waits for no writer and takes no lock
+    (not even this process's writers' one). Nothing it does is committed."""
+    with Session(engine.execution_options(read_only=True)) as session:
+        yield session
+
+
+class HeldTransaction:
+    """A transaction one thread begins and another finishes later (a sender's lease ahead, digest.send.ahead),
+    used by one thread at a time. `close` rolls back whatever was not committed."""
+
+    def __init__(self, engine: Engine):
+        self.session = Session(engine, expire_on_commit=False)
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def close(self) -> None:
+        try:
+            self.session.close()
+        except DBAPIError:  # the connection is gone already (the server ended it), and its transaction with it
+            pass
+
+
+DATABASE_ERRORS = DBAPIError  # anything the database or its driver raised, an outage or not
 
 
 def insert_on_conflict(session: Session, table: Table):

@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
+from storage.db import DATABASE_ERRORS, HeldTransaction, read_session
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlmodel import Session
 
 log = logging.getLogger("digest.send")
 
@@ -40,14 +42,14 @@ class Ahead(Generic[T]):
     one thread (the session passes from the pool's thread to the caller's through the future)."""
 
     def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T]):
-        self._session = Session(engine, expire_on_commit=False)
-        self._future: Future[T] = pool.submit(pick, self._session)
+        self._held = HeldTransaction(engine)
+        self._future: Future[T] = pool.submit(pick, self._held.session)
 
     def picked(self) -> T | object:
         """What ``pick`` returned, once it has; MISSED when the database failed it (`finish` says so)."""
         try:
             return self._future.result()
-        except DBAPIError:
+        except DATABASE_ERRORS:
             return MISSED
 
     def finish(self, rest: Callable[[Session, T], R]) -> R | object:
@@ -56,15 +58,15 @@ class Ahead(Generic[T]):
         says so as an InternalError): the caller then does it all again in a transaction of its own, which waits
         out an outage and raises what is not one."""
         try:
-            result = rest(self._session, self._future.result())
+            result = rest(self._held.session, self._future.result())
             if result is not MISSED:
-                self._session.commit()
+                self._held.commit()
             return result
-        except DBAPIError as exc:
+        except DATABASE_ERRORS as exc:
             log.info("the batch picked ahead is given up (%s): claimed again", str(exc).splitlines()[0][:200])
             return MISSED
         finally:
-            self._close()
+            self._held.close()
 
     def drop(self) -> None:
         """Give the pick up: the rollback undoes what it did (a lease never committed) and unlocks its rows."""
@@ -73,13 +75,7 @@ class Ahead(Generic[T]):
         except Exception:  # noqa: BLE001 - the pick's own failure changes nothing: nothing of it is kept
             pass
         finally:
-            self._close()
-
-    def _close(self) -> None:
-        try:
-            self._session.close()  # rolls back whatever is not committed
-        except DBAPIError:  # the connection is gone already (the server ended it), and its transaction with it
-            pass
+            self._held.close()
 
 
 class ReadAhead(Generic[T]):
@@ -91,19 +87,19 @@ class ReadAhead(Generic[T]):
 
     def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T],
                  transaction: Callable[[Callable[[Session], R]], R]):
-        self._future: Future[T] = pool.submit(self._read, engine.execution_options(read_only=True), pick)
+        self._future: Future[T] = pool.submit(self._read, engine, pick)
         self._transaction = transaction
 
     @staticmethod
     def _read(engine: Engine, pick: Callable[[Session], T]) -> T:
-        with Session(engine) as session:
+        with read_session(engine) as session:
             return pick(session)
 
     def picked(self) -> T | object:
         """What ``pick`` returned, once it has; MISSED when the database failed it."""
         try:
             return self._future.result()
-        except DBAPIError:
+        except DATABASE_ERRORS:
             return MISSED
 
     def finish(self, rest: Callable[[Session, T], R]) -> R | object:
