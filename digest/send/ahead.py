@@ -36,14 +36,10 @@ R = TypeVar("R")
 MISSED = object()  # `Ahead.finish` could not use what it picked: the caller claims the usual way
 
 
-class Ahead(Generic[T]):
-    """One transaction opened ahead on a thread: ``pick(session)`` runs there at once; `finish` runs the rest on
-    the caller's thread, in the same transaction, and commits; `drop` rolls it back. Each is called once, from
-    one thread (the session passes from the pool's thread to the caller's through the future)."""
+class _OnThread(Generic[T]):
+    """What the thread prepares: ``pick(session)``'s result, once it is there."""
 
-    def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T]):
-        self._held = HeldTransaction(engine)
-        self._future: Future[T] = pool.submit(pick, self._held.session)
+    _future: Future[T]
 
     def picked(self) -> T | object:
         """What ``pick`` returned, once it has; MISSED when the database failed it (`finish` says so)."""
@@ -51,6 +47,16 @@ class Ahead(Generic[T]):
             return self._future.result()
         except DATABASE_ERRORS:
             return MISSED
+
+
+class Ahead(_OnThread[T]):
+    """One transaction opened ahead on a thread: ``pick(session)`` runs there at once; `finish` runs the rest on
+    the caller's thread, in the same transaction, and commits; `drop` rolls it back. Each is called once, from
+    one thread (the session passes from the pool's thread to the caller's through the future)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T]):
+        self._held = HeldTransaction(engine)
+        self._future = pool.submit(pick, self._held.session)
 
     def finish(self, rest: Callable[[Session, T], R]) -> R | object:
         """``rest(session, picked)``, committed with the pick; MISSED (rolled back) when ``rest`` says so, or when
@@ -63,7 +69,7 @@ class Ahead(Generic[T]):
                 self._held.commit()
             return result
         except DATABASE_ERRORS as exc:
-            log.info("the batch picked ahead is given up (%s): claimed again", str(exc).splitlines()[0][:200])
+            log.info("the batch prepared ahead is given up (%s): claimed again", str(exc).splitlines()[0][:200])
             return MISSED
         finally:
             self._held.close()
@@ -78,7 +84,7 @@ class Ahead(Generic[T]):
             self._held.close()
 
 
-class ReadAhead(Generic[T]):
+class ReadAhead(_OnThread[T]):
     """SQLite's way (one writer: a transaction held open through a POST would hold up every other write):
     ``pick(session)`` runs on the thread in a read transaction of its own, which in WAL mode waits for no writer
     and holds nothing, closed as soon as it has read; `finish` runs the rest in a write transaction of
@@ -87,20 +93,13 @@ class ReadAhead(Generic[T]):
 
     def __init__(self, pool: ThreadPoolExecutor, engine: Engine, pick: Callable[[Session], T],
                  transaction: Callable[[Callable[[Session], R]], R]):
-        self._future: Future[T] = pool.submit(self._read, engine, pick)
+        self._future = pool.submit(self._read, engine, pick)
         self._transaction = transaction
 
     @staticmethod
     def _read(engine: Engine, pick: Callable[[Session], T]) -> T:
         with read_session(engine) as session:
             return pick(session)
-
-    def picked(self) -> T | object:
-        """What ``pick`` returned, once it has; MISSED when the database failed it."""
-        try:
-            return self._future.result()
-        except DATABASE_ERRORS:
-            return MISSED
 
     def finish(self, rest: Callable[[Session, T], R]) -> R | object:
         """``rest(session, picked)`` in a write transaction; MISSED when the read failed (the caller claims as
