@@ -101,7 +101,7 @@ AREAS: dict[str, Area] = {
         tests=("tests/test_weekly.py", "tests/test_store.py", "tests/test_send_faults.py",
                "tests/test_issue_controls.py", "tests/test_local_time.py", "tests/test_verdict_changes.py",
                "tests/test_reader_results.py", "tests/test_web_archive.py", "tests/test_fan_out_rules.py",
-               "tests/test_warmup.py"),
+               "tests/test_warmup.py", "tests/test_send_ahead.py"),
     ),
     "send": Area(
         modules=("digest/send/loop.py",),
@@ -111,7 +111,7 @@ AREAS: dict[str, Area] = {
         # import hook there).
         tests=("tests/test_send_faults.py", "tests/test_weekly.py", "tests/test_issue_controls.py",
                "tests/test_local_time.py", "tests/test_warmup.py", "tests/test_pause_promise.py",
-               "tests/test_progress.py"),
+               "tests/test_progress.py", "tests/test_send_ahead.py"),
         deselect=(
             "tests/test_progress.py::test_digest_send_off_a_terminal_logs_its_progress_on_stderr_and_the_final_figures",
             "tests/test_progress.py::test_digest_worker_off_a_terminal_logs_its_progress_with_the_worker_log",
