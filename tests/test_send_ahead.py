@@ -201,5 +201,48 @@ def test_a_post_slower_than_the_hold_gives_the_lease_ahead_up_and_sends_every_re
         report = sender.send_issue(opened(sender, 6))
     assert report.sent == 6 and report.ambiguous == 0 and report.remaining == 0
     assert sorted(slow.recipients) == sorted(set(slow.recipients)) and len(slow.recipients) == 6
-    assert any("given up" in r.getMessage() for r in caplog.records), "the server ended a transaction that leased ahead"
+    given_up = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
+    assert given_up, "the server ended a transaction that leased ahead"
+    assert all(message.startswith("the batch prepared ahead is given up (") and "idle-in-transaction timeout" in message
+               for message in given_up), "the log says why, in a line"
     assert set(by_status(postgres_url)) == {"sent"}
+
+
+def test_on_sqlite_every_batch_after_the_first_goes_out_as_read_ahead(sqlite_url, tmp_path, monkeypatch):
+    "the sender claims the usual way only for its first batch and to find that nothing is left: the rest was read ahead"
+    from digest.send import loop
+
+    claims = []
+
+    def claim_batch(**arguments):
+        claims.append(arguments.get("after"))
+        return original(**arguments)
+
+    original = loop.claim_batch
+    monkeypatch.setattr(loop, "claim_batch", claim_batch)
+    transport = RecordingTransport()
+    sender = sender_for(sqlite_url, tmp_path, transport)
+    report = sender.send_issue(opened(sender, 7))
+    assert report.sent == 7 and transport.calls == 4
+    assert claims == [None, None], "the first batch, and the look for anything left: every other batch was read ahead"
+
+
+def test_a_read_ahead_the_database_fails_is_claimed_again_and_the_log_says_so(sqlite_url, tmp_path, monkeypatch, caplog):
+    "SQLite: the read of the next batch fails (the database is busy, say): that batch is claimed as usual, once"
+    from sqlalchemy.exc import OperationalError
+
+    from digest.send import loop
+
+    def pick_after(**arguments):
+        raise OperationalError("SELECT …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(loop, "pick_after", pick_after)
+    transport = RecordingTransport()
+    sender = sender_for(sqlite_url, tmp_path, transport)
+    with caplog.at_level(logging.INFO, logger="digest.send"):
+        report = sender.send_issue(opened(sender, 5))
+    assert report.sent == 5 and report.ambiguous == 0 and transport.calls == 3
+    assert sorted(transport.recipients) == sorted(set(transport.recipients))
+    # After each of the three batches a read was tried: for batches 2 and 3, and for the nothing after the third.
+    assert [r.getMessage() for r in caplog.records if "given up" in r.getMessage()] == \
+        ["the batch read ahead is given up: claimed again"] * 3

@@ -103,6 +103,14 @@ AREAS: dict[str, Area] = {
                "tests/test_reader_results.py", "tests/test_web_archive.py", "tests/test_fan_out_rules.py",
                "tests/test_warmup.py", "tests/test_send_ahead.py"),
     ),
+    "ahead": Area(
+        modules=("digest/send/ahead.py",),
+        # Its own tests: every send goes through ahead.py, so the send area's tests would each run for every one of
+        # its mutants; these hold what it promises (the lease ahead left pending by a crash or a pause, the read
+        # ahead left to another sender, a transaction the server ended), on both databases.
+        tests=("tests/test_send_ahead.py",),
+        postgres=True,
+    ),
     "send": Area(
         modules=("digest/send/loop.py",),
         # Not test_workers.py nor test_reliability_crash.py: their senders are `digest worker`/`digest send`
