@@ -58,8 +58,7 @@ def claim_batch(
     SQLAlchemy's statement and row handling cost more than the statements did (benchmarks/send.py).
     """
     raw = Raw(session)
-    params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON),
-              "now": raw.time(now)}
+    params = _params(raw, issue_id=issue_id, owner=owner, now=now, limit=limit, horizon=horizon)
     candidates, stale = _candidates(raw, params, now=now, dead_owners=dead_owners, after=after)
     if not candidates:
         return None
@@ -72,10 +71,15 @@ def pick_after(*, session: Session, issue_id: int, owner: str, now: datetime, li
     the position): SQLite's sender reads its next batch while the one before is posted (digest.send.ahead), in a
     read transaction, which waits for no writer; `lease_picked` leases it later if no one took any of it since."""
     raw = Raw(session)
-    params = {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON),
-              "now": raw.time(now)}
+    params = _params(raw, issue_id=issue_id, owner=owner, now=now, limit=limit, horizon=horizon)
     candidates, _ = _candidates(raw, params, now=now, dead_owners=(), after=after)
     return _one_kind(candidates) if candidates else []
+
+
+def _params(raw: Raw, *, issue_id: int, owner: str, now: datetime, limit: int, horizon: datetime | None) -> dict:
+    """The claim's parameters, as `_candidates` binds them."""
+    return {"issue_id": issue_id, "limit": limit, "owner": owner, "horizon": raw.time(horizon or _NO_HORIZON),
+            "now": raw.time(now)}
 
 
 def picked_batch(*, session: Session, picked: list[tuple]) -> ClaimedBatch:

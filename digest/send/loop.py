@@ -232,18 +232,18 @@ class Sender:
         reserved batch by batch)."""
         if pool is None or warmup_day(self.services.settings, self.clock()) is not None:
             return None
-        prepare = partial(self._prepare, issue=issue, after=after)
         if self.services.engine.dialect.name == "postgresql":
-            return Ahead(pool, self.services.engine, prepare)
-        return ReadAhead(pool, self.services.engine, prepare, self.services.transaction)
+            return Ahead(pool, self.services.engine, partial(self._prepare, issue=issue, after=after, lease=True))
+        return ReadAhead(pool, self.services.engine, partial(self._prepare, issue=issue, after=after, lease=False),
+                         self.services.transaction)
 
-    def _prepare(self, session, *, issue: Issue, after: tuple[int, int]) -> Prepared:
+    def _prepare(self, session, *, issue: Issue, after: tuple[int, int], lease: bool) -> Prepared:
         """On the thread (digest.send.ahead), while the batch before is posted: the next batch after ``after`` —
         leased, uncommitted, on PostgreSQL; read on SQLite — and its request. A request that cannot be built is
         built again after the lease, where a failure gives the rows back with its error (`_leased_batch`)."""
         now = self.clock()
         settings = self.services.settings
-        if session.get_bind().dialect.name == "postgresql":
+        if lease:
             end_idle_transaction_after(session=session, seconds=min(AHEAD_HOLD_SECONDS, settings.lease_seconds))
             picked, claimed = None, claim_batch(session=session, issue_id=issue.id, owner=self.owner, now=now,
                                                 lease_until=now + self.lease, limit=settings.batch_size, after=after,
